@@ -1,0 +1,59 @@
+# clickserver: `make demo` runs the platform on the embedded defaults, `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+MANAGE := $(PY) manage.py
+DEMO_ENV := DJANGO_DEBUG=1 DJANGO_SECURE_COOKIES=0
+
+.PHONY: install install-dev assets migrate demo test check lint typecheck worker beat web bench bench-full clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip
+
+install: $(PY) ## runtime dependencies and front-end assets
+	$(PY) -m pip install -r requirements.txt
+	$(MAKE) assets
+
+install-dev: $(PY)
+	$(PY) -m pip install -r requirements-dev.txt
+	$(MAKE) assets
+
+assets:
+	@if [ -f package.json ]; then npm ci --no-audit --no-fund; fi
+
+migrate:
+	$(DEMO_ENV) $(MANAGE) migrate --noinput
+
+demo: install-dev migrate ## seed a demo shop and run web + worker + beat on the embedded defaults
+	$(DEMO_ENV) $(PY) scripts/demo.py
+
+test: install-dev ## the test suite (real services when reachable; REQUIRE_SERVICES=1 to insist)
+	$(PY) scripts/run_tests.py
+
+check: install-dev lint typecheck test
+
+lint:
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck:
+	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */selectors.py */tasks.py)
+
+web:
+	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi
+
+worker:
+	$(VENV)/bin/celery -A clickserver worker -l info
+
+beat:
+	$(VENV)/bin/celery -A clickserver beat -l info
+
+bench:
+	$(PY) bench/run.py --quick
+
+bench-full:
+	$(PY) bench/run.py --full
+
+clean:
+	rm -rf var staticfiles

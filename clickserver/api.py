@@ -1,0 +1,98 @@
+"""Cross-cutting API pieces: the error envelope, the application error, pagination."""
+
+import logging
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.db import InterfaceError
+from django.db import OperationalError as DatabaseOperationalError
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+logger = logging.getLogger(__name__)
+
+
+class ApplicationError(Exception):
+    """A rule was broken; services raise it and the API renders it in the envelope."""
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        code: str = "invalid",
+        status: int = 400,
+        fields: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.code = code
+        self.status = status
+        self.fields = fields or {}
+        self.headers = headers or {}
+
+
+def error_response(
+    detail: str,
+    *,
+    code: str,
+    status: int,
+    fields: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        {"code": code, "detail": detail, "fields": fields or {}}, status=status, headers=headers
+    )
+
+
+def _flatten(detail: Any) -> Any:
+    if isinstance(detail, list):
+        return [str(item) for item in detail]
+    if isinstance(detail, dict):
+        return {key: _flatten(value) for key, value in detail.items()}
+    return str(detail)
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Render every error as {"code", "detail", "fields"}."""
+    if isinstance(exc, ApplicationError):
+        return error_response(
+            exc.detail, code=exc.code, status=exc.status, fields=exc.fields, headers=exc.headers
+        )
+    if isinstance(exc, DatabaseOperationalError | InterfaceError):
+        # Nothing was acknowledged; the client retries later.
+        logger.warning("database unavailable: %s", exc)
+        return error_response(
+            "Storage is unavailable; retry later.",
+            code="unavailable",
+            status=503,
+            headers={"Retry-After": "5"},
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+
+    response = drf_exception_handler(exc, context)
+    if response is None or not isinstance(exc, exceptions.APIException):
+        return response
+    if isinstance(exc, exceptions.ValidationError):
+        fields = _flatten(exc.detail) if isinstance(exc.detail, dict) else {}
+        detail = "Invalid input." if fields else "; ".join(_flatten(exc.detail))
+        response.data = {"code": "invalid", "detail": detail, "fields": fields}
+    else:
+        codes = exc.get_codes()
+        response.data = {
+            "code": codes if isinstance(codes, str) else "error",
+            "detail": str(exc.detail),
+            "fields": {},
+        }
+    return response
+
+
+class Pagination(PageNumberPagination):
+    page_size_query_param = "page_size"
+    max_page_size = 1000

@@ -1,0 +1,71 @@
+"""Liveness and readiness probes for load balancers and orchestrators."""
+
+from django.core.cache import cache
+from django.db import DatabaseError, connection
+from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clickserver.celery import app
+from events.selectors import processing_backlog
+
+
+def _check_database() -> str:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+    except DatabaseError as error:
+        return f"error: {error}"
+    return "ok"
+
+
+def _check_cache() -> str:
+    try:
+        cache.set("health:ping", "pong", 5)
+        return "ok" if cache.get("health:ping") == "pong" else "error: read back failed"
+    except (OSError, RedisError) as error:
+        return f"error: {error}"
+
+
+def _check_broker() -> str:
+    try:
+        with app.connection_for_write() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+    except (BrokerError, OSError) as error:
+        return f"error: {error}"
+    return "ok"
+
+
+class HealthApi(APIView):
+    """Liveness: the process answers."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
+class ReadinessApi(APIView):
+    """Readiness: database, cache and broker reachable; the processing backlog and lag."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        checks = {"database": _check_database(), "cache": _check_cache(), "broker": _check_broker()}
+        ready = all(value == "ok" for value in checks.values())
+        body: dict = {"status": "ok" if ready else "unavailable", "checks": checks}
+        if checks["database"] == "ok":
+            backlog = processing_backlog()
+            oldest = backlog.oldest_unprocessed_at
+            body["backlog"] = {
+                "events": backlog.events,
+                "lag_seconds": round((timezone.now() - oldest).total_seconds(), 1)
+                if oldest
+                else 0.0,
+            }
+        return Response(body, status=200 if ready else 503)

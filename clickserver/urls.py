@@ -1,0 +1,14 @@
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from clickserver.health import HealthApi, ReadinessApi
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("health/", HealthApi.as_view(), name="health"),
+    path("health/ready/", ReadinessApi.as_view(), name="health-ready"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("", include("events.urls")),
+]

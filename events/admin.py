@@ -1,0 +1,167 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from events import services
+from events.models import (
+    Checkout,
+    Event,
+    Order,
+    OrderLine,
+    Person,
+    PersonIdentifier,
+    PipelineWatermark,
+    Product,
+    RejectedEvent,
+    Session,
+    Shop,
+    ShopMembership,
+    WebhookDelivery,
+)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Raw and derived data is written by the pipeline only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class ShopMembershipInline(admin.TabularInline):
+    model = ShopMembership
+    extra = 1
+    autocomplete_fields = ["user"]
+
+
+@admin.register(Shop)
+class ShopAdmin(admin.ModelAdmin):
+    list_display = ["domain", "name", "timezone", "currency", "is_active", "created_at"]
+    search_fields = ["domain", "name"]
+    readonly_fields = ["write_key", "snippet_tag", "created_at"]
+    inlines = [ShopMembershipInline]
+    actions = ["rotate_write_key"]
+
+    @admin.display(description="Tracking snippet")
+    def snippet_tag(self, shop: Shop) -> str:
+        return f'<script async src="/snippet/{shop.write_key}.js"></script>'
+
+    @admin.action(description="Rotate the write key (the old key stops working)")
+    def rotate_write_key(self, request, queryset):
+        for shop in queryset:
+            services.shop_rotate_write_key(shop=shop)
+        self.message_user(request, f"Rotated {queryset.count()} write key(s).", messages.SUCCESS)
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["occurred_at", "shop", "type", "anonymous_id", "user_id", "url", "session"]
+    list_filter = ["shop", "type", ("occurred_at", admin.DateFieldListFilter)]
+    search_fields = ["event_id", "anonymous_id", "user_id", "order_id", "product_id"]
+    raw_id_fields = ["session", "person"]
+    show_full_result_count = False  # COUNT(*) over the raw log is too slow to run on every page
+    date_hierarchy = "occurred_at"
+
+
+@admin.register(RejectedEvent)
+class RejectedEventAdmin(admin.ModelAdmin):
+    list_display = ["received_at", "shop", "code", "detail", "format", "replayed_at"]
+    list_filter = ["shop", "code", "format"]
+    readonly_fields = ["shop", "code", "detail", "format", "received_at", "replayed_at"]
+    actions = ["replay"]
+
+    def has_add_permission(self, request):
+        return False
+
+    @admin.action(description="Replay through ingestion")
+    def replay(self, request, queryset):
+        now = timezone.now()
+        accepted = rejected = 0
+        for row in queryset.filter(replayed_at__isnull=True):
+            result = services.rejected_event_replay(rejected=row, now=now)
+            accepted += result.accepted + result.duplicates
+            rejected += len(result.rejected)
+        self.message_user(
+            request, f"Replayed: {accepted} stored, {rejected} rejected again.", messages.INFO
+        )
+
+
+class PersonIdentifierInline(admin.TabularInline):
+    model = PersonIdentifier
+    extra = 0
+    readonly_fields = ["kind", "value", "created_at"]
+    can_delete = False
+
+
+@admin.register(Person)
+class PersonAdmin(ReadOnlyAdmin):
+    list_display = ["id", "shop", "user_id", "first_seen_at", "last_seen_at"]
+    list_filter = ["shop"]
+    search_fields = ["user_id", "identifiers__value"]
+    inlines = [PersonIdentifierInline]
+
+
+@admin.register(PersonIdentifier)
+class PersonIdentifierAdmin(ReadOnlyAdmin):
+    list_display = ["shop", "kind", "value", "person", "created_at"]
+    list_filter = ["shop", "kind"]
+    search_fields = ["value"]
+    raw_id_fields = ["person"]
+
+
+@admin.register(Session)
+class SessionAdmin(ReadOnlyAdmin):
+    list_display = [
+        "started_at",
+        "shop",
+        "person",
+        "event_count",
+        "entry_url",
+        "utm_source",
+        "device",
+        "is_converted",
+        "revenue",
+    ]
+    list_filter = ["shop", "is_converted", "is_bounce", "device"]
+    raw_id_fields = ["person"]
+    date_hierarchy = "started_at"
+
+
+class OrderLineInline(admin.TabularInline):
+    model = OrderLine
+    extra = 0
+
+
+@admin.register(Order)
+class OrderAdmin(ReadOnlyAdmin):
+    list_display = ["order_id", "shop", "placed_at", "total", "refunded_amount", "is_cancelled"]
+    list_filter = ["shop", "source", "is_cancelled"]
+    search_fields = ["order_id", "user_id"]
+    raw_id_fields = ["person"]
+    inlines = [OrderLineInline]
+
+
+@admin.register(Product)
+class ProductAdmin(ReadOnlyAdmin):
+    list_display = ["product_id", "shop", "title", "category", "price", "is_available"]
+    list_filter = ["shop", "is_available"]
+    search_fields = ["product_id", "title"]
+
+
+@admin.register(Checkout)
+class CheckoutAdmin(ReadOnlyAdmin):
+    list_display = ["token", "shop", "kind", "total", "created_at", "completed_at"]
+    list_filter = ["shop", "kind"]
+    raw_id_fields = ["person"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin):
+    list_display = ["received_at", "shop", "topic", "webhook_id", "processed_at", "error"]
+    list_filter = ["shop", "topic"]
+
+
+@admin.register(PipelineWatermark)
+class PipelineWatermarkAdmin(ReadOnlyAdmin):
+    list_display = ["name", "position", "updated_at"]

@@ -1,0 +1,77 @@
+"""Decode an ingestion request body: size limits, gzip, JSON, sendBeacon's text/plain."""
+
+import zlib
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.http import HttpRequest
+
+from clickserver.api import ApplicationError
+
+
+def _gunzip(body: bytes, limit: int) -> bytes:
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        data = decompressor.decompress(body, limit + 1)
+    except zlib.error:
+        raise ApplicationError("The gzip body is corrupt.", code="malformed_gzip") from None
+    if len(data) > limit or decompressor.unconsumed_tail:
+        raise ApplicationError(
+            f"The decompressed body is larger than {limit} bytes.",
+            code="payload_too_large",
+            status=413,
+        )
+    return data
+
+
+def payload_decode(request: HttpRequest) -> Any:
+    """The request's JSON body, enforcing the byte limits (413) and well-formedness (400)."""
+    limit = settings.INGEST_MAX_BODY_BYTES
+    length = request.META.get("CONTENT_LENGTH")
+    if length and length.isdigit() and int(length) > limit:
+        raise ApplicationError(
+            f"The body is larger than {limit} bytes.", code="payload_too_large", status=413
+        )
+    body = request.body
+    if len(body) > limit:
+        raise ApplicationError(
+            f"The body is larger than {limit} bytes.", code="payload_too_large", status=413
+        )
+    encoding = request.headers.get("Content-Encoding", "").lower()
+    if encoding == "gzip" or body[:2] == b"\x1f\x8b":
+        body = _gunzip(body, settings.INGEST_MAX_DECOMPRESSED_BYTES)
+    elif encoding not in ("", "identity"):
+        raise ApplicationError(
+            f"Content-Encoding {encoding!r} is not supported; use gzip.",
+            code="unsupported_encoding",
+            status=415,
+        )
+    if not body.strip():
+        raise ApplicationError("The body is empty.", code="malformed_json")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise ApplicationError(f"Malformed JSON: {error}", code="malformed_json") from None
+
+
+def batch_unpack(payload: Any, *, key: str = "batch") -> tuple[list[Any], Any]:
+    """Split a body into (events, sent_at): one event object or {"batch": [...], "sent_at"}."""
+    if isinstance(payload, dict) and key in payload:
+        events = payload[key]
+        if not isinstance(events, list):
+            raise ApplicationError(f"{key} must be a list of events.", code="invalid")
+        sent_at = payload.get("sent_at", payload.get("sentAt"))
+    elif isinstance(payload, dict):
+        events, sent_at = [payload], None
+    else:
+        raise ApplicationError("The body must be a JSON object.", code="invalid")
+    if not events:
+        raise ApplicationError(f"{key} is empty.", code="invalid")
+    if len(events) > settings.INGEST_MAX_BATCH_EVENTS:
+        raise ApplicationError(
+            f"A request holds at most {settings.INGEST_MAX_BATCH_EVENTS} events.",
+            code="too_many_events",
+            status=413,
+        )
+    return events, sent_at

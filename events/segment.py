@@ -1,0 +1,103 @@
+"""Translate Segment / RudderStack HTTP Tracking API messages into clickserver's event format.
+
+The official SDKs then work by changing only their host. Segment's e-commerce v2 event names map
+to our event types; any other `track` name is kept as the type so custom events still arrive.
+"""
+
+from typing import Any
+
+ECOMMERCE_TYPES = {
+    "Product Viewed": "product_view",
+    "Product Added": "add_to_cart",
+    "Product Removed": "remove_from_cart",
+    "Checkout Started": "checkout_started",
+    "Order Completed": "purchase",
+    "Product Added to Wishlist": "add_to_wishlist",
+    "Cart Viewed": "cart_view",
+    "Products Searched": "search",
+    "Order Refunded": "refund",
+}
+MESSAGE_TYPES = {
+    "page": "page_view",
+    "screen": "screen_view",
+    "identify": "identify",
+    "alias": "alias",
+    "group": "group",
+}
+
+
+def _product(properties: dict[str, Any]) -> dict[str, Any] | None:
+    product_id = properties.get("product_id", properties.get("sku"))
+    if product_id is None and "name" not in properties:
+        return None
+    return {
+        "id": product_id,
+        "name": properties.get("name"),
+        "category": properties.get("category"),
+        "price": properties.get("price"),
+        "quantity": properties.get("quantity"),
+    }
+
+
+def segment_to_event(message: Any, *, message_type: str | None = None) -> Any:
+    """Map one Segment message to our raw event dict; non-objects pass through to be rejected."""
+    if not isinstance(message, dict):
+        return message
+    kind = message_type or message.get("type")
+    context = message.get("context") if isinstance(message.get("context"), dict) else {}
+    page = context.get("page") if isinstance(context.get("page"), dict) else {}
+    campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
+    location = context.get("location") if isinstance(context.get("location"), dict) else {}
+    properties = message.get("properties")
+    properties = dict(properties) if isinstance(properties, dict) else {}
+
+    if kind == "track":
+        name = message.get("event")
+        event_type = ECOMMERCE_TYPES.get(name, name) if isinstance(name, str) else None
+    else:
+        event_type = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+
+    if kind == "identify":
+        traits = message.get("traits", context.get("traits"))
+        properties = {"traits": traits} if isinstance(traits, dict) else {}
+    elif kind == "alias":
+        properties = {"previous_id": message.get("previousId")}
+    elif kind == "group":
+        properties = {"group_id": message.get("groupId"), "traits": message.get("traits")}
+    if kind in ("page", "screen") and message.get("name"):
+        properties.setdefault("name", message.get("name"))
+
+    event: dict[str, Any] = {
+        "type": event_type,
+        "event_id": message.get("messageId"),
+        "anonymous_id": message.get("anonymousId"),
+        "user_id": message.get("userId"),
+        "timestamp": message.get("timestamp", message.get("originalTimestamp")),
+        "url": properties.get("url", page.get("url")),
+        "referrer": properties.get("referrer", page.get("referrer")),
+        "title": properties.get("title", page.get("title")),
+        "utm": {
+            "source": campaign.get("source"),
+            "medium": campaign.get("medium"),
+            "campaign": campaign.get("name"),
+            "term": campaign.get("term"),
+            "content": campaign.get("content"),
+        },
+        "properties": properties,
+        "context": {
+            "user_agent": context.get("userAgent"),
+            "ip": context.get("ip"),
+            "country": location.get("country") if len(location.get("country") or "") == 2 else None,
+        },
+    }
+    if message.get("sentAt") is not None:
+        event["sent_at"] = message["sentAt"]
+    if event_type in ("product_view", "add_to_cart", "remove_from_cart", "add_to_wishlist"):
+        event["product"] = _product(properties)
+    elif event_type == "purchase":
+        event["order"] = {
+            "id": properties.get("order_id"),
+            "revenue": properties.get("revenue", properties.get("total")),
+            "currency": properties.get("currency"),
+        }
+    return event

@@ -1,0 +1,86 @@
+"""Every read of the events app that an interface needs."""
+
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import QuerySet
+
+from clickserver.api import ApplicationError
+from events.models import Event, PipelineWatermark, Shop
+
+# Write keys are public and looked up on every ingest request; a short process-local cache saves a
+# query per request. A rotated key stops working within this many seconds.
+WRITE_KEY_CACHE_SECONDS = 10.0
+_write_keys: dict[str, tuple[float, Shop | None]] = {}
+
+
+def shop_get_by_write_key(*, write_key: str) -> Shop | None:
+    now = time.monotonic()
+    cached = _write_keys.get(write_key)
+    if cached and cached[0] > now:
+        return cached[1]
+    shop = Shop.objects.filter(write_key=write_key, is_active=True).first()
+    if len(_write_keys) > 10_000:
+        _write_keys.clear()
+    _write_keys[write_key] = (now + WRITE_KEY_CACHE_SECONDS, shop)
+    return shop
+
+
+def write_key_cache_clear() -> None:
+    _write_keys.clear()
+
+
+def shops_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Shop]:
+    if not user.is_authenticated:
+        return Shop.objects.none()
+    if user.is_superuser:
+        return Shop.objects.all()
+    return Shop.objects.filter(memberships__user=user)
+
+
+def shop_get_for_user(*, user: AbstractBaseUser | AnonymousUser, domain: str | None) -> Shop:
+    """The shop named by `domain` if the user is a member; the only one if they have one.
+
+    A shop the user cannot see answers 404, the same as one that does not exist, so shop
+    domains do not leak.
+    """
+    shops = shops_for_user(user=user)
+    if domain:
+        shop = shops.filter(domain=domain).first()
+        if shop is None:
+            raise ApplicationError("No such shop.", code="not_found", status=404)
+        return shop
+    candidates = list(shops[:2])
+    if len(candidates) == 1:
+        return candidates[0]
+    raise ApplicationError(
+        "Name the shop with ?shop=DOMAIN.", code="invalid", fields={"shop": ["required"]}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    events: int
+    oldest_unprocessed_at: datetime | None
+
+
+def processing_backlog() -> Backlog:
+    """Events not yet processed (beyond their shop's watermark), and the oldest one's time."""
+    positions = {
+        w.name: w.position for w in PipelineWatermark.objects.filter(name__startswith="events:")
+    }
+    total = 0
+    oldest: datetime | None = None
+    for shop_id in Shop.objects.values_list("id", flat=True):
+        pending = Event.objects.filter(
+            shop_id=shop_id, id__gt=positions.get(f"events:{shop_id}", 0)
+        )
+        count = pending.count()
+        if count:
+            total += count
+            first = pending.order_by("id").values_list("received_at", flat=True).first()
+            if first and (oldest is None or first < oldest):
+                oldest = first
+    return Backlog(events=total, oldest_unprocessed_at=oldest)

@@ -1,0 +1,41 @@
+"""Celery interfaces of the events app: take ids, call one service, own the retry policy."""
+
+from celery import shared_task
+from django.conf import settings
+from django.db import OperationalError
+from django.utils import timezone
+
+from clickserver.celery import app
+from events import services
+
+
+@shared_task(
+    autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=8
+)
+def events_process_task(shop_id: int) -> int:
+    """Process one batch of a shop's new events; chain itself while a backlog remains."""
+    result = services.events_process(
+        shop_id=shop_id, now=timezone.now(), batch_size=settings.PIPELINE_BATCH_SIZE
+    )
+    if result.processed:
+        for task_name in settings.PIPELINE_FOLLOW_UP_TASKS:
+            app.send_task(task_name, args=[shop_id])
+    if result.has_more:
+        events_process_task.delay(shop_id)
+    return result.processed
+
+
+@shared_task
+def events_process_sweep_task() -> int:
+    """Safety net: a lost message or a broker outage never leaves events waiting for ever."""
+    shop_ids = services.shops_with_backlog(now=timezone.now())
+    for shop_id in shop_ids:
+        events_process_task.delay(shop_id)
+    return len(shop_ids)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
+def rejected_events_prune_task() -> int:
+    return services.rejected_events_prune(
+        now=timezone.now(), retention_days=settings.REJECTED_EVENT_RETENTION_DAYS
+    )

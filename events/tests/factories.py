@@ -1,0 +1,42 @@
+from datetime import UTC, datetime
+
+import factory
+from django.contrib.auth import get_user_model
+
+from events.models import Event, Shop, ShopMembership
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    password = factory.PostGenerationMethodCall("set_password", "correct horse battery")
+
+
+class ShopFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Shop
+        skip_postgeneration_save = True
+
+    domain = factory.Sequence(lambda n: f"shop{n}.example.com")
+    name = factory.Sequence(lambda n: f"Shop {n}")
+    webhook_secret = "test-webhook-secret"
+
+    @factory.post_generation
+    def owner(self, create, extracted, **kwargs):
+        if create and extracted is not None:
+            ShopMembership.objects.create(shop=self, user=extracted, role="owner")
+
+
+class EventFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Event
+
+    shop = factory.SubFactory(ShopFactory)
+    event_id = factory.Sequence(lambda n: f"evt-{n}")
+    type = "page_view"
+    anonymous_id = "anon-1"
+    occurred_at = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    received_at = factory.LazyAttribute(lambda o: o.occurred_at)
