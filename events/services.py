@@ -2,11 +2,10 @@
 
 import ipaddress
 import logging
-from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -343,6 +342,61 @@ def _chunks(items: list, size: int = CHUNK):
         yield items[start : start + size]
 
 
+def _db_value(value: Any) -> Any:
+    """A Python value as the database driver takes it.
+
+    The ORM's per-field preparation costs more than the rest of the pipeline on a large batch;
+    this covers the few types the pipeline writes. Datetimes are stored as naive UTC text, as
+    Django stores them on both MariaDB and SQLite.
+    """
+    if isinstance(value, datetime):
+        return str(value.astimezone(UTC).replace(tzinfo=None))
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _rows_write(
+    table: str,
+    columns: list[str],
+    rows: list[tuple],
+    *,
+    on_conflict: str = "error",
+    returning: bool = False,
+) -> list[int]:
+    """Multi-row INSERT; `on_conflict` "update" upserts by primary key, "ignore" skips.
+
+    With `returning` the new ids come back in row order (MariaDB 10.5+ and SQLite 3.35+
+    support INSERT … RETURNING), so new sessions and persons need no second query.
+    """
+    quote = connection.ops.quote_name
+    is_mysql = connection.vendor == "mysql"
+    names = ", ".join(quote(column) for column in columns)
+    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = [column for column in columns if column != "id"]
+    suffix = ""
+    if on_conflict == "update":
+        suffix = (
+            " ON DUPLICATE KEY UPDATE "
+            + ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in updates)
+            if is_mysql
+            else " ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in updates)
+        )
+    elif on_conflict == "ignore" and not is_mysql:
+        suffix = " ON CONFLICT DO NOTHING"
+    verb = "INSERT IGNORE" if on_conflict == "ignore" and is_mysql else "INSERT"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, 1000):
+            params = [_db_value(value) for row in chunk for value in row]
+            sql = f"{verb} INTO {quote(table)} ({names}) VALUES {', '.join([row_sql] * len(chunk))}"
+            cursor.execute(sql + suffix + (" RETURNING id" if returning else ""), params)
+            if returning:
+                ids.extend(row[0] for row in cursor.fetchall())
+    return ids
+
+
 @dataclass(slots=True)
 class _Resolution:
     event_person: dict[int, int]
@@ -366,7 +420,7 @@ def sessions_assign(*, shop_id: int, event_ids: list[int], now: datetime) -> Ass
         .values_list(*_ROW_FIELDS, "anonymous_id", "user_id", "properties")
     )
     identity_rows = [(row[0], row[2], row[-3], row[-2], row[-1], row[1]) for row in rows]
-    resolution = persons_resolve(shop_id=shop_id, events=identity_rows)
+    resolution = persons_resolve(shop_id=shop_id, events=identity_rows, now=now)
 
     new_events: dict[int, list[EventRow]] = defaultdict(list)
     for row in rows:
@@ -389,7 +443,7 @@ def sessions_assign(*, shop_id: int, event_ids: list[int], now: datetime) -> Ass
 
 
 def persons_resolve(
-    *, shop_id: int, events: list[tuple[int, str, str, str, Any, datetime]]
+    *, shop_id: int, events: list[tuple[int, str, str, str, Any, datetime]], now: datetime
 ) -> _Resolution:
     """Stitch events `(id, type, anonymous_id, user_id, properties, occurred_at)` to persons.
 
@@ -439,27 +493,31 @@ def persons_resolve(
             traits[root].update(_public_traits(properties.get("traits")))
 
     person_by_root: dict[Any, int] = {}
-    new_persons: list[tuple[Any, Person]] = []
+    new_roots = []
+    new_rows = []
     for root in times:
         component = components[root]
         if component.survivor is not None:
             person_by_root[root] = component.survivor
             continue
-        new_persons.append(
+        new_roots.append(root)
+        new_rows.append(
             (
-                root,
-                Person(
-                    shop_id=shop_id,
-                    user_id=component.user_id,
-                    first_seen_at=min(times[root]),
-                    last_seen_at=max(times[root]),
-                    traits=traits.get(root, {}),
-                ),
+                shop_id,
+                component.user_id,
+                min(times[root]),
+                max(times[root]),
+                traits.get(root, {}),
+                now,
             )
         )
-    Person.objects.bulk_create([person for _, person in new_persons], batch_size=CHUNK)
-    for root, person in new_persons:
-        person_by_root[root] = person.pk
+    new_ids = _rows_write(
+        Person._meta.db_table,
+        ["shop_id", "user_id", "first_seen_at", "last_seen_at", "traits", "created_at"],
+        new_rows,
+        returning=True,
+    )
+    person_by_root.update(zip(new_roots, new_ids, strict=True))
 
     merged = 0
     full_recompute: set[int] = set()
@@ -476,7 +534,7 @@ def persons_resolve(
     _persons_refresh(survivors=survivors, components=components, times=times, traits=traits)
 
     new_identifiers = [
-        PersonIdentifier(shop_id=shop_id, person_id=person_by_root[root], kind=kind, value=value)
+        (shop_id, person_by_root[root], kind, value, now)
         for root, component in components.items()
         if root in person_by_root
         for kind, value in component.identifiers
@@ -484,11 +542,16 @@ def persons_resolve(
     ]
     # Ignoring conflicts keeps a concurrent writer outside the pipeline (a Shopify webhook that
     # stores a customer id) from failing the batch; the stored edge wins and later events use it.
-    PersonIdentifier.objects.bulk_create(new_identifiers, batch_size=CHUNK, ignore_conflicts=True)
+    _rows_write(
+        PersonIdentifier._meta.db_table,
+        ["shop_id", "person_id", "kind", "value", "created_at"],
+        new_identifiers,
+        on_conflict="ignore",
+    )
     return _Resolution(
         event_person={event_id: person_by_root[root] for event_id, root in root_by_event.items()},
         full_recompute=full_recompute,
-        persons_created=len(new_persons),
+        persons_created=len(new_ids),
         persons_merged=merged,
     )
 
@@ -524,28 +587,37 @@ def _persons_refresh(
     traits: dict[Any, dict[str, Any]],
 ) -> None:
     """Bring existing persons' user id, first/last seen and traits up to this batch."""
+    columns = ["id", "shop_id", "user_id", "first_seen_at", "last_seen_at", "traits", "created_at"]
     changed = []
     for chunk in _chunks(sorted(survivors)):
-        for person in Person.objects.filter(id__in=chunk).only(
-            "id", "user_id", "first_seen_at", "last_seen_at", "traits"
-        ):
-            root = survivors[person.pk]
+        for row in Person.objects.filter(id__in=chunk).values_list(*columns):
+            person_id, shop_id, user_id, first_seen_at, last_seen_at, person_traits, created = row
+            root = survivors[person_id]
             seen = times.get(root)
-            before = (person.user_id, person.first_seen_at, person.last_seen_at, person.traits)
-            person.user_id = components[root].user_id or person.user_id
             if seen:
-                person.first_seen_at = min(person.first_seen_at, *seen)
-                person.last_seen_at = max(person.last_seen_at, *seen)
-            if traits.get(root):
-                person.traits = {**person.traits, **traits[root]}
-            if before != (person.user_id, person.first_seen_at, person.last_seen_at, person.traits):
-                changed.append(person)
-    Person.objects.bulk_update(
-        changed, ["user_id", "first_seen_at", "last_seen_at", "traits"], batch_size=500
-    )
+                first_seen_at = min(first_seen_at, *seen)
+                last_seen_at = max(last_seen_at, *seen)
+            new_row = (
+                person_id,
+                shop_id,
+                components[root].user_id or user_id,
+                first_seen_at,
+                last_seen_at,
+                {**person_traits, **traits.get(root, {})},
+                created,
+            )
+            if new_row != row:
+                changed.append(new_row)
+    _rows_write(Person._meta.db_table, columns, changed, on_conflict="update")
 
 
-_SESSION_FIELDS = [f.name for f in Session._meta.concrete_fields if f.name not in ("id", "shop")]
+_SESSION_ATTRIBUTES = [
+    f.name for f in Session._meta.concrete_fields if f.name not in ("id", "shop", "person")
+]
+
+
+def _session_values(data: SessionData) -> tuple:
+    return tuple(getattr(data, name) for name in _SESSION_ATTRIBUTES)
 
 
 def _load_person_events(
@@ -564,21 +636,26 @@ def _load_person_events(
     return loaded
 
 
-def _restart_point(
-    old: list[EventRow], *, first_new: datetime, timeout: timedelta
-) -> datetime | None:
-    """The earliest session start that new events from `first_new` on can change.
+def _restart_points(*, first_new: dict[int, datetime], timeout: timedelta) -> dict[int, datetime]:
+    """For each person, the earliest session start that their new events can change.
 
-    Sessionisation is a left-to-right scan, so sessions before the new events stand; only the
-    session holding the last older event can absorb them, and only if it is within the timeout.
+    Sessionisation is a left-to-right scan, so sessions before the first new event stand; the
+    only older session that can absorb a new event is one that ended within the timeout before
+    it. A session start is a safe place to restart the scan, so the result is the start of the
+    earliest session ending at or after `first_new - timeout`, or `first_new` itself. Read from
+    the sessions (started at most 24 h before they end) instead of a day of raw events.
     """
-    position = bisect_left(old, first_new, key=lambda event: event.occurred_at)
-    if position == 0:
-        return first_new
-    previous = old[position - 1]
-    if first_new - previous.occurred_at > timeout:
-        return first_new
-    return min(e.occurred_at for e in old if e.session_id == previous.session_id)
+    restart = dict(first_new)
+    for chunk in _chunks(sorted(first_new), 500):
+        earliest = min(first_new[p] for p in chunk) - timeout
+        for person_id, started_at, ended_at in Session.objects.filter(
+            person_id__in=chunk,
+            started_at__gte=earliest - MAX_SESSION_LENGTH,
+            ended_at__gte=earliest,
+        ).values_list("person_id", "started_at", "ended_at"):
+            if ended_at >= first_new[person_id] - timeout:
+                restart[person_id] = min(restart[person_id], started_at)
+    return restart
 
 
 def _sessions_recompute(
@@ -590,88 +667,111 @@ def _sessions_recompute(
 ) -> tuple[int, int]:
     """Recompute the affected sessions of these persons; returns (created, deleted)."""
     incremental = sorted(set(new_events) - full_recompute)
-    # A session holding an older event can absorb a new one only if it started at most
-    # timeout + 24 h before the new event, so older events need not be read.
-    since = {
-        person_id: min(e.occurred_at for e in new_events[person_id]) - timeout - MAX_SESSION_LENGTH
-        for person_id in incremental
-    }
-    old = _load_person_events(person_ids=incremental, since=since)
+    restart = _restart_points(
+        first_new={p: min(e.occurred_at for e in new_events[p]) for p in incremental},
+        timeout=timeout,
+    )
+    old = _load_person_events(person_ids=incremental, since=restart)
     old.update(_load_person_events(person_ids=sorted(full_recompute), since=None))
 
-    reused: list[Session] = []
-    created: list[tuple[Session, SessionData]] = []
-    reused_data: list[tuple[int, SessionData]] = []
+    reused: list[tuple[int, int, SessionData]] = []
+    created: list[tuple[int, SessionData]] = []
     obsolete: list[int] = []
     for person_id in sorted(set(new_events) | full_recompute):
         new_ids = {e.id for e in new_events.get(person_id, [])}
         older = sorted((e for e in old.get(person_id, []) if e.id not in new_ids), key=order_key)
         fresh = sorted(new_events.get(person_id, []), key=order_key)
-        restart = (
-            _restart_point(older, first_new=fresh[0].occurred_at, timeout=timeout)
-            if fresh and person_id not in full_recompute
-            else None
-        )
-        window = [e for e in older if restart is None or e.occurred_at >= restart]
+        # Every loaded older event is at or after the restart point (all of them on a full
+        # recompute), so all of them are sessionised again.
+        window = older
         old_session_ids = list(dict.fromkeys(e.session_id for e in window if e.session_id))
         sessions = sessionize(sorted(window + fresh, key=order_key), timeout=timeout)
         # Reusing the old ids in order keeps an extended session's id (and its events' rows)
         # unchanged, which is the common case of a live visit.
         for index, data in enumerate(sessions):
-            attributes = {name: getattr(data, name) for name in _SESSION_FIELDS if name != "person"}
-            session = Session(shop_id=shop_id, person_id=person_id, **attributes)
             if index < len(old_session_ids):
-                session.pk = old_session_ids[index]
-                reused.append(session)
-                reused_data.append((session.pk, data))
+                reused.append((old_session_ids[index], person_id, data))
             else:
-                created.append((session, data))
+                created.append((person_id, data))
         obsolete.extend(old_session_ids[len(sessions) :])
 
-    Session.objects.bulk_create(
-        reused,
-        batch_size=500,
-        update_conflicts=True,
-        update_fields=list(_SESSION_FIELDS),
+    table = Session._meta.db_table
+    _rows_write(
+        table,
+        ["id", "shop_id", "person_id", *_SESSION_ATTRIBUTES],
+        [(pk, shop_id, person, *_session_values(data)) for pk, person, data in reused],
+        on_conflict="update",
     )
-    Session.objects.bulk_create([session for session, _ in created], batch_size=500)
+    created_ids = _rows_write(
+        table,
+        ["shop_id", "person_id", *_SESSION_ATTRIBUTES],
+        [(shop_id, person, *_session_values(data)) for person, data in created],
+        returning=True,
+    )
 
     current = {
         e.id: (e.session_id, e.person_id)
         for events in (*old.values(), *new_events.values())
         for e in events
     }
-    person_of_session = {s.pk: s.person_id for s in reused}
-    person_of_session.update({s.pk: s.person_id for s, _ in created})
+    assigned = [(pk, person, data) for pk, person, data in reused]
+    assigned += [
+        (pk, person, data) for pk, (person, data) in zip(created_ids, created, strict=True)
+    ]
     changes = [
-        (event_id, session_id, person_of_session[session_id])
-        for session_id, data in [*reused_data, *((s.pk, d) for s, d in created)]
+        (event_id, session_id, person_id)
+        for session_id, person_id, data in assigned
         for event_id in data.event_ids
-        if current[event_id] != (session_id, person_of_session[session_id])
+        if current[event_id] != (session_id, person_id)
     ]
     _events_assign(changes)
     if obsolete:
         Session.objects.filter(id__in=obsolete).delete()
-    return len(created), len(obsolete)
+    return len(created_ids), len(obsolete)
 
 
 def _events_assign(changes: list[tuple[int, int, int]]) -> None:
-    """Set (session, person) of many events: one UPDATE … CASE per chunk, not one per event."""
+    """Set (session, person) of many events in a few statements, never one per event.
+
+    MariaDB: the pairs go to a temporary table in multi-row inserts, then one UPDATE … JOIN on
+    the primary key. Elsewhere (SQLite) an UPDATE … CASE per chunk.
+    """
+    if not changes:
+        return
     table = connection.ops.quote_name(Event._meta.db_table)
-    for chunk in _chunks(changes):
-        session_cases = " ".join(["WHEN %s THEN %s"] * len(chunk))
-        person_cases = session_cases
-        in_list = ", ".join(["%s"] * len(chunk))
-        params: list[int] = []
-        for event_id, session_id, _ in chunk:
-            params += [event_id, session_id]
-        for event_id, _, person_id in chunk:
-            params += [event_id, person_id]
-        params += [event_id for event_id, _, _ in chunk]
-        with connection.cursor() as cursor:
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            # Temporary tables are per connection and neither CREATE nor DROP of one commits.
             cursor.execute(
-                f"UPDATE {table} SET session_id = CASE id {session_cases} END, "
-                f"person_id = CASE id {person_cases} END WHERE id IN ({in_list})",
+                "CREATE TEMPORARY TABLE pipeline_assignment "
+                "(id BIGINT PRIMARY KEY, session_id BIGINT, person_id BIGINT) ENGINE=MEMORY"
+            )
+            try:
+                for chunk in _chunks(changes):
+                    cursor.execute(
+                        "INSERT INTO pipeline_assignment VALUES "
+                        + ", ".join(["(%s, %s, %s)"] * len(chunk)),
+                        [value for row in chunk for value in row],
+                    )
+                cursor.execute(
+                    f"UPDATE {table} e JOIN pipeline_assignment a ON e.id = a.id "
+                    "SET e.session_id = a.session_id, e.person_id = a.person_id"
+                )
+            finally:
+                cursor.execute("DROP TEMPORARY TABLE pipeline_assignment")
+            return
+        for chunk in _chunks(changes, 400):
+            cases = " ".join(["WHEN %s THEN %s"] * len(chunk))
+            params: list[int] = []
+            for event_id, session_id, _ in chunk:
+                params += [event_id, session_id]
+            for event_id, _, person_id in chunk:
+                params += [event_id, person_id]
+            params += [event_id for event_id, _, _ in chunk]
+            cursor.execute(
+                f"UPDATE {table} SET session_id = CASE id {cases} END, "
+                f"person_id = CASE id {cases} END "
+                f"WHERE id IN ({', '.join(['%s'] * len(chunk))})",
                 params,
             )
 
