@@ -7,7 +7,8 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from events import selectors, services
-from events.models import PipelineWatermark
+from events.models import PipelineWatermark, Session
+from events.tasks import events_process_task
 from events.tests.factories import event_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -96,3 +97,16 @@ def test_admin_shows_backlog_and_person_graph(admin_client, shop, process_all, s
     assert "anonymous_id" in person.text
     assert sessions.status_code == 200
     assert sessions.context["cl"].result_count == 1
+
+
+@pytest.mark.django_db
+def test_process_task_runs_the_pipeline_and_chains_while_a_backlog_remains(shop, settings):
+    settings.PIPELINE_BATCH_SIZE = 5
+    settings.CELERY_TASK_ALWAYS_EAGER = True
+    insert(shop, 12)
+
+    processed = events_process_task.apply(args=[shop.pk]).get()
+
+    assert processed == 5
+    assert selectors.shop_backlog(shop_id=shop.pk).events == 0
+    assert Session.objects.filter(shop=shop).count() == 3
