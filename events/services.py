@@ -524,9 +524,10 @@ def persons_resolve(
 
     merged = 0
     full_recompute: set[int] = set()
-    survivors: dict[int, Any] = {
-        components[root].survivor: root for root in times if components[root].survivor
-    }
+    survivors: dict[int, Any] = {}
+    for root in times:
+        if (survivor_id := components[root].survivor) is not None:
+            survivors[survivor_id] = root
     for root, component in components.items():
         if len(component.persons) > 1:
             survivor, losers = component.persons[0], component.persons[1:]
@@ -663,8 +664,9 @@ def _load_person_events(
             params.append(_db_value(min(since[p] for p in chunk)))
         for row in _events_fetch(where, params, columns=_ROW_FIELDS):
             event = EventRow(*row)
-            if since is None or event.occurred_at >= since[event.person_id]:
-                loaded[event.person_id].append(event)
+            person_id: int = row[-1]  # the query selected by person, so never NULL here
+            if since is None or event.occurred_at >= since[person_id]:
+                loaded[person_id].append(event)
     return loaded
 
 
