@@ -712,14 +712,13 @@ def _sessions_recompute(
     created: list[tuple[int, SessionData]] = []
     obsolete: list[int] = []
     for person_id in sorted(set(new_events) | full_recompute):
-        new_ids = {e.id for e in new_events.get(person_id, [])}
-        older = sorted((e for e in old.get(person_id, []) if e.id not in new_ids), key=order_key)
-        fresh = sorted(new_events.get(person_id, []), key=order_key)
+        fresh = new_events.get(person_id, [])
+        new_ids = {e.id for e in fresh}
         # Every loaded older event is at or after the restart point (all of them on a full
-        # recompute), so all of them are sessionised again.
-        window = older
-        old_session_ids = list(dict.fromkeys(e.session_id for e in window if e.session_id))
-        sessions = sessionize(sorted(window + fresh, key=order_key), timeout=timeout)
+        # recompute), so all of them are sessionised again together with the new ones.
+        older = sorted((e for e in old.get(person_id, []) if e.id not in new_ids), key=order_key)
+        old_session_ids = list(dict.fromkeys(e.session_id for e in older if e.session_id))
+        sessions = sessionize(sorted(older + fresh, key=order_key), timeout=timeout)
         # Reusing the old ids in order keeps an extended session's id (and its events' rows)
         # unchanged, which is the common case of a live visit.
         for index, data in enumerate(sessions):
