@@ -1,3 +1,4 @@
+import random
 import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -322,3 +323,33 @@ def test_two_concurrent_workers_give_the_same_result_as_one(mysql_only):
     assert session_snapshot(double) == session_snapshot(single)
     assert Person.objects.filter(shop=double).count() == 20
     assert not Event.objects.filter(shop=double, session__isnull=True).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_late_arrivals_and_merges_equal_a_full_recompute(shop, process_all, seed):
+    rng = random.Random(seed)
+    events = [
+        event_in(
+            f"e{index:03}",
+            minutes(rng.choice([0, 400, 1400]) + rng.randrange(0, 1500)),
+            anonymous_id=f"anon-{rng.randrange(8)}",
+            # Some sign-ins join two browsers to one user: identity merges mid-stream.
+            user_id=f"user-{rng.randrange(3)}" if rng.random() < 0.08 else "",
+            type="purchase" if rng.random() < 0.1 else "page_view",
+        )
+        for index in range(150)
+    ]
+    rng.shuffle(events)
+    while events:
+        size = rng.randrange(1, 25)
+        chunk, events = events[:size], events[size:]
+        insert(shop, *chunk)
+        process_all(shop, batch_size=rng.randrange(1, 30))
+    incremental = session_snapshot(shop)
+
+    rebuilt = _rebuilt(shop)
+
+    assert incremental == rebuilt
+    assert not Event.objects.filter(shop=shop, session__isnull=True).exists()
+    assert sum(row[3] for row in rebuilt) == Event.objects.filter(shop=shop).count() == 150
