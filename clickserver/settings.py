@@ -257,7 +257,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-if DEBUG:
+# The hashed manifest needs `collectstatic` first: production does that (deploy/), while DEBUG and
+# the test run read the source files directly.
+if DEBUG or not env.bool("DJANGO_STATIC_MANIFEST", default=True):
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 # --- Models -------------------------------------------------------------------------------------
