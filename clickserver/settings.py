@@ -142,7 +142,7 @@ else:
 
 # --- Celery -------------------------------------------------------------------------------------
 
-CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", default="filesystem://localhost//")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for sub in ("out", "processed"):
@@ -257,7 +257,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-if DEBUG:
+# The hashed manifest needs `collectstatic` first: production does that (deploy/), while DEBUG and
+# the test run read the source files directly.
+if DEBUG or not env.bool("DJANGO_STATIC_MANIFEST", default=True):
     STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
 
 # --- Models -------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import ipaddress
 import logging
+import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Any
 import orjson
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework.authtoken.models import Token
@@ -94,6 +96,8 @@ def shop_create(
     currency: str = "USD",
 ) -> ShopCreated:
     """Create a shop, its owner (if new) and the owner's API token."""
+    if timezone not in zoneinfo.available_timezones():
+        raise ValidationError({"timezone": [f"Unknown time zone {timezone!r}."]})
     user_model = get_user_model()
     owner, _ = user_model.objects.get_or_create(username=owner_username)
     shop = Shop(domain=domain, name=name or domain, timezone=timezone, currency=currency.upper())

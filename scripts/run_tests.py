@@ -51,6 +51,7 @@ def main() -> int:
     env.setdefault("CELERY_DEFAULT_QUEUE", "clickserver-test")
     env.setdefault("CACHE_KEY_PREFIX", "cs-test")
     env.setdefault("PIPELINE_SETTLE_SECONDS", "0")
+    env.setdefault("DJANGO_STATIC_MANIFEST", "0")
     args = [sys.executable, "-m", "pytest", *sys.argv[1:]]
     os.execve(sys.executable, args, env)
     return 0

@@ -1,4 +1,5 @@
 import orjson
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
@@ -30,6 +31,9 @@ class Command(BaseCommand):
             raise CommandError(
                 f"A shop with domain {options['domain']!r} exists already."
             ) from None
+        except ValidationError as error:
+            problems = "; ".join(f"{k}: {' '.join(v)}" for k, v in error.message_dict.items())
+            raise CommandError(problems) from None
         self.stdout.write(
             orjson.dumps(
                 {

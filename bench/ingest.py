@@ -1,0 +1,276 @@
+"""Ingestion through gunicorn into MariaDB, next to the same run's physical limit.
+
+Measures, with MariaDB, Redis and RabbitMQ as in production:
+- single-event requests/s at a fixed concurrency (wrk with a Lua script: a new event id per
+  request), then p50/p99 latency at about 70 % of that maximum (wrk's per-request delay);
+- batched ingestion (100 events a request): events/s accepted and events/s durable in MariaDB;
+- the raw rate of LOAD DATA LOCAL INFILE and of executemany into a table with the same schema and
+  indexes as events_event, and the ratio of ours to LOAD DATA.
+Every run is bounded in requests and seconds and talks to 127.0.0.1 only. Prints one JSON object.
+"""
+
+import argparse
+import csv
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+
+import MySQLdb
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+DB = "clickserver_bench"
+PORT = 8077
+ENV = {
+    **os.environ,
+    "DATABASE_URL": f"mysql://root@127.0.0.1:3306/{DB}",
+    "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9"),
+    "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
+    "CELERY_DEFAULT_QUEUE": "clickserver-bench",
+    "DJANGO_SECRET_KEY": "bench",
+    "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+    "INGEST_RATE_LIMIT_REQUESTS": "100000000",
+}
+WRK_SCRIPT = """
+local counter = 0
+local key = os.getenv("WRITE_KEY")
+local pause = tonumber(os.getenv("WRK_DELAY_MS") or "0")
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+local prefix = tostring(math.random(1, 1e9))
+request = function()
+  counter = counter + 1
+  local body = '{"event_id":"w' .. prefix .. '-' .. counter .. '","type":"page_view",' ..
+    '"anonymous_id":"anon-' .. (counter % 500) .. '","url":"https://bench.example/p/1"}'
+  return wrk.format("POST", "/events/", {["Content-Type"] = "application/json",
+    ["X-Write-Key"] = key}, body)
+end
+if pause > 0 then
+  delay = function() return pause end
+end
+"""
+
+
+def mysql(sql: str, database: str = "") -> str:
+    command = ["mysql", "-uroot", "-h127.0.0.1", "-N", "-e", sql]
+    if database:
+        command.insert(1, database)
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return done.stdout.strip()
+
+
+def manage(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return done.stdout
+
+
+def event(i: int) -> dict:
+    return {
+        "event_id": str(uuid.uuid4()),
+        "type": "product_view",
+        "anonymous_id": f"anon-{i % 500}",
+        "url": "https://bench.example/products/p1?utm_source=bench",
+        "product": {"id": f"p{i % 40}", "price": "12.50", "category": "Mugs"},
+        "context": {"user_agent": "bench/1.0"},
+    }
+
+
+def start_server(workers: int, threads: int) -> subprocess.Popen:
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "clickserver.wsgi"],
+        cwd=ROOT,
+        env={
+            **ENV,
+            "GUNICORN_BIND": f"127.0.0.1:{PORT}",
+            "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_THREADS": str(threads),
+            "GUNICORN_ACCESS_LOG": os.devnull,
+        },
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(240):
+        try:
+            requests.get(f"http://127.0.0.1:{PORT}/health/", timeout=5)
+            return server
+        except requests.RequestException:
+            time.sleep(0.5)
+    server.terminate()
+    raise SystemExit("gunicorn did not start")
+
+
+def wrk(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) -> dict:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(WRK_SCRIPT)
+    done = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+         f"http://127.0.0.1:{PORT}/events/"],
+        env={**os.environ, "WRITE_KEY": write_key, "WRK_DELAY_MS": str(delay_ms)},
+        check=True, capture_output=True, text=True, timeout=seconds + 60,
+    )  # fmt: skip
+    os.unlink(script.name)
+    out = done.stdout
+
+    def millis(label: str) -> float:
+        match = re.search(rf"{label}\s+([\d.]+)(us|ms|s)\b", out)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {
+        "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
+        "p50_ms": millis("50%"),
+        "p99_ms": millis("99%"),
+        "errors": int(non_2xx.group(1)) if non_2xx else 0,
+    }
+
+
+def batched(write_key: str, *, requests_count: int, clients: int, size: int) -> dict:
+    bodies = [
+        json.dumps({"batch": [event(i) for i in range(size)]}).encode()
+        for _ in range(requests_count)
+    ]
+    sessions = [requests.Session() for _ in range(clients)]
+    latencies: list[float] = []
+    before = int(mysql("SELECT COUNT(*) FROM events_event", DB))
+
+    def send(i: int) -> int:
+        started = time.perf_counter()
+        response = sessions[i % clients].post(
+            f"http://127.0.0.1:{PORT}/events/",
+            data=bodies[i],
+            headers={"X-Write-Key": write_key, "Content-Type": "application/json"},
+            timeout=60,
+        )
+        latencies.append(time.perf_counter() - started)
+        return response.json()["accepted"] if response.status_code == 202 else 0
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        accepted = sum(pool.map(send, range(requests_count)))
+    elapsed = time.perf_counter() - started
+    durable = int(mysql("SELECT COUNT(*) FROM events_event", DB)) - before
+    latencies.sort()
+    return {
+        "accepted": accepted,
+        "durable": durable,
+        "seconds": round(elapsed, 2),
+        "events_per_s_accepted": round(accepted / elapsed),
+        "events_per_s_durable": round(durable / elapsed),
+        "request_p50_ms": round(statistics.median(latencies) * 1000, 1),
+        "request_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
+    }
+
+
+def raw_limits(rows: int) -> dict:
+    """LOAD DATA and executemany into a copy of events_event: the database's own ceiling."""
+    mysql("DROP TABLE IF EXISTS rawbench; CREATE TABLE rawbench LIKE events_event", DB)
+    shop_id = mysql("SELECT MIN(id) FROM events_shop", DB)
+    now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    columns = ["shop_id", "event_id", "type", "anonymous_id", "user_id", "occurred_at",
+               "received_at", "url", "referrer", "title", "product_id", "product_name",
+               "product_category", "currency", "utm_source", "utm_medium", "utm_campaign",
+               "utm_term", "utm_content", "user_agent", "country", "properties",
+               "order_id"]  # fmt: skip
+
+    def row(i: int) -> list:
+        return [shop_id, uuid.uuid4().hex, "product_view", f"anon-{i % 500}", "", now, now,
+                "https://bench.example/products/p1?utm_source=bench", "", "", f"p{i % 40}", "",
+                "Mugs", "", "bench", "", "", "", "", "bench/1.0", "", "{}", ""]  # fmt: skip
+
+    with tempfile.NamedTemporaryFile("w", suffix=".tsv", delete=False, newline="") as handle:
+        writer = csv.writer(handle, delimiter="\t", lineterminator="\n")
+        for i in range(rows):
+            writer.writerow(row(i))
+    connection = MySQLdb.connect(
+        host="127.0.0.1", user="root", database=DB, local_infile=1, charset="utf8mb4"
+    )
+    cursor = connection.cursor()
+    started = time.perf_counter()
+    cursor.execute(
+        f"LOAD DATA LOCAL INFILE '{handle.name}' INTO TABLE rawbench ({', '.join(columns)})"
+    )
+    connection.commit()
+    load_data = rows / (time.perf_counter() - started)
+    os.unlink(handle.name)
+
+    data = [row(i) for i in range(rows)]
+    placeholders = ", ".join(["%s"] * len(columns))
+    sql = f"INSERT IGNORE INTO rawbench ({', '.join(columns)}) VALUES ({placeholders})"
+    started = time.perf_counter()
+    for chunk in range(0, rows, 500):
+        cursor.executemany(sql, data[chunk : chunk + 500])
+        connection.commit()
+    executemany = rows / (time.perf_counter() - started)
+    connection.close()
+    mysql("DROP TABLE rawbench", DB)
+    return {"load_data_rows_per_s": round(load_data), "executemany_rows_per_s": round(executemany)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--batch-requests", type=int, default=400)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--raw-rows", type=int, default=100_000)
+    args = parser.parse_args()
+
+    mysql(f"DROP DATABASE IF EXISTS {DB}")
+    mysql(f"CREATE DATABASE {DB} CHARACTER SET utf8mb4")
+    manage("migrate", "--noinput", "-v0")
+    shop = json.loads(manage("create_shop", "--domain", "bench.example", "--owner", "bench"))
+    server = start_server(args.workers, args.threads)
+    try:
+        wrk(shop["write_key"], seconds=2, connections=args.connections)  # warm-up
+        peak = wrk(shop["write_key"], seconds=args.seconds, connections=args.connections)
+        # Each connection waits `delay` after a response: C / (latency + delay) ≈ 70 % of peak.
+        target = 0.7 * peak["requests_per_s"]
+        delay = max(0.0, args.connections * 1000 / target - peak["p50_ms"])
+        paced = wrk(
+            shop["write_key"], seconds=args.seconds, connections=args.connections, delay_ms=delay
+        )
+        batch = batched(
+            shop["write_key"], requests_count=args.batch_requests, clients=args.clients, size=100
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    limits = raw_limits(args.raw_rows)
+    print(
+        json.dumps(
+            {
+                "benchmark": "ingest",
+                "single_event_max": peak,
+                "single_event_at_70pct": {**paced, "target_requests_per_s": round(target)},
+                "batched_100": batch,
+                "raw": limits,
+                "ratio_to_load_data": round(
+                    batch["events_per_s_durable"] / limits["load_data_rows_per_s"], 3
+                ),
+                "gunicorn": {"workers": args.workers, "threads": args.threads},
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

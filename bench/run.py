@@ -1,0 +1,193 @@
+"""Run the benchmarks, repeat each, and record median and spread next to each target.
+
+`make bench` (--quick, about 5 minutes) and `make bench-full` (--full: the 10-million-event query
+run and longer load runs). Each benchmark script prints one JSON object on its last line; this
+runner repeats it, keeps every raw result in bench/results/, and rewrites the table between the
+markers in bench/README.md with the date, the machine and each figure next to its target.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+
+
+@dataclass(frozen=True)
+class Figure:
+    label: str
+    path: str  # dotted path into the script's JSON
+    target: float
+    higher_is_better: bool
+    unit: str
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    script: str
+    quick: list[str]
+    full: list[str]
+    figures: list[Figure]
+    repeats_quick: int = 1
+    repeats_full: int = 3
+
+
+BENCHMARKS = [
+    Benchmark(
+        "ingest",
+        "ingest.py",
+        ["--seconds", "5", "--batch-requests", "200", "--raw-rows", "50000"],
+        ["--seconds", "15", "--batch-requests", "1000", "--raw-rows", "200000"],
+        [
+            Figure(
+                "single-event requests/s (max)",
+                "single_event_max.requests_per_s",
+                3000,
+                True,
+                "req/s",
+            ),
+            Figure(
+                "single-event p99 at 70 % load", "single_event_at_70pct.p99_ms", 30, False, "ms"
+            ),
+            Figure("batched events/s durable", "batched_100.events_per_s_durable", 0, True, "ev/s"),
+            Figure("LOAD DATA rows/s (same run)", "raw.load_data_rows_per_s", 0, True, "rows/s"),
+            Figure("batched ÷ LOAD DATA", "ratio_to_load_data", 0.5, True, "×"),
+        ],
+    ),
+]
+
+
+def lookup(data: dict, path: str) -> float:
+    value = data
+    for key in path.split("."):
+        value = value[key]
+    return float(value)
+
+
+def machine() -> dict:
+    def version(command: list[str]) -> str:
+        if not shutil.which(command[0]):
+            return "absent"
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        return (done.stdout or done.stderr).strip().splitlines()[0][:80]
+
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kb / 1024 / 1024, 1),
+        "python": platform.python_version(),
+        "mariadb": version(["mariadb", "--version"]),
+        "redis": version(["redis-server", "--version"]),
+        "load_average_before": os.getloadavg()[0],
+    }
+
+
+def run(benchmark: Benchmark, full: bool) -> list[dict]:
+    args = benchmark.full if full else benchmark.quick
+    results = []
+    for attempt in range(benchmark.repeats_full if full else benchmark.repeats_quick):
+        print(f"bench: {benchmark.name} run {attempt + 1}", file=sys.stderr, flush=True)
+        done = subprocess.run(
+            [sys.executable, str(BENCH / benchmark.script), *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            print(done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"bench: {benchmark.name} failed")
+        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def table(summary: dict) -> str:
+    lines = [
+        f"Run {summary['date']} ({summary['mode']}), {summary['machine']['cores']} cores, "
+        f"{summary['machine']['memory_gib']} GiB, Python {summary['machine']['python']}, "
+        f"{summary['machine']['mariadb']}; load average before: "
+        f"{summary['machine']['load_average_before']:.2f}.",
+        "",
+        "| benchmark | figure | median | spread (min–max) | target | met |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in summary["figures"]:
+        target = (">= " if row["higher_is_better"] else "<= ") + f"{row['target']:g}"
+        met = "yes" if row["met"] else "no"
+        if not row["target"]:
+            target, met = "—", "—"
+        lines.append(
+            f"| {row['benchmark']} | {row['label']} | {row['median']:,.3g} {row['unit']} | "
+            f"{row['min']:,.3g}–{row['max']:,.3g} | {target} | {met} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true")
+    mode.add_argument("--full", action="store_true")
+    parser.add_argument("--only", nargs="*", help="benchmark names to run")
+    args = parser.parse_args()
+    if not shutil.which("wrk"):
+        raise SystemExit("bench: wrk is missing (apt-get install wrk)")
+
+    summary = {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "mode": "full" if args.full else "quick",
+        "machine": machine(),
+        "raw": {},
+        "figures": [],
+    }
+    for benchmark in BENCHMARKS:
+        if args.only and benchmark.name not in args.only:
+            continue
+        results = run(benchmark, args.full)
+        summary["raw"][benchmark.name] = results
+        for figure in benchmark.figures:
+            values = [lookup(result, figure.path) for result in results]
+            median = statistics.median(values)
+            summary["figures"].append(
+                {
+                    "benchmark": benchmark.name,
+                    "label": figure.label,
+                    "unit": figure.unit,
+                    "median": median,
+                    "min": min(values),
+                    "max": max(values),
+                    "target": figure.target,
+                    "higher_is_better": figure.higher_is_better,
+                    "met": median >= figure.target
+                    if figure.higher_is_better
+                    else median <= figure.target,
+                }
+            )
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    (RESULTS / f"{stamp}-{summary['mode']}.json").write_text(json.dumps(summary, indent=2))
+    readme = BENCH / "README.md"
+    text = readme.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    readme.write_text(text[:start] + "\n" + table(summary) + "\n" + text[end:])
+    print(table(summary))
+
+
+if __name__ == "__main__":
+    main()

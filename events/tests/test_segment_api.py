@@ -1,0 +1,157 @@
+import base64
+from decimal import Decimal
+
+import orjson
+import pytest
+
+from conftest import IngestClient
+from events.models import Event, RejectedEvent
+
+FIXTURE_DIRS = ["segment/analytics-go_fixtures", "rudderstack/analytics-go_fixtures"]
+EXPECTED_TYPE = {
+    "track": "Download",
+    "page": "page_view",
+    "screen": "screen_view",
+    "identify": "identify",
+    "alias": "alias",
+    "group": "group",
+}
+
+
+def basic_auth(write_key: str) -> dict:
+    return {"Authorization": "Basic " + base64.b64encode(f"{write_key}:".encode()).decode()}
+
+
+@pytest.fixture
+def segment_client(shop):
+    return IngestClient("")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sdk", FIXTURE_DIRS)
+def test_every_sdk_fixture_is_accepted_and_stored(shared_data, shop, segment_client, sdk):
+    for path in sorted((shared_data / "tracking" / sdk).glob("*.json")):
+        Event.objects.all().delete()
+        body = orjson.loads(path.read_bytes())
+        messages = body["batch"]
+
+        response = segment_client.post("/v1/batch", body, headers=basic_auth(shop.write_key))
+
+        assert response.status_code == 202, path.name
+        unique_ids = {m["messageId"] for m in messages}
+        assert response.json() == {
+            "accepted": len(unique_ids),
+            "duplicates": len(messages) - len(unique_ids),
+            "rejected": [],
+        }, path.name
+        event = Event.objects.get(shop=shop)
+        first = messages[0]
+        assert event.event_id == first["messageId"]
+        assert event.type == EXPECTED_TYPE[first["type"]], path.name
+        assert event.user_id == first["userId"]
+        if first["type"] == "track":
+            assert event.properties == first["properties"]
+        if first["type"] == "alias":
+            assert event.properties == {"previous_id": first["previousId"]}
+        if first["type"] in ("page", "screen"):
+            assert event.properties["name"] == first["name"]
+
+
+@pytest.mark.django_db
+def test_single_message_endpoints_take_their_type_from_the_path(shop, segment_client):
+    message = {
+        "userId": "u1",
+        "messageId": "m-1",
+        "name": "Home",
+        "properties": {"url": "https://s.example/"},
+    }
+
+    response = segment_client.post("/v1/page", message, headers=basic_auth(shop.write_key))
+
+    assert response.status_code == 202
+    event = Event.objects.get(shop=shop)
+    assert (event.type, event.url, event.user_id) == ("page_view", "https://s.example/", "u1")
+
+
+@pytest.mark.django_db
+def test_segment_ecommerce_events_map_to_our_types(shop, segment_client):
+    base = {"type": "track", "anonymousId": "anon-7", "timestamp": "2026-11-01T10:00:00Z"}
+    batch = [
+        {
+            **base,
+            "messageId": "1",
+            "event": "Product Viewed",
+            "properties": {"product_id": "p1", "price": 19.99, "category": "Mugs"},
+        },
+        {
+            **base,
+            "messageId": "2",
+            "event": "Product Added",
+            "properties": {"product_id": "p1", "quantity": 2},
+        },
+        {**base, "messageId": "3", "event": "Product Removed", "properties": {"product_id": "p1"}},
+        {**base, "messageId": "4", "event": "Checkout Started", "properties": {"order_id": "o1"}},
+        {
+            **base,
+            "messageId": "5",
+            "event": "Order Completed",
+            "properties": {"order_id": "o1", "revenue": 39.98, "currency": "usd"},
+            "context": {
+                "campaign": {"source": "newsletter", "medium": "email", "name": "nov"},
+                "ip": "198.51.100.23",
+            },
+        },
+    ]
+
+    response = segment_client.post(
+        "/v1/batch", {"batch": batch}, headers=basic_auth(shop.write_key)
+    )
+
+    assert response.json()["accepted"] == 5
+    events = {e.event_id: e for e in Event.objects.filter(shop=shop)}
+    assert [events[k].type for k in "12345"] == [
+        "product_view",
+        "add_to_cart",
+        "remove_from_cart",
+        "checkout_started",
+        "purchase",
+    ]
+    assert (events["1"].product_id, events["1"].product_price, events["1"].product_category) == (
+        "p1",
+        Decimal("19.99"),
+        "Mugs",
+    )
+    assert events["2"].product_quantity == 2
+    purchase = events["5"]
+    assert (purchase.order_id, purchase.revenue, purchase.currency) == (
+        "o1",
+        Decimal("39.98"),
+        "USD",
+    )
+    assert (purchase.utm_source, purchase.utm_medium, purchase.utm_campaign) == (
+        "newsletter",
+        "email",
+        "nov",
+    )
+    assert purchase.ip == "198.51.100.0"
+
+
+@pytest.mark.django_db
+def test_rudderstack_webhook_bodies_without_an_id_are_rejected_and_kept(
+    shared_data, shop, segment_client
+):
+    cases = sorted(
+        (shared_data / "tracking/rudderstack/rudder-transformer_webhook_testcases_segment").glob(
+            "*.json"
+        )
+    )
+    assert cases
+
+    for path in cases:
+        body = orjson.loads(orjson.loads(path.read_bytes())["input"]["request"]["body"])
+        response = segment_client.post("/v1/track", body, headers=basic_auth(shop.write_key))
+        assert response.status_code == 202
+        assert response.json()["rejected"][0]["code"] in ("missing_field", "missing_identity")
+
+    assert not Event.objects.exists()
+    assert RejectedEvent.objects.filter(shop=shop, format="segment").count() == len(cases)
