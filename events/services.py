@@ -379,8 +379,11 @@ def shopify_webhook_process(*, delivery_id: int, now: datetime) -> None:
         except shopify.PayloadInvalid as error:
             # Bad data does not get better on retry: record why and move on.
             delivery.error = str(error)[:1024]
+        if delivery.topic in shopify.PRIVACY_TOPICS:
+            # Keep no email or phone from a privacy request: the PrivacyRequest row is the record.
+            delivery.payload = {"customer_id": shopify.customer_id_of("", delivery.payload)}
         delivery.processed_at = now
-        delivery.save(update_fields=["processed_at", "error"])
+        delivery.save(update_fields=["processed_at", "error", "payload"])
 
 
 def _shopify_topic_apply(*, delivery: WebhookDelivery, now: datetime) -> None:
@@ -659,6 +662,12 @@ def _privacy_scope(*, shop: Shop, subject: shopify.PrivacySubject) -> PrivacySco
     )
 
 
+def _deleted(queryset: QuerySet) -> int:
+    """Delete and count the queryset's own rows (Django's total includes cascaded children)."""
+    _, per_model = queryset.delete()
+    return per_model.get(queryset.model._meta.label, 0)
+
+
 def shopify_customer_export(
     *, shop: Shop, subject: shopify.PrivacySubject, now: datetime
 ) -> PrivacyRequest:
@@ -734,19 +743,21 @@ def shopify_customer_redact(
     scope = _privacy_scope(shop=shop, subject=subject)
     order_ids = list(scope.orders.values_list("pk", flat=True))
     erased = {
-        "events": scope.events.delete()[0],
-        "sessions": scope.sessions.delete()[0],
-        "refunds": Refund.objects.filter(order_id__in=order_ids).delete()[0],
-        "orders": Order.objects.filter(pk__in=order_ids).delete()[0],
-        "checkouts": scope.checkouts.delete()[0],
-        "identifiers": scope.identifiers.delete()[0],
-        "persons": scope.persons.delete()[0],
-        "webhook_deliveries": scope.deliveries.delete()[0],
-        "exports": PrivacyRequest.objects.filter(
-            shop=shop,
-            kind=PrivacyRequest.Kind.DATA_REQUEST,
-            shopify_customer_id=subject.customer_id or None,
-        ).delete()[0],
+        "events": _deleted(scope.events),
+        "sessions": _deleted(scope.sessions),
+        "refunds": _deleted(Refund.objects.filter(order_id__in=order_ids)),
+        "orders": _deleted(Order.objects.filter(pk__in=order_ids)),
+        "checkouts": _deleted(scope.checkouts),
+        "identifiers": _deleted(scope.identifiers),
+        "persons": _deleted(scope.persons),
+        "webhook_deliveries": _deleted(scope.deliveries),
+        "exports": _deleted(
+            PrivacyRequest.objects.filter(
+                shop=shop,
+                kind=PrivacyRequest.Kind.DATA_REQUEST,
+                shopify_customer_id=subject.customer_id or None,
+            )
+        ),
     }
     return PrivacyRequest.objects.create(
         shop=shop,
@@ -761,19 +772,19 @@ def shopify_customer_redact(
 def shopify_shop_redact(*, shop: Shop, keep_delivery_id: int, now: datetime) -> PrivacyRequest:
     """shop/redact: erase all of the shop's data; the Shop row stays, inactive, as the record."""
     erased = {
-        "events": Event.objects.filter(shop=shop).delete()[0],
-        "rejected_events": RejectedEvent.objects.filter(shop=shop).delete()[0],
-        "sessions": Session.objects.filter(shop=shop).delete()[0],
-        "refunds": Refund.objects.filter(shop=shop).delete()[0],
-        "orders": Order.objects.filter(shop=shop).delete()[0],
-        "checkouts": Checkout.objects.filter(shop=shop).delete()[0],
-        "products": Product.objects.filter(shop=shop).delete()[0],
-        "identifiers": PersonIdentifier.objects.filter(shop=shop).delete()[0],
-        "persons": Person.objects.filter(shop=shop).delete()[0],
-        "webhook_deliveries": WebhookDelivery.objects.filter(shop=shop)
-        .exclude(pk=keep_delivery_id)
-        .delete()[0],
-        "privacy_requests": PrivacyRequest.objects.filter(shop=shop).delete()[0],
+        "events": _deleted(Event.objects.filter(shop=shop)),
+        "rejected_events": _deleted(RejectedEvent.objects.filter(shop=shop)),
+        "sessions": _deleted(Session.objects.filter(shop=shop)),
+        "refunds": _deleted(Refund.objects.filter(shop=shop)),
+        "orders": _deleted(Order.objects.filter(shop=shop)),
+        "checkouts": _deleted(Checkout.objects.filter(shop=shop)),
+        "products": _deleted(Product.objects.filter(shop=shop)),
+        "identifiers": _deleted(PersonIdentifier.objects.filter(shop=shop)),
+        "persons": _deleted(Person.objects.filter(shop=shop)),
+        "webhook_deliveries": _deleted(
+            WebhookDelivery.objects.filter(shop=shop).exclude(pk=keep_delivery_id)
+        ),
+        "privacy_requests": _deleted(PrivacyRequest.objects.filter(shop=shop)),
     }
     PipelineWatermark.objects.filter(name=watermark_name(shop.pk)).delete()
     shop.is_active = False

@@ -112,6 +112,9 @@ def attribute(payload: dict[str, Any], name: str) -> str:
 
 def customer_id_of(topic: str, payload: dict[str, Any]) -> str:
     """The Shopify customer a payload is about (for erasing raw payloads on redaction)."""
+    if topic in PRIVACY_TOPICS:
+        # The request itself is the record of what was done; its payload is scrubbed instead.
+        return ""
     if topic in CUSTOMER_TOPICS:
         return id_text(payload.get("id"))
     customer = payload.get("customer")
