@@ -55,7 +55,11 @@ class ShopAdmin(admin.ModelAdmin):
         # snippet_tag needs the request's origin; a ContextVar keeps that per request and thread.
         token = _admin_request.set(request)
         try:
-            return super().changeform_view(request, object_id, form_url, extra_context)
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+            # A TemplateResponse renders lazily; render it while the request is still set.
+            if hasattr(response, "render"):
+                response.render()
+            return response
         finally:
             _admin_request.reset(token)
 
