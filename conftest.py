@@ -10,7 +10,9 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from clickserver.celery import app
 from events.selectors import write_key_cache_clear
+from events.shopify import signature_compute
 from events.tests.factories import ShopFactory, UserFactory
 
 SHARED_DATA = Path(
@@ -101,8 +103,6 @@ def mysql_only():
 @pytest.fixture
 def celery_eager():
     """Run Celery tasks inline, so on-commit enqueues are processed within the test."""
-    from clickserver.celery import app
-
     saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
     app.conf.update(task_always_eager=True, task_eager_propagates=True)
     yield
@@ -126,8 +126,6 @@ class ShopifyClient:
         secret: str | None = None,
         domain: str | None = None,
     ):
-        from events.shopify import signature_compute
-
         raw = body if isinstance(body, bytes) else orjson.dumps(body)
         headers = {
             "X-Shopify-Shop-Domain": domain or self.shop.domain,
