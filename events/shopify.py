@@ -62,6 +62,11 @@ def payload_parse(body: bytes) -> dict[str, Any]:
     return payload
 
 
+def _object(payload: dict[str, Any], key: str) -> dict[str, Any]:
+    value = payload.get(key)
+    return value if isinstance(value, dict) else {}
+
+
 def email_hash(email: Any) -> str:
     """The identity key for an email: SHA-256 of the trimmed, lower-cased address."""
     if not isinstance(email, str) or not email.strip():
@@ -151,8 +156,8 @@ def order_parse(payload: dict[str, Any]) -> OrderIn:
     placed_at = timestamp(payload.get("processed_at")) or timestamp(payload.get("created_at"))
     if not order_id or placed_at is None:
         raise PayloadInvalid("An order needs an id and a created_at.")
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
-    address = payload.get("billing_address") or payload.get("shipping_address") or {}
+    customer = _object(payload, "customer")
+    address = _object(payload, "billing_address") or _object(payload, "shipping_address")
     lines = [
         LineIn(
             product_id=id_text(item.get("product_id")),
@@ -234,7 +239,7 @@ def checkout_parse(payload: dict[str, Any], *, kind: str) -> CheckoutIn:
     total = payload.get("total_price")
     if total is None:
         total = sum((money(i.get("line_price")) for i in items), Decimal("0.00"))
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    customer = _object(payload, "customer")
     return CheckoutIn(
         kind=kind,
         token=token[:128],
@@ -276,9 +281,7 @@ def customer_parse(payload: dict[str, Any]) -> CustomerIn:
     customer_id = id_text(payload.get("id"))
     if not customer_id:
         raise PayloadInvalid("A customer needs an id.")
-    address = (
-        payload.get("default_address") if isinstance(payload.get("default_address"), dict) else {}
-    )
+    address = _object(payload, "default_address")
     traits = {
         "state": payload.get("state") or "",
         "verified_email": bool(payload.get("verified_email")),
@@ -313,7 +316,7 @@ def product_parse(payload: dict[str, Any], *, shop_domain: str) -> ProductIn:
         raise PayloadInvalid("A product needs an id.")
     variants = [v for v in payload.get("variants") or [] if isinstance(v, dict)]
     prices = [money(v.get("price")) for v in variants if v.get("price") not in (None, "")]
-    image = payload.get("image") if isinstance(payload.get("image"), dict) else {}
+    image = _object(payload, "image")
     handle = str(payload.get("handle") or "")
     return ProductIn(
         product_id=product_id,
@@ -336,7 +339,7 @@ class PrivacySubject:
 
 
 def privacy_subject_parse(payload: dict[str, Any]) -> PrivacySubject:
-    customer = payload.get("customer") if isinstance(payload.get("customer"), dict) else {}
+    customer = _object(payload, "customer")
     orders = payload.get("orders_to_redact") or payload.get("orders_requested") or []
     return PrivacySubject(
         customer_id=id_text(customer.get("id")),
