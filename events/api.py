@@ -156,6 +156,19 @@ class SegmentIngestApi(APIView):
         return ingest(request, format=EventFormat.SEGMENT, forced_type=self.segment_type)
 
 
+def _shopify_shop(request: Request, body: bytes) -> Shop:
+    """The shop named by X-Shopify-Shop-Domain, if the raw body is signed with its secret."""
+    shop = selectors.shop_get_by_domain(domain=request.headers.get("X-Shopify-Shop-Domain", ""))
+    signature = request.headers.get("X-Shopify-Hmac-Sha256", "")
+    if shop is None or not shopify.signature_is_valid(
+        secret=shop.webhook_secret, body=body, signature=signature
+    ):
+        raise ApplicationError(
+            "Unknown shop or bad signature.", code="not_authenticated", status=401
+        )
+    return shop
+
+
 class ShopifyWebhookApi(APIView):
     """Every Shopify webhook topic (X-Shopify-Topic); verified, de-duplicated, processed later.
 
@@ -170,12 +183,7 @@ class ShopifyWebhookApi(APIView):
     @extend_schema(request=dict, responses={200: OpenApiResponse(description='{"status": ...}')})
     def post(self, request: Request) -> Response:
         body = request.body
-        shop = selectors.shop_get_by_domain(domain=request.headers.get("X-Shopify-Shop-Domain", ""))
-        signature = request.headers.get("X-Shopify-Hmac-Sha256", "")
-        if shop is None or not shopify.signature_is_valid(
-            secret=shop.webhook_secret, body=body, signature=signature
-        ):
-            raise ApplicationError("Unknown shop or bad signature.", code="forbidden", status=401)
+        shop = _shopify_shop(request, body)
         topic = request.headers.get("X-Shopify-Topic", self.default_topic or "")
         webhook_id = request.headers.get("X-Shopify-Webhook-Id", "")
         if not topic or not webhook_id:
