@@ -11,8 +11,10 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from clickserver.celery import app
 from events import services
 from events.selectors import write_key_cache_clear
+from events.shopify import signature_compute
 from events.tests.factories import ShopFactory, UserFactory
 
 SHARED_DATA = Path(
@@ -115,3 +117,50 @@ def process_all():
                 return processed
 
     return run
+
+
+@pytest.fixture
+def celery_eager():
+    """Run Celery tasks inline, so on-commit enqueues are processed within the test."""
+    saved = (app.conf.task_always_eager, app.conf.task_eager_propagates)
+    app.conf.update(task_always_eager=True, task_eager_propagates=True)
+    yield
+    app.conf.update(task_always_eager=saved[0], task_eager_propagates=saved[1])
+
+
+class ShopifyClient:
+    """Posts webhooks the way Shopify does: raw body signed with the shop's secret."""
+
+    def __init__(self, shop) -> None:
+        self.client = APIClient()
+        self.shop = shop
+
+    def post(
+        self,
+        topic: str | None,
+        body,
+        *,
+        webhook_id: str,
+        path: str = "/webhooks/shopify/",
+        secret: str | None = None,
+        domain: str | None = None,
+    ):
+        raw = body if isinstance(body, bytes) else orjson.dumps(body)
+        headers = {
+            "X-Shopify-Shop-Domain": domain or self.shop.domain,
+            "X-Shopify-Hmac-Sha256": signature_compute(
+                secret=self.shop.webhook_secret if secret is None else secret, body=raw
+            ),
+            "X-Shopify-Webhook-Id": webhook_id,
+            "X-Shopify-API-Version": "2026-04",
+        }
+        if topic:
+            headers["X-Shopify-Topic"] = topic
+        return self.client.generic(
+            "POST", path, raw, content_type="application/json", headers=headers
+        )
+
+
+@pytest.fixture
+def shopify_client(shop) -> ShopifyClient:
+    return ShopifyClient(shop)

@@ -170,6 +170,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.events_process_sweep_task",
         "schedule": timedelta(seconds=env.int("PIPELINE_SWEEP_SECONDS", default=30)),
     },
+    "shopify-webhooks-sweep": {
+        "task": "events.tasks.shopify_webhooks_sweep_task",
+        "schedule": timedelta(seconds=60),
+    },
     "rejected-events-prune": {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),

@@ -1,4 +1,7 @@
+from contextvars import ContextVar
+
 from django.contrib import admin, messages
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
@@ -12,6 +15,7 @@ from events.models import (
     Person,
     PersonIdentifier,
     PipelineWatermark,
+    PrivacyRequest,
     Product,
     RejectedEvent,
     Session,
@@ -19,6 +23,9 @@ from events.models import (
     ShopMembership,
     WebhookDelivery,
 )
+from events.snippet import snippet_tag
+
+_admin_request: ContextVar[HttpRequest | None] = ContextVar("admin_request", default=None)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -45,9 +52,25 @@ class ShopAdmin(admin.ModelAdmin):
     inlines = [ShopMembershipInline]
     actions = ["rotate_write_key"]
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        # snippet_tag needs the request's origin; a ContextVar keeps that per request and thread.
+        token = _admin_request.set(request)
+        try:
+            response = super().changeform_view(request, object_id, form_url, extra_context)
+            # A TemplateResponse renders lazily; render it while the request is still set.
+            if hasattr(response, "render"):
+                response.render()
+            return response
+        finally:
+            _admin_request.reset(token)
+
     @admin.display(description="Tracking snippet")
     def snippet_tag(self, shop: Shop) -> str:
-        return f'<script async src="/snippet/{shop.write_key}.js"></script>'
+        if not shop.pk:
+            return "Save the shop first."
+        request = _admin_request.get()
+        base_url = request.build_absolute_uri("/") if request else "/"
+        return format_html("<code>{}</code>", snippet_tag(shop=shop, base_url=base_url))
 
     @admin.action(description="Rotate the write key (the old key stops working)")
     def rotate_write_key(self, request, queryset):
@@ -186,6 +209,7 @@ class CheckoutAdmin(ReadOnlyAdmin):
 class WebhookDeliveryAdmin(ReadOnlyAdmin):
     list_display = ["received_at", "shop", "topic", "webhook_id", "processed_at", "error"]
     list_filter = ["shop", "topic"]
+    search_fields = ["webhook_id", "customer_id"]
 
 
 @admin.register(PipelineWatermark)
@@ -211,3 +235,9 @@ class PipelineWatermarkAdmin(ReadOnlyAdmin):
         if backlog is None or backlog.oldest_unprocessed_at is None:
             return "–"
         return f"{(timezone.now() - backlog.oldest_unprocessed_at).total_seconds():.0f} s"
+
+
+@admin.register(PrivacyRequest)
+class PrivacyRequestAdmin(ReadOnlyAdmin):
+    list_display = ["requested_at", "shop", "kind", "shopify_customer_id", "completed_at"]
+    list_filter = ["shop", "kind"]

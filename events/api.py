@@ -9,7 +9,10 @@ import binascii
 from typing import Any
 
 from django.conf import settings
+from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, HttpResponseNotModified
+from django.urls import reverse
 from django.utils import timezone
+from django.views import View
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -18,7 +21,7 @@ from rest_framework.views import APIView
 
 from clickserver.api import ApplicationError
 from clickserver.ratelimit import rate_limit_retry_after
-from events import selectors, services
+from events import selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
 from events.validation import EventInvalid, parse_timestamp
@@ -151,3 +154,64 @@ class SegmentIngestApi(APIView):
     @extend_schema(request=dict, responses={202: INGEST_RESPONSE})
     def post(self, request: Request) -> Response:
         return ingest(request, format=EventFormat.SEGMENT, forced_type=self.segment_type)
+
+
+def _shopify_shop(request: Request, body: bytes) -> Shop:
+    """The shop named by X-Shopify-Shop-Domain, if the raw body is signed with its secret."""
+    shop = selectors.shop_get_by_domain(domain=request.headers.get("X-Shopify-Shop-Domain", ""))
+    signature = request.headers.get("X-Shopify-Hmac-Sha256", "")
+    if shop is None or not shopify.signature_is_valid(
+        secret=shop.webhook_secret, body=body, signature=signature
+    ):
+        raise ApplicationError(
+            "Unknown shop or bad signature.", code="not_authenticated", status=401
+        )
+    return shop
+
+
+class ShopifyWebhookApi(APIView):
+    """Every Shopify webhook topic (X-Shopify-Topic); verified, de-duplicated, processed later.
+
+    401 for an unknown shop or a bad signature, with nothing stored; 200 otherwise (a repeated
+    X-Shopify-Webhook-Id included), so Shopify stops retrying.
+    """
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    default_topic: str | None = None
+
+    @extend_schema(request=dict, responses={200: OpenApiResponse(description='{"status": ...}')})
+    def post(self, request: Request) -> Response:
+        body = request.body
+        shop = _shopify_shop(request, body)
+        topic = request.headers.get("X-Shopify-Topic", self.default_topic or "")
+        webhook_id = request.headers.get("X-Shopify-Webhook-Id", "")
+        if not topic or not webhook_id:
+            raise ApplicationError("X-Shopify-Topic and X-Shopify-Webhook-Id are required.")
+        received = services.shopify_webhook_receive(
+            shop=shop, webhook_id=webhook_id, topic=topic, body=body, received_at=timezone.now()
+        )
+        return Response({"status": "duplicate" if received.is_duplicate else "accepted"})
+
+
+class SnippetView(View):
+    """The tracking snippet, configured for the shop whose write key is in the URL."""
+
+    def get(self, request: HttpRequest, write_key: str) -> HttpResponse:
+        shop = selectors.shop_get_by_write_key(write_key=write_key)
+        if shop is None:
+            return HttpResponseNotFound(
+                "/* clickserver: unknown write key */", content_type="application/javascript"
+            )
+        source = snippet.snippet_render(
+            shop=shop, endpoint=request.build_absolute_uri(reverse("events-ingest"))
+        )
+        etag = snippet.snippet_etag(source)
+        if request.headers.get("If-None-Match") == etag:
+            return HttpResponseNotModified()
+        response = HttpResponse(source, content_type="application/javascript; charset=utf-8")
+        # Short enough that a consent-mode change or a key rotation reaches browsers soon.
+        response["Cache-Control"] = f"public, max-age={snippet.SNIPPET_MAX_AGE_SECONDS}"
+        response["ETag"] = etag
+        response["X-Content-Type-Options"] = "nosniff"
+        return response

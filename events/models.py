@@ -7,6 +7,7 @@ Everything else here is derived and can be recomputed from the log and the Shopi
 import secrets
 
 from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models
 
 
@@ -37,6 +38,8 @@ class Shop(models.Model):
         max_length=16, choices=ConsentMode.choices, default=ConsentMode.NONE
     )
     is_active = models.BooleanField(default=True)
+    # Set by Shopify's app/uninstalled webhook; shop/redact follows about 48 hours later.
+    uninstalled_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     members = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="ShopMembership", related_name="shops"
@@ -316,6 +319,8 @@ class OrderLine(models.Model):
 class Refund(models.Model):
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="refunds")
     refund_id = models.CharField(max_length=128)
+    # The order's id at the source, so a refund that arrives before its order is linked later.
+    source_order_id = models.CharField(max_length=128, blank=True, default="")
     order = models.ForeignKey(
         Order, on_delete=models.SET_NULL, null=True, blank=True, related_name="refunds"
     )
@@ -377,6 +382,8 @@ class WebhookDelivery(models.Model):
     received_at = models.DateTimeField()
     processed_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=1024, blank=True, default="")
+    # The Shopify customer the payload is about, so customers/redact can erase raw payloads too.
+    customer_id = models.CharField(max_length=32, blank=True, default="")
 
     class Meta:
         constraints = [
@@ -384,7 +391,36 @@ class WebhookDelivery(models.Model):
                 fields=["shop", "webhook_id"], name="uniq_webhook_shop_delivery"
             )
         ]
-        indexes = [models.Index(fields=["shop", "received_at"], name="webhook_shop_received")]
+        indexes = [
+            models.Index(fields=["shop", "received_at"], name="webhook_shop_received"),
+            models.Index(fields=["shop", "customer_id"], name="webhook_shop_customer"),
+            models.Index(fields=["processed_at", "received_at"], name="webhook_processed"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.topic} {self.webhook_id}"
+
+
+class PrivacyRequest(models.Model):
+    """A GDPR request from Shopify and what was done about it (the export, or what was erased)."""
+
+    class Kind(models.TextChoices):
+        DATA_REQUEST = "customers/data_request", "Customer data request"
+        CUSTOMER_REDACT = "customers/redact", "Customer redaction"
+        SHOP_REDACT = "shop/redact", "Shop redaction"
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="privacy_requests")
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    shopify_customer_id = models.CharField(max_length=32, blank=True, default="")
+    email_hash = models.CharField(max_length=64, blank=True, default="")
+    # The exported data for a data request; for a redaction, only the counts of erased rows.
+    export = models.JSONField(default=dict, blank=True, encoder=DjangoJSONEncoder)
+    erased = models.JSONField(default=dict, blank=True)
+    requested_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["shop", "requested_at"], name="privacy_shop_requested")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.shopify_customer_id or self.shop_id}"

@@ -121,3 +121,10 @@ def processing_backlog() -> Backlog:
         if first and (oldest is None or first < oldest):
             oldest = first
     return Backlog(events=total, oldest_unprocessed_at=oldest, is_capped=is_capped)
+
+
+def shop_get_by_domain(*, domain: str) -> Shop | None:
+    """Inactive shops too: Shopify sends shop/redact after app/uninstalled."""
+    if not domain:
+        return None
+    return Shop.objects.filter(domain__iexact=domain.strip()).first()

@@ -14,26 +14,32 @@ import orjson
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Q, QuerySet, Sum
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework.authtoken.models import Token
 
-from events import identity
+from clickserver.api import ApplicationError
+from events import identity, shopify
 from events.importers import ImportItem, OrderIn, RefundIn
 from events.models import (
     Checkout,
     Event,
     EventFormat,
+    IdentifierKind,
     Order,
     OrderLine,
     Person,
     PersonIdentifier,
     PipelineWatermark,
+    PrivacyRequest,
+    Product,
     Refund,
     RejectedEvent,
     Session,
     Shop,
     ShopMembership,
+    WebhookDelivery,
     new_write_key,
 )
 from events.segment import segment_to_event
@@ -973,3 +979,499 @@ def events_import(
             flush()
     flush()
     return summary
+
+
+# --- Shopify --------------------------------------------------------------------------------------
+# Webhooks are stored on receipt (WebhookDelivery, unique per shop and X-Shopify-Webhook-Id) and
+# processed by a Celery task, so Shopify gets its answer fast and a repeated delivery runs once.
+# Payload parsing is pure and lives in events/shopify.py.
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookReceived:
+    delivery: WebhookDelivery
+    is_duplicate: bool
+
+
+def shopify_webhook_receive(
+    *, shop: Shop, webhook_id: str, topic: str, body: bytes, received_at: datetime
+) -> WebhookReceived:
+    """Store a verified delivery and enqueue its processing; a repeated webhook id is a no-op."""
+    try:
+        payload = shopify.payload_parse(body)
+    except shopify.PayloadInvalid as error:
+        raise ApplicationError(str(error), code="malformed_json") from None
+    try:
+        with transaction.atomic():
+            delivery = WebhookDelivery.objects.create(
+                shop=shop,
+                webhook_id=webhook_id[:128],
+                topic=topic[:64],
+                payload=payload,
+                received_at=received_at,
+                customer_id=shopify.customer_id_of(topic, payload),
+            )
+            transaction.on_commit(lambda: shopify_webhook_schedule(delivery_id=delivery.pk))
+    except IntegrityError:
+        existing = WebhookDelivery.objects.get(shop=shop, webhook_id=webhook_id[:128])
+        return WebhookReceived(delivery=existing, is_duplicate=True)
+    return WebhookReceived(delivery=delivery, is_duplicate=False)
+
+
+def shopify_webhook_schedule(*, delivery_id: int) -> None:
+    from events.tasks import shopify_webhook_process_task
+
+    try:
+        shopify_webhook_process_task.delay(delivery_id)
+    except BrokerError:
+        # The delivery is durable; shopify_webhooks_sweep_task processes it once the broker is back.
+        logger.warning("broker unavailable; webhook delivery %s waits for the sweep", delivery_id)
+
+
+def shopify_webhook_process(*, delivery_id: int, now: datetime) -> None:
+    """Apply one stored delivery. Runs once: the row is locked and marked processed."""
+    with transaction.atomic():
+        delivery = (
+            WebhookDelivery.objects.select_for_update()
+            .select_related("shop")
+            .filter(pk=delivery_id, processed_at__isnull=True)
+            .first()
+        )
+        if delivery is None:
+            return
+        try:
+            with transaction.atomic():
+                _shopify_topic_apply(delivery=delivery, now=now)
+        except shopify.PayloadInvalid as error:
+            # Bad data does not get better on retry: record why and move on.
+            delivery.error = str(error)[:1024]
+        if delivery.topic in shopify.PRIVACY_TOPICS:
+            # Keep no email or phone from a privacy request: the PrivacyRequest row is the record.
+            delivery.payload = {"customer_id": shopify.customer_id_of("", delivery.payload)}
+        delivery.processed_at = now
+        delivery.save(update_fields=["processed_at", "error", "payload"])
+
+
+def _shopify_topic_apply(*, delivery: WebhookDelivery, now: datetime) -> None:
+    shop, topic, payload = delivery.shop, delivery.topic, delivery.payload
+    if topic in shopify.ORDER_TOPICS:
+        shopify_order_upsert(shop=shop, order=shopify.order_parse(payload), now=now)
+    elif topic == "orders/cancelled":
+        shopify_order_upsert(
+            shop=shop, order=shopify.order_parse(payload), now=now, emits_purchase=False
+        )
+    elif topic == "refunds/create":
+        shopify_refund_upsert(shop=shop, refund=shopify.refund_parse(payload))
+    elif topic in shopify.CHECKOUT_TOPICS or topic in shopify.CART_TOPICS:
+        kind = Checkout.Kind.CHECKOUT if topic in shopify.CHECKOUT_TOPICS else Checkout.Kind.CART
+        shopify_checkout_upsert(shop=shop, checkout=shopify.checkout_parse(payload, kind=kind))
+    elif topic in shopify.CUSTOMER_TOPICS:
+        shopify_customer_identify(shop=shop, customer=shopify.customer_parse(payload), now=now)
+    elif topic in shopify.PRODUCT_TOPICS:
+        shopify_product_upsert(
+            shop=shop, product=shopify.product_parse(payload, shop_domain=shop.domain), now=now
+        )
+    elif topic == "app/uninstalled":
+        shopify_shop_uninstall(shop=shop, now=now)
+    elif topic == "customers/data_request":
+        shopify_customer_export(shop=shop, subject=shopify.privacy_subject_parse(payload), now=now)
+    elif topic == "customers/redact":
+        shopify_customer_redact(shop=shop, subject=shopify.privacy_subject_parse(payload), now=now)
+    elif topic == "shop/redact":
+        shopify_shop_redact(shop=shop, keep_delivery_id=delivery.pk, now=now)
+    else:
+        delivery.error = f"topic {topic!r} is not handled"
+
+
+def shopify_pseudo_anonymous_id(*, customer_id: str, order_id: str = "") -> str:
+    """An anonymous id for server-side events with no browser id: per customer, else per order.
+
+    Events need an identity; the identity pipeline joins these to the browser's person through
+    the shopify_customer_id / email_hash properties.
+    """
+    return f"shopify-customer-{customer_id}" if customer_id else f"shopify-order-{order_id}"
+
+
+def _anonymous_id_for_cart(*, shop: Shop, cart_token: str) -> str:
+    if not cart_token:
+        return ""
+    return (
+        Checkout.objects.filter(shop=shop, cart_token=cart_token)
+        .exclude(anonymous_id="")
+        .order_by("-updated_at")
+        .values_list("anonymous_id", flat=True)
+        .first()
+        or ""
+    )
+
+
+def shopify_order_upsert(
+    *, shop: Shop, order: shopify.OrderIn, now: datetime, emits_purchase: bool = True
+) -> Order:
+    """Create or update an order with its lines; emit its purchase event once per order."""
+    anonymous_id = order.anonymous_id or _anonymous_id_for_cart(
+        shop=shop, cart_token=order.cart_token
+    )
+    existing = Order.objects.select_for_update().filter(shop=shop, order_id=order.order_id).first()
+    row = existing or Order(shop=shop, order_id=order.order_id, source=Order.Source.SHOPIFY)
+    row.anonymous_id = anonymous_id or row.anonymous_id
+    row.placed_at = order.placed_at
+    row.currency = order.currency
+    row.total = order.total
+    row.is_cancelled = order.cancelled_at is not None
+    row.cancelled_at = order.cancelled_at
+    row.country = order.country
+    row.properties = {
+        **row.properties,
+        "shopify_customer_id": order.customer_id,
+        "email_hash": order.email_hash,
+        "cart_token": order.cart_token,
+        "checkout_token": order.checkout_token,
+    }
+    row.save()
+    OrderLine.objects.filter(order=row).delete()
+    OrderLine.objects.bulk_create(
+        OrderLine(
+            order=row,
+            product_id=line.product_id,
+            sku=line.sku,
+            name=line.name,
+            quantity=line.quantity,
+            unit_price=line.unit_price,
+        )
+        for line in order.lines
+    )
+    Refund.objects.filter(shop=shop, source_order_id=order.order_id, order__isnull=True).update(
+        order=row
+    )
+    _order_refunded_amount_refresh(order=row)
+    Checkout.objects.filter(shop=shop, completed_at__isnull=True).filter(
+        Q(kind=Checkout.Kind.CHECKOUT, token=order.checkout_token or None)
+        | Q(kind=Checkout.Kind.CART, token=order.cart_token or None)
+    ).update(completed_at=order.placed_at)
+    if emits_purchase:
+        event = {
+            # Deterministic: orders/create, /paid and /updated all carry the same order.
+            "event_id": f"shopify-order-{order.order_id}",
+            "type": "purchase",
+            "anonymous_id": anonymous_id
+            or shopify_pseudo_anonymous_id(customer_id=order.customer_id, order_id=order.order_id),
+            "timestamp": order.placed_at.isoformat(),
+            "order": {
+                "id": order.order_id,
+                "revenue": str(order.total),
+                "currency": order.currency,
+            },
+            "properties": {
+                "source": "shopify",
+                "shopify_customer_id": order.customer_id,
+                "email_hash": order.email_hash,
+            },
+        }
+        events_ingest(shop=shop, events=[event], received_at=now)
+    return row
+
+
+def _order_refunded_amount_refresh(*, order: Order) -> None:
+    total = Refund.objects.filter(order=order).aggregate(total=Sum("amount"))["total"]
+    order.refunded_amount = total or Decimal("0.00")
+    order.save(update_fields=["refunded_amount", "updated_at"])
+
+
+def shopify_refund_upsert(*, shop: Shop, refund: shopify.RefundIn) -> Refund:
+    """Store a refund; the order's refunded_amount is the sum of its refunds (net revenue)."""
+    order = Order.objects.filter(shop=shop, order_id=refund.order_id).first()
+    row, _ = Refund.objects.update_or_create(
+        shop=shop,
+        refund_id=refund.refund_id,
+        defaults={
+            "source_order_id": refund.order_id,
+            "order": order,
+            "amount": refund.amount,
+            "refunded_at": refund.refunded_at,
+        },
+    )
+    if order is not None:
+        _order_refunded_amount_refresh(order=order)
+    return row
+
+
+def shopify_checkout_upsert(*, shop: Shop, checkout: shopify.CheckoutIn) -> Checkout:
+    existing = (
+        Checkout.objects.select_for_update()
+        .filter(shop=shop, kind=checkout.kind, token=checkout.token)
+        .first()
+    )
+    row = existing or Checkout(shop=shop, kind=checkout.kind, token=checkout.token)
+    row.cart_token = checkout.cart_token or row.cart_token
+    row.anonymous_id = (
+        checkout.anonymous_id
+        or row.anonymous_id
+        or _anonymous_id_for_cart(shop=shop, cart_token=checkout.cart_token)
+    )
+    row.email_hash = checkout.email_hash or row.email_hash
+    row.total = checkout.total
+    row.currency = checkout.currency
+    row.line_items = checkout.line_items
+    row.created_at = checkout.created_at
+    row.updated_at = checkout.updated_at
+    row.completed_at = checkout.completed_at or row.completed_at
+    row.save()
+    return row
+
+
+def shopify_customer_identify(
+    *, shop: Shop, customer: shopify.CustomerIn, now: datetime
+) -> IngestResult:
+    """Emit an `identify` event tying the Shopify customer id to the email hash."""
+    version = int((customer.updated_at or now).timestamp())
+    event = {
+        "event_id": f"shopify-customer-{customer.customer_id}-{version}",
+        "type": "identify",
+        "anonymous_id": shopify_pseudo_anonymous_id(customer_id=customer.customer_id),
+        "timestamp": (customer.updated_at or now).isoformat(),
+        "properties": {
+            "source": "shopify",
+            "shopify_customer_id": customer.customer_id,
+            "email_hash": customer.email_hash,
+            "traits": customer.traits,
+        },
+    }
+    return events_ingest(shop=shop, events=[event], received_at=now)
+
+
+def shopify_product_upsert(*, shop: Shop, product: shopify.ProductIn, now: datetime) -> Product:
+    row, _ = Product.objects.update_or_create(
+        shop=shop,
+        product_id=product.product_id,
+        defaults={
+            "title": product.title,
+            "category": product.category,
+            "vendor": product.vendor,
+            "price": product.price,
+            "url": product.url,
+            "image_url": product.image_url,
+            "is_available": product.is_available,
+            "updated_at": product.updated_at or now,
+        },
+    )
+    return row
+
+
+def shopify_shop_uninstall(*, shop: Shop, now: datetime) -> None:
+    """The app was removed: stop accepting events; shop/redact erases the data later."""
+    shop.is_active = False
+    shop.uninstalled_at = now
+    shop.save(update_fields=["is_active", "uninstalled_at"])
+
+
+@dataclass(frozen=True, slots=True)
+class PrivacyScope:
+    """Every row that belongs to one Shopify customer, as querysets."""
+
+    persons: QuerySet[Person]
+    events: QuerySet[Event]
+    sessions: QuerySet[Session]
+    orders: QuerySet[Order]
+    checkouts: QuerySet[Checkout]
+    identifiers: QuerySet[PersonIdentifier]
+    deliveries: QuerySet[WebhookDelivery]
+
+
+def _privacy_scope(*, shop: Shop, subject: shopify.PrivacySubject) -> PrivacyScope:
+    """The customer's rows, found by Shopify customer id, email hash and the ids they link to."""
+    keys = Q(pk__in=[])
+    props = Q(pk__in=[])
+    if subject.customer_id:
+        keys |= Q(kind=IdentifierKind.SHOPIFY_CUSTOMER, value=subject.customer_id)
+        props |= Q(properties__shopify_customer_id=subject.customer_id)
+    if subject.email_hash:
+        keys |= Q(kind=IdentifierKind.EMAIL_HASH, value=subject.email_hash)
+        props |= Q(properties__email_hash=subject.email_hash)
+    person_ids = list(
+        PersonIdentifier.objects.filter(keys, shop=shop).values_list("person_id", flat=True)
+    )
+    identifiers = PersonIdentifier.objects.filter(shop=shop, person_id__in=person_ids)
+    anonymous_ids = set(
+        identifiers.filter(kind=IdentifierKind.ANONYMOUS_ID).values_list("value", flat=True)
+    )
+    user_ids = set(identifiers.filter(kind=IdentifierKind.USER_ID).values_list("value", flat=True))
+    orders = Order.objects.filter(
+        Q(person_id__in=person_ids) | Q(order_id__in=subject.order_ids) | props, shop=shop
+    )
+    # The browser ids on the customer's orders and checkouts belong to them as well.
+    anonymous_ids |= set(orders.exclude(anonymous_id="").values_list("anonymous_id", flat=True))
+    if subject.customer_id:
+        anonymous_ids.add(shopify_pseudo_anonymous_id(customer_id=subject.customer_id))
+    checkout_match = Q(person_id__in=person_ids) | Q(anonymous_id__in=anonymous_ids)
+    if subject.email_hash:
+        checkout_match |= Q(email_hash=subject.email_hash)
+    checkouts = Checkout.objects.filter(checkout_match, shop=shop)
+    anonymous_ids |= set(checkouts.exclude(anonymous_id="").values_list("anonymous_id", flat=True))
+    events = Event.objects.filter(
+        Q(person_id__in=person_ids)
+        | Q(anonymous_id__in=anonymous_ids)
+        | Q(user_id__in=user_ids)
+        | props,
+        shop=shop,
+    )
+    return PrivacyScope(
+        persons=Person.objects.filter(shop=shop, pk__in=person_ids),
+        events=events,
+        sessions=Session.objects.filter(shop=shop, person_id__in=person_ids),
+        orders=orders,
+        checkouts=checkouts,
+        identifiers=identifiers,
+        deliveries=WebhookDelivery.objects.filter(
+            shop=shop, customer_id=subject.customer_id or None
+        ),
+    )
+
+
+def _deleted(queryset: QuerySet) -> int:
+    """Delete and count the queryset's own rows (Django's total includes cascaded children)."""
+    _, per_model = queryset.delete()
+    return per_model.get(queryset.model._meta.label, 0)
+
+
+def shopify_customer_export(
+    *, shop: Shop, subject: shopify.PrivacySubject, now: datetime
+) -> PrivacyRequest:
+    """customers/data_request: collect everything stored about the customer into one export."""
+    scope = _privacy_scope(shop=shop, subject=subject)
+    orders = list(scope.orders.prefetch_related("lines", "refunds"))
+    export = {
+        "shop": shop.domain,
+        "shopify_customer_id": subject.customer_id,
+        "exported_at": now,
+        "persons": list(scope.persons.values("id", "user_id", "first_seen_at", "traits")),
+        "identifiers": list(scope.identifiers.values("person_id", "kind", "value")),
+        "events": list(
+            scope.events.order_by("occurred_at").values(
+                "event_id",
+                "type",
+                "occurred_at",
+                "url",
+                "referrer",
+                "title",
+                "product_id",
+                "order_id",
+                "revenue",
+                "currency",
+                "anonymous_id",
+                "user_id",
+                "properties",
+            )
+        ),
+        "sessions": list(scope.sessions.values("id", "started_at", "ended_at", "entry_url")),
+        "orders": [
+            {
+                "order_id": o.order_id,
+                "placed_at": o.placed_at,
+                "currency": o.currency,
+                "total": o.total,
+                "refunded_amount": o.refunded_amount,
+                "is_cancelled": o.is_cancelled,
+                "lines": [
+                    {
+                        "product_id": li.product_id,
+                        "sku": li.sku,
+                        "name": li.name,
+                        "quantity": li.quantity,
+                        "unit_price": li.unit_price,
+                    }
+                    for li in o.lines.all()
+                ],
+            }
+            for o in orders
+        ],
+        "checkouts": list(
+            scope.checkouts.values(
+                "kind", "token", "total", "currency", "created_at", "completed_at"
+            )
+        ),
+    }
+    return PrivacyRequest.objects.create(
+        shop=shop,
+        kind=PrivacyRequest.Kind.DATA_REQUEST,
+        shopify_customer_id=subject.customer_id,
+        email_hash=subject.email_hash,
+        export=export,
+        requested_at=now,
+        completed_at=now,
+    )
+
+
+def shopify_customer_redact(
+    *, shop: Shop, subject: shopify.PrivacySubject, now: datetime
+) -> PrivacyRequest:
+    """customers/redact: erase the customer's events, sessions, orders, checkouts and identity."""
+    scope = _privacy_scope(shop=shop, subject=subject)
+    order_ids = list(scope.orders.values_list("pk", flat=True))
+    erased = {
+        "events": _deleted(scope.events),
+        "sessions": _deleted(scope.sessions),
+        "refunds": _deleted(Refund.objects.filter(order_id__in=order_ids)),
+        "orders": _deleted(Order.objects.filter(pk__in=order_ids)),
+        "checkouts": _deleted(scope.checkouts),
+        "identifiers": _deleted(scope.identifiers),
+        "persons": _deleted(scope.persons),
+        "webhook_deliveries": _deleted(scope.deliveries),
+        "exports": _deleted(
+            PrivacyRequest.objects.filter(
+                shop=shop,
+                kind=PrivacyRequest.Kind.DATA_REQUEST,
+                shopify_customer_id=subject.customer_id or None,
+            )
+        ),
+    }
+    return PrivacyRequest.objects.create(
+        shop=shop,
+        kind=PrivacyRequest.Kind.CUSTOMER_REDACT,
+        shopify_customer_id=subject.customer_id,
+        erased=erased,
+        requested_at=now,
+        completed_at=now,
+    )
+
+
+def shopify_shop_redact(*, shop: Shop, keep_delivery_id: int, now: datetime) -> PrivacyRequest:
+    """shop/redact: erase all of the shop's data; the Shop row stays, inactive, as the record."""
+    erased = {
+        "events": _deleted(Event.objects.filter(shop=shop)),
+        "rejected_events": _deleted(RejectedEvent.objects.filter(shop=shop)),
+        "sessions": _deleted(Session.objects.filter(shop=shop)),
+        "refunds": _deleted(Refund.objects.filter(shop=shop)),
+        "orders": _deleted(Order.objects.filter(shop=shop)),
+        "checkouts": _deleted(Checkout.objects.filter(shop=shop)),
+        "products": _deleted(Product.objects.filter(shop=shop)),
+        "identifiers": _deleted(PersonIdentifier.objects.filter(shop=shop)),
+        "persons": _deleted(Person.objects.filter(shop=shop)),
+        "webhook_deliveries": _deleted(
+            WebhookDelivery.objects.filter(shop=shop).exclude(pk=keep_delivery_id)
+        ),
+        "privacy_requests": _deleted(PrivacyRequest.objects.filter(shop=shop)),
+    }
+    PipelineWatermark.objects.filter(name=watermark_name(shop.pk)).delete()
+    shop.is_active = False
+    shop.save(update_fields=["is_active"])
+    return PrivacyRequest.objects.create(
+        shop=shop,
+        kind=PrivacyRequest.Kind.SHOP_REDACT,
+        erased=erased,
+        requested_at=now,
+        completed_at=now,
+    )
+
+
+def shopify_webhooks_sweep(*, now: datetime, older_than_seconds: int = 60) -> int:
+    """Process deliveries whose task was lost (broker down, worker killed); returns how many."""
+    cutoff = now - timedelta(seconds=older_than_seconds)
+    ids = list(
+        WebhookDelivery.objects.filter(processed_at__isnull=True, received_at__lt=cutoff)
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:500]
+    )
+    for delivery_id in ids:
+        shopify_webhook_process(delivery_id=delivery_id, now=now)
+    return len(ids)

@@ -39,3 +39,16 @@ def rejected_events_prune_task() -> int:
     return services.rejected_events_prune(
         now=timezone.now(), retention_days=settings.REJECTED_EVENT_RETENTION_DAYS
     )
+
+
+@shared_task(
+    autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=8
+)
+def shopify_webhook_process_task(delivery_id: int) -> None:
+    services.shopify_webhook_process(delivery_id=delivery_id, now=timezone.now())
+
+
+@shared_task
+def shopify_webhooks_sweep_task() -> int:
+    """Safety net for deliveries whose task was lost; schedule it in CELERY_BEAT_SCHEDULE."""
+    return services.shopify_webhooks_sweep(now=timezone.now())
