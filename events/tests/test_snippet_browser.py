@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from events.models import ConsentMode, Event, Order
+from events.models import ConsentMode, Event, Order, Person, Session
 from events.tests import storefront_urls
 
 pytestmark = [
@@ -79,7 +79,7 @@ def storage(page) -> dict:
     )
 
 
-def test_shopper_journey_lands_in_order_with_one_anonymous_id(context, store, shop):
+def test_shopper_journey_lands_in_order_with_one_anonymous_id(context, store, shop, process_all):
     page = context.new_page()
 
     page.goto(store("home") + "?utm_source=news&utm_medium=email&utm_campaign=spring")
@@ -136,10 +136,20 @@ def test_shopper_journey_lands_in_order_with_one_anonymous_id(context, store, sh
         "USD",
     )
     assert storefront_urls.cart_attributes == {"_clickserver_anonymous_id": anonymous_id}
+    process_all(shop)
+    assignments = set(Event.objects.filter(shop=shop).values_list("session_id", "person_id"))
+    assert len(assignments) == 1
+    session = Session.objects.get(shop=shop)
+    assert (session.event_count, session.is_converted, session.revenue) == (
+        8,
+        True,
+        Decimal("25.00"),
+    )
+    assert session.utm_source == "news"
 
 
 def test_shopify_order_webhook_joins_the_browsers_anonymous_id(
-    context, store, shop, shopify_client, django_capture_on_commit_callbacks
+    context, store, shop, shopify_client, django_capture_on_commit_callbacks, process_all
 ):
     page = context.new_page()
     page.goto(store("product"))
@@ -169,6 +179,13 @@ def test_shopify_order_webhook_joins_the_browsers_anonymous_id(
     assert Order.objects.get(shop=shop).anonymous_id == anonymous_id
     browser_events = Event.objects.filter(shop=shop).exclude(type="purchase")
     assert {e.anonymous_id for e in browser_events} == {anonymous_id}
+    process_all(shop)
+    person = Person.objects.get(shop=shop)
+    assert set(Event.objects.filter(shop=shop).values_list("person_id", flat=True)) == {person.pk}
+    assert set(person.identifiers.values_list("kind", "value")) >= {
+        ("anonymous_id", anonymous_id),
+        ("shopify_customer", "7001"),
+    }
 
 
 def test_do_not_track_sends_and_stores_nothing(context, store, shop):
