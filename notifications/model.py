@@ -51,9 +51,9 @@ Progress = Callable[[str], None]
 class TrainingConfig:
     lstm_units: int = 32
     embedding_dim: int = 8
-    epochs: int = 8
-    batch_size: int = 256
-    patience: int = 2
+    epochs: int = 12
+    batch_size: int = 64
+    patience: int = 3
     seed: int = 7
 
 
@@ -183,9 +183,16 @@ def lstm_build(config: TrainingConfig) -> Any:
     category_vectors = keras.layers.Embedding(
         CATEGORY_BUCKETS + 1, config.embedding_dim, name="category_embedding"
     )(category)
-    steps = keras.layers.Concatenate(name="steps")([type_vectors, category_vectors, numeric])
+    # log seconds reach ~11; bring the numbers near the embeddings' scale.
+    scaled = keras.layers.Rescaling(1 / 8, name="numeric_scale")(numeric)
+    steps = keras.layers.Concatenate(name="steps")([type_vectors, category_vectors, scaled])
     state = keras.layers.LSTM(config.lstm_units, name="lstm")(steps)
-    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(state)
+    # The masked mean of the steps gives the dense head the session's mix of behaviour directly,
+    # which the LSTM would otherwise have to learn to count.
+    mix = keras.layers.GlobalAveragePooling1D(name="step_mean")(steps)
+    joined = keras.layers.Concatenate(name="joined")([state, mix])
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(joined)
+    hidden = keras.layers.Dropout(0.2, name="dropout")(hidden)
     probability = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(hidden)
     model = keras.Model([event_type, category, numeric], probability, name="conversion_lstm")
     model.compile(
