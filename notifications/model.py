@@ -190,7 +190,10 @@ def lstm_build(config: TrainingConfig) -> Any:
     # The masked mean of the steps gives the dense head the session's mix of behaviour directly,
     # which the LSTM would otherwise have to learn to count.
     mix = keras.layers.GlobalAveragePooling1D(name="step_mean")(steps)
-    joined = keras.layers.Concatenate(name="joined")([state, mix])
+    # A "wide" path: log counts of each event type, computed in-graph from the same input so
+    # the signature stays three arrays. Sessions are short and counts carry most of the signal.
+    counts = keras.ops.sum(keras.ops.one_hot(event_type, len(EVENT_TYPES)), axis=1)
+    joined = keras.layers.Concatenate(name="joined")([state, mix, keras.ops.log1p(counts)])
     hidden = keras.layers.Dense(16, activation="relu", name="hidden")(joined)
     hidden = keras.layers.Dropout(0.2, name="dropout")(hidden)
     probability = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(hidden)
