@@ -186,7 +186,8 @@ def lstm_build(config: TrainingConfig) -> Any:
     # log seconds reach ~11; bring the numbers near the embeddings' scale.
     scaled = keras.layers.Rescaling(1 / 8, name="numeric_scale")(numeric)
     steps = keras.layers.Concatenate(name="steps")([type_vectors, category_vectors, scaled])
-    state = keras.layers.LSTM(config.lstm_units, name="lstm")(steps)
+    # Unrolled: 50 small steps as straight-line ops beat a while loop for single-session latency.
+    state = keras.layers.LSTM(config.lstm_units, unroll=True, name="lstm")(steps)
     # The masked mean of the steps gives the dense head the session's mix of behaviour directly,
     # which the LSTM would otherwise have to learn to count.
     mix = keras.layers.GlobalAveragePooling1D(name="step_mean")(steps)
@@ -257,8 +258,8 @@ def train_and_evaluate(
         "name": "conversion",
         "data_window": {
             "train_from": _iso(split.train.started_at.min()),
-            "validation_from": split.validation_starts_at.isoformat(),
-            "test_from": split.test_starts_at.isoformat(),
+            "validation_from": split.validation_starts_at.isoformat() + "Z",
+            "test_from": split.test_starts_at.isoformat() + "Z",
             "test_to": _iso(split.test.ended_at.max()),
         },
         "sizes": {
