@@ -1,9 +1,13 @@
+import logging
+
 from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
 from events.models import Shop
 from notifications import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
@@ -25,4 +29,9 @@ def conversion_model_train_task(shop_id: int | None = None) -> int | None:
             conversion_model_train_task.delay(active_id)
         return None
     shop = Shop.objects.get(pk=shop_id)
-    return services.conversion_model_train(shop=shop, now=timezone.now()).version
+    try:
+        return services.conversion_model_train(shop=shop, now=timezone.now()).version
+    except ValueError as error:
+        # Too little data (an empty split) is a normal state for a new shop, not a failure to retry.
+        logger.info("conversion model not trained for %s: %s", shop.domain, error)
+        return None

@@ -11,7 +11,7 @@ from events.models import Event, Person, Session
 from events.tests.factories import EventFactory
 from notifications import dataset, selectors, services
 from notifications.models import ConversionScore, ModelVersion
-from notifications.tasks import scores_refresh_task
+from notifications.tasks import conversion_model_train_task, scores_refresh_task
 from notifications.tests.factories import ModelVersionFactory, SessionFactory
 
 pytestmark = pytest.mark.slow
@@ -140,3 +140,9 @@ def test_train_command_on_imported_taobao_events(shop, taobao_csv, tmp_path, set
     assert Event.objects.filter(shop=shop, session__isnull=True).count() == 0
     assert sum(summary["sizes"].values()) <= len(sequences) <= sessions
     assert "epoch 1/1" in progress.getvalue()
+
+
+@pytest.mark.django_db
+def test_weekly_training_of_a_shop_without_sessions_registers_nothing(shop):
+    assert conversion_model_train_task(shop.id) is None
+    assert ModelVersion.objects.count() == 0
