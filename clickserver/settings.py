@@ -178,6 +178,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),
     },
+    "conversion-model-train-weekly": {
+        "task": "notifications.tasks.conversion_model_train_task",
+        "schedule": crontab(day_of_week="sun", hour=4, minute=7),
+    },
 }
 
 # --- Ingestion ----------------------------------------------------------------------------------
@@ -195,7 +199,7 @@ PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=5000)
 # Tasks (by name, so events never imports the apps that depend on it) sent with the shop id after
 # each processed batch: rollups, live scores and the like.
-PIPELINE_FOLLOW_UP_TASKS: list[str] = []
+PIPELINE_FOLLOW_UP_TASKS: list[str] = ["notifications.tasks.scores_refresh_task"]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 

@@ -1,0 +1,45 @@
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.views import APIView
+
+from clickserver.api import Pagination
+from events.selectors import shop_get_for_user
+from notifications import selectors
+
+
+class ConversionScoreOutputSerializer(serializers.Serializer):
+    session = serializers.IntegerField(source="session_id")
+    person = serializers.IntegerField(source="person_id", allow_null=True)
+    score = serializers.FloatField()
+    model_version = serializers.IntegerField(source="model_version.version", allow_null=True)
+    scored_at = serializers.DateTimeField()
+
+
+class ConversionScoreFilterSerializer(serializers.Serializer):
+    session = serializers.IntegerField(required=False, min_value=1)
+
+
+class ConversionScoreListApi(APIView):
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        filters = ConversionScoreFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        scores = selectors.conversion_scores_list(
+            shop=shop, session_id=filters.validated_data.get("session")
+        )
+        paginator = Pagination()
+        page = paginator.paginate_queryset(scores, request, view=self)
+        return paginator.get_paginated_response(
+            ConversionScoreOutputSerializer(page, many=True).data
+        )
+
+
+class ConversionScoreLiveApi(APIView):
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        scores = selectors.conversion_scores_live(shop=shop, now=timezone.now())
+        paginator = Pagination()
+        page = paginator.paginate_queryset(scores, request, view=self)
+        return paginator.get_paginated_response(
+            ConversionScoreOutputSerializer(page, many=True).data
+        )

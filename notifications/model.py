@@ -1,0 +1,314 @@
+"""The conversion model: a small Keras LSTM, its baselines, evaluation and export.
+
+TensorFlow/Keras are imported inside the functions that need them: importing this module (the
+admin, the API, a web worker) must not pay TensorFlow's start-up time and memory.
+"""
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from notifications.dataset import (
+    CATEGORY_BUCKETS,
+    EVENT_TYPES,
+    MAX_LEN,
+    NUMERIC_FEATURES,
+    SequenceBatch,
+    Split,
+    sequences_prefix,
+)
+
+PREFIX_LENGTHS = (3, 5, 10)
+OUTPUT_NAME = "conversion_probability"
+SIGNATURE = {
+    "name": "serving_default",
+    "inputs": {
+        "event_type": {"dtype": "int32", "shape": [-1, MAX_LEN]},
+        "category": {"dtype": "int32", "shape": [-1, MAX_LEN]},
+        "numeric": {"dtype": "float32", "shape": [-1, MAX_LEN, len(NUMERIC_FEATURES)]},
+    },
+    "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": [-1, 1]}},
+    "event_types": list(EVENT_TYPES),
+    "category_buckets": CATEGORY_BUCKETS,
+    "numeric_features": list(NUMERIC_FEATURES),
+}
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingConfig:
+    lstm_units: int = 32
+    embedding_dim: int = 8
+    epochs: int = 12
+    batch_size: int = 64
+    patience: int = 3
+    seed: int = 7
+
+
+@dataclass(slots=True)
+class Metrics:
+    roc_auc: float | None
+    pr_auc: float | None
+    f1: float
+    threshold: float
+    roc_auc_at: dict[str, float | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TrainingResult:
+    model: Any  # keras.Model
+    card: dict[str, Any]
+
+
+def _roc_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    # Undefined with one class; a tiny test slice can have no buyer at all.
+    if len(np.unique(labels)) < 2:
+        return None
+    return round(float(roc_auc_score(labels, scores)), 4)
+
+
+def threshold_choose(labels: np.ndarray, scores: np.ndarray) -> float:
+    """The threshold that maximises F1 on these (validation) scores."""
+    if labels.sum() == 0:
+        return 0.5
+    precision, recall, thresholds = precision_recall_curve(labels, scores)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    return float(thresholds[int(np.argmax(f1[:-1]))])
+
+
+def metrics_compute(
+    *,
+    labels: np.ndarray,
+    scores: np.ndarray,
+    threshold: float,
+    prefix_scores: dict[int, np.ndarray],
+) -> Metrics:
+    has_both = len(np.unique(labels)) == 2
+    return Metrics(
+        roc_auc=_roc_auc(labels, scores),
+        pr_auc=round(float(average_precision_score(labels, scores)), 4) if has_both else None,
+        f1=round(float(f1_score(labels, scores >= threshold, zero_division=0)), 4),
+        threshold=round(threshold, 4),
+        roc_auc_at={str(k): _roc_auc(labels, s) for k, s in prefix_scores.items()},
+    )
+
+
+def aggregate_features(batch: SequenceBatch) -> np.ndarray:
+    """Per-session aggregates for the baselines, from the same (possibly prefixed) arrays."""
+    mask = batch.event_type > 0
+    length = mask.sum(axis=1)
+    vocabulary = len(EVENT_TYPES)
+    counts = np.eye(vocabulary, dtype=np.float32)[batch.event_type][:, :, 1:].sum(axis=1)
+    last = batch.event_type[np.arange(len(batch)), np.maximum(length - 1, 0)]
+    last_onehot = np.eye(vocabulary, dtype=np.float32)[last][:, 1:]
+    gaps = np.where(mask, batch.numeric[:, :, 0], 0.0)
+    prices = np.where(mask, batch.numeric[:, :, 2], 0.0)
+    safe_length = np.maximum(length, 1)[:, None]
+    categories = np.array(
+        [len(np.unique(row[m])) for row, m in zip(batch.category, mask, strict=True)]
+    )
+    return np.hstack(
+        [
+            np.log1p(length)[:, None],
+            np.log1p(counts),
+            counts / safe_length,
+            last_onehot,
+            gaps.sum(axis=1, keepdims=True),
+            gaps.max(axis=1, keepdims=True),
+            prices.sum(axis=1, keepdims=True) / safe_length,
+            np.log1p(categories)[:, None],
+        ]
+    ).astype(np.float32)
+
+
+def _class_weight(labels: np.ndarray) -> dict[int, float]:
+    positives = max(int(labels.sum()), 1)
+    negatives = max(len(labels) - positives, 1)
+    return {0: len(labels) / (2 * negatives), 1: len(labels) / (2 * positives)}
+
+
+def baselines_evaluate(split: Split) -> dict[str, dict[str, Any]]:
+    """Logistic regression and gradient-boosted trees on aggregates, on the same split."""
+    models = {
+        "logistic_regression": make_pipeline(
+            StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced")
+        ),
+        "gradient_boosted_trees": HistGradientBoostingClassifier(
+            max_iter=200, learning_rate=0.05, class_weight="balanced", random_state=0
+        ),
+    }
+    results = {}
+    for name, estimator in models.items():
+        estimator.fit(aggregate_features(split.train), split.train.labels)
+
+        def score(batch: SequenceBatch, estimator=estimator) -> np.ndarray:
+            return estimator.predict_proba(aggregate_features(batch))[:, 1]
+
+        results[name] = asdict(_evaluate(split, score))
+    return results
+
+
+def _evaluate(split: Split, score: Callable[[SequenceBatch], np.ndarray]) -> Metrics:
+    threshold = threshold_choose(split.validation.labels, score(split.validation))
+    return metrics_compute(
+        labels=split.test.labels,
+        scores=score(split.test),
+        threshold=threshold,
+        prefix_scores={k: score(sequences_prefix(split.test, events=k)) for k in PREFIX_LENGTHS},
+    )
+
+
+def lstm_build(config: TrainingConfig) -> Any:
+    import keras
+
+    event_type = keras.Input(shape=(MAX_LEN,), dtype="int32", name="event_type")
+    category = keras.Input(shape=(MAX_LEN,), dtype="int32", name="category")
+    numeric = keras.Input(shape=(MAX_LEN, len(NUMERIC_FEATURES)), dtype="float32", name="numeric")
+    # Padding is event_type 0; mask_zero carries that mask through the concatenation to the LSTM.
+    type_vectors = keras.layers.Embedding(
+        len(EVENT_TYPES), config.embedding_dim, mask_zero=True, name="type_embedding"
+    )(event_type)
+    category_vectors = keras.layers.Embedding(
+        CATEGORY_BUCKETS + 1, config.embedding_dim, name="category_embedding"
+    )(category)
+    # log seconds reach ~11; bring the numbers near the embeddings' scale.
+    scaled = keras.layers.Rescaling(1 / 8, name="numeric_scale")(numeric)
+    steps = keras.layers.Concatenate(name="steps")([type_vectors, category_vectors, scaled])
+    # Unrolled: 50 small steps as straight-line ops beat a while loop for single-session latency.
+    state = keras.layers.LSTM(config.lstm_units, unroll=True, name="lstm")(steps)
+    # The masked mean of the steps gives the dense head the session's mix of behaviour directly,
+    # which the LSTM would otherwise have to learn to count.
+    mix = keras.layers.GlobalAveragePooling1D(name="step_mean")(steps)
+    # A "wide" path: log counts of each event type, computed in-graph from the same input so
+    # the signature stays three arrays. Sessions are short and counts carry most of the signal.
+    counts = keras.ops.sum(keras.ops.one_hot(event_type, len(EVENT_TYPES)), axis=1)
+    joined = keras.layers.Concatenate(name="joined")([state, mix, keras.ops.log1p(counts)])
+    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(joined)
+    hidden = keras.layers.Dropout(0.2, name="dropout")(hidden)
+    probability = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(hidden)
+    model = keras.Model([event_type, category, numeric], probability, name="conversion_lstm")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=3e-3),
+        loss="binary_crossentropy",
+        metrics=[keras.metrics.AUC(name="auc")],
+    )
+    return model
+
+
+def lstm_predict(model: Any, batch: SequenceBatch, *, batch_size: int = 1024) -> np.ndarray:
+    return model.predict(batch.inputs(), batch_size=batch_size, verbose=0).reshape(-1)
+
+
+def train_and_evaluate(
+    split: Split, *, config: TrainingConfig | None = None, progress: Progress | None = None
+) -> TrainingResult:
+    """Fit the LSTM (class-weighted, early-stopped on validation AUC), evaluate it and baselines."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import keras
+
+    config = config or TrainingConfig()
+    say = progress or (lambda message: None)
+    if len(split.train) == 0 or len(split.validation) == 0 or len(split.test) == 0:
+        raise ValueError("every part of the split needs sessions")
+    keras.utils.set_random_seed(config.seed)
+    model = lstm_build(config)
+    started = time.monotonic()
+
+    class Report(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            logs = logs or {}
+            say(
+                f"epoch {epoch + 1}/{config.epochs}: loss {logs.get('loss', 0):.4f} "
+                f"val_auc {logs.get('val_auc', 0):.4f}"
+            )
+
+    monitor = "val_auc" if split.validation.labels.min() != split.validation.labels.max() else None
+    callbacks: list[Any] = [Report()]
+    if monitor:
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor=monitor, mode="max", patience=config.patience, restore_best_weights=True
+            )
+        )
+    model.fit(
+        split.train.inputs(),
+        split.train.labels,
+        validation_data=(split.validation.inputs(), split.validation.labels),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        class_weight=_class_weight(split.train.labels),
+        callbacks=callbacks,
+        verbose=0,
+    )
+    say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
+    lstm = _evaluate(split, lambda batch: lstm_predict(model, batch))
+    card = {
+        "name": "conversion",
+        "data_window": {
+            "train_from": _iso(split.train.started_at.min()),
+            "validation_from": split.validation_starts_at.isoformat() + "Z",
+            "test_from": split.test_starts_at.isoformat() + "Z",
+            "test_to": _iso(split.test.ended_at.max()),
+        },
+        "sizes": {
+            "train": len(split.train),
+            "validation": len(split.validation),
+            "test": len(split.test),
+        },
+        "class_balance": {
+            part: round(float(batch.labels.mean()), 4)
+            for part, batch in (
+                ("train", split.train),
+                ("validation", split.validation),
+                ("test", split.test),
+            )
+        },
+        "config": asdict(config),
+        "metrics": asdict(lstm),
+        "baselines": baselines_evaluate(split),
+        "signature": SIGNATURE,
+    }
+    return TrainingResult(model=model, card=card)
+
+
+def _iso(value: np.datetime64) -> str:
+    return str(np.datetime_as_string(value, unit="s")) + "Z"
+
+
+def model_export(model: Any, *, path: Path, card: dict[str, Any]) -> Path:
+    """Write a SavedModel with a `serving_default` signature, and the card next to it."""
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(event_type: Any, category: Any, numeric: Any) -> dict[str, Any]:
+        output = model([event_type, category, numeric], training=False)
+        return {OUTPUT_NAME: output}
+
+    archive.add_endpoint(
+        name="serving_default",
+        fn=serve,
+        input_signature=[
+            tf.TensorSpec([None, MAX_LEN], tf.int32, name="event_type"),
+            tf.TensorSpec([None, MAX_LEN], tf.int32, name="category"),
+            tf.TensorSpec([None, MAX_LEN, len(NUMERIC_FEATURES)], tf.float32, name="numeric"),
+        ],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    archive.write_out(str(path), verbose=False)
+    (path / "model_card.json").write_text(json.dumps(card, indent=2, sort_keys=True))
+    return path

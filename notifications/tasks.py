@@ -1,0 +1,37 @@
+import logging
+
+from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
+
+from events.models import Shop
+from notifications import services
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def scores_refresh_task(shop_id: int) -> int:
+    return services.scores_refresh(shop_id=shop_id, now=timezone.now())
+
+
+@shared_task(
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=3,
+    time_limit=3600,
+    soft_time_limit=3500,
+)
+def conversion_model_train_task(shop_id: int | None = None) -> int | None:
+    """Weekly retraining; without a shop id (the beat entry) it fans out to every active shop."""
+    if shop_id is None:
+        for active_id in Shop.objects.filter(is_active=True).values_list("id", flat=True):
+            conversion_model_train_task.delay(active_id)
+        return None
+    shop = Shop.objects.get(pk=shop_id)
+    try:
+        return services.conversion_model_train(shop=shop, now=timezone.now()).version
+    except ValueError as error:
+        # Too little data (an empty split) is a normal state for a new shop, not a failure to retry.
+        logger.info("conversion model not trained for %s: %s", shop.domain, error)
+        return None

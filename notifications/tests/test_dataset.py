@@ -1,0 +1,120 @@
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from notifications.dataset import (
+    EVENT_TYPE_INDEX,
+    MAX_LEN,
+    category_bucket,
+    sequences_build,
+    sequences_prefix,
+    split_by_time,
+    taobao_sessionize,
+)
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+PV, CART = EVENT_TYPE_INDEX["product_view"], EVENT_TYPE_INDEX["add_to_cart"]
+
+
+def frame(rows):
+    return pd.DataFrame(rows, columns=["session_key", "occurred_at", "type", "price", "category"])
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def test_sequences_stop_before_the_first_purchase_and_label_the_session():
+    events = frame(
+        [
+            ("a", at(0), "product_view", 9.0, "shoes"),
+            ("a", at(1), "add_to_cart", 9.0, "shoes"),
+            ("a", at(2), "purchase", 9.0, "shoes"),
+            ("a", at(3), "product_view", None, None),
+            ("b", at(0), "page_view", None, None),
+            ("b", at(10), "teleport", None, ""),
+            ("c", at(0), "purchase", 5.0, "hats"),
+        ]
+    )
+
+    batch = sequences_build(events)
+
+    assert list(batch.session_keys) == ["a", "b"]
+    assert list(batch.labels) == [1, 0]
+    assert batch.event_type[0, :3].tolist() == [PV, CART, 0]
+    assert batch.event_type[1, :3].tolist() == [EVENT_TYPE_INDEX["page_view"], 1, 0]
+    assert batch.category[0, :2].tolist() == [category_bucket("shoes")] * 2
+    assert batch.category[1, :2].tolist() == [0, 0]
+    np.testing.assert_allclose(batch.numeric[0, :2, 0], [0.0, np.log1p(60)], rtol=1e-6)
+    np.testing.assert_allclose(batch.numeric[0, :2, 1], [0.0, np.log1p(1)], rtol=1e-6)
+    np.testing.assert_allclose(batch.numeric[0, :2, 2], [np.log1p(9.0)] * 2, rtol=1e-6)
+    np.testing.assert_allclose(batch.numeric[1, 1, 0], np.log1p(600), rtol=1e-6)
+    assert batch.ended_at[0] == np.datetime64("2026-01-05T12:03:00")
+
+
+def test_long_sessions_keep_their_latest_steps_with_true_positions():
+    events = frame([("a", at(i), "product_view", None, None) for i in range(MAX_LEN + 5)])
+
+    batch = sequences_build(events)
+
+    assert (batch.event_type[0] == PV).all()
+    np.testing.assert_allclose(batch.numeric[0, 0, 1], np.log1p(5), rtol=1e-6)
+
+
+def test_prefix_hides_later_steps():
+    events = frame([("a", at(i), "product_view", 1.0, "x") for i in range(6)])
+
+    prefix = sequences_prefix(sequences_build(events), events=3)
+
+    assert prefix.event_type[0, :4].tolist() == [PV, PV, PV, 0]
+    assert prefix.numeric[0, 3:].sum() == 0.0
+
+
+def test_time_split_is_ordered_and_drops_sessions_that_straddle_a_cutoff():
+    rows = []
+    for day in range(20):
+        rows.append((f"s{day:02d}", at(day * 60 * 24), "product_view", None, None))
+        rows.append((f"s{day:02d}", at(day * 60 * 24 + 5), "add_to_cart", None, None))
+    # Starts on day 10 (train) but only ends, with its purchase, on day 15, after the cut-off.
+    rows.append(("late", at(10 * 60 * 24 + 1), "product_view", None, None))
+    rows.append(("late", at(15 * 60 * 24 + 1), "purchase", None, None))
+    batch = sequences_build(frame(rows))
+
+    split = split_by_time(batch)
+
+    assert split.validation_starts_at == pd.Timestamp("2026-01-18 12:00")
+    assert split.test_starts_at == pd.Timestamp("2026-01-21 12:00")
+    assert list(split.train.session_keys) == [f"s{d:02d}" for d in range(13)]
+    assert list(split.validation.session_keys) == ["s13", "s14", "s15"]
+    assert list(split.test.session_keys) == ["s16", "s17", "s18", "s19"]
+    assert split.train.ended_at.max() < np.datetime64(split.validation_starts_at)
+    assert split.validation.ended_at.max() < np.datetime64(split.test_starts_at)
+
+
+def test_split_of_nothing_is_an_error():
+    with pytest.raises(ValueError, match="no sessions"):
+        split_by_time(sequences_build(frame([])))
+
+
+def test_taobao_sessions_break_after_30_minutes_idle_or_24_hours():
+    start = 1_511_544_000
+    stamps = [0, 1800, 3601, *[3601 + 1700 * i for i in range(1, 52)]]
+    raw = pd.DataFrame(
+        {
+            "user_id": ["1"] * len(stamps) + ["2"],
+            "item_id": "9",
+            "category_id": "7",
+            "behavior_type": ["pv"] * len(stamps) + ["buy"],
+            "timestamp": [start + s for s in stamps] + [start],
+        }
+    )
+
+    events = taobao_sessionize(raw)
+
+    keys = events.groupby("session_key").size().to_dict()
+    # 0 and 1800 s (exactly 30 min: same session); 3601 s is 1801 s later: a new one, which
+    # then runs 1700 s steps until it has lasted 24 h (86,400 s ≥ 50 steps of 1700 s = 85,000).
+    assert keys == {"1:0": 2, "1:1": 51, "1:2": 1, "2:0": 1}
+    assert events.loc[events["session_key"] == "2:0", "type"].tolist() == ["purchase"]

@@ -1,0 +1,109 @@
+import json
+import socket
+
+import numpy as np
+import pytest
+from django.test import override_settings
+
+from notifications import dataset
+from notifications.model import PREFIX_LENGTHS, SIGNATURE
+from notifications.models import ModelVersion
+from notifications.scoring import InProcessScorer, TFServingScorer, scores_predict
+
+pytestmark = pytest.mark.slow
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def test_plain_saved_model_load_serves_the_documented_signature(trained_model_path, taobao_split):
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(str(trained_model_path)).signatures["serving_default"]
+    batch = taobao_split.test.take(np.arange(4))
+
+    outputs = signature(
+        event_type=tf.constant(batch.event_type),
+        category=tf.constant(batch.category),
+        numeric=tf.constant(batch.numeric),
+    )
+
+    inputs = signature.structured_input_signature[1]
+    assert {name: (spec.dtype.name, spec.shape.as_list()) for name, spec in inputs.items()} == {
+        name: (spec["dtype"], [None, *spec["shape"][1:]])
+        for name, spec in SIGNATURE["inputs"].items()
+    }
+    assert list(outputs) == ["conversion_probability"]
+    probabilities = outputs["conversion_probability"].numpy()
+    assert probabilities.shape == (4, 1)
+    assert ((probabilities > 0) & (probabilities < 1)).all()
+
+
+def test_model_card_is_saved_next_to_the_model(trained_model_path, taobao_split):
+    card = json.loads((trained_model_path / "model_card.json").read_text())
+
+    assert card["sizes"] == {
+        "train": len(taobao_split.train),
+        "validation": len(taobao_split.validation),
+        "test": len(taobao_split.test),
+    }
+    assert set(card["baselines"]) == {"logistic_regression", "gradient_boosted_trees"}
+    for metrics in [card["metrics"], *card["baselines"].values()]:
+        assert set(metrics) == {"roc_auc", "pr_auc", "f1", "threshold", "roc_auc_at"}
+        assert set(metrics["roc_auc_at"]) == {str(k) for k in PREFIX_LENGTHS}
+    assert card["signature"]["outputs"] == {
+        "conversion_probability": {"dtype": "float32", "shape": [-1, 1]}
+    }
+    assert (trained_model_path / "saved_model.pb").is_file()
+
+
+def test_rest_client_speaks_tf_servings_predict_format(
+    tf_serving, trained_model_path, taobao_split
+):
+    batch = taobao_split.test.take(np.arange(5))
+    client = TFServingScorer(tf_serving.url, version=1)
+
+    remote = client.predict(batch, batch_size=3)
+
+    local = InProcessScorer.for_path(str(trained_model_path)).predict(batch)
+    np.testing.assert_allclose(remote, local, rtol=1e-5)
+    assert [path for path, _ in tf_serving.requests] == [
+        "/v1/models/conversion/versions/1:predict"
+    ] * 2
+    body = tf_serving.requests[0][1]
+    assert body["signature_name"] == "serving_default"
+    assert len(body["instances"]) == 3
+    instance = body["instances"][0]
+    assert sorted(instance) == ["category", "event_type", "numeric"]
+    assert len(instance["event_type"]) == dataset.MAX_LEN
+    assert np.asarray(instance["numeric"]).shape == (dataset.MAX_LEN, 3)
+
+
+def test_rest_client_parses_named_output_predictions():
+    body = {"predictions": [{"conversion_probability": [0.25]}, {"conversion_probability": [0.5]}]}
+
+    assert TFServingScorer.parse_predictions(body, rows=2).tolist() == [0.25, 0.5]
+
+
+def test_scoring_falls_back_in_process_when_tf_serving_is_down(trained_model_path, taobao_split):
+    batch = taobao_split.test.take(np.arange(3))
+    model_version = ModelVersion(name="conversion", version=1, path=str(trained_model_path))
+
+    with override_settings(TF_SERVING_URL=closed_port_url()):
+        scores = scores_predict(model_version=model_version, batch=batch)
+
+    local = InProcessScorer.for_path(str(trained_model_path)).predict(batch)
+    np.testing.assert_allclose(scores, local, rtol=1e-6)
+
+
+def test_scoring_uses_tf_serving_when_it_answers(tf_serving, trained_model_path, taobao_split):
+    batch = taobao_split.test.take(np.arange(2))
+    model_version = ModelVersion(name="conversion", version=7, path=str(trained_model_path))
+
+    with override_settings(TF_SERVING_URL=tf_serving.url):
+        scores_predict(model_version=model_version, batch=batch)
+
+    assert [path for path, _ in tf_serving.requests] == ["/v1/models/conversion/versions/7:predict"]
