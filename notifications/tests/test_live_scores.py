@@ -7,7 +7,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from events.models import Event, Person, Session
+from events.models import Event, Session
 from events.tests.factories import EventFactory
 from notifications import dataset, selectors, services
 from notifications.models import ConversionScore, ModelVersion
@@ -75,37 +75,6 @@ def test_activating_a_version_deactivates_the_previous_one(shop):
     assert old.is_active is False
 
 
-def sessions_assign_like_the_pipeline(shop) -> int:
-    """Test arrangement standing in for the sessions pipeline (built on another branch)."""
-    rows = pd.DataFrame.from_records(
-        Event.objects.filter(shop=shop).values("id", "user_id", "occurred_at"),
-    ).sort_values(["user_id", "occurred_at", "id"])
-    created = 0
-    for user_id, events in rows.groupby("user_id"):
-        person = Person.objects.create(
-            shop=shop,
-            user_id=user_id,
-            first_seen_at=events["occurred_at"].min(),
-            last_seen_at=events["occurred_at"].max(),
-        )
-        times = events["occurred_at"].tolist()
-        start = 0
-        for i in range(1, len(times) + 1):
-            ends = i == len(times) or (
-                times[i] - times[i - 1] > dataset.SESSION_GAP
-                or times[i] - times[start] >= dataset.SESSION_MAX_LENGTH
-            )
-            if ends:
-                session = Session.objects.create(
-                    shop=shop, person=person, started_at=times[start], ended_at=times[i - 1]
-                )
-                ids = events["id"].iloc[start:i].tolist()
-                Event.objects.filter(id__in=ids).update(session=session, person=person)
-                created += 1
-                start = i
-    return created
-
-
 @pytest.mark.django_db
 def test_train_command_on_imported_taobao_events(shop, taobao_csv, tmp_path, settings):
     settings.MODEL_DIR = tmp_path / "models"
@@ -116,7 +85,8 @@ def test_train_command_on_imported_taobao_events(shop, taobao_csv, tmp_path, set
     call_command(
         "import_events", str(csv), "--shop", shop.domain, "--format", "taobao", stdout=StringIO()
     )
-    sessions = sessions_assign_like_the_pipeline(shop)
+    call_command("process_events", "--shop", shop.domain, stdout=StringIO(), stderr=StringIO())
+    sessions = Session.objects.filter(shop=shop).count()
     out, progress = StringIO(), StringIO()
 
     call_command(
