@@ -170,6 +170,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.events_process_sweep_task",
         "schedule": timedelta(seconds=env.int("PIPELINE_SWEEP_SECONDS", default=30)),
     },
+    "analytics-rollups-sweep": {
+        "task": "analytics.tasks.rollups_refresh_sweep_task",
+        "schedule": timedelta(minutes=5),
+    },
     "rejected-events-prune": {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),
@@ -191,7 +195,7 @@ PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=5000)
 # Tasks (by name, so events never imports the apps that depend on it) sent with the shop id after
 # each processed batch: rollups, live scores and the like.
-PIPELINE_FOLLOW_UP_TASKS: list[str] = []
+PIPELINE_FOLLOW_UP_TASKS: list[str] = ["analytics.tasks.rollups_refresh_task"]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
