@@ -22,7 +22,7 @@ from analytics.models import DailyVisitor, HourlyRevenue, HourlyRollup, ProductD
 from analytics.periods import Period, local_date
 from analytics.services import CART_TYPES, SESSION_SPAN, rollups_generation
 from clickserver.db_routers import analytics_db
-from events.models import Event, Person, Session, Shop
+from events.models import Event, Order, Person, Session, Shop
 
 CACHE_SECONDS = 300
 ROLLUP_FIELDS = (
@@ -299,6 +299,7 @@ class Kpis:
     visit_conversion: float
     cart_abandonment: float
     clv: str
+    customers: int
     visitors: int
     new_visitors: int
     returning_visitors: int
@@ -318,6 +319,14 @@ def kpis_get(*, query: Query) -> Kpis:
         new=Count("person_id", distinct=True, filter=Q(is_new=True)),
     )
     to_date = _revenue_totals(shop=shop, start=None, end=period.end)["revenue"]
+    # Distinct buyers need the orders themselves; bounded by the period on (shop, placed_at).
+    customers = (
+        Order.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, placed_at__gte=period.start, placed_at__lt=period.end)
+        .exclude(user_id="")
+        .filter(is_cancelled=False)
+        .aggregate(n=Count("user_id", distinct=True))["n"]
+    )
     people = (
         Person.objects.using(analytics_db())
         .filter(shop_id=shop.pk, first_seen_at__lt=period.end)
@@ -332,6 +341,7 @@ def kpis_get(*, query: Query) -> Kpis:
         visit_conversion=_ratio(totals["converted_session_count"], totals["session_count"]),
         cart_abandonment=_ratio(totals["abandoned_session_count"], totals["cart_session_count"]),
         clv=_money(to_date / people if people else Decimal(0)),
+        customers=customers,
         visitors=counts["all"],
         new_visitors=counts["new"],
         returning_visitors=counts["all"] - counts["new"],
