@@ -55,7 +55,7 @@ def session_with(shop, person, started_at, types, **attributes):
 
 @pytest.fixture
 def store(shop):
-    """Three sessions on 2026-01-05 (one converted, one bounce, one abandoned cart), one on 01-06."""
+    """Three sessions on 2026-01-05 (converted, bounce, abandoned cart) and one on 01-06."""
     alice = PersonFactory(shop=shop, user_id="alice", first_seen_at=at(10))
     bob = PersonFactory(shop=shop, first_seen_at=at(11))
     carol = PersonFactory(shop=shop, user_id="carol", first_seen_at=at(14))
