@@ -1,6 +1,7 @@
 """Fixtures shared by every app's tests."""
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -10,6 +11,7 @@ from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from events import services
 from events.selectors import write_key_cache_clear
 from events.tests.factories import ShopFactory, UserFactory
 
@@ -96,3 +98,20 @@ def ingest_client(shop) -> IngestClient:
 def mysql_only():
     if connection.vendor != "mysql":
         pytest.skip("needs MariaDB")
+
+
+@pytest.fixture
+def process_all():
+    """Run the pipeline over a shop's backlog the way a worker does, batch after batch."""
+    # Far in the future so every inserted event counts as settled.
+    now = datetime(2100, 1, 1, tzinfo=UTC)
+
+    def run(shop, *, batch_size: int = 1000) -> int:
+        processed = 0
+        while True:
+            result = services.events_process(shop_id=shop.pk, now=now, batch_size=batch_size)
+            processed += result.processed
+            if not result.has_more:
+                return processed
+
+    return run

@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from events import services
+from events import selectors, services
 from events.models import (
     Checkout,
     Event,
@@ -90,6 +92,7 @@ class RejectedEventAdmin(admin.ModelAdmin):
 class PersonIdentifierInline(admin.TabularInline):
     model = PersonIdentifier
     extra = 0
+    fields = ["kind", "value", "created_at"]
     readonly_fields = ["kind", "value", "created_at"]
     can_delete = False
 
@@ -98,16 +101,39 @@ class PersonIdentifierInline(admin.TabularInline):
 class PersonAdmin(ReadOnlyAdmin):
     list_display = ["id", "shop", "user_id", "first_seen_at", "last_seen_at"]
     list_filter = ["shop"]
-    search_fields = ["user_id", "identifiers__value"]
+    search_fields = ["user_id", "=identifiers__value"]
+    readonly_fields = [
+        "shop",
+        "user_id",
+        "first_seen_at",
+        "last_seen_at",
+        "traits",
+        "created_at",
+        "sessions_link",
+        "events_link",
+    ]
     inlines = [PersonIdentifierInline]
+
+    # Links, not inlines: a bot can own thousands of sessions and the raw log millions of rows.
+    @admin.display(description="Sessions")
+    def sessions_link(self, person: Person) -> str:
+        url = reverse("admin:events_session_changelist") + f"?person__id__exact={person.pk}"
+        return format_html('<a href="{}">sessions of this person</a>', url)
+
+    @admin.display(description="Events")
+    def events_link(self, person: Person) -> str:
+        url = reverse("admin:events_event_changelist") + f"?person__id__exact={person.pk}"
+        return format_html('<a href="{}">events of this person</a>', url)
 
 
 @admin.register(PersonIdentifier)
 class PersonIdentifierAdmin(ReadOnlyAdmin):
     list_display = ["shop", "kind", "value", "person", "created_at"]
     list_filter = ["shop", "kind"]
-    search_fields = ["value"]
+    # Exact match: the unique (shop, kind, value) index answers it, a LIKE scan would not.
+    search_fields = ["=value", "=person__user_id"]
     raw_id_fields = ["person"]
+    list_select_related = ["person"]
 
 
 @admin.register(Session)
@@ -164,4 +190,24 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(PipelineWatermark)
 class PipelineWatermarkAdmin(ReadOnlyAdmin):
-    list_display = ["name", "position", "updated_at"]
+    list_display = ["name", "position", "updated_at", "pending_events", "lag"]
+
+    def _backlog(self, watermark: PipelineWatermark) -> selectors.ShopBacklog | None:
+        prefix, _, shop_id = watermark.name.partition(":")
+        if prefix != "events" or not shop_id.isdigit():
+            return None
+        return selectors.shop_backlog(shop_id=int(shop_id), position=watermark.position)
+
+    @admin.display(description="Pending events")
+    def pending_events(self, watermark: PipelineWatermark) -> str:
+        backlog = self._backlog(watermark)
+        if backlog is None:
+            return "–"
+        return f"≥ {backlog.events}" if backlog.is_capped else str(backlog.events)
+
+    @admin.display(description="Lag (oldest pending)")
+    def lag(self, watermark: PipelineWatermark) -> str:
+        backlog = self._backlog(watermark)
+        if backlog is None or backlog.oldest_unprocessed_at is None:
+            return "–"
+        return f"{(timezone.now() - backlog.oldest_unprocessed_at).total_seconds():.0f} s"

@@ -2,9 +2,10 @@
 
 import ipaddress
 import logging
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -14,20 +15,32 @@ from django.db import connection, transaction
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework.authtoken.models import Token
 
+from events import identity
 from events.importers import ImportItem, OrderIn, RefundIn
 from events.models import (
+    Checkout,
     Event,
     EventFormat,
     Order,
     OrderLine,
+    Person,
+    PersonIdentifier,
     PipelineWatermark,
     Refund,
     RejectedEvent,
+    Session,
     Shop,
     ShopMembership,
     new_write_key,
 )
 from events.segment import segment_to_event
+from events.sessionize import (
+    MAX_SESSION_LENGTH,
+    EventRow,
+    SessionData,
+    order_key,
+    sessionize,
+)
 from events.validation import EventIn, EventInvalid, event_validate
 
 logger = logging.getLogger(__name__)
@@ -249,10 +262,20 @@ def rejected_events_prune(*, now: datetime, retention_days: int) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class AssignResult:
+    events: int = 0
+    persons_created: int = 0
+    persons_merged: int = 0
+    sessions_created: int = 0
+    sessions_deleted: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ProcessResult:
     processed: int
     position: int
     has_more: bool
+    assigned: AssignResult = AssignResult()
 
 
 def watermark_name(shop_id: int) -> str:
@@ -262,16 +285,20 @@ def watermark_name(shop_id: int) -> str:
 def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessResult:
     """Process the next batch of a shop's events after its watermark, then advance it.
 
-    The watermark row is locked for the whole batch, so workers racing on one shop take turns
-    and a retried batch starts again from the last committed position. Events younger than
-    PIPELINE_SETTLE_SECONDS wait: an insert still committing may hold a lower id.
+    The watermark row is locked for the whole batch, and sessions and persons are written in the
+    same transaction, so workers racing on one shop take turns (nothing else writes a shop's
+    persons or sessions) and a failed batch leaves no trace: the retry starts again from the
+    last committed position. Events younger than PIPELINE_SETTLE_SECONDS wait: an insert still
+    committing may hold a lower id.
     """
     from django.conf import settings
 
     settled_before = now - timedelta(seconds=settings.PIPELINE_SETTLE_SECONDS)
+    # Created outside the batch's transaction: two workers creating it at once must not abort it.
+    PipelineWatermark.objects.get_or_create(name=watermark_name(shop_id))
+    assigned = AssignResult()
     with transaction.atomic():
-        watermark, _ = PipelineWatermark.objects.get_or_create(name=watermark_name(shop_id))
-        watermark = PipelineWatermark.objects.select_for_update().get(pk=watermark.pk)
+        watermark = PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop_id))
         ids = list(
             Event.objects.filter(
                 shop_id=shop_id, id__gt=watermark.position, received_at__lt=settled_before
@@ -282,9 +309,490 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
         has_more = len(ids) > batch_size
         ids = ids[:batch_size]
         if ids:
+            assigned = sessions_assign(shop_id=shop_id, event_ids=ids, now=now)
             watermark.position = ids[-1]
             watermark.save(update_fields=["position", "updated_at"])
-    return ProcessResult(processed=len(ids), position=watermark.position, has_more=has_more)
+    return ProcessResult(
+        processed=len(ids), position=watermark.position, has_more=has_more, assigned=assigned
+    )
+
+
+# The columns sessionisation reads, in EventRow's order after `id` and `occurred_at`.
+_ROW_FIELDS = (
+    "id",
+    "occurred_at",
+    "type",
+    "url",
+    "referrer",
+    "utm_source",
+    "utm_medium",
+    "utm_campaign",
+    "user_agent",
+    "country",
+    "revenue",
+    "session_id",
+    "person_id",
+)
+# Rows per IN (...) list or multi-row statement: well under MariaDB's packet and planner limits.
+CHUNK = 2000
+
+
+def _chunks(items: list, size: int = CHUNK):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _db_value(value: Any) -> Any:
+    """A Python value as the database driver takes it.
+
+    The ORM's per-field preparation costs more than the rest of the pipeline on a large batch;
+    this covers the few types the pipeline writes. Datetimes are stored as naive UTC text, as
+    Django stores them on both MariaDB and SQLite.
+    """
+    if isinstance(value, datetime):
+        return str(value.astimezone(UTC).replace(tzinfo=None))
+    if isinstance(value, dict):
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _rows_write(
+    table: str,
+    columns: list[str],
+    rows: list[tuple],
+    *,
+    on_conflict: str = "error",
+    returning: bool = False,
+) -> list[int]:
+    """Multi-row INSERT; `on_conflict` "update" upserts by primary key, "ignore" skips.
+
+    With `returning` the new ids come back in row order (MariaDB 10.5+ and SQLite 3.35+
+    support INSERT … RETURNING), so new sessions and persons need no second query.
+    """
+    quote = connection.ops.quote_name
+    is_mysql = connection.vendor == "mysql"
+    names = ", ".join(quote(column) for column in columns)
+    row_sql = "(" + ", ".join(["%s"] * len(columns)) + ")"
+    updates = [column for column in columns if column != "id"]
+    suffix = ""
+    if on_conflict == "update":
+        suffix = (
+            " ON DUPLICATE KEY UPDATE "
+            + ", ".join(f"{quote(c)} = VALUES({quote(c)})" for c in updates)
+            if is_mysql
+            else " ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{quote(c)} = excluded.{quote(c)}" for c in updates)
+        )
+    elif on_conflict == "ignore" and not is_mysql:
+        suffix = " ON CONFLICT DO NOTHING"
+    verb = "INSERT IGNORE" if on_conflict == "ignore" and is_mysql else "INSERT"
+    ids: list[int] = []
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, 1000):
+            params = [_db_value(value) for row in chunk for value in row]
+            sql = f"{verb} INTO {quote(table)} ({names}) VALUES {', '.join([row_sql] * len(chunk))}"
+            cursor.execute(sql + suffix + (" RETURNING id" if returning else ""), params)
+            if returning:
+                ids.extend(row[0] for row in cursor.fetchall())
+    return ids
+
+
+@dataclass(slots=True)
+class _Resolution:
+    event_person: dict[int, int]
+    full_recompute: set[int]
+    persons_created: int
+    persons_merged: int
+
+
+def sessions_assign(*, shop_id: int, event_ids: list[int], now: datetime) -> AssignResult:
+    """Assign a batch of new events to persons and sessions; call with the shop's lock held.
+
+    Identity first (it may merge persons), then each affected person's sessions are recomputed
+    from the last session boundary that the new events cannot move, so late and out-of-order
+    events give exactly what a full recomputation gives.
+    """
+    shop = Shop.objects.only("id", "session_timeout_minutes").get(pk=shop_id)
+    timeout = timedelta(minutes=shop.session_timeout_minutes)
+    rows = list(
+        Event.objects.filter(id__in=event_ids)
+        .order_by("id")
+        .values_list(*_ROW_FIELDS, "anonymous_id", "user_id", "properties")
+    )
+    identity_rows = [(row[0], row[2], row[-3], row[-2], row[-1], row[1]) for row in rows]
+    resolution = persons_resolve(shop_id=shop_id, events=identity_rows, now=now)
+
+    new_events: dict[int, list[EventRow]] = defaultdict(list)
+    for row in rows:
+        person_id = resolution.event_person.get(row[0])
+        if person_id is not None:
+            new_events[person_id].append(EventRow(*row[: len(_ROW_FIELDS)]))
+    created, deleted = _sessions_recompute(
+        shop_id=shop_id,
+        timeout=timeout,
+        new_events=new_events,
+        full_recompute=resolution.full_recompute,
+    )
+    return AssignResult(
+        events=len(rows),
+        persons_created=resolution.persons_created,
+        persons_merged=resolution.persons_merged,
+        sessions_created=created,
+        sessions_deleted=deleted,
+    )
+
+
+def persons_resolve(
+    *, shop_id: int, events: list[tuple[int, str, str, str, Any, datetime]], now: datetime
+) -> _Resolution:
+    """Stitch events `(id, type, anonymous_id, user_id, properties, occurred_at)` to persons.
+
+    Creates persons and identifiers, merges persons that an event proves to be one shopper
+    (re-attributing the loser's events, sessions, orders, checkouts and identifiers), and
+    returns each event's person. Events are linked in id order, the order they arrived in.
+    """
+    keys_by_event = {
+        event_id: identity.event_identifiers(
+            type=type_, anonymous_id=anonymous_id, user_id=user_id, properties=properties
+        )
+        for event_id, type_, anonymous_id, user_id, properties, _ in events
+    }
+    values_by_kind: dict[str, set[str]] = defaultdict(set)
+    for keys in keys_by_event.values():
+        for kind, value in keys:
+            values_by_kind[kind].add(value)
+    known: dict[identity.Key, int] = {}
+    for kind, values in values_by_kind.items():
+        for chunk in _chunks(sorted(values)):
+            for value, person_id in PersonIdentifier.objects.filter(
+                shop_id=shop_id, kind=kind, value__in=chunk
+            ).values_list("value", "person_id"):
+                known[(kind, value)] = person_id
+    person_exclusive: dict[int, dict[str, str]] = defaultdict(dict)
+    for chunk in _chunks(sorted(set(known.values()))):
+        for person_id, kind, value in PersonIdentifier.objects.filter(
+            person_id__in=chunk, kind__in=identity.EXCLUSIVE_KINDS
+        ).values_list("person_id", "kind", "value"):
+            person_exclusive[person_id][kind] = value
+
+    graph = identity.IdentityGraph(known=known, person_exclusive=person_exclusive)
+    primary_by_event = {event_id: graph.link(keys) for event_id, keys in keys_by_event.items()}
+    components = graph.components()
+
+    times: dict[Any, list[datetime]] = defaultdict(list)
+    traits: dict[Any, dict[str, Any]] = defaultdict(dict)
+    root_by_event: dict[int, Any] = {}
+    for event_id, type_, _, _, properties, occurred_at in events:
+        primary = primary_by_event[event_id]
+        if primary is None:
+            continue
+        root = graph.find(primary)
+        root_by_event[event_id] = root
+        times[root].append(occurred_at)
+        if type_ == "identify" and isinstance(properties, dict):
+            traits[root].update(_public_traits(properties.get("traits")))
+
+    person_by_root: dict[Any, int] = {}
+    new_roots = []
+    new_rows = []
+    for root in times:
+        component = components[root]
+        if component.survivor is not None:
+            person_by_root[root] = component.survivor
+            continue
+        new_roots.append(root)
+        new_rows.append(
+            (
+                shop_id,
+                component.user_id,
+                min(times[root]),
+                max(times[root]),
+                traits.get(root, {}),
+                now,
+            )
+        )
+    new_ids = _rows_write(
+        Person._meta.db_table,
+        ["shop_id", "user_id", "first_seen_at", "last_seen_at", "traits", "created_at"],
+        new_rows,
+        returning=True,
+    )
+    person_by_root.update(zip(new_roots, new_ids, strict=True))
+
+    merged = 0
+    full_recompute: set[int] = set()
+    survivors: dict[int, Any] = {
+        components[root].survivor: root for root in times if components[root].survivor
+    }
+    for root, component in components.items():
+        if len(component.persons) > 1:
+            survivor, losers = component.persons[0], component.persons[1:]
+            _persons_merge(survivor_id=survivor, loser_ids=losers)
+            merged += len(losers)
+            full_recompute.add(survivor)
+            survivors.setdefault(survivor, root)
+    _persons_refresh(survivors=survivors, components=components, times=times, traits=traits)
+
+    new_identifiers = [
+        (shop_id, person_by_root[root], kind, value, now)
+        for root, component in components.items()
+        if root in person_by_root
+        for kind, value in component.identifiers
+        if (kind, value) not in known
+    ]
+    # Ignoring conflicts keeps a concurrent writer outside the pipeline (a Shopify webhook that
+    # stores a customer id) from failing the batch; the stored edge wins and later events use it.
+    _rows_write(
+        PersonIdentifier._meta.db_table,
+        ["shop_id", "person_id", "kind", "value", "created_at"],
+        new_identifiers,
+        on_conflict="ignore",
+    )
+    return _Resolution(
+        event_person={event_id: person_by_root[root] for event_id, root in root_by_event.items()},
+        full_recompute=full_recompute,
+        persons_created=len(new_ids),
+        persons_merged=merged,
+    )
+
+
+def _public_traits(traits: Any) -> dict[str, Any]:
+    """Identify traits worth keeping on the person; the raw email stays out (only its hash)."""
+    if not isinstance(traits, dict):
+        return {}
+    return {key: value for key, value in traits.items() if key != "email"}
+
+
+def _persons_merge(*, survivor_id: int, loser_ids: list[int]) -> None:
+    """Re-attribute everything of the losers to the survivor, then delete the losers."""
+    Event.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    Session.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    Order.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    Checkout.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    PersonIdentifier.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    losers = list(Person.objects.filter(id__in=loser_ids))
+    survivor = Person.objects.get(pk=survivor_id)
+    survivor.first_seen_at = min([survivor.first_seen_at, *(p.first_seen_at for p in losers)])
+    survivor.last_seen_at = max([survivor.last_seen_at, *(p.last_seen_at for p in losers)])
+    survivor.traits = {**{k: v for p in losers for k, v in p.traits.items()}, **survivor.traits}
+    survivor.save(update_fields=["first_seen_at", "last_seen_at", "traits"])
+    Person.objects.filter(id__in=loser_ids).delete()
+
+
+def _persons_refresh(
+    *,
+    survivors: dict[int, Any],
+    components: dict[Any, identity.Component],
+    times: dict[Any, list[datetime]],
+    traits: dict[Any, dict[str, Any]],
+) -> None:
+    """Bring existing persons' user id, first/last seen and traits up to this batch."""
+    columns = ["id", "shop_id", "user_id", "first_seen_at", "last_seen_at", "traits", "created_at"]
+    changed = []
+    for chunk in _chunks(sorted(survivors)):
+        for row in Person.objects.filter(id__in=chunk).values_list(*columns):
+            person_id, shop_id, user_id, first_seen_at, last_seen_at, person_traits, created = row
+            root = survivors[person_id]
+            seen = times.get(root)
+            if seen:
+                first_seen_at = min(first_seen_at, *seen)
+                last_seen_at = max(last_seen_at, *seen)
+            new_row = (
+                person_id,
+                shop_id,
+                components[root].user_id or user_id,
+                first_seen_at,
+                last_seen_at,
+                {**person_traits, **traits.get(root, {})},
+                created,
+            )
+            if new_row != row:
+                changed.append(new_row)
+    _rows_write(Person._meta.db_table, columns, changed, on_conflict="update")
+
+
+_SESSION_ATTRIBUTES = [
+    f.name for f in Session._meta.concrete_fields if f.name not in ("id", "shop", "person")
+]
+
+
+def _session_values(data: SessionData) -> tuple:
+    return tuple(getattr(data, name) for name in _SESSION_ATTRIBUTES)
+
+
+def _load_person_events(
+    *, person_ids: list[int], since: dict[int, datetime] | None
+) -> dict[int, list[EventRow]]:
+    """Processed events of these persons, from each one's `since` (all when None)."""
+    loaded: dict[int, list[EventRow]] = defaultdict(list)
+    for chunk in _chunks(person_ids, 500):
+        query = Event.objects.filter(person_id__in=chunk)
+        if since is not None:
+            query = query.filter(occurred_at__gte=min(since[p] for p in chunk))
+        for row in query.values_list(*_ROW_FIELDS):
+            event = EventRow(*row)
+            if since is None or event.occurred_at >= since[event.person_id]:
+                loaded[event.person_id].append(event)
+    return loaded
+
+
+def _restart_points(*, first_new: dict[int, datetime], timeout: timedelta) -> dict[int, datetime]:
+    """For each person, the earliest session start that their new events can change.
+
+    Sessionisation is a left-to-right scan, so sessions before the first new event stand; the
+    only older session that can absorb a new event is one that ended within the timeout before
+    it. A session start is a safe place to restart the scan, so the result is the start of the
+    earliest session ending at or after `first_new - timeout`, or `first_new` itself. Read from
+    the sessions (started at most 24 h before they end) instead of a day of raw events.
+    """
+    restart = dict(first_new)
+    for chunk in _chunks(sorted(first_new), 500):
+        earliest = min(first_new[p] for p in chunk) - timeout
+        for person_id, started_at, ended_at in Session.objects.filter(
+            person_id__in=chunk,
+            started_at__gte=earliest - MAX_SESSION_LENGTH,
+            ended_at__gte=earliest,
+        ).values_list("person_id", "started_at", "ended_at"):
+            if ended_at >= first_new[person_id] - timeout:
+                restart[person_id] = min(restart[person_id], started_at)
+    return restart
+
+
+def _sessions_recompute(
+    *,
+    shop_id: int,
+    timeout: timedelta,
+    new_events: dict[int, list[EventRow]],
+    full_recompute: set[int],
+) -> tuple[int, int]:
+    """Recompute the affected sessions of these persons; returns (created, deleted)."""
+    incremental = sorted(set(new_events) - full_recompute)
+    restart = _restart_points(
+        first_new={p: min(e.occurred_at for e in new_events[p]) for p in incremental},
+        timeout=timeout,
+    )
+    old = _load_person_events(person_ids=incremental, since=restart)
+    old.update(_load_person_events(person_ids=sorted(full_recompute), since=None))
+
+    reused: list[tuple[int, int, SessionData]] = []
+    created: list[tuple[int, SessionData]] = []
+    obsolete: list[int] = []
+    for person_id in sorted(set(new_events) | full_recompute):
+        new_ids = {e.id for e in new_events.get(person_id, [])}
+        older = sorted((e for e in old.get(person_id, []) if e.id not in new_ids), key=order_key)
+        fresh = sorted(new_events.get(person_id, []), key=order_key)
+        # Every loaded older event is at or after the restart point (all of them on a full
+        # recompute), so all of them are sessionised again.
+        window = older
+        old_session_ids = list(dict.fromkeys(e.session_id for e in window if e.session_id))
+        sessions = sessionize(sorted(window + fresh, key=order_key), timeout=timeout)
+        # Reusing the old ids in order keeps an extended session's id (and its events' rows)
+        # unchanged, which is the common case of a live visit.
+        for index, data in enumerate(sessions):
+            if index < len(old_session_ids):
+                reused.append((old_session_ids[index], person_id, data))
+            else:
+                created.append((person_id, data))
+        obsolete.extend(old_session_ids[len(sessions) :])
+
+    table = Session._meta.db_table
+    _rows_write(
+        table,
+        ["id", "shop_id", "person_id", *_SESSION_ATTRIBUTES],
+        [(pk, shop_id, person, *_session_values(data)) for pk, person, data in reused],
+        on_conflict="update",
+    )
+    created_ids = _rows_write(
+        table,
+        ["shop_id", "person_id", *_SESSION_ATTRIBUTES],
+        [(shop_id, person, *_session_values(data)) for person, data in created],
+        returning=True,
+    )
+
+    current = {
+        e.id: (e.session_id, e.person_id)
+        for events in (*old.values(), *new_events.values())
+        for e in events
+    }
+    assigned = [(pk, person, data) for pk, person, data in reused]
+    assigned += [
+        (pk, person, data) for pk, (person, data) in zip(created_ids, created, strict=True)
+    ]
+    changes = [
+        (event_id, session_id, person_id)
+        for session_id, person_id, data in assigned
+        for event_id in data.event_ids
+        if current[event_id] != (session_id, person_id)
+    ]
+    _events_assign(changes)
+    if obsolete:
+        Session.objects.filter(id__in=obsolete).delete()
+    return len(created_ids), len(obsolete)
+
+
+def _events_assign(changes: list[tuple[int, int, int]]) -> None:
+    """Set (session, person) of many events in a few statements, never one per event.
+
+    MariaDB: the pairs go to a temporary table in multi-row inserts, then one UPDATE … JOIN on
+    the primary key. Elsewhere (SQLite) an UPDATE … CASE per chunk.
+    """
+    if not changes:
+        return
+    table = connection.ops.quote_name(Event._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "mysql":
+            # Temporary tables are per connection and neither CREATE nor DROP of one commits.
+            cursor.execute(
+                "CREATE TEMPORARY TABLE pipeline_assignment "
+                "(id BIGINT PRIMARY KEY, session_id BIGINT, person_id BIGINT) ENGINE=MEMORY"
+            )
+            try:
+                for chunk in _chunks(changes):
+                    cursor.execute(
+                        "INSERT INTO pipeline_assignment VALUES "
+                        + ", ".join(["(%s, %s, %s)"] * len(chunk)),
+                        [value for row in chunk for value in row],
+                    )
+                cursor.execute(
+                    f"UPDATE {table} e JOIN pipeline_assignment a ON e.id = a.id "
+                    "SET e.session_id = a.session_id, e.person_id = a.person_id"
+                )
+            finally:
+                cursor.execute("DROP TEMPORARY TABLE pipeline_assignment")
+            return
+        for chunk in _chunks(changes, 400):
+            cases = " ".join(["WHEN %s THEN %s"] * len(chunk))
+            params: list[int] = []
+            for event_id, session_id, _ in chunk:
+                params += [event_id, session_id]
+            for event_id, _, person_id in chunk:
+                params += [event_id, person_id]
+            params += [event_id for event_id, _, _ in chunk]
+            cursor.execute(
+                f"UPDATE {table} SET session_id = CASE id {cases} END, "
+                f"person_id = CASE id {cases} END "
+                f"WHERE id IN ({', '.join(['%s'] * len(chunk))})",
+                params,
+            )
+
+
+def sessions_rebuild(*, shop_id: int) -> AssignResult:
+    """Recompute every session of a shop from its processed events (after a timeout change)."""
+    shop = Shop.objects.only("id", "session_timeout_minutes").get(pk=shop_id)
+    person_ids = list(Person.objects.filter(shop_id=shop_id).values_list("id", flat=True))
+    created = deleted = 0
+    with transaction.atomic():
+        PipelineWatermark.objects.select_for_update().filter(name=watermark_name(shop_id)).first()
+        for chunk in _chunks(person_ids, 500):
+            chunk_created, chunk_deleted = _sessions_recompute(
+                shop_id=shop_id,
+                timeout=timedelta(minutes=shop.session_timeout_minutes),
+                new_events={},
+                full_recompute=set(chunk),
+            )
+            created += chunk_created
+            deleted += chunk_deleted
+    return AssignResult(sessions_created=created, sessions_deleted=deleted)
 
 
 def shops_with_backlog(*, now: datetime) -> list[int]:

@@ -1,0 +1,324 @@
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+
+from events import services
+from events.models import Event, Person, PersonIdentifier, Session
+from events.tests.factories import ShopFactory, event_in
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 1, 6, tzinfo=UTC)
+
+
+def minutes(value: float) -> datetime:
+    return T0 + timedelta(minutes=value)
+
+
+def insert(shop, *events) -> None:
+    services.events_insert(shop_id=shop.pk, events=list(events), received_at=RECEIVED)
+
+
+def session_snapshot(shop) -> list[tuple]:
+    """Sessions as comparable values: who, when, what, and exactly which events."""
+    events_by_session: dict[int, list[str]] = {}
+    for session_id, event_id in Event.objects.filter(shop=shop).values_list(
+        "session_id", "event_id"
+    ):
+        events_by_session.setdefault(session_id, []).append(event_id)
+    return sorted(
+        (
+            s.person.user_id,
+            s.started_at,
+            s.ended_at,
+            s.event_count,
+            s.is_converted,
+            s.revenue,
+            s.is_bounce,
+            tuple(sorted(events_by_session[s.pk])),
+        )
+        for s in Session.objects.filter(shop=shop).select_related("person")
+    )
+
+
+@pytest.mark.django_db
+def test_processing_assigns_sessions_and_persons(shop, process_all):
+    insert(
+        shop,
+        event_in("e1", minutes(0), url="https://s.example/", utm_source="google"),
+        event_in("e2", minutes(10), type="purchase", revenue=Decimal("20.00")),
+        event_in("e3", minutes(41)),
+    )
+
+    processed = process_all(shop)
+
+    assert processed == 3
+    person = Person.objects.get(shop=shop)
+    first, second = Session.objects.filter(shop=shop).order_by("started_at")
+    assert (first.event_count, first.is_converted, first.revenue) == (2, True, Decimal("20.00"))
+    assert (first.entry_url, first.utm_source, first.is_bounce) == (
+        "https://s.example/",
+        "google",
+        False,
+    )
+    assert (second.event_count, second.is_converted, second.is_bounce) == (1, False, True)
+    assert Event.objects.filter(shop=shop, person=person).count() == 3
+    assert list(Event.objects.filter(shop=shop).order_by("event_id").values_list("session_id")) == [
+        (first.pk,),
+        (first.pk,),
+        (second.pk,),
+    ]
+    assert (person.first_seen_at, person.last_seen_at) == (minutes(0), minutes(41))
+
+
+@pytest.mark.django_db
+def test_session_timeout_is_per_shop(process_all):
+    strict = ShopFactory(session_timeout_minutes=10)
+    relaxed = ShopFactory(session_timeout_minutes=30)
+    for shop in (strict, relaxed):
+        insert(shop, event_in("a", minutes(0)), event_in("b", minutes(20)))
+
+    process_all(strict)
+    process_all(relaxed)
+
+    assert Session.objects.filter(shop=strict).count() == 2
+    assert Session.objects.filter(shop=relaxed).count() == 1
+
+
+@pytest.mark.django_db
+def test_rerunning_processing_is_a_no_op(shop, process_all):
+    insert(shop, event_in("a", minutes(0)), event_in("b", minutes(5)))
+    process_all(shop)
+    before = session_snapshot(shop)
+    session_ids = set(Session.objects.values_list("id", flat=True))
+
+    processed = process_all(shop)
+
+    assert processed == 0
+    assert session_snapshot(shop) == before
+    assert set(Session.objects.values_list("id", flat=True)) == session_ids
+    assert Person.objects.filter(shop=shop).count() == 1
+
+
+@pytest.mark.django_db
+def test_late_event_bridges_two_sessions_into_one(shop, process_all):
+    insert(shop, event_in("a", minutes(0)), event_in("c", minutes(50)))
+    process_all(shop)
+    assert Session.objects.filter(shop=shop).count() == 2
+
+    insert(shop, event_in("b", minutes(25)))
+    process_all(shop)
+
+    [session] = Session.objects.filter(shop=shop)
+    assert (session.started_at, session.ended_at, session.event_count) == (
+        minutes(0),
+        minutes(50),
+        3,
+    )
+    assert session_snapshot(shop) == _rebuilt(shop)
+
+
+@pytest.mark.django_db
+def test_late_event_splits_a_session_at_the_24_hour_cap(shop, process_all):
+    # Events every 25 minutes for 23.75 h form one session; a late event before them pushes the
+    # start back, so the 24 h cap now cuts the tail off into a session of its own.
+    insert(shop, *(event_in(f"e{step:03}", minutes(60 + 25 * step)) for step in range(58)))
+    process_all(shop)
+    assert Session.objects.filter(shop=shop).count() == 1
+
+    insert(shop, event_in("late", minutes(40)))
+    process_all(shop)
+
+    counts = list(
+        Session.objects.filter(shop=shop)
+        .order_by("started_at")
+        .values_list("event_count", flat=True)
+    )
+    assert counts == [58, 1]
+    assert session_snapshot(shop) == _rebuilt(shop)
+
+
+@pytest.mark.django_db
+def test_incremental_batches_equal_one_full_recompute(shop, process_all):
+    # Out-of-order arrival across many small batches, two people, purchases in between.
+    offsets = [300, 0, 45, 10, 1500, 31, 1460, 75, 2900, 1470, 2930, 20, 61, 3000, 1490]
+    events = [
+        event_in(
+            f"e{index:02}",
+            minutes(offset),
+            anonymous_id=f"anon-{index % 2}",
+            type="purchase" if index % 5 == 0 else "page_view",
+            revenue=Decimal("10.00") if index % 5 == 0 else None,
+        )
+        for index, offset in enumerate(offsets)
+    ]
+    for event in events:
+        insert(shop, event)
+        process_all(shop, batch_size=2)
+    incremental = session_snapshot(shop)
+
+    rebuilt = _rebuilt(shop)
+
+    assert incremental == rebuilt
+    assert len(incremental) == 8
+
+
+def _rebuilt(shop) -> list[tuple]:
+    services.sessions_rebuild(shop_id=shop.pk)
+    return session_snapshot(shop)
+
+
+@pytest.mark.django_db
+def test_anonymous_browsing_identify_and_second_device_are_one_person(shop, process_all):
+    insert(
+        shop,
+        event_in("laptop-1", minutes(0), anonymous_id="laptop"),
+        event_in("laptop-2", minutes(5), anonymous_id="laptop"),
+        event_in("phone-1", minutes(8), anonymous_id="phone"),
+    )
+    process_all(shop)
+    assert Person.objects.filter(shop=shop).count() == 2
+
+    insert(
+        shop,
+        event_in(
+            "identify-laptop", minutes(6), anonymous_id="laptop", user_id="ann", type="identify"
+        ),
+        event_in("phone-login", minutes(9), anonymous_id="phone", user_id="ann", type="identify"),
+    )
+    process_all(shop)
+
+    [person] = Person.objects.filter(shop=shop)
+    assert person.user_id == "ann"
+    assert sorted(
+        PersonIdentifier.objects.filter(shop=shop).values_list("kind", "value", "person_id")
+    ) == [
+        ("anonymous_id", "laptop", person.pk),
+        ("anonymous_id", "phone", person.pk),
+        ("user_id", "ann", person.pk),
+    ]
+    assert set(Event.objects.filter(shop=shop).values_list("person_id", flat=True)) == {person.pk}
+    [session] = Session.objects.filter(shop=shop)
+    assert (session.person_id, session.event_count) == (person.pk, 5)
+
+
+@pytest.mark.django_db
+def test_two_user_ids_are_never_merged(shop, process_all):
+    insert(
+        shop,
+        event_in("a", minutes(0), anonymous_id="shared-tablet", user_id="ann"),
+        event_in("b", minutes(5), anonymous_id="shared-tablet", user_id="bob"),
+        event_in("c", minutes(6), anonymous_id="shared-tablet"),
+    )
+
+    process_all(shop)
+
+    ann, bob = Person.objects.filter(shop=shop).order_by("user_id")
+    assert (ann.user_id, bob.user_id) == ("ann", "bob")
+    assert dict(Event.objects.filter(shop=shop).values_list("event_id", "person_id")) == {
+        "a": ann.pk,
+        "b": bob.pk,
+        "c": ann.pk,
+    }
+
+
+@pytest.mark.django_db
+def test_two_user_ids_are_never_merged_through_an_email(shop, process_all):
+    insert(
+        shop,
+        event_in("a", minutes(0), anonymous_id="x", user_id="ann", properties={"email_hash": "h"}),
+        event_in("b", minutes(1), anonymous_id="y", user_id="bob", properties={"email_hash": "h"}),
+    )
+
+    process_all(shop)
+
+    assert sorted(Person.objects.filter(shop=shop).values_list("user_id", flat=True)) == [
+        "ann",
+        "bob",
+    ]
+
+
+@pytest.mark.django_db
+def test_junk_ids_never_join_people(shop, process_all):
+    insert(
+        shop,
+        event_in("a", minutes(0), anonymous_id="a-1", user_id="undefined"),
+        event_in("b", minutes(1), anonymous_id="a-2", user_id="undefined"),
+        event_in("c", minutes(2), anonymous_id="a-3", user_id="null"),
+    )
+
+    process_all(shop)
+
+    assert Person.objects.filter(shop=shop).count() == 3
+    assert not PersonIdentifier.objects.filter(shop=shop, kind="user_id").exists()
+
+
+@pytest.mark.django_db
+def test_alias_links_previous_id_to_the_user(shop, process_all):
+    insert(
+        shop,
+        event_in("a", minutes(0), anonymous_id="old-anon"),
+        event_in("b", minutes(100), anonymous_id="", user_id="ann"),
+    )
+    process_all(shop)
+
+    insert(
+        shop,
+        event_in(
+            "c",
+            minutes(101),
+            anonymous_id="",
+            user_id="ann",
+            type="alias",
+            properties={"previous_id": "old-anon"},
+        ),
+    )
+    process_all(shop)
+
+    [person] = Person.objects.filter(shop=shop)
+    assert person.user_id == "ann"
+    assert Session.objects.filter(shop=shop, person=person).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_concurrent_workers_give_the_same_result_as_one(mysql_only):
+    def arrange(shop):
+        events = []
+        for person in range(40):
+            for step in range(30):
+                events.append(
+                    event_in(
+                        f"{person}-{step}",
+                        minutes(step * 7 + person + (60 if step % 9 == 0 else 0)),
+                        anonymous_id=f"anon-{person}",
+                        user_id=f"user-{person // 2}" if step == 15 else "",
+                    )
+                )
+        insert(shop, *events)
+
+    single, double = ShopFactory(), ShopFactory()
+    arrange(single)
+    arrange(double)
+    now = datetime(2100, 1, 1, tzinfo=UTC)
+
+    while services.events_process(shop_id=single.pk, now=now, batch_size=100).has_more:
+        pass
+
+    def worker():
+        try:
+            while services.events_process(shop_id=double.pk, now=now, batch_size=100).has_more:
+                pass
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert session_snapshot(double) == session_snapshot(single)
+    assert Person.objects.filter(shop=double).count() == 20
+    assert not Event.objects.filter(shop=double, session__isnull=True).exists()

@@ -1,0 +1,98 @@
+import io
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+
+from events import selectors, services
+from events.models import PipelineWatermark
+from events.tests.factories import event_in
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+RECEIVED = datetime(2026, 1, 6, tzinfo=UTC)
+
+
+def insert(shop, count: int) -> None:
+    services.events_insert(
+        shop_id=shop.pk,
+        events=[
+            event_in(f"e{index}", T0 + timedelta(minutes=index), anonymous_id=f"a{index % 3}")
+            for index in range(count)
+        ],
+        received_at=RECEIVED,
+    )
+
+
+@pytest.mark.django_db
+def test_process_events_command_catches_up_and_summarises(shop):
+    insert(shop, 12)
+    out = io.StringIO()
+
+    call_command("process_events", shop=shop.domain, batch_size=5, stdout=out)
+
+    summary = orjson.loads(out.getvalue())
+    assert {key: summary[key] for key in ("events", "persons", "sessions", "persons_created")} == {
+        "events": 12,
+        "persons": 3,
+        "sessions": 3,
+        "persons_created": 3,
+    }
+    assert selectors.shop_backlog(shop_id=shop.pk).events == 0
+
+
+@pytest.mark.django_db
+def test_backlog_counts_pending_events_and_the_oldest(shop, process_all):
+    insert(shop, 4)
+    process_all(shop)
+    services.events_insert(
+        shop_id=shop.pk, events=[event_in("late", T0)], received_at=RECEIVED + timedelta(hours=1)
+    )
+
+    backlog = selectors.processing_backlog()
+
+    assert backlog.events == 1
+    assert backlog.oldest_unprocessed_at == RECEIVED + timedelta(hours=1)
+    assert backlog.is_capped is False
+
+
+@pytest.mark.django_db
+def test_backlog_count_is_capped(shop, monkeypatch):
+    monkeypatch.setattr(selectors, "BACKLOG_COUNT_CAP", 3)
+    insert(shop, 5)
+
+    backlog = selectors.shop_backlog(shop_id=shop.pk)
+
+    assert (backlog.events, backlog.is_capped) == (3, True)
+
+
+@pytest.mark.django_db
+def test_admin_shows_backlog_and_person_graph(admin_client, shop, process_all, settings):
+    # The manifest storage needs collectstatic; the admin pages only need some static URL.
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+    insert(shop, 3)
+    process_all(shop)
+    insert_more = event_in("pending", T0, anonymous_id="a0")
+    services.events_insert(shop_id=shop.pk, events=[insert_more], received_at=RECEIVED)
+    watermark = PipelineWatermark.objects.get(name=services.watermark_name(shop.pk))
+
+    watermarks = admin_client.get(reverse("admin:events_pipelinewatermark_changelist"))
+    persons = admin_client.get(reverse("admin:events_person_changelist") + "?q=a1")
+    person_id = persons.context["cl"].result_list[0].pk
+    person = admin_client.get(reverse("admin:events_person_change", args=[person_id]))
+    sessions = admin_client.get(
+        reverse("admin:events_session_changelist") + f"?person__id__exact={person_id}"
+    )
+
+    assert watermarks.status_code == 200
+    assert watermark.name in watermarks.text
+    assert '<td class="field-pending_events">1</td>' in watermarks.text
+    assert persons.context["cl"].result_count == 1
+    assert person.status_code == 200
+    assert "anonymous_id" in person.text
+    assert sessions.status_code == 200
+    assert sessions.context["cl"].result_count == 1
