@@ -68,12 +68,12 @@ class HourlyRevenue(models.Model):
 
 
 class DailyVisitor(models.Model):
-    """A person who started a session on this day (shop-local date): distinct counts over days."""
+    """A person with at least one event on this day (shop-local date): distinct counts over days."""
 
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="daily_visitors")
     day = models.DateField()
     person_id = models.BigIntegerField()
-    # The person's first session started on this day: a new visitor.
+    # The person was first seen on this day: a new visitor.
     is_new = models.BooleanField(default=False)
 
     class Meta:

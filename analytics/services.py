@@ -317,13 +317,20 @@ def _revenue_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
 
 
 def _visitors_recompute(*, shop_id: int, period: Period) -> None:
-    tz = period.tz
+    """Persons with at least one event on each local day (SPEC's visitor definition)."""
     visitors: dict[tuple[date, int], bool] = {}
-    for started_at, person_id, first_seen_at in Session.objects.filter(
-        shop_id=shop_id, started_at__gte=period.start, started_at__lt=period.end
-    ).values_list("started_at", "person_id", "person__first_seen_at"):
-        day = local_date(started_at, tz)
-        is_new = local_date(first_seen_at, tz) == day
+    # Distinct (UTC hour, person) in SQL keeps the rows near the session count, not the events.
+    for hour, person_id, first_seen_at in (
+        Event.objects.filter(
+            shop_id=shop_id, occurred_at__gte=period.start, occurred_at__lt=period.end
+        )
+        .exclude(person=None)
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values_list("hour", "person_id", "person__first_seen_at")
+        .distinct()
+    ):
+        day = _day_of(hour, period)
+        is_new = local_date(first_seen_at, period.tz) == day
         visitors[(day, person_id)] = visitors.get((day, person_id), False) or is_new
     DailyVisitor.objects.filter(
         shop_id=shop_id, day__gte=period.first, day__lte=period.last
