@@ -20,7 +20,7 @@ from django.db.models import Count, Exists, F, Max, Min, OuterRef, Sum
 from django.db.models.functions import TruncHour
 
 from analytics.models import DailyVisitor, HourlyRevenue, HourlyRollup, ProductDailyRollup
-from analytics.periods import Period, day_runs, hour_ceil, hour_floor, local_date
+from analytics.periods import HOUR, Period, day_runs, hour_ceil, hour_floor, local_date
 from events.models import Event, Order, OrderLine, PipelineWatermark, Refund, Session, Shop
 
 EVENT_COUNT_FIELDS = {
@@ -38,6 +38,7 @@ SESSION_SPAN = timedelta(hours=25)
 # Rebuilds go a month at a time so memory stays bounded on large shops.
 REBUILD_CHUNK_DAYS = 31
 GENERATION_KEY = "analytics:generation:{shop_id}"
+MICROSECOND = timedelta(microseconds=1)
 
 
 def rollups_generation(*, shop_id: int) -> int:
@@ -88,6 +89,11 @@ def _events_processed_position(shop_id: int) -> int:
     return Event.objects.filter(shop_id=shop_id).aggregate(top=Max("id"))["top"] or 0
 
 
+def _hours_of(rows, column: str) -> set[datetime]:
+    hours = rows.annotate(hour=TruncHour(column, tzinfo=UTC)).values_list("hour", flat=True)
+    return {hour.astimezone(UTC) for hour in hours.distinct()}
+
+
 def rollups_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
     """Recompute the local days touched by events, orders and refunds since the watermarks."""
     shop = Shop.objects.get(pk=shop_id)
@@ -103,12 +109,16 @@ def rollups_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
             shop_id=shop_id, id__gt=events_mark.position, id__lte=upto
         )
         event_stats = new_events.aggregate(n=Count("id"))
-        touched.update(new_events.values_list("occurred_at", flat=True).distinct())
+        # Distinct hours, not every timestamp: a large batch touches few hours.
+        touched.update(_hours_of(new_events, "occurred_at"))
         # A late event can move its session's start into another day.
         touched.update(
-            Session.objects.filter(
-                id__in=new_events.exclude(session=None).values("session_id")
-            ).values_list("started_at", flat=True)
+            _hours_of(
+                Session.objects.filter(
+                    id__in=new_events.exclude(session=None).values("session_id")
+                ),
+                "started_at",
+            )
         )
 
         since = datetime.fromtimestamp(orders_mark.position / 1e6, tz=UTC)
@@ -126,6 +136,8 @@ def rollups_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
         touched.update(refunded for _, refunded in new_refunds)
 
         days = {local_date(moment, tz) for moment in touched}
+        # An hour can straddle two local days where the offset is not a whole hour.
+        days |= {local_date(moment + HOUR - MICROSECOND, tz) for moment in touched}
         for first, last in day_runs(days):
             _days_recompute(shop_id=shop_id, period=Period(first=first, last=last, tz=tz))
 
