@@ -66,7 +66,17 @@ def unit_level(
     n = len(steps)
     if not n or not events:
         return UnitLevel(0, None)
-    matches = [[step.matches(e.event_type, e.properties) for step in steps] for e in events]
+    if any(step.filters for step in steps):
+        matches = [[step.matches(e.event_type, e.properties) for step in steps] for e in events]
+    else:
+        # Without property filters a match depends on the type alone: one lookup per event.
+        by_type: dict[str, list[bool]] = {}
+        matches = []
+        for e in events:
+            row = by_type.get(e.event_type)
+            if row is None:
+                row = by_type[e.event_type] = [s.event_type == e.event_type for s in steps]
+            matches.append(row)
     times = [e.at for e in events]
     best, fastest = 0, None
     for i, event in enumerate(events):
