@@ -15,11 +15,14 @@ class HourlyRollup(models.Model):
     """Session and event counts of one UTC hour, split by the session's source/device/country.
 
     Sessions count in the hour they started; events in the hour they occurred, attributed to
-    their session's dimensions (events without a session have empty dimensions).
+    their session's dimensions (events without a session have empty dimensions). Each hour also
+    has one `is_total` row summing all its dimension rows, so unfiltered reads touch one row per
+    hour instead of one per source × device × country.
     """
 
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="hourly_rollups")
     hour = models.DateTimeField()
+    is_total = models.BooleanField(default=False)
     utm_source = models.CharField(max_length=255, blank=True, default="")
     device = models.CharField(max_length=16, blank=True, default="")
     country = models.CharField(max_length=2, blank=True, default="")
@@ -39,7 +42,7 @@ class HourlyRollup(models.Model):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["shop", "hour", "utm_source", "device", "country"],
+                fields=["shop", "is_total", "hour", "utm_source", "device", "country"],
                 name="uniq_hourly_rollup_bucket",
             )
         ]

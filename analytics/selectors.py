@@ -90,9 +90,11 @@ def cached(name: str, query: Query, params: dict[str, Any], compute: Callable[[]
 # --- rollup sums -------------------------------------------------------------------------------
 
 
-def _rollups(query: Query):
+def _rollups(query: Query, *, by_dimension: bool = False):
+    """Hourly rows of the period: the per-hour totals unless filtering or grouping by dimension."""
     return HourlyRollup.objects.using(analytics_db()).filter(
         shop_id=query.shop.pk,
+        is_total=not (by_dimension or not query.filters.is_empty),
         hour__gte=query.period.start,
         hour__lt=query.period.end,
         **query.filters.as_lookup(),
@@ -208,7 +210,8 @@ class ProductRow:
     view_to_purchase_rate: float
 
 
-def _product_rows(query: Query, *, order_by: str, limit: int) -> list[ProductRow]:
+def _product_rows(query: Query) -> list[ProductRow]:
+    """Every product of the period, summed over its days (one aggregate query)."""
     rows = (
         ProductDailyRollup.objects.using(analytics_db())
         .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
@@ -223,7 +226,7 @@ def _product_rows(query: Query, *, order_by: str, limit: int) -> list[ProductRow
             units=Sum("units"),
             revenue=Sum("revenue"),
         )
-        .order_by(f"-{order_by}", "product_id")[:limit]
+        .order_by()
     )
     return [
         ProductRow(
@@ -240,6 +243,14 @@ def _product_rows(query: Query, *, order_by: str, limit: int) -> list[ProductRow
         )
         for row in rows
     ]
+
+
+def _top(rows: list[ProductRow], *, order_by: str, limit: int) -> list[ProductRow]:
+    def key(row: ProductRow):
+        value = getattr(row, order_by)
+        return (-(Decimal(value) if order_by == "revenue" else value), row.product_id)
+
+    return sorted(rows, key=key)[:limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,7 +272,7 @@ def product_visits_get(*, query: Query, limit: int) -> ProductVisits:
     total = _rollup_totals(query)["product_view_count"]
     rows = [
         ProductVisitRow(product_id=r.product_id, product_name=r.product_name, visits=r.views)
-        for r in _product_rows(query, order_by="views", limit=limit)
+        for r in _top(_product_rows(query), order_by="views", limit=limit)
     ]
     return ProductVisits(
         product_visits=total, rows=rows, start=query.period.first, end=query.period.last
@@ -277,9 +288,10 @@ class Products:
 
 
 def products_get(*, query: Query, order_by: str, limit: int) -> Products:
-    abandoned = _product_rows(query, order_by="abandoned_carts", limit=1)
+    everything = _product_rows(query)
+    abandoned = _top(everything, order_by="abandoned_carts", limit=1)
     return Products(
-        rows=_product_rows(query, order_by=order_by, limit=limit),
+        rows=_top(everything, order_by=order_by, limit=limit),
         most_abandoned=abandoned[0] if abandoned and abandoned[0].abandoned_carts else None,
         start=query.period.first,
         end=query.period.last,
@@ -601,7 +613,8 @@ def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
         .exclude(person__user_id="")
         .filter(Exists(in_session.filter(type__in=CART_TYPES)))
         .exclude(Exists(in_session.filter(type="purchase")))
-        .order_by("-ended_at")
+        # Newest first along the (shop, started_at) index, so the scan stops after `limit` hits.
+        .order_by("-started_at")
         .values_list("person_id", "person__user_id", "id", "ended_at")[:limit]
     )
     return AbandonedCarts(
@@ -611,7 +624,7 @@ def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
         value=_money(totals["abandoned_value"]),
         products=[
             row
-            for row in _product_rows(query, order_by="abandoned_carts", limit=10)
+            for row in _top(_product_rows(query), order_by="abandoned_carts", limit=10)
             if row.abandoned_carts
         ],
         rows=[
@@ -684,7 +697,7 @@ class Geography:
 
 def geography_get(*, query: Query) -> Geography:
     rows = (
-        _rollups(query)
+        _rollups(query, by_dimension=True)
         .values("country")
         .annotate(n=Sum("session_count"), converted=Sum("converted_session_count"))
         .order_by("-n", "country")
@@ -752,7 +765,7 @@ def insights_get(*, query: Query) -> Insights:
     products = products_get(query=query, order_by="views", limit=1)
     sources = [
         row
-        for row in _rollups(query)
+        for row in _rollups(query, by_dimension=True)
         .exclude(utm_source="")
         .values("utm_source")
         .annotate(n=Sum("session_count"), converted=Sum("converted_session_count"))

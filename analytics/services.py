@@ -270,6 +270,10 @@ def _hours_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
         )
         buckets[key][EVENT_COUNT_FIELDS[row["type"]]] += row["n"]
 
+    totals: dict[datetime, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
+    for (hour, *_), values in buckets.items():
+        for name, value in values.items():
+            totals[hour][name] += value
     HourlyRollup.objects.filter(shop_id=shop_id, hour__gte=start, hour__lt=end).delete()
     HourlyRollup.objects.bulk_create(
         [
@@ -282,6 +286,10 @@ def _hours_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
                 **values,
             )
             for (hour, source, device, country), values in buckets.items()
+        ]
+        + [
+            HourlyRollup(shop_id=shop_id, hour=hour, is_total=True, **values)
+            for hour, values in totals.items()
         ],
         batch_size=1000,
     )
