@@ -4,10 +4,7 @@ STEPS = [StepSpec("product_view"), StepSpec("add_to_cart"), StepSpec("purchase")
 
 
 def events(*items: tuple[float, str], properties: dict | None = None) -> list[UnitEvent]:
-    return [
-        UnitEvent(at=at, order=i, event_type=t, properties=properties or {})
-        for i, (at, t) in enumerate(items)
-    ]
+    return [(at, i, t, properties or {}) for i, (at, t) in enumerate(items)]
 
 
 def test_ordered_funnel_allows_other_events_between_steps():
@@ -66,11 +63,7 @@ def test_deepest_chain_may_start_at_a_later_first_step():
 
 
 def test_equal_timestamps_satisfy_non_decreasing_order():
-    unit = [
-        UnitEvent(at=5, order=2, event_type="product_view", properties={}),
-        UnitEvent(at=5, order=1, event_type="add_to_cart", properties={}),
-    ]
-    unit.sort(key=lambda e: (e.at, e.order))
+    unit: list[UnitEvent] = sorted([(5, 2, "product_view", {}), (5, 1, "add_to_cart", {})])
 
     assert unit_level(unit, STEPS[:2], window=0, strict=False).level == 2
 
