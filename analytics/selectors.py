@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import BigIntegerField, Count, Exists, Func, Max, OuterRef, Q, Sum
+from django.db.models import BigIntegerField, Count, Func, Max, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour, TruncMonth, TruncWeek
 
 from analytics.funnels import FunnelResult, StepSpec, UnitEvent, funnel_levels, funnel_summarize
@@ -632,22 +632,7 @@ class AbandonedCarts:
 
 def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
     totals = _rollup_totals(query)
-    in_session = Event.objects.filter(session_id=OuterRef("pk"))
-    recovery = (
-        Session.objects.using(analytics_db())
-        .filter(
-            shop_id=query.shop.pk,
-            started_at__gte=query.period.start,
-            started_at__lt=query.period.end,
-            **query.filters.as_lookup(),
-        )
-        .exclude(person__user_id="")
-        .filter(Exists(in_session.filter(type__in=CART_TYPES)))
-        .exclude(Exists(in_session.filter(type="purchase")))
-        # Newest first along the (shop, started_at) index, so the scan stops after `limit` hits.
-        .order_by("-started_at")
-        .values_list("person_id", "person__user_id", "id", "ended_at")[:limit]
-    )
+    recovery = _recovery_list(query, limit=limit)
     return AbandonedCarts(
         rate=_ratio(totals["abandoned_session_count"], totals["cart_session_count"]),
         cart_sessions=totals["cart_session_count"],
@@ -658,13 +643,59 @@ def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
             for row in _top(_product_rows(query), order_by="abandoned_carts", limit=10)
             if row.abandoned_carts
         ],
-        rows=[
-            RecoveryRow(person_id=p, user_id=u, session_id=s, abandoned_at=at)
-            for p, u, s, at in recovery
-        ],
+        rows=recovery,
         start=query.period.first,
         end=query.period.last,
     )
+
+
+RECOVERY_PAGE = 1000
+
+
+def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
+    """Identified people whose sessions of the period had a cart and no purchase, newest first.
+
+    Walks the period's cart events backwards along (shop, type, occurred_at) a page at a time and
+    drops sessions with a purchase, so the work stops once `limit` people are found.
+    """
+    carts = (
+        Event.objects.using(analytics_db())
+        .filter(
+            shop_id=query.shop.pk,
+            type__in=CART_TYPES,
+            occurred_at__gte=query.period.start,
+            occurred_at__lt=query.period.end,
+            session__started_at__gte=query.period.start,
+            session__started_at__lt=query.period.end,
+            **query.filters.as_lookup("session__"),
+        )
+        .exclude(person__user_id="")
+        .exclude(person=None)
+        .order_by("-occurred_at", "-id")
+        .values_list("person_id", "person__user_id", "session_id", "occurred_at")
+    )
+    found: dict[int, RecoveryRow] = {}
+    seen_sessions: set[int] = set()
+    offset = 0
+    while len(found) < limit:
+        page = list(carts[offset : offset + RECOVERY_PAGE])
+        if not page:
+            break
+        offset += RECOVERY_PAGE
+        fresh = {row[2] for row in page} - seen_sessions
+        seen_sessions |= fresh
+        purchased = set(
+            Event.objects.using(analytics_db())
+            .filter(session_id__in=fresh, type="purchase")
+            .values_list("session_id", flat=True)
+        )
+        for person_id, user_id, session_id, at in page:
+            if session_id in purchased or person_id in found or len(found) >= limit:
+                continue
+            found[person_id] = RecoveryRow(
+                person_id=person_id, user_id=user_id, session_id=session_id, abandoned_at=at
+            )
+    return list(found.values())
 
 
 @dataclass(frozen=True, slots=True)
