@@ -174,6 +174,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.shopify_webhooks_sweep_task",
         "schedule": timedelta(seconds=60),
     },
+    "analytics-rollups-sweep": {
+        "task": "analytics.tasks.rollups_refresh_sweep_task",
+        "schedule": timedelta(minutes=5),
+    },
     "rejected-events-prune": {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),
@@ -199,7 +203,10 @@ PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=5000)
 # Tasks (by name, so events never imports the apps that depend on it) sent with the shop id after
 # each processed batch: rollups, live scores and the like.
-PIPELINE_FOLLOW_UP_TASKS: list[str] = ["notifications.tasks.scores_refresh_task"]
+PIPELINE_FOLLOW_UP_TASKS: list[str] = [
+    "analytics.tasks.rollups_refresh_task",
+    "notifications.tasks.scores_refresh_task",
+]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ urlpatterns = [
     path("health/ready/", ReadinessApi.as_view(), name="health-ready"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("analytics/", include("analytics.urls")),
     path("", include("events.urls")),
     path("", include("notifications.urls")),
 ]

@@ -1,0 +1,115 @@
+"""Rollup tables: pre-aggregated counts that dashboard requests read instead of the raw log.
+
+Hourly rows are keyed by the UTC hour, so day/week/month buckets in any shop timezone are sums of
+hours (timezones with 30/45-minute offsets put that part-hour into the neighbouring bucket).
+Distinct people cannot be summed across hours, hence the separate per-day visitor table.
+Every row is derived and rebuilt by `analytics.services`; nothing else writes here.
+"""
+
+from django.db import models
+
+from events.models import Shop
+
+
+class HourlyRollup(models.Model):
+    """Session and event counts of one UTC hour, split by the session's source/device/country.
+
+    Sessions count in the hour they started; events in the hour they occurred, attributed to
+    their session's dimensions (events without a session have empty dimensions). Each hour also
+    has one `is_total` row summing all its dimension rows, so unfiltered reads touch one row per
+    hour instead of one per source × device × country.
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="hourly_rollups")
+    hour = models.DateTimeField()
+    is_total = models.BooleanField(default=False)
+    utm_source = models.CharField(max_length=255, blank=True, default="")
+    device = models.CharField(max_length=16, blank=True, default="")
+    country = models.CharField(max_length=2, blank=True, default="")
+    session_count = models.PositiveIntegerField(default=0)
+    converted_session_count = models.PositiveIntegerField(default=0)
+    bounce_count = models.PositiveIntegerField(default=0)
+    # Sessions with add_to_cart or checkout_started, and those of them without a purchase.
+    cart_session_count = models.PositiveIntegerField(default=0)
+    abandoned_session_count = models.PositiveIntegerField(default=0)
+    abandoned_value = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    pageview_count = models.PositiveIntegerField(default=0)
+    product_view_count = models.PositiveIntegerField(default=0)
+    add_to_cart_count = models.PositiveIntegerField(default=0)
+    checkout_count = models.PositiveIntegerField(default=0)
+    purchase_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shop", "is_total", "hour", "utm_source", "device", "country"],
+                name="uniq_hourly_rollup_bucket",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.hour:%Y-%m-%d %H}h"
+
+
+class HourlyRevenue(models.Model):
+    """Orders and refunds of one UTC hour: orders by `placed_at`, refunds by `refunded_at`."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="hourly_revenue")
+    hour = models.DateTimeField()
+    order_count = models.PositiveIntegerField(default=0)
+    order_total = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+    refund_count = models.PositiveIntegerField(default=0)
+    refund_total = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "hour"], name="uniq_hourly_revenue_bucket")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.hour:%Y-%m-%d %H}h"
+
+
+class DailyVisitor(models.Model):
+    """A person with at least one event on this day (shop-local date): distinct counts over days."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="daily_visitors")
+    day = models.DateField()
+    person_id = models.BigIntegerField()
+    # The person was first seen on this day: a new visitor.
+    is_new = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "day", "person_id"], name="uniq_daily_visitor")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.day} person {self.person_id}"
+
+
+class ProductDailyRollup(models.Model):
+    """One product's day (shop-local date). Event counts come from the log, sales from orders."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="product_rollups")
+    day = models.DateField()
+    product_id = models.CharField(max_length=128)
+    product_name = models.CharField(max_length=255, blank=True, default="")
+    view_count = models.PositiveIntegerField(default=0)
+    cart_count = models.PositiveIntegerField(default=0)
+    # add_to_cart events of the product in sessions that ended without a purchase.
+    abandoned_cart_count = models.PositiveIntegerField(default=0)
+    purchase_count = models.PositiveIntegerField(default=0)
+    order_count = models.PositiveIntegerField(default=0)
+    units = models.IntegerField(default=0)
+    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shop", "day", "product_id"], name="uniq_product_daily_rollup"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.day} {self.product_id}"

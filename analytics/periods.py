@@ -1,0 +1,68 @@
+"""Shop-local calendar days mapped to half-open UTC ranges, and UTC hours back to local time."""
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """Local days `first..last` (inclusive) of a shop, as the UTC range `[start, end)`."""
+
+    first: date
+    last: date
+    tz: ZoneInfo
+
+    @property
+    def start(self) -> datetime:
+        return local_midnight(self.first, self.tz)
+
+    @property
+    def end(self) -> datetime:
+        return local_midnight(self.last + timedelta(days=1), self.tz)
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+    def previous(self) -> "Period":
+        """The period of equal length that ends the day before this one starts."""
+        return Period(
+            first=self.first - timedelta(days=self.days),
+            last=self.first - timedelta(days=1),
+            tz=self.tz,
+        )
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)
+
+
+def hour_floor(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def hour_ceil(moment: datetime) -> datetime:
+    floor = hour_floor(moment)
+    return floor if floor == moment else floor + HOUR
+
+
+def local_date(moment: datetime, tz: ZoneInfo) -> date:
+    return moment.astimezone(tz).date()
+
+
+def day_runs(days: Iterable[date]) -> Iterator[tuple[date, date]]:
+    """Contiguous runs `(first, last)` of the given days, so each run is recomputed in one pass."""
+    ordered = sorted(set(days))
+    if not ordered:
+        return
+    first = previous = ordered[0]
+    for day in ordered[1:]:
+        if day - previous > timedelta(days=1):
+            yield first, previous
+            first = day
+        previous = day
+    yield first, previous

@@ -1,0 +1,876 @@
+"""Every read of the analytics app: rollup sums and bounded queries, returned as dataclasses.
+
+Reads go to `analytics_db()` (the replica when configured). Dashboard numbers come from the rollup
+tables; the only raw-log reads are funnels, the abandoned-cart recovery list and the live stream,
+each bounded by the requested period (with an index on the time column) or by a row limit.
+"""
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import BigIntegerField, Count, Func, Max, Q, Sum
+from django.db.models.functions import TruncDay, TruncHour, TruncMonth, TruncWeek
+
+from analytics.funnels import FunnelResult, StepSpec, UnitEvent, funnel_levels, funnel_summarize
+from analytics.models import DailyVisitor, HourlyRevenue, HourlyRollup, ProductDailyRollup
+from analytics.periods import Period, local_date
+from analytics.services import CART_TYPES, SESSION_SPAN, rollups_generation
+from clickserver.db_routers import analytics_db
+from events.models import Event, Order, Person, Session, Shop
+
+CACHE_SECONDS = 300
+ROLLUP_FIELDS = (
+    "session_count",
+    "converted_session_count",
+    "bounce_count",
+    "cart_session_count",
+    "abandoned_session_count",
+    "abandoned_value",
+    "pageview_count",
+    "product_view_count",
+    "add_to_cart_count",
+    "checkout_count",
+    "purchase_count",
+)
+BREAKDOWNS = ("utm_source", "device", "country")
+PERSON_FUNNEL_WINDOW = 14 * 24 * 3600
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Session attributes to restrict to; empty means no restriction."""
+
+    utm_source: str = ""
+    device: str = ""
+    country: str = ""
+
+    def as_lookup(self, prefix: str = "") -> dict[str, str]:
+        return {prefix + name: getattr(self, name) for name in BREAKDOWNS if getattr(self, name)}
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.as_lookup()
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    shop: Shop
+    period: Period
+    filters: Filters = Filters()
+
+
+def _ratio(part: float | Decimal, whole: float | Decimal) -> float:
+    return round(float(part) / float(whole), 6) if whole else 0.0
+
+
+def _money(value: Decimal | None) -> str:
+    return str((value or Decimal(0)).quantize(Decimal("0.01")))
+
+
+def cached(name: str, query: Query, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
+    """`compute()` through the cache, under a key that changes with the shop's rollups."""
+    generation = rollups_generation(shop_id=query.shop.pk)
+    raw = repr((name, query.period.first, query.period.last, query.filters, sorted(params.items())))
+    digest = hashlib.sha1(raw.encode()).hexdigest()
+    key = f"analytics:{query.shop.pk}:{generation}:{digest}"
+    value = cache.get(key)
+    if value is None:
+        value = compute()
+        cache.set(key, value, timeout=CACHE_SECONDS)
+    return value
+
+
+# --- rollup sums -------------------------------------------------------------------------------
+
+
+def _rollups(query: Query, *, by_dimension: bool = False):
+    """Hourly rows of the period: the per-hour totals unless filtering or grouping by dimension."""
+    return HourlyRollup.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk,
+        is_total=not (by_dimension or not query.filters.is_empty),
+        hour__gte=query.period.start,
+        hour__lt=query.period.end,
+        **query.filters.as_lookup(),
+    )
+
+
+def _rollup_totals(query: Query) -> dict[str, Any]:
+    totals = _rollups(query).aggregate(**{name: Sum(name) for name in ROLLUP_FIELDS})
+    return {name: value or 0 for name, value in totals.items()}
+
+
+def _revenue_totals(*, shop: Shop, start: datetime | None, end: datetime) -> dict[str, Any]:
+    rows = HourlyRevenue.objects.using(analytics_db()).filter(shop_id=shop.pk, hour__lt=end)
+    if start is not None:
+        rows = rows.filter(hour__gte=start)
+    totals = rows.aggregate(
+        orders=Sum("order_count"), gross=Sum("order_total"), refunds=Sum("refund_total")
+    )
+    gross, refunds = totals["gross"] or Decimal(0), totals["refunds"] or Decimal(0)
+    return {"orders": totals["orders"] or 0, "revenue": gross - refunds, "refunds": refunds}
+
+
+# --- counts --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCount:
+    session_count: int
+    bounce_count: int
+    pageview_count: int
+    start: date
+    end: date
+
+
+def session_count_get(*, query: Query) -> SessionCount:
+    totals = _rollup_totals(query)
+    return SessionCount(
+        session_count=totals["session_count"],
+        bounce_count=totals["bounce_count"],
+        pageview_count=totals["pageview_count"],
+        start=query.period.first,
+        end=query.period.last,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class UserCount:
+    user_count: int
+    start: date
+    end: date
+
+
+def _visitor_count(query: Query) -> int:
+    if query.filters.is_empty:
+        return (
+            DailyVisitor.objects.using(analytics_db())
+            .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
+            .aggregate(n=Count("person_id", distinct=True))["n"]
+        )
+    # Visitors by source/device/country: distinct persons of the matching sessions in the period.
+    return (
+        Session.objects.using(analytics_db())
+        .filter(
+            shop_id=query.shop.pk,
+            started_at__gte=query.period.start,
+            started_at__lt=query.period.end,
+            **query.filters.as_lookup(),
+        )
+        .aggregate(n=Count("person_id", distinct=True))["n"]
+    )
+
+
+def user_count_get(*, query: Query) -> UserCount:
+    return UserCount(
+        user_count=_visitor_count(query), start=query.period.first, end=query.period.last
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class VisitConversion:
+    sessions: int
+    converted_sessions: int
+    rate: float
+    start: date
+    end: date
+
+
+def visit_conversion_get(*, query: Query) -> VisitConversion:
+    totals = _rollup_totals(query)
+    return VisitConversion(
+        sessions=totals["session_count"],
+        converted_sessions=totals["converted_session_count"],
+        rate=_ratio(totals["converted_session_count"], totals["session_count"]),
+        start=query.period.first,
+        end=query.period.last,
+    )
+
+
+# --- products ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProductRow:
+    product_id: str
+    product_name: str
+    views: int
+    carts: int
+    abandoned_carts: int
+    purchases: int
+    orders: int
+    units: int
+    revenue: str
+    view_to_purchase_rate: float
+
+
+def _product_rows(query: Query) -> list[ProductRow]:
+    """Every product of the period, summed over its days (one aggregate query)."""
+    rows = (
+        ProductDailyRollup.objects.using(analytics_db())
+        .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
+        .values("product_id")
+        .annotate(
+            product_name=Max("product_name"),
+            views=Sum("view_count"),
+            carts=Sum("cart_count"),
+            abandoned_carts=Sum("abandoned_cart_count"),
+            purchases=Sum("purchase_count"),
+            orders=Sum("order_count"),
+            units=Sum("units"),
+            revenue=Sum("revenue"),
+        )
+        .order_by()
+    )
+    return [
+        ProductRow(
+            product_id=row["product_id"],
+            product_name=row["product_name"] or "",
+            views=row["views"],
+            carts=row["carts"],
+            abandoned_carts=row["abandoned_carts"],
+            purchases=row["purchases"],
+            orders=row["orders"],
+            units=row["units"],
+            revenue=_money(row["revenue"]),
+            view_to_purchase_rate=_ratio(row["purchases"], row["views"]),
+        )
+        for row in rows
+    ]
+
+
+def _top(rows: list[ProductRow], *, order_by: str, limit: int) -> list[ProductRow]:
+    def key(row: ProductRow):
+        value = getattr(row, order_by)
+        return (-(Decimal(value) if order_by == "revenue" else value), row.product_id)
+
+    return sorted(rows, key=key)[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class ProductVisitRow:
+    product_id: str
+    product_name: str
+    visits: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProductVisits:
+    product_visits: int
+    rows: list[ProductVisitRow]
+    start: date
+    end: date
+
+
+def product_visits_get(*, query: Query, limit: int) -> ProductVisits:
+    total = _rollup_totals(query)["product_view_count"]
+    rows = [
+        ProductVisitRow(product_id=r.product_id, product_name=r.product_name, visits=r.views)
+        for r in _top(_product_rows(query), order_by="views", limit=limit)
+    ]
+    return ProductVisits(
+        product_visits=total, rows=rows, start=query.period.first, end=query.period.last
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Products:
+    rows: list[ProductRow]
+    most_abandoned: ProductRow | None
+    start: date
+    end: date
+
+
+def products_get(*, query: Query, order_by: str, limit: int) -> Products:
+    everything = _product_rows(query)
+    abandoned = _top(everything, order_by="abandoned_carts", limit=1)
+    return Products(
+        rows=_top(everything, order_by=order_by, limit=limit),
+        most_abandoned=abandoned[0] if abandoned and abandoned[0].abandoned_carts else None,
+        start=query.period.first,
+        end=query.period.last,
+    )
+
+
+# --- KPIs ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Kpis:
+    revenue: str
+    orders: int
+    aov: str
+    refunds: str
+    sessions: int
+    visit_conversion: float
+    cart_abandonment: float
+    clv: str
+    customers: int
+    visitors: int
+    new_visitors: int
+    returning_visitors: int
+    start: date
+    end: date
+
+
+def kpis_get(*, query: Query) -> Kpis:
+    shop, period = query.shop, query.period
+    money = _revenue_totals(shop=shop, start=period.start, end=period.end)
+    totals = _rollup_totals(query)
+    visitors = DailyVisitor.objects.using(analytics_db()).filter(
+        shop_id=shop.pk, day__gte=period.first, day__lte=period.last
+    )
+    counts = visitors.aggregate(
+        all=Count("person_id", distinct=True),
+        new=Count("person_id", distinct=True, filter=Q(is_new=True)),
+    )
+    to_date = _revenue_totals(shop=shop, start=None, end=period.end)["revenue"]
+    # Distinct buyers need the orders themselves; bounded by the period on (shop, placed_at).
+    customers = (
+        Order.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, placed_at__gte=period.start, placed_at__lt=period.end)
+        .exclude(user_id="")
+        .filter(is_cancelled=False)
+        .aggregate(n=Count("user_id", distinct=True))["n"]
+    )
+    people = (
+        Person.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, first_seen_at__lt=period.end)
+        .count()
+    )
+    return Kpis(
+        revenue=_money(money["revenue"]),
+        orders=money["orders"],
+        aov=_money(money["revenue"] / money["orders"] if money["orders"] else Decimal(0)),
+        refunds=_money(money["refunds"]),
+        sessions=totals["session_count"],
+        visit_conversion=_ratio(totals["converted_session_count"], totals["session_count"]),
+        cart_abandonment=_ratio(totals["abandoned_session_count"], totals["cart_session_count"]),
+        clv=_money(to_date / people if people else Decimal(0)),
+        customers=customers,
+        visitors=counts["all"],
+        new_visitors=counts["new"],
+        returning_visitors=counts["all"] - counts["new"],
+        start=period.first,
+        end=period.last,
+    )
+
+
+# --- trends --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    bucket: str
+    sessions: int
+    visitors: int
+    orders: int
+    revenue: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trends:
+    interval: str
+    rows: list[TrendPoint]
+    # heat_map[weekday][hour]: sessions by local weekday (0 = Monday) and hour of day.
+    heat_map: list[list[int]]
+    peak_hour: int | None
+    peak_weekday: str | None
+    peak_bucket: str | None
+    start: date
+    end: date
+
+
+def _bucket_of(moment: datetime | date, interval: str, query: Query) -> str:
+    tz = query.period.tz
+    if interval == "hour":
+        return moment.astimezone(tz).strftime("%Y-%m-%dT%H:00")
+    day = moment if isinstance(moment, date) and not isinstance(moment, datetime) else None
+    day = day or local_date(moment, tz)
+    if interval == "week":
+        day = day - timedelta(days=day.weekday())
+    elif interval == "month":
+        day = day.replace(day=1)
+    return day.isoformat()
+
+
+def trends_get(*, query: Query, interval: str) -> Trends:
+    tz = query.period.tz
+    points: dict[str, dict[str, Any]] = defaultdict(
+        lambda: {"sessions": 0, "orders": 0, "revenue": Decimal(0), "visitors": 0}
+    )
+    heat = [[0] * 24 for _ in range(7)]
+    for row in _rollups(query).values("hour").annotate(n=Sum("session_count")):
+        points[_bucket_of(row["hour"], interval, query)]["sessions"] += row["n"]
+        local = row["hour"].astimezone(tz)
+        heat[local.weekday()][local.hour] += row["n"]
+    for row in HourlyRevenue.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk, hour__gte=query.period.start, hour__lt=query.period.end
+    ):
+        point = points[_bucket_of(row.hour, interval, query)]
+        point["orders"] += row.order_count
+        point["revenue"] += row.order_total - row.refund_total
+    for bucket, count in _visitor_counts(query, interval).items():
+        points[bucket]["visitors"] = count
+    rows = [
+        TrendPoint(
+            bucket=bucket,
+            sessions=value["sessions"],
+            visitors=value["visitors"],
+            orders=value["orders"],
+            revenue=_money(value["revenue"]),
+        )
+        for bucket, value in sorted(points.items())
+    ]
+    by_hour = [sum(heat[day][hour] for day in range(7)) for hour in range(24)]
+    by_day = [sum(heat[day]) for day in range(7)]
+    has_sessions = any(by_day)
+    return Trends(
+        interval=interval,
+        rows=rows,
+        heat_map=heat,
+        peak_hour=by_hour.index(max(by_hour)) if has_sessions else None,
+        peak_weekday=WEEKDAYS[by_day.index(max(by_day))] if has_sessions else None,
+        peak_bucket=max(rows, key=lambda p: p.sessions).bucket if has_sessions else None,
+        start=query.period.first,
+        end=query.period.last,
+    )
+
+
+def _visitor_counts(query: Query, interval: str) -> dict[str, int]:
+    """Distinct visitors per bucket: the daily table in SQL, else the period's sessions."""
+    if interval != "hour" and query.filters.is_empty:
+        trunc = {"day": TruncDay, "week": TruncWeek, "month": TruncMonth}[interval]
+        rows = (
+            DailyVisitor.objects.using(analytics_db())
+            .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
+            .annotate(bucket=trunc("day"))
+            .values("bucket")
+            .annotate(n=Count("person_id", distinct=True))
+        )
+        return {row["bucket"].isoformat(): row["n"] for row in rows}
+    people: dict[str, set[int]] = defaultdict(set)
+    pairs = (
+        Session.objects.using(analytics_db())
+        .filter(
+            shop_id=query.shop.pk,
+            started_at__gte=query.period.start,
+            started_at__lt=query.period.end,
+            **query.filters.as_lookup(),
+        )
+        .annotate(hour=TruncHour("started_at", tzinfo=UTC))
+        .values_list("hour", "person_id")
+        .distinct()
+    )
+    for hour, person_id in pairs:
+        people[_bucket_of(hour, interval, query)].add(person_id)
+    return {bucket: len(persons) for bucket, persons in people.items()}
+
+
+# --- funnels -------------------------------------------------------------------------------------
+
+
+MICROSECONDS = 1_000_000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EpochMicroseconds(Func):
+    """Microseconds since 1970 of a UTC datetime column, computed by the database."""
+
+    output_field = BigIntegerField()
+
+    def as_mysql(self, compiler, connection, **extra_context):
+        return self.as_sql(
+            compiler,
+            connection,
+            template="TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', %(expressions)s)",
+            **extra_context,
+        )
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(
+            compiler,
+            connection,
+            template=(
+                "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000000) AS INTEGER)"
+            ),
+            **extra_context,
+        )
+
+
+def _micros(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelParams:
+    steps: tuple[StepSpec, ...]
+    unit: str = "session"
+    strict: bool = False
+    window: int | None = None
+    breakdown: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FunnelBreakdown:
+    value: str
+    result: FunnelResult
+
+
+@dataclass(frozen=True, slots=True)
+class Funnel:
+    unit: str
+    mode: str
+    window: int | None
+    steps: list[Any]
+    units: int
+    median_seconds_to_convert: float | None
+    breakdown: list[FunnelBreakdown] = field(default_factory=list)
+    start: date | None = None
+    end: date | None = None
+
+
+def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
+    """Funnel over the events of the period's sessions (or persons), read by time-range index."""
+    period = query.period
+    window = params.window
+    types = sorted({step.event_type for step in params.steps})
+    needs_properties = any(step.filters for step in params.steps)
+    if params.unit == "person":
+        window = window if window is not None else PERSON_FUNNEL_WINDOW
+        horizon = period.end + timedelta(seconds=window)
+    else:
+        horizon = period.end + SESSION_SPAN
+    events = Event.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk, occurred_at__gte=period.start, occurred_at__lt=horizon
+    )
+    # Strict mode needs every event to see what lies between two steps.
+    if not params.strict:
+        events = events.filter(type__in=types)
+    if not query.filters.is_empty:
+        events = events.filter(**query.filters.as_lookup("session__"))
+    key = "person_id" if params.unit == "person" else "session_id"
+    columns = [key, "at", "id", "type"] + (["properties"] if needs_properties else [])
+    units: dict[int, list[UnitEvent]] = defaultdict(list)
+    # Times come from the database as integer microseconds: converting a few hundred thousand
+    # datetimes to aware Python objects would cost more than the whole funnel.
+    rows = events.exclude(**{key: None}).annotate(at=EpochMicroseconds("occurred_at"))
+    empty: dict[str, Any] = {}
+    for row in rows.values_list(*columns):
+        units[row[0]].append((row[1], row[2], row[3], row[4] if needs_properties else empty))
+    groups = {}
+    if params.unit == "session":
+        sessions = Session.objects.using(analytics_db()).filter(
+            shop_id=query.shop.pk, started_at__gte=period.start, started_at__lt=period.end
+        )
+        attribute = params.breakdown or "id"
+        groups = dict(sessions.values_list("id", attribute))
+        units = {k: v for k, v in units.items() if k in groups}
+    for unit_events in units.values():
+        unit_events.sort()
+    levels = funnel_levels(
+        units.items(),
+        params.steps,
+        window=window * MICROSECONDS if window is not None else None,
+        strict=params.strict,
+        start_from=_micros(period.start) if params.unit == "person" else None,
+        start_before=_micros(period.end) if params.unit == "person" else None,
+    )
+    total = funnel_summarize(levels.values(), params.steps, scale=MICROSECONDS)
+    breakdown = []
+    if params.breakdown:
+        by_value: dict[str, list] = defaultdict(list)
+        for unit_key, level in levels.items():
+            by_value[groups[unit_key] or ""].append(level)
+        breakdown = [
+            FunnelBreakdown(
+                value=value, result=funnel_summarize(items, params.steps, scale=MICROSECONDS)
+            )
+            for value, items in sorted(by_value.items())
+        ]
+    return Funnel(
+        unit=params.unit,
+        mode="strict" if params.strict else "ordered",
+        window=window,
+        steps=total.steps,
+        units=total.units,
+        median_seconds_to_convert=total.median_seconds_to_convert,
+        breakdown=breakdown,
+        start=period.first,
+        end=period.last,
+    )
+
+
+# --- carts, retention, geography, live, insights -----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryRow:
+    person_id: int
+    user_id: str
+    session_id: int
+    abandoned_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AbandonedCarts:
+    rate: float
+    cart_sessions: int
+    abandoned_sessions: int
+    value: str
+    products: list[ProductRow]
+    rows: list[RecoveryRow]
+    start: date
+    end: date
+
+
+def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
+    totals = _rollup_totals(query)
+    recovery = _recovery_list(query, limit=limit)
+    return AbandonedCarts(
+        rate=_ratio(totals["abandoned_session_count"], totals["cart_session_count"]),
+        cart_sessions=totals["cart_session_count"],
+        abandoned_sessions=totals["abandoned_session_count"],
+        value=_money(totals["abandoned_value"]),
+        products=[
+            row
+            for row in _top(_product_rows(query), order_by="abandoned_carts", limit=10)
+            if row.abandoned_carts
+        ],
+        rows=recovery,
+        start=query.period.first,
+        end=query.period.last,
+    )
+
+
+RECOVERY_PAGE = 1000
+
+
+def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
+    """Identified people whose sessions of the period had a cart and no purchase, newest first.
+
+    Walks the period's cart events backwards along (shop, type, occurred_at) a page at a time and
+    drops sessions with a purchase, so the work stops once `limit` people are found.
+    """
+    carts = (
+        Event.objects.using(analytics_db())
+        .filter(
+            shop_id=query.shop.pk,
+            type__in=CART_TYPES,
+            occurred_at__gte=query.period.start,
+            occurred_at__lt=query.period.end,
+            session__started_at__gte=query.period.start,
+            session__started_at__lt=query.period.end,
+            **query.filters.as_lookup("session__"),
+        )
+        .exclude(person__user_id="")
+        .exclude(person=None)
+        .order_by("-occurred_at", "-id")
+        .values_list("person_id", "person__user_id", "session_id", "occurred_at")
+    )
+    found: dict[int, RecoveryRow] = {}
+    seen_sessions: set[int] = set()
+    offset = 0
+    while len(found) < limit:
+        page = list(carts[offset : offset + RECOVERY_PAGE])
+        if not page:
+            break
+        offset += RECOVERY_PAGE
+        fresh = {row[2] for row in page} - seen_sessions
+        seen_sessions |= fresh
+        purchased = set(
+            Event.objects.using(analytics_db())
+            .filter(session_id__in=fresh, type="purchase")
+            .values_list("session_id", flat=True)
+        )
+        for person_id, user_id, session_id, at in page:
+            if session_id in purchased or person_id in found or len(found) >= limit:
+                continue
+            found[person_id] = RecoveryRow(
+                person_id=person_id, user_id=user_id, session_id=session_id, abandoned_at=at
+            )
+    return list(found.values())
+
+
+@dataclass(frozen=True, slots=True)
+class CohortRow:
+    cohort_week: date
+    size: int
+    # active[i]: cohort members with a session i weeks after their first week.
+    active: list[int]
+    retention: list[float]
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    rows: list[CohortRow]
+    start: date
+    end: date
+
+
+def retention_get(*, query: Query) -> Retention:
+    period = query.period
+    visitors = DailyVisitor.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk, day__gte=period.first, day__lte=period.last
+    )
+    first_days = dict(visitors.filter(is_new=True).values_list("person_id", "day"))
+    cohorts: dict[date, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for person_id, day in visitors.filter(
+        person_id__in=visitors.filter(is_new=True).values("person_id")
+    ).values_list("person_id", "day"):
+        first = first_days[person_id]
+        week = first - timedelta(days=first.weekday())
+        cohorts[week][(day - week).days // 7].add(person_id)
+    rows = []
+    for week, weeks in sorted(cohorts.items()):
+        span = max(weeks) + 1
+        active = [len(weeks.get(i, ())) for i in range(span)]
+        rows.append(
+            CohortRow(
+                cohort_week=week,
+                size=active[0],
+                active=active,
+                retention=[_ratio(n, active[0]) for n in active],
+            )
+        )
+    return Retention(rows=rows, start=period.first, end=period.last)
+
+
+@dataclass(frozen=True, slots=True)
+class CountryRow:
+    country: str
+    sessions: int
+    converted_sessions: int
+    conversion: float
+
+
+@dataclass(frozen=True, slots=True)
+class Geography:
+    rows: list[CountryRow]
+    start: date
+    end: date
+
+
+def geography_get(*, query: Query) -> Geography:
+    rows = (
+        _rollups(query, by_dimension=True)
+        .values("country")
+        .annotate(n=Sum("session_count"), converted=Sum("converted_session_count"))
+        .order_by("-n", "country")
+    )
+    return Geography(
+        rows=[
+            CountryRow(
+                country=row["country"],
+                sessions=row["n"],
+                converted_sessions=row["converted"],
+                conversion=_ratio(row["converted"], row["n"]),
+            )
+            for row in rows
+        ],
+        start=query.period.first,
+        end=query.period.last,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LiveEvent:
+    id: int
+    type: str
+    occurred_at: datetime
+    anonymous_id: str
+    user_id: str
+    url: str
+    product_id: str
+    country: str
+
+
+@dataclass(frozen=True, slots=True)
+class Live:
+    rows: list[LiveEvent]
+    last_id: int
+
+
+def live_get(*, shop: Shop, since_id: int, limit: int) -> Live:
+    """The newest events after `since_id` (at most `limit`), oldest first for appending."""
+    fields = list(LiveEvent.__dataclass_fields__)
+    rows = list(
+        Event.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, id__gt=since_id)
+        .order_by("-id")
+        .values_list(*fields)[:limit]
+    )
+    events = [LiveEvent(*row) for row in reversed(rows)]
+    return Live(rows=events, last_id=events[-1].id if events else since_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Insights:
+    findings: list[str]
+    peak_hour: int | None
+    peak_weekday: str | None
+    most_abandoned_product: str | None
+    best_source: str | None
+    revenue_change: float | None
+    start: date
+    end: date
+
+
+def insights_get(*, query: Query) -> Insights:
+    trends = trends_get(query=query, interval="day")
+    products = products_get(query=query, order_by="views", limit=1)
+    sources = [
+        row
+        for row in _rollups(query, by_dimension=True)
+        .exclude(utm_source="")
+        .values("utm_source")
+        .annotate(n=Sum("session_count"), converted=Sum("converted_session_count"))
+        if row["n"]
+    ]
+    best = max(sources, key=lambda r: (r["converted"] / r["n"], r["n"]), default=None)
+    now = _revenue_totals(shop=query.shop, start=query.period.start, end=query.period.end)
+    previous_period = query.period.previous()
+    before = _revenue_totals(shop=query.shop, start=previous_period.start, end=previous_period.end)
+    change = (
+        round(float((now["revenue"] - before["revenue"]) / before["revenue"]), 6)
+        if before["revenue"]
+        else None
+    )
+    findings = []
+    if trends.peak_hour is not None:
+        findings.append(
+            f"Traffic peaks at {trends.peak_hour:02d}:00 and on {trends.peak_weekday}s."
+        )
+    abandoned = products.most_abandoned
+    if abandoned:
+        findings.append(
+            f"The most abandoned product is {abandoned.product_name or abandoned.product_id} "
+            f"({abandoned.abandoned_carts} carts left without a purchase)."
+        )
+    if best:
+        findings.append(
+            f"{best['utm_source']} converts best: {best['converted']} of {best['n']} sessions "
+            f"({_ratio(best['converted'], best['n']):.1%})."
+        )
+    if change is not None:
+        direction = "up" if change >= 0 else "down"
+        findings.append(
+            f"Revenue is {direction} {abs(change):.1%} on the previous {query.period.days} days "
+            f"({_money(now['revenue'])} vs {_money(before['revenue'])})."
+        )
+    return Insights(
+        findings=findings,
+        peak_hour=trends.peak_hour,
+        peak_weekday=trends.peak_weekday,
+        most_abandoned_product=abandoned.product_id if abandoned else None,
+        best_source=best["utm_source"] if best else None,
+        revenue_change=change,
+        start=query.period.first,
+        end=query.period.last,
+    )

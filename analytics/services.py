@@ -1,0 +1,438 @@
+"""Every write of the analytics app: filling and rebuilding the rollup tables.
+
+Rollups are derived: a local day touched by new data is deleted and recomputed whole (its hours,
+its visitors and its products), so late events land in the right bucket and reruns are harmless.
+Progress is kept in `PipelineWatermark` rows named `analytics:<shop_id>` (Event.id),
+`analytics-orders:<shop_id>` (Order.updated_at in microseconds) and `analytics-refunds:<shop_id>`
+(Refund.id).
+"""
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from django.core.cache import cache
+from django.db import transaction
+from django.db.models import Count, Exists, F, Max, Min, OuterRef, Sum
+from django.db.models.functions import TruncHour
+
+from analytics.models import DailyVisitor, HourlyRevenue, HourlyRollup, ProductDailyRollup
+from analytics.periods import HOUR, Period, day_runs, hour_ceil, hour_floor, local_date
+from events.models import Event, Order, OrderLine, PipelineWatermark, Refund, Session, Shop
+
+EVENT_COUNT_FIELDS = {
+    "page_view": "pageview_count",
+    "product_view": "product_view_count",
+    "add_to_cart": "add_to_cart_count",
+    "checkout_started": "checkout_count",
+    "purchase": "purchase_count",
+}
+CART_TYPES = ("add_to_cart", "checkout_started")
+PRODUCT_TYPES = ("product_view", "add_to_cart", "purchase")
+# A session lasts at most 24 h after its start (plus the inactivity timeout of its last event),
+# so its events lie within this much of its start.
+SESSION_SPAN = timedelta(hours=25)
+# Rebuilds go a month at a time so memory stays bounded on large shops.
+REBUILD_CHUNK_DAYS = 31
+GENERATION_KEY = "analytics:generation:{shop_id}"
+MICROSECOND = timedelta(microseconds=1)
+
+
+def rollups_generation(*, shop_id: int) -> int:
+    """The shop's rollup generation, part of every cache key; a bump retires all cached answers.
+
+    A generation lost from the cache restarts at the clock in nanoseconds, which is never a value
+    handed out before, so a cache eviction cannot bring back an older answer.
+    """
+    key = GENERATION_KEY.format(shop_id=shop_id)
+    generation = cache.get(key)
+    if generation is None:
+        generation = time.time_ns()
+        cache.add(key, generation, timeout=None)
+        generation = cache.get(key, generation)
+    return generation
+
+
+def rollups_generation_bump(*, shop_id: int) -> None:
+    cache.set(GENERATION_KEY.format(shop_id=shop_id), time.time_ns(), timeout=None)
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshResult:
+    events: int
+    orders: int
+    refunds: int
+    days: int
+
+
+def _watermark(name: str) -> PipelineWatermark:
+    PipelineWatermark.objects.get_or_create(name=name)
+    return PipelineWatermark.objects.select_for_update().get(name=name)
+
+
+def _events_processed_position(shop_id: int) -> int:
+    """Events up to here have their session assigned by the pipeline.
+
+    Without a pipeline watermark (nothing has run the pipeline for this shop) every stored
+    event counts as processed.
+    """
+    position = (
+        PipelineWatermark.objects.filter(name=f"events:{shop_id}")
+        .values_list("position", flat=True)
+        .first()
+    )
+    if position is not None:
+        return position
+    return Event.objects.filter(shop_id=shop_id).aggregate(top=Max("id"))["top"] or 0
+
+
+def _hours_of(rows, column: str) -> set[datetime]:
+    hours = rows.annotate(hour=TruncHour(column, tzinfo=UTC)).values_list("hour", flat=True)
+    return {hour.astimezone(UTC) for hour in hours.distinct()}
+
+
+def rollups_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
+    """Recompute the local days touched by events, orders and refunds since the watermarks."""
+    shop = Shop.objects.get(pk=shop_id)
+    tz = ZoneInfo(shop.timezone)
+    with transaction.atomic():
+        events_mark = _watermark(f"analytics:{shop_id}")
+        orders_mark = _watermark(f"analytics-orders:{shop_id}")
+        refunds_mark = _watermark(f"analytics-refunds:{shop_id}")
+        upto = _events_processed_position(shop_id)
+        touched: set[datetime] = set()
+
+        new_events = Event.objects.filter(
+            shop_id=shop_id, id__gt=events_mark.position, id__lte=upto
+        )
+        event_stats = new_events.aggregate(n=Count("id"))
+        # Distinct hours, not every timestamp: a large batch touches few hours.
+        touched.update(_hours_of(new_events, "occurred_at"))
+        # A late event can move its session's start into another day.
+        touched.update(
+            _hours_of(
+                Session.objects.filter(
+                    id__in=new_events.exclude(session=None).values("session_id")
+                ),
+                "started_at",
+            )
+        )
+
+        since = datetime.fromtimestamp(orders_mark.position / 1e6, tz=UTC)
+        changed_orders = list(
+            Order.objects.filter(shop_id=shop_id, updated_at__gt=since).values_list(
+                "placed_at", "updated_at"
+            )
+        )
+        touched.update(placed for placed, _ in changed_orders)
+        new_refunds = list(
+            Refund.objects.filter(shop_id=shop_id, id__gt=refunds_mark.position).values_list(
+                "id", "refunded_at"
+            )
+        )
+        touched.update(refunded for _, refunded in new_refunds)
+
+        days = {local_date(moment, tz) for moment in touched}
+        # An hour can straddle two local days where the offset is not a whole hour.
+        days |= {local_date(moment + HOUR - MICROSECOND, tz) for moment in touched}
+        for first, last in day_runs(days):
+            _days_recompute(shop_id=shop_id, period=Period(first=first, last=last, tz=tz))
+
+        events_mark.position = max(events_mark.position, upto)
+        events_mark.save(update_fields=["position", "updated_at"])
+        if changed_orders:
+            newest = max(updated for _, updated in changed_orders)
+            orders_mark.position = int(newest.timestamp() * 1e6)
+            orders_mark.save(update_fields=["position", "updated_at"])
+        if new_refunds:
+            refunds_mark.position = max(refund_id for refund_id, _ in new_refunds)
+            refunds_mark.save(update_fields=["position", "updated_at"])
+        if days:
+            transaction.on_commit(lambda: rollups_generation_bump(shop_id=shop_id))
+    return RefreshResult(
+        events=event_stats["n"],
+        orders=len(changed_orders),
+        refunds=len(new_refunds),
+        days=len(days),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildResult:
+    days: int
+
+
+def rollups_rebuild(*, shop_id: int, now: datetime) -> RebuildResult:
+    """Drop every rollup of the shop and recompute all days that hold data, a month at a time.
+
+    The watermarks are set to the current ends first, so data arriving during the rebuild is
+    picked up by the next refresh (recomputing a day twice is harmless).
+    """
+    with transaction.atomic():
+        for model in (HourlyRollup, HourlyRevenue, DailyVisitor, ProductDailyRollup):
+            model.objects.filter(shop_id=shop_id).delete()
+        newest_order = Order.objects.filter(shop_id=shop_id).aggregate(m=Max("updated_at"))["m"]
+        positions = {
+            f"analytics:{shop_id}": _events_processed_position(shop_id),
+            f"analytics-orders:{shop_id}": int(newest_order.timestamp() * 1e6)
+            if newest_order
+            else 0,
+            f"analytics-refunds:{shop_id}": Refund.objects.filter(shop_id=shop_id).aggregate(
+                m=Max("id")
+            )["m"]
+            or 0,
+        }
+        for name, position in positions.items():
+            PipelineWatermark.objects.update_or_create(name=name, defaults={"position": position})
+    shop = Shop.objects.get(pk=shop_id)
+    tz = ZoneInfo(shop.timezone)
+    bounds = [
+        Event.objects.filter(shop_id=shop_id).aggregate(a=Min("occurred_at"), b=Max("occurred_at")),
+        Order.objects.filter(shop_id=shop_id).aggregate(a=Min("placed_at"), b=Max("placed_at")),
+        Refund.objects.filter(shop_id=shop_id).aggregate(
+            a=Min("refunded_at"), b=Max("refunded_at")
+        ),
+    ]
+    moments = [value for bound in bounds for value in bound.values() if value is not None]
+    days = 0
+    if moments:
+        first, last = local_date(min(moments), tz), local_date(max(moments), tz)
+        days = (last - first).days + 1
+        while first <= last:
+            chunk_last = min(last, first + timedelta(days=REBUILD_CHUNK_DAYS - 1))
+            with transaction.atomic():
+                _days_recompute(shop_id=shop_id, period=Period(first=first, last=chunk_last, tz=tz))
+            first = chunk_last + timedelta(days=1)
+    rollups_generation_bump(shop_id=shop_id)
+    return RebuildResult(days=days)
+
+
+def _days_recompute(*, shop_id: int, period: Period) -> None:
+    """Replace all rollups of these local days (and the UTC hours that overlap them)."""
+    hours_start, hours_end = hour_floor(period.start), hour_ceil(period.end)
+    _hours_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
+    _revenue_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
+    _visitors_recompute(shop_id=shop_id, period=period)
+    _products_recompute(shop_id=shop_id, period=period)
+
+
+def _hours_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
+    buckets: dict[tuple, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
+    sessions = {
+        row[0]: row[1:]
+        for row in Session.objects.filter(
+            shop_id=shop_id, started_at__gte=start, started_at__lt=end
+        ).values_list("id", "started_at", "utm_source", "device", "country", "is_bounce")
+    }
+    purchased: set[int] = set()
+    carts: dict[int, Decimal] = defaultdict(Decimal)
+    for session_id, kind, price, quantity in _session_flag_events(
+        shop_id=shop_id, start=start, end=end
+    ):
+        if session_id not in sessions:
+            continue
+        if kind == "purchase":
+            purchased.add(session_id)
+        else:
+            carts[session_id] += (price or Decimal(0)) * (quantity or 1)
+    for session_id, (started_at, source, device, country, is_bounce) in sessions.items():
+        bucket = buckets[(hour_floor(started_at), source, device, country)]
+        bucket["session_count"] += 1
+        bucket["bounce_count"] += int(is_bounce)
+        # Converted means a purchase event in the session, the same test the funnel makes.
+        bucket["converted_session_count"] += int(session_id in purchased)
+        if session_id in carts:
+            bucket["cart_session_count"] += 1
+            if session_id not in purchased:
+                bucket["abandoned_session_count"] += 1
+                bucket["abandoned_value"] += carts[session_id]
+
+    counts = (
+        Event.objects.filter(
+            shop_id=shop_id,
+            occurred_at__gte=start,
+            occurred_at__lt=end,
+            type__in=list(EVENT_COUNT_FIELDS),
+        )
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values("hour", "type", "session__utm_source", "session__device", "session__country")
+        .annotate(n=Count("id"))
+    )
+    for row in counts:
+        key = (
+            row["hour"].astimezone(UTC),
+            row["session__utm_source"] or "",
+            row["session__device"] or "",
+            row["session__country"] or "",
+        )
+        buckets[key][EVENT_COUNT_FIELDS[row["type"]]] += row["n"]
+
+    totals: dict[datetime, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
+    for (hour, *_), values in buckets.items():
+        for name, value in values.items():
+            totals[hour][name] += value
+    HourlyRollup.objects.filter(shop_id=shop_id, hour__gte=start, hour__lt=end).delete()
+    HourlyRollup.objects.bulk_create(
+        [
+            HourlyRollup(
+                shop_id=shop_id,
+                hour=hour,
+                utm_source=source,
+                device=device,
+                country=country,
+                **values,
+            )
+            for (hour, source, device, country), values in buckets.items()
+        ]
+        + [
+            HourlyRollup(shop_id=shop_id, hour=hour, is_total=True, **values)
+            for hour, values in totals.items()
+        ],
+        batch_size=1000,
+    )
+
+
+def _session_flag_events(*, shop_id: int, start: datetime, end: datetime):
+    """Cart and purchase events that can belong to sessions started in `[start, end)`."""
+    return Event.objects.filter(
+        shop_id=shop_id,
+        type__in=(*CART_TYPES, "purchase"),
+        occurred_at__gte=start,
+        occurred_at__lt=end + SESSION_SPAN,
+    ).values_list("session_id", "type", "product_price", "product_quantity")
+
+
+def _revenue_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
+    buckets: dict[datetime, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
+    orders = (
+        Order.objects.filter(
+            shop_id=shop_id, placed_at__gte=start, placed_at__lt=end, is_cancelled=False
+        )
+        .annotate(hour=TruncHour("placed_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(n=Count("id"), total=Sum("total"))
+    )
+    for row in orders:
+        bucket = buckets[row["hour"].astimezone(UTC)]
+        bucket["order_count"] += row["n"]
+        bucket["order_total"] += row["total"] or Decimal(0)
+    refunds = (
+        Refund.objects.filter(shop_id=shop_id, refunded_at__gte=start, refunded_at__lt=end)
+        .annotate(hour=TruncHour("refunded_at", tzinfo=UTC))
+        .values("hour")
+        .annotate(n=Count("id"), total=Sum("amount"))
+    )
+    for row in refunds:
+        bucket = buckets[row["hour"].astimezone(UTC)]
+        bucket["refund_count"] += row["n"]
+        bucket["refund_total"] += row["total"] or Decimal(0)
+    HourlyRevenue.objects.filter(shop_id=shop_id, hour__gte=start, hour__lt=end).delete()
+    HourlyRevenue.objects.bulk_create(
+        [HourlyRevenue(shop_id=shop_id, hour=hour, **values) for hour, values in buckets.items()],
+        batch_size=1000,
+    )
+
+
+def _visitors_recompute(*, shop_id: int, period: Period) -> None:
+    """Persons with at least one event on each local day (SPEC's visitor definition)."""
+    visitors: dict[tuple[date, int], bool] = {}
+    # Distinct (UTC hour, person) in SQL keeps the rows near the session count, not the events.
+    for hour, person_id, first_seen_at in (
+        Event.objects.filter(
+            shop_id=shop_id, occurred_at__gte=period.start, occurred_at__lt=period.end
+        )
+        .exclude(person=None)
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values_list("hour", "person_id", "person__first_seen_at")
+        .distinct()
+    ):
+        day = _day_of(hour, period)
+        is_new = local_date(first_seen_at, period.tz) == day
+        visitors[(day, person_id)] = visitors.get((day, person_id), False) or is_new
+    DailyVisitor.objects.filter(
+        shop_id=shop_id, day__gte=period.first, day__lte=period.last
+    ).delete()
+    DailyVisitor.objects.bulk_create(
+        [
+            DailyVisitor(shop_id=shop_id, day=day, person_id=person_id, is_new=is_new)
+            for (day, person_id), is_new in visitors.items()
+        ],
+        batch_size=2000,
+    )
+
+
+def _products_recompute(*, shop_id: int, period: Period) -> None:
+    rows: dict[tuple[date, str], dict[str, int | Decimal | str]] = defaultdict(
+        lambda: defaultdict(int)
+    )
+    field = {
+        "product_view": "view_count",
+        "add_to_cart": "cart_count",
+        "purchase": "purchase_count",
+    }
+    in_period = Event.objects.filter(
+        shop_id=shop_id,
+        occurred_at__gte=period.start,
+        occurred_at__lt=period.end,
+        type__in=PRODUCT_TYPES,
+    ).exclude(product_id="")
+    # Grouping by UTC hour in SQL keeps the row count small and the query timezone-free.
+    for row in (
+        in_period.annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values("hour", "type", "product_id")
+        .annotate(n=Count("id"), name=Max("product_name"))
+    ):
+        bucket = rows[(_day_of(row["hour"], period), row["product_id"])]
+        bucket[field[row["type"]]] += row["n"]
+        if row["name"]:
+            bucket["product_name"] = row["name"]
+    purchase_in_session = Event.objects.filter(session_id=OuterRef("session_id"), type="purchase")
+    for row in (
+        in_period.filter(type="add_to_cart")
+        .exclude(session=None)
+        .exclude(Exists(purchase_in_session))
+        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        .values("hour", "product_id")
+        .annotate(n=Count("id"))
+    ):
+        rows[(_day_of(row["hour"], period), row["product_id"])]["abandoned_cart_count"] += row["n"]
+    for row in (
+        OrderLine.objects.filter(
+            order__shop_id=shop_id,
+            order__placed_at__gte=period.start,
+            order__placed_at__lt=period.end,
+            order__is_cancelled=False,
+        )
+        .annotate(hour=TruncHour("order__placed_at", tzinfo=UTC))
+        .values("hour", "product_id")
+        .annotate(
+            orders=Count("order_id", distinct=True),
+            units=Sum("quantity"),
+            revenue=Sum(F("quantity") * F("unit_price")),
+            name=Max("name"),
+        )
+    ):
+        bucket = rows[(_day_of(row["hour"], period), row["product_id"])]
+        bucket["order_count"] += row["orders"]
+        bucket["units"] += row["units"] or 0
+        bucket["revenue"] += row["revenue"] or Decimal(0)
+        if row["name"] and not bucket.get("product_name"):
+            bucket["product_name"] = row["name"][:255]
+    ProductDailyRollup.objects.filter(
+        shop_id=shop_id, day__gte=period.first, day__lte=period.last
+    ).delete()
+    ProductDailyRollup.objects.bulk_create(
+        [
+            ProductDailyRollup(shop_id=shop_id, day=day, product_id=product_id, **values)
+            for (day, product_id), values in rows.items()
+        ],
+        batch_size=2000,
+    )
+
+
+def _day_of(hour: datetime, period: Period) -> date:
+    """The local day of an hour bucket; an hour straddling the period start counts in it."""
+    return local_date(max(hour, period.start), period.tz)

@@ -1,0 +1,19 @@
+from django.urls import path
+
+from analytics import api
+
+urlpatterns = [
+    path("session_count/", api.SessionCountApi.as_view(), name="analytics-session-count"),
+    path("user_count/", api.UserCountApi.as_view(), name="analytics-user-count"),
+    path("visit_conversion/", api.VisitConversionApi.as_view(), name="analytics-visit-conversion"),
+    path("product_visits/", api.ProductVisitsApi.as_view(), name="analytics-product-visits"),
+    path("funnel/", api.FunnelApi.as_view(), name="analytics-funnel"),
+    path("kpis/", api.KpisApi.as_view(), name="analytics-kpis"),
+    path("trends/", api.TrendsApi.as_view(), name="analytics-trends"),
+    path("insights/", api.InsightsApi.as_view(), name="analytics-insights"),
+    path("products/", api.ProductsApi.as_view(), name="analytics-products"),
+    path("abandoned_carts/", api.AbandonedCartsApi.as_view(), name="analytics-abandoned-carts"),
+    path("retention/", api.RetentionApi.as_view(), name="analytics-retention"),
+    path("geography/", api.GeographyApi.as_view(), name="analytics-geography"),
+    path("live/", api.LiveApi.as_view(), name="analytics-live"),
+]
