@@ -50,6 +50,7 @@ def shared_data() -> Path:
 def _fresh_caches():
     cache.clear()
     write_key_cache_clear()
+    services.process_schedule_forget()
     yield
     write_key_cache_clear()
 

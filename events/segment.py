@@ -39,17 +39,21 @@ def _product(properties: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _object(value: Any) -> dict[str, Any]:
+    """A nested object of the message, or an empty one when absent or malformed."""
+    return value if isinstance(value, dict) else {}
+
+
 def segment_to_event(message: Any, *, message_type: str | None = None) -> Any:
     """Map one Segment message to our raw event dict; non-objects pass through to be rejected."""
     if not isinstance(message, dict):
         return message
     kind = message_type or message.get("type")
-    context = message.get("context") if isinstance(message.get("context"), dict) else {}
-    page = context.get("page") if isinstance(context.get("page"), dict) else {}
-    campaign = context.get("campaign") if isinstance(context.get("campaign"), dict) else {}
-    location = context.get("location") if isinstance(context.get("location"), dict) else {}
-    properties = message.get("properties")
-    properties = dict(properties) if isinstance(properties, dict) else {}
+    context = _object(message.get("context"))
+    page = _object(context.get("page"))
+    campaign = _object(context.get("campaign"))
+    location = _object(context.get("location"))
+    properties = dict(_object(message.get("properties")))
 
     if kind == "track":
         name = message.get("event")

@@ -35,9 +35,9 @@ def write_key_cache_clear() -> None:
 def shops_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Shop]:
     if not user.is_authenticated:
         return Shop.objects.none()
-    if user.is_superuser:
+    if getattr(user, "is_superuser", False):
         return Shop.objects.all()
-    return Shop.objects.filter(memberships__user=user)
+    return Shop.objects.filter(memberships__user_id=user.pk)
 
 
 def shop_get_for_user(*, user: AbstractBaseUser | AnonymousUser, domain: str | None) -> Shop:

@@ -2,6 +2,7 @@
 
 import ipaddress
 import logging
+import time
 import zoneinfo
 from collections import defaultdict
 from collections.abc import Iterable
@@ -140,7 +141,7 @@ _EVENT_COLUMNS = [
 
 def _insert_sql() -> str:
     table = connection.ops.quote_name(Event._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in _EVENT_COLUMNS)
+    columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in _EVENT_COLUMNS)
     placeholders = ", ".join(["%s"] * len(_EVENT_COLUMNS))
     if connection.vendor == "mysql":
         # IGNORE only skips the unique (shop, event_id) duplicates here: every other field was
@@ -175,14 +176,34 @@ def events_insert(*, shop_id: int, events: list[EventIn], received_at: datetime)
         return max(cursor.rowcount, 0)
 
 
+_scheduled_at: dict[int, float] = {}
+
+
+def process_schedule_forget() -> None:
+    """Forget this process's debounce clock (tests start each case afresh)."""
+    _scheduled_at.clear()
+
+
 def events_process_schedule(*, shop_id: int) -> None:
-    """Ask a worker to process this shop's new events, at most once a second per shop."""
+    """Ask a worker to process this shop's new events, at most once a second per shop.
+
+    A process-local clock spares most requests the shared-cache round trip; the cache flag then
+    de-duplicates across processes. The task waits until every event of this debounce window
+    has settled (PIPELINE_SETTLE_SECONDS), so one run takes them all.
+    """
+    from django.conf import settings
+
     from events.tasks import events_process_task
 
+    now = time.monotonic()
+    if now - _scheduled_at.get(shop_id, -PROCESS_DEBOUNCE_SECONDS) < PROCESS_DEBOUNCE_SECONDS:
+        return
+    _scheduled_at[shop_id] = now
     if not cache.add(f"events:process-scheduled:{shop_id}", 1, PROCESS_DEBOUNCE_SECONDS):
         return
+    countdown = settings.PIPELINE_SETTLE_SECONDS + PROCESS_DEBOUNCE_SECONDS + 0.2
     try:
-        events_process_task.delay(shop_id)
+        events_process_task.apply_async((shop_id,), countdown=countdown)
     except BrokerError:
         # The events are durable; the periodic sweep picks them up once the broker is back.
         logger.warning("broker unavailable; shop %s waits for the sweep", shop_id)
@@ -229,12 +250,16 @@ def events_ingest(
         _apply_request_context(event, shop=shop, request=request)
         valid.append(event)
 
-    with transaction.atomic():
-        inserted = events_insert(shop_id=shop.pk, events=valid, received_at=received_at)
-        if rejected_rows:
+    if rejected_rows:
+        with transaction.atomic():
+            inserted = events_insert(shop_id=shop.pk, events=valid, received_at=received_at)
             RejectedEvent.objects.bulk_create(rejected_rows)
-        if inserted:
-            transaction.on_commit(lambda: events_process_schedule(shop_id=shop.pk))
+    else:
+        # One multi-row INSERT is atomic by itself: in autocommit mode it is durable when it
+        # returns, and the BEGIN/COMMIT round trips of a transaction block are saved.
+        inserted = events_insert(shop_id=shop.pk, events=valid, received_at=received_at)
+    if inserted:
+        transaction.on_commit(lambda: events_process_schedule(shop_id=shop.pk))
     result.accepted = inserted
     result.duplicates = len(valid) - inserted
     return result
@@ -321,6 +346,7 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
         ids = ids[:batch_size]
         if ids:
             assigned = sessions_assign(shop_id=shop_id, event_ids=ids, now=now)
+            orders_record_from_purchases(shop_id=shop_id, event_ids=ids)
             watermark.position = ids[-1]
             watermark.save(update_fields=["position", "updated_at"])
     return ProcessResult(
@@ -854,6 +880,66 @@ def shops_with_backlog(*, now: datetime) -> list[int]:
         ).exists():
             backlog.append(shop_id)
     return backlog
+
+
+# --- Orders from purchase events ---------------------------------------------------------------
+
+
+def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
+    """Record an Order for each purchase event (snippet, API, Segment) that has none yet.
+
+    Revenue is counted from orders, so a shop that only tracks purchases in the browser still
+    has revenue. The order id is the event's order id, or the event id when it carries none.
+    An order that already exists (a Shopify webhook, an import, a repeated purchase event) is
+    left as it is, apart from gaining the buyer when it had none. Runs after sessions_assign, so
+    `person_id` is set.
+    """
+    purchases = list(
+        Event.objects.filter(id__in=event_ids, type="purchase")
+        .order_by("id")
+        .values_list(
+            "event_id", "order_id", "revenue", "currency", "occurred_at", "person_id",
+            "anonymous_id", "user_id", "country",
+        )
+    )  # fmt: skip
+    if not purchases:
+        return 0
+    currency = Shop.objects.filter(pk=shop_id).values_list("currency", flat=True).first() or ""
+    orders: dict[str, Order] = {}
+    for (event_id, order_id, revenue, event_currency, occurred_at, person_id, anonymous_id,
+         user_id, country) in purchases:  # fmt: skip
+        key = order_id or f"event:{event_id}"
+        # The first purchase event of an order describes it; repeats change nothing.
+        orders.setdefault(
+            key,
+            Order(
+                shop_id=shop_id,
+                order_id=key,
+                person_id=person_id,
+                anonymous_id=anonymous_id,
+                user_id=user_id,
+                placed_at=occurred_at,
+                currency=event_currency or currency,
+                total=revenue or 0,
+                country=country,
+                source=Order.Source.API,
+            ),
+        )
+    existing = dict(
+        Order.objects.filter(shop_id=shop_id, order_id__in=list(orders)).values_list(
+            "order_id", "person_id"
+        )
+    )
+    Order.objects.bulk_create(
+        [order for key, order in orders.items() if key not in existing], ignore_conflicts=True
+    )
+    buyers: dict[int, list[str]] = {}
+    for key, person_id in existing.items():
+        if person_id is None and orders[key].person_id is not None:
+            buyers.setdefault(orders[key].person_id, []).append(key)
+    for person_id, keys in buyers.items():
+        Order.objects.filter(shop_id=shop_id, order_id__in=keys).update(person_id=person_id)
+    return len(orders) - len(existing)
 
 
 # --- Import of historical data ----------------------------------------------------------------

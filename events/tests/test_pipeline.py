@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from events import services
-from events.models import Event, Person, PersonIdentifier, Session
+from events.models import Event, Order, Person, PersonIdentifier, Session
 from events.tests.factories import ShopFactory, event_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -353,3 +353,33 @@ def test_random_late_arrivals_and_merges_equal_a_full_recompute(shop, process_al
     assert incremental == rebuilt
     assert not Event.objects.filter(shop=shop, session__isnull=True).exists()
     assert sum(row[3] for row in rebuilt) == Event.objects.filter(shop=shop).count() == 150
+
+
+@pytest.mark.django_db
+def test_purchase_events_become_orders_once(shop, process_all):
+    at = "2026-03-01T10:00:00+00:00"
+    services.events_ingest(
+        shop=shop,
+        received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
+        events=[
+            {"event_id": "p1", "type": "purchase", "anonymous_id": "a", "timestamp": at,
+             "order": {"id": "1001", "revenue": "30.00", "currency": "EUR"}},
+            {"event_id": "p2", "type": "purchase", "anonymous_id": "a", "timestamp": at,
+             "order": {"id": "1001", "revenue": "30.00"}},
+            {"event_id": "p3", "type": "purchase", "user_id": "u9", "timestamp": at,
+             "order": {"revenue": "12.5"}},
+            {"event_id": "v1", "type": "page_view", "anonymous_id": "a", "timestamp": at},
+        ],
+    )  # fmt: skip
+
+    process_all(shop)
+    process_all(shop)
+
+    orders = {o.order_id: o for o in Order.objects.filter(shop=shop)}
+    assert set(orders) == {"1001", "event:p3"}
+    assert (orders["1001"].total, orders["1001"].currency, orders["1001"].source) == (
+        Decimal("30.00"), "EUR", "api",
+    )  # fmt: skip
+    assert orders["event:p3"].total == Decimal("12.50")
+    assert orders["event:p3"].currency == shop.currency
+    assert orders["1001"].person_id == Event.objects.get(event_id="p1").person_id

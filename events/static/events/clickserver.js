@@ -74,7 +74,8 @@
   function saveQueue(q) {
     if (q.length > MAX_QUEUE) q = q.slice(q.length - MAX_QUEUE);
     memory = q;
-    setLS(QUEUE, JSON.stringify(q));
+    // A send finishing after consent was withdrawn must not write the queue back.
+    if (enabled()) setLS(QUEUE, JSON.stringify(q));
   }
 
   function utm() {
