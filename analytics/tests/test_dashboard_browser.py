@@ -8,13 +8,14 @@ import os
 import shutil
 import time
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from analytics.services import rollups_rebuild
+from analytics.tests.factories import OrderFactory
 from events.models import Event
 from events.services import events_ingest
 from events.simulator import Simulator
@@ -95,6 +96,17 @@ def seeded_shop(owner, process_all, celery_eager):
     events = [e for e in events if e["timestamp"] <= now.isoformat()]
     for i in range(0, len(events), 500):
         events_ingest(shop=shop, events=events[i : i + 500], received_at=now, sent_at=now)
+    # Purchase events alone make no Order rows (those come from Shopify and imports), so the
+    # shop's orders are recorded as its Shopify webhooks would.
+    for e in events:
+        if e["type"] == "purchase":
+            OrderFactory(
+                shop=shop,
+                order_id=e["order"]["id"],
+                placed_at=datetime.fromisoformat(e["timestamp"]),
+                total=e["order"]["revenue"],
+                user_id=e["user_id"],
+            )
     process_all(shop)
     rollups_rebuild(shop_id=shop.pk, now=now)
     return shop
@@ -128,7 +140,7 @@ def log_in(page, base_url: str, username: str, path: str = "/") -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", PASSWORD)
     page.click("button[type=submit]")
-    page.wait_for_load_state()
+    page.wait_for_load_state("networkidle")
 
 
 def wait_for_charts(page, canvases: list[str]) -> list[dict]:
@@ -156,10 +168,9 @@ def test_every_page_renders_its_charts_at_desktop_and_mobile_width(
         log_in(page, live_server.url, "owner")
         for name, (path, canvases) in CHART_PAGES.items():
             page.goto(f"{live_server.url}{path}?shop={seeded_shop.domain}")
-            print(page.url, watch.problems)
             states[f"{viewport}-{name}"] = wait_for_charts(page, canvases) if canvases else []
             page.wait_for_function("() => !document.body.innerText.includes('Loading…')")
-            page.wait_for_timeout(300)
+            page.wait_for_load_state("networkidle")
             screenshot(page, f"{name}-{viewport}")
         context.close()
 

@@ -317,7 +317,8 @@
               return c.dataset.label + ": " + (c.dataset.yAxisID === "money" ? fmtMoney(c.raw) : fmtInt(c.raw));
             } } } }
           }
-        }, anyPositive(rows.map(function (r) { return r.orders + Number(r.revenue); })));
+        }, anyPositive(rows.map(function (r) { return r.orders + Number(r.revenue); })),
+        "No orders recorded in this period.");
         heatMap(data);
       }).catch(function (e) { failed("traffic-chart", e); });
     }
@@ -371,20 +372,21 @@
   function productName(row) { return row.product_name || row.product_id; }
 
   function products() {
-    analytics("products", { order_by: "revenue", limit: 20 }).then(function (data) {
-      var top = data.rows.filter(function (r) { return Number(r.revenue) > 0 || r.views > 0; });
+    analytics("products", { order_by: "purchases", limit: 20 }).then(function (data) {
+      var top = data.rows.filter(function (r) { return r.views > 0 || r.purchases > 0; });
       var chartRows = top.slice(0, 10);
       draw("products-chart", {
         type: "bar",
         data: {
           labels: chartRows.map(productName),
-          datasets: [{ label: "Revenue", data: chartRows.map(function (r) { return Number(r.revenue); }), backgroundColor: ACCENT }]
+          datasets: [
+            { label: "Views", data: chartRows.map(function (r) { return r.views; }), backgroundColor: "#c7d2fe" },
+            { label: "Added to cart", data: chartRows.map(function (r) { return r.carts; }), backgroundColor: AMBER },
+            { label: "Purchases", data: chartRows.map(function (r) { return r.purchases; }), backgroundColor: "#12b76a" }
+          ]
         },
-        options: {
-          indexAxis: "y", scales: { x: moneyAxis },
-          plugins: { legend: { display: false }, tooltip: { callbacks: { label: function (c) { return fmtMoney(c.raw); } } } }
-        }
-      }, anyPositive(chartRows.map(function (r) { return r.revenue; })));
+        options: { indexAxis: "y", scales: { x: countAxis } }
+      }, chartRows.length > 0);
       fillTable("products-table", top, function (r) {
         return [td(productName(r), "wrap"), num(fmtInt(r.views)), num(fmtInt(r.carts)), num(fmtInt(r.purchases)),
           num(fmtInt(r.units)), num(fmtMoney(r.revenue)), num(fmtPct(r.view_to_purchase_rate))];
