@@ -13,6 +13,7 @@
 
   var ACCENT = "#4f46e5";
   var ACCENT_SOFT = "rgba(79, 70, 229, 0.15)";
+  var ACCENT_MID = "rgba(79, 70, 229, 0.55)";
   var CYAN = "#06b6d4";
   var AMBER = "#f59e0b";
   var WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -200,7 +201,7 @@
           labels: rows.map(function (r) { return fmtDay(r.bucket); }),
           datasets: [
             { type: "bar", label: "Revenue", data: rows.map(function (r) { return Number(r.revenue); }),
-              backgroundColor: ACCENT_SOFT, borderColor: ACCENT, borderWidth: 1, yAxisID: "money", order: 2 },
+              backgroundColor: ACCENT_MID, borderColor: ACCENT, borderWidth: 1, yAxisID: "money", order: 2 },
             { type: "line", label: "Sessions", data: rows.map(function (r) { return r.sessions; }),
               borderColor: CYAN, backgroundColor: CYAN, tension: 0.3, pointRadius: 2, yAxisID: "count", order: 1 }
           ]
@@ -304,7 +305,7 @@
               { type: "bar", label: "Revenue", data: rows.map(function (r) { return Number(r.revenue); }),
                 backgroundColor: ACCENT, yAxisID: "money", order: 2 },
               { type: "line", label: "Orders", data: rows.map(function (r) { return r.orders; }),
-                borderColor: AMBER, backgroundColor: AMBER, tension: 0.3, pointRadius: 2, yAxisID: "count", order: 1 }
+                borderColor: AMBER, backgroundColor: AMBER, tension: 0, pointRadius: 2, yAxisID: "count", order: 1 }
             ]
           },
           options: {
