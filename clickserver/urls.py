@@ -13,4 +13,5 @@ urlpatterns = [
     path("analytics/", include("analytics.urls")),
     path("", include("events.urls")),
     path("", include("notifications.urls")),
+    path("", include("analytics.dashboard_urls")),
 ]

@@ -41,6 +41,25 @@ def wait_for_web(timeout: float = 60) -> None:
     sys.exit("the web server did not start")
 
 
+def prepare_dashboard() -> None:
+    """Sessions, rollups and a conversion model straight away, without waiting for beat."""
+    print("processing events and building rollups…", flush=True)
+    manage("process_events", "--shop", DOMAIN)
+    manage("rebuild_rollups", "--shop", DOMAIN)
+    print("training the conversion model…", flush=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "train_conversion_model", "--shop", DOMAIN],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["unknown error"]
+        print(
+            f"conversion model not trained ({reason[0]}); live sessions show no score until "
+            f"`manage.py train_conversion_model --shop {DOMAIN}` succeeds with more history.",
+            flush=True,
+        )
+
+
 def main() -> None:
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
@@ -78,9 +97,11 @@ def main() -> None:
                  "3000", "--days", "30", "--anomalies", "--url", BASE],
                 cwd=ROOT, check=True,
             )  # fmt: skip
+            prepare_dashboard()
         print(
             f"\nclickserver demo is running\n"
-            f"  admin:     {BASE}/admin/   (login: admin / {password})\n"
+            f"  dashboard: {BASE}/   (login: admin / {password})\n"
+            f"  admin:     {BASE}/admin/\n"
             f"  API docs:  {BASE}/api/docs/\n"
             f"  health:    {BASE}/health/ready/\n"
             f"Ctrl-C stops web, worker and beat.\n",

@@ -1,0 +1,27 @@
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from analytics import dashboard
+
+urlpatterns = [
+    *[
+        path(
+            page.path.lstrip("/"),
+            dashboard.DASHBOARD_VIEWS[page.name],
+            name=f"dashboard-{page.name}",
+        )
+        for page in dashboard.PAGES
+    ],
+    path("demo/generate-traffic/", dashboard.demo_generate_traffic, name="demo-generate-traffic"),
+    path(
+        "demo/generate-anomalies/",
+        dashboard.demo_generate_anomalies,
+        name="demo-generate-anomalies",
+    ),
+    path(
+        "accounts/login/",
+        auth_views.LoginView.as_view(redirect_authenticated_user=True),
+        name="login",
+    ),
+    path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+]
