@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+# category: (singular product noun, lowest price, highest price)
 CATEGORIES = {
-    "Mugs": (9, 24),
-    "Tea": (6, 18),
-    "Kettles": (35, 120),
-    "Teapots": (25, 90),
-    "Gift sets": (30, 75),
-    "Accessories": (4, 15),
+    "Mugs": ("Mug", 9, 24),
+    "Tea": ("Loose-leaf tea", 6, 18),
+    "Kettles": ("Kettle", 35, 120),
+    "Teapots": ("Teapot", 25, 90),
+    "Gift sets": ("Gift set", 30, 75),
+    "Accessories": ("Tea strainer", 4, 15),
 }
 SOURCES = [("google", "cpc"), ("newsletter", "email"), ("instagram", "social"), ("", "")]
 SOURCE_WEIGHTS = [0.35, 0.15, 0.2, 0.3]
@@ -54,9 +55,9 @@ def catalogue(rng: random.Random, size: int = 48) -> list[Product]:
     names = list(CATEGORIES)
     for i in range(size):
         category = names[i % len(names)]
-        low, high = CATEGORIES[category]
+        noun, low, high = CATEGORIES[category]
         price = Decimal(str(round(rng.uniform(low, high), 2)))
-        products.append(Product(f"p{i + 1:03d}", f"{category[:-1]} no. {i + 1}", category, price))
+        products.append(Product(f"p{i + 1:03d}", f"{noun} no. {i + 1}", category, price))
     return products
 
 

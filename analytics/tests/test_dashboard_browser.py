@@ -8,14 +8,13 @@ import os
 import shutil
 import time
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.utils import timezone
 
 from analytics.services import rollups_rebuild
-from analytics.tests.factories import OrderFactory
 from events.models import Event
 from events.services import events_ingest
 from events.simulator import Simulator
@@ -96,18 +95,7 @@ def seeded_shop(owner, process_all, celery_eager):
     events = [e for e in events if e["timestamp"] <= now.isoformat()]
     for i in range(0, len(events), 500):
         events_ingest(shop=shop, events=events[i : i + 500], received_at=now, sent_at=now)
-    # Purchase events alone make no Order rows (those come from Shopify and imports), so the
-    # shop's orders are recorded as its Shopify webhooks would.
-    for e in events:
-        if e["type"] == "purchase":
-            OrderFactory(
-                shop=shop,
-                order_id=e["order"]["id"],
-                placed_at=datetime.fromisoformat(e["timestamp"]),
-                total=e["order"]["revenue"],
-                user_id=e["user_id"],
-            )
-    process_all(shop)
+    process_all(shop)  # sessions, people, and an order for each purchase event
     rollups_rebuild(shop_id=shop.pk, now=now)
     return shop
 

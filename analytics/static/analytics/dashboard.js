@@ -91,7 +91,7 @@
       var cols = box.tagName === "UL" ? 0 : (box.closest("table").querySelectorAll("thead th").length || 1);
       body.appendChild(box.tagName === "UL"
         ? el("li", { className: "muted", text: message })
-        : el("tr", {}, [el("td", { colspan: String(cols), className: "muted", text: message })]));
+        : el("tr", {}, [el("td", { colspan: String(cols), className: "muted wrap", text: message })]));
       return;
     }
     var existing = box.querySelector(".empty-state");
