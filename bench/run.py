@@ -69,7 +69,7 @@ BENCHMARKS = [
     Benchmark(
         "pipeline",
         "pipeline.py",
-        ["--events", "100000", "--persons", "5000", "--lag-rate", "2000", "--lag-seconds", "15"],
+        ["--events", "50000", "--persons", "2500", "--lag-rate", "2000", "--lag-seconds", "15"],
         ["--events", "1000000", "--persons", "50000", "--lag-rate", "2000", "--lag-seconds", "30"],
         [
             Figure("events/s through sessions and identity", "events_per_s", 50000, True, "ev/s"),
