@@ -1,16 +1,29 @@
-"""Pipeline throughput: insert N events through the fast path, time events_process catching up.
+"""Pipeline throughput and lag: events/s through sessions and identity, then a live worker's lag.
 
     DATABASE_URL=mysql://root@127.0.0.1:3306/clickserver python bench/pipeline.py --events 200000
 
-Traffic looks like a live shop's: events arrive in time order, interleaved across visitors, so
-every batch touches thousands of people and extends their open sessions; a tenth of the visitors
-sign in part-way (identity merges) and about one session in fifty ends in a purchase. Prints
-{events, persons, sessions, seconds, events_per_s} as JSON.
+1. Throughput: insert N events through the fast path, time `events_process` catching up in this
+   process. Traffic looks like a live shop's: events arrive in time order, interleaved across
+   visitors, so every batch touches thousands of people and extends their open sessions; a tenth
+   of the visitors sign in part-way (identity merges) and about one session in fifty ends in a
+   purchase.
+2. Ceiling, same run: the raw rate of the one statement every new event costs, the temporary
+   table `UPDATE … JOIN` that writes `session_id`/`person_id`, on the events just processed
+   (reset to NULL, then written back), and the ratio of the pipeline to it.
+3. Lag: a real Celery worker on RabbitMQ (started here, stopped at the end) while this process
+   inserts `--lag-rate` events/s for `--lag-seconds` through `events_insert` +
+   `events_process_schedule`, as the ingest API does; every 0.5 s the lag (now − oldest
+   unprocessed `received_at`, as `/health/ready/` reports it) is sampled. Includes the
+   `PIPELINE_SETTLE_SECONDS` wait and the one-second scheduling debounce.
+
+Prints one JSON object.
 """
 
 import argparse
 import os
 import random
+import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -24,12 +37,16 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clickserver.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
+os.environ.setdefault("CELERY_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//")
+# A queue of its own, so the worker started here is the only one that takes these tasks.
+os.environ.setdefault("CELERY_DEFAULT_QUEUE", "bench-pipeline")
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from django.db import connection, transaction  # noqa: E402
 
-from events import services  # noqa: E402
-from events.models import Person, Session  # noqa: E402
+from events import selectors, services  # noqa: E402
+from events.models import Event, Person, Session  # noqa: E402
 from events.validation import EventIn  # noqa: E402
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -79,14 +96,143 @@ def generate(count: int, *, persons: int, seed: int) -> list[EventIn]:
     return events[:count]
 
 
+def raw_assign_rate(*, shop_id: int, rows: int) -> dict:
+    """Rows/s of the assignment UPDATE alone, on this shop's processed events (restored)."""
+    assigned = list(
+        Event.objects.filter(shop_id=shop_id, session__isnull=False)
+        .order_by("id")
+        .values_list("id", "session_id", "person_id")[:rows]
+    )
+    if not assigned:
+        return {"rows": 0, "rows_per_s": 0}
+    first, last = assigned[0][0], assigned[-1][0]
+    with transaction.atomic():
+        Event.objects.filter(shop_id=shop_id, id__gte=first, id__lte=last).update(
+            session=None, person=None
+        )
+    started = time.perf_counter()
+    with transaction.atomic():
+        services._events_assign(assigned)
+    seconds = time.perf_counter() - started
+    return {
+        "rows": len(assigned),
+        "seconds": round(seconds, 2),
+        "rows_per_s": round(len(assigned) / seconds),
+    }
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def wait_caught_up(shop_id: int, *, timeout: float) -> float:
+    """Seconds until the shop has no backlog (or `timeout`)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if not selectors.shop_backlog(shop_id=shop_id).events:
+            break
+        time.sleep(0.2)
+    return time.perf_counter() - started
+
+
+def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) -> dict:
+    """Lag of a real worker while events arrive at `rate` per second."""
+    shop = services.shop_create(
+        domain=f"bench-lag-{uuid.uuid4().hex[:8]}.example", owner_username="bench"
+    ).shop
+    events = generate(int(rate * seconds) + 1, persons=persons, seed=seed + 1)
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "clickserver",
+            "worker",
+            "--concurrency",
+            "2",
+            "--queues",
+            settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--loglevel",
+            "WARNING",
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+        ],
+        cwd=Path(__file__).resolve().parent.parent,
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        # Warm-up: the worker is ready once it has processed one event.
+        services.events_insert(shop_id=shop.pk, events=events[:1], received_at=datetime.now(UTC))
+        services.events_process_schedule(shop_id=shop.pk)
+        ready = time.perf_counter()
+        while selectors.shop_backlog(shop_id=shop.pk).events:
+            if time.perf_counter() - ready > 120:
+                raise SystemExit("bench: the Celery worker processed nothing in 120 s")
+            time.sleep(0.5)
+            services.events_process_schedule(shop_id=shop.pk)
+        samples: list[float] = []
+        tick = 0.1
+        per_tick = max(int(rate * tick), 1)
+        position = 1
+        started = time.perf_counter()
+        next_sample = started
+        while (elapsed := time.perf_counter() - started) < seconds and position < len(events):
+            due = min(int(elapsed * rate) + per_tick, len(events))
+            if due > position:
+                services.events_insert(
+                    shop_id=shop.pk, events=events[position:due], received_at=datetime.now(UTC)
+                )
+                services.events_process_schedule(shop_id=shop.pk)
+                position = due
+            if time.perf_counter() >= next_sample:
+                oldest = selectors.shop_backlog(shop_id=shop.pk).oldest_unprocessed_at
+                samples.append((datetime.now(UTC) - oldest).total_seconds() if oldest else 0.0)
+                next_sample += 0.5
+            time.sleep(max(0.0, tick - (time.perf_counter() - started - elapsed)))
+        inserted_seconds = time.perf_counter() - started
+        # The sweep on beat is not running here: keep scheduling until the worker has drained.
+        drain_started = time.perf_counter()
+        while selectors.shop_backlog(shop_id=shop.pk).events:
+            if time.perf_counter() - drain_started > 300:
+                break
+            services.events_process_schedule(shop_id=shop.pk)
+            time.sleep(0.5)
+        drain = time.perf_counter() - drain_started
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    result = {
+        "rate_target": rate,
+        "rate_achieved": round(position / inserted_seconds),
+        "events": position,
+        "seconds": round(inserted_seconds, 1),
+        "samples": len(samples),
+        "p50_s": round(statistics.median(samples), 2) if samples else None,
+        "p95_s": round(percentile(samples, 0.95), 2) if samples else None,
+        "max_s": round(max(samples), 2) if samples else None,
+        "drain_s": round(drain, 1),
+        "settle_s": settings.PIPELINE_SETTLE_SECONDS,
+        "broker": settings.CELERY_BROKER_URL.split("://", 1)[0],
+    }
+    shop.delete()
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--persons", type=int, default=10_000)
     parser.add_argument("--batch-size", type=int, default=settings.PIPELINE_BATCH_SIZE)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--raw-rows", type=int, default=20_000)
+    parser.add_argument("--lag-rate", type=int, default=2000, help="events/s; 0 skips the lag run")
+    parser.add_argument("--lag-seconds", type=float, default=20)
     args = parser.parse_args()
 
+    load_before = os.getloadavg()[0]
     domain = f"bench-{uuid.uuid4().hex[:8]}.example"
     shop = services.shop_create(domain=domain, owner_username="bench").shop
     events = generate(args.events, persons=args.persons, seed=args.seed)
@@ -105,20 +251,29 @@ def main() -> None:
         if not result.has_more:
             break
     seconds = time.perf_counter() - started
-    print(
-        orjson.dumps(
-            {
-                "events": processed,
-                "persons": Person.objects.filter(shop=shop).count(),
-                "sessions": Session.objects.filter(shop=shop).count(),
-                "batch_size": args.batch_size,
-                "database": settings.DATABASES["default"]["ENGINE"].rsplit(".", 1)[-1],
-                "seconds": round(seconds, 2),
-                "events_per_s": round(processed / seconds),
-            }
-        ).decode()
-    )
+    events_per_s = round(processed / seconds)
+    raw = raw_assign_rate(shop_id=shop.pk, rows=min(args.raw_rows, processed))
+    output = {
+        "events": processed,
+        "persons": Person.objects.filter(shop=shop).count(),
+        "sessions": Session.objects.filter(shop=shop).count(),
+        "batch_size": args.batch_size,
+        "database": connection.vendor,
+        "seconds": round(seconds, 2),
+        "events_per_s": events_per_s,
+        "raw_assign": raw,
+        "ratio_to_raw_assign": round(events_per_s / raw["rows_per_s"], 3)
+        if raw["rows_per_s"]
+        else None,
+        "load_average_before": round(load_before, 2),
+    }
     shop.delete()
+    if args.lag_rate:
+        output["lag"] = lag_at_steady_rate(
+            rate=args.lag_rate, seconds=args.lag_seconds, persons=args.persons, seed=args.seed
+        )
+    output["load_average_after"] = round(os.getloadavg()[0], 2)
+    print(orjson.dumps(output).decode())
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default
 # The pipeline leaves the newest seconds of the log alone so that an insert still committing
 # with a lower auto-increment id is never skipped by the watermark.
 PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
-PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=5000)
+PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20000)
 # Tasks (by name, so events never imports the apps that depend on it) sent with the shop id after
 # each processed batch: rollups, live scores and the like.
 PIPELINE_FOLLOW_UP_TASKS: list[str] = [

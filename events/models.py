@@ -202,6 +202,8 @@ class Event(models.Model):
             models.Index(fields=["shop", "user_id"], name="event_shop_user"),
             models.Index(fields=["person", "occurred_at"], name="event_person_occurred"),
             models.Index(fields=["shop", "received_at"], name="event_shop_received"),
+            # The pipeline walks a shop's log in id order from its watermark.
+            models.Index(fields=["shop", "id"], name="event_shop_id"),
         ]
 
     def __str__(self) -> str:

@@ -1,11 +1,13 @@
 """Every write of the events app: shops, ingestion, rejected events."""
 
+import gc
 import ipaddress
 import logging
 import time
 import zoneinfo
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -314,6 +316,23 @@ class ProcessResult:
     assigned: AssignResult = AssignResult()
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one batch.
+
+    A batch allocates a few hundred thousand short-lived tuples and rows, none of them in
+    reference cycles, so reference counting frees them all; meanwhile the collector would run
+    hundreds of passes over every live object (~10 % of a batch's Python time, measured).
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def watermark_name(shop_id: int) -> str:
     return f"events:{shop_id}"
 
@@ -335,22 +354,24 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
     assigned = AssignResult()
     with transaction.atomic():
         watermark = PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop_id))
-        ids = list(
-            Event.objects.filter(
-                shop_id=shop_id, id__gt=watermark.position, received_at__lt=settled_before
-            )
-            .order_by("id")
-            .values_list("id", flat=True)[: batch_size + 1]
+        # One query walks the (shop_id, id) index from the watermark and reads the whole rows:
+        # the batch is cut and read in a single round trip.
+        rows = _events_fetch(
+            "shop_id = %s AND id > %s AND received_at < %s",
+            [shop_id, watermark.position, _db_value(settled_before)],
+            columns=_BATCH_FIELDS,
+            limit=batch_size + 1,
         )
-        has_more = len(ids) > batch_size
-        ids = ids[:batch_size]
-        if ids:
-            assigned = sessions_assign(shop_id=shop_id, event_ids=ids, now=now)
-            orders_record_from_purchases(shop_id=shop_id, event_ids=ids)
-            watermark.position = ids[-1]
+        has_more = len(rows) > batch_size
+        rows = rows[:batch_size]
+        if rows:
+            with _gc_paused():
+                assigned = _batch_assign(shop_id=shop_id, rows=rows, now=now)
+            orders_record_from_purchases(shop_id=shop_id, event_ids=[row[0] for row in rows])
+            watermark.position = rows[-1][0]
             watermark.save(update_fields=["position", "updated_at"])
     return ProcessResult(
-        processed=len(ids), position=watermark.position, has_more=has_more, assigned=assigned
+        processed=len(rows), position=watermark.position, has_more=has_more, assigned=assigned
     )
 
 
@@ -370,6 +391,8 @@ _ROW_FIELDS = (
     "session_id",
     "person_id",
 )
+# A batch also reads what identity needs; `_batch_assign` relies on this order.
+_BATCH_FIELDS = (*_ROW_FIELDS, "anonymous_id", "user_id", "properties")
 # Rows per IN (...) list or multi-row statement: well under MariaDB's packet and planner limits.
 CHUNK = 2000
 
@@ -449,15 +472,18 @@ def sessions_assign(*, shop_id: int, event_ids: list[int], now: datetime) -> Ass
     from the last session boundary that the new events cannot move, so late and out-of-order
     events give exactly what a full recomputation gives.
     """
-    shop = Shop.objects.only("id", "session_timeout_minutes").get(pk=shop_id)
-    timeout = timedelta(minutes=shop.session_timeout_minutes)
     rows = []
     for chunk in _chunks(sorted(event_ids)):
         rows += _events_fetch(
-            f"id IN ({', '.join(['%s'] * len(chunk))})",
-            chunk,
-            columns=(*_ROW_FIELDS, "anonymous_id", "user_id", "properties"),
+            f"id IN ({', '.join(['%s'] * len(chunk))})", chunk, columns=_BATCH_FIELDS
         )
+    return _batch_assign(shop_id=shop_id, rows=rows, now=now)
+
+
+def _batch_assign(*, shop_id: int, rows: list[tuple], now: datetime) -> AssignResult:
+    """`sessions_assign` for rows already read with `_BATCH_FIELDS`, in id order."""
+    shop = Shop.objects.only("id", "session_timeout_minutes").get(pk=shop_id)
+    timeout = timedelta(minutes=shop.session_timeout_minutes)
     identity_rows = [(row[0], row[2], row[-3], row[-2], row[-1], row[1]) for row in rows]
     resolution = persons_resolve(shop_id=shop_id, events=identity_rows, now=now)
 
@@ -490,12 +516,20 @@ def persons_resolve(
     (re-attributing the loser's events, sessions, orders, checkouts and identifiers), and
     returns each event's person. Events are linked in id order, the order they arrived in.
     """
-    keys_by_event = {
-        event_id: identity.event_identifiers(
-            type=type_, anonymous_id=anonymous_id, user_id=user_id, properties=properties
-        )
-        for event_id, type_, anonymous_id, user_id, properties, _ in events
-    }
+    keys_by_event: dict[int, list[identity.Key]] = {}
+    # Without properties an event's identifiers depend on (type, anonymous_id, user_id) alone,
+    # and a batch holds many events of each visitor: extract them once per visitor.
+    plain: dict[tuple[str, str, str], list[identity.Key]] = {}
+    for event_id, type_, anonymous_id, user_id, properties, _ in events:
+        if properties:
+            keys = identity.event_identifiers(
+                type=type_, anonymous_id=anonymous_id, user_id=user_id, properties=properties
+            )
+        elif (keys := plain.get((type_, anonymous_id, user_id))) is None:  # type: ignore[assignment]
+            keys = plain[type_, anonymous_id, user_id] = identity.event_identifiers(
+                type=type_, anonymous_id=anonymous_id, user_id=user_id, properties=None
+            )
+        keys_by_event[event_id] = keys
     values_by_kind: dict[str, set[str]] = defaultdict(set)
     for keys in keys_by_event.values():
         for kind, value in keys:
@@ -660,7 +694,9 @@ def _session_values(data: SessionData) -> tuple:
     return tuple(getattr(data, name) for name in _SESSION_ATTRIBUTES)
 
 
-def _events_fetch(where: str, params: list[Any], *, columns: tuple[str, ...]) -> list[tuple]:
+def _events_fetch(
+    where: str, params: list[Any], *, columns: tuple[str, ...], limit: int | None = None
+) -> list[tuple]:
     """Event rows by raw SQL, converted by hand: the ORM's per-value converters cost more than
     the query on the tens of thousands of rows a batch reads."""
     table = connection.ops.quote_name(Event._meta.db_table)
@@ -669,7 +705,8 @@ def _events_fetch(where: str, params: list[Any], *, columns: tuple[str, ...]) ->
     revenue = columns.index("revenue") if "revenue" in columns else None
     properties = columns.index("properties") if "properties" in columns else None
     with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {names} FROM {table} WHERE {where} ORDER BY id", params)
+        suffix = f" LIMIT {int(limit)}" if limit is not None else ""
+        cursor.execute(f"SELECT {names} FROM {table} WHERE {where} ORDER BY id{suffix}", params)
         raw = cursor.fetchall()
     rows = []
     for row in raw:
@@ -816,11 +853,14 @@ def _events_assign(changes: list[tuple[int, int, int]]) -> None:
                 "(id BIGINT PRIMARY KEY, session_id BIGINT, person_id BIGINT) ENGINE=MEMORY"
             )
             try:
-                for chunk in _chunks(changes):
+                # In id order the UPDATE walks the event rows' pages in order (~30 % faster here
+                # than in session order).
+                for chunk in _chunks(sorted(changes), 5000):
+                    # Integer literals (they are ids from the database) skip the driver's
+                    # per-value escaping, which costs more than the insert itself.
                     cursor.execute(
                         "INSERT INTO pipeline_assignment VALUES "
-                        + ", ".join(["(%s, %s, %s)"] * len(chunk)),
-                        [value for row in chunk for value in row],
+                        + ", ".join(f"({int(a)}, {int(b)}, {int(c)})" for a, b, c in chunk)
                     )
                 cursor.execute(
                     f"UPDATE {table} e JOIN pipeline_assignment a ON e.id = a.id "

@@ -1,3 +1,4 @@
+import gc
 import io
 from datetime import UTC, datetime, timedelta
 
@@ -110,3 +111,28 @@ def test_process_task_runs_the_pipeline_and_chains_while_a_backlog_remains(shop,
     assert processed == 5
     assert selectors.shop_backlog(shop_id=shop.pk).events == 0
     assert Session.objects.filter(shop=shop).count() == 3
+
+
+@pytest.mark.django_db
+def test_batches_are_cut_by_id_leave_unsettled_events_and_keep_gc_enabled(shop, settings):
+    settings.PIPELINE_SETTLE_SECONDS = 2
+    insert(shop, 3)
+    services.events_insert(
+        shop_id=shop.pk, events=[event_in("fresh", T0)], received_at=RECEIVED + timedelta(hours=1)
+    )
+
+    first = services.events_process(
+        shop_id=shop.pk, now=RECEIVED + timedelta(seconds=3), batch_size=2
+    )
+    second = services.events_process(
+        shop_id=shop.pk, now=RECEIVED + timedelta(seconds=3), batch_size=2
+    )
+
+    assert (first.processed, first.has_more, second.processed, second.has_more) == (
+        2,
+        True,
+        1,
+        False,
+    )
+    assert selectors.shop_backlog(shop_id=shop.pk).events == 1
+    assert gc.isenabled()
