@@ -21,6 +21,7 @@ from sklearn.preprocessing import StandardScaler
 
 from notifications.dataset import (
     CATEGORY_BUCKETS,
+    CONTEXT_FEATURES,
     EVENT_TYPES,
     MAX_LEN,
     NUMERIC_FEATURES,
@@ -37,11 +38,13 @@ SIGNATURE = {
         "event_type": {"dtype": "int32", "shape": [-1, MAX_LEN]},
         "category": {"dtype": "int32", "shape": [-1, MAX_LEN]},
         "numeric": {"dtype": "float32", "shape": [-1, MAX_LEN, len(NUMERIC_FEATURES)]},
+        "context": {"dtype": "float32", "shape": [-1, len(CONTEXT_FEATURES)]},
     },
     "outputs": {OUTPUT_NAME: {"dtype": "float32", "shape": [-1, 1]}},
     "event_types": list(EVENT_TYPES),
     "category_buckets": CATEGORY_BUCKETS,
     "numeric_features": list(NUMERIC_FEATURES),
+    "context_features": list(CONTEXT_FEATURES),
 }
 
 Progress = Callable[[str], None]
@@ -51,6 +54,9 @@ Progress = Callable[[str], None]
 class TrainingConfig:
     lstm_units: int = 32
     embedding_dim: int = 8
+    hidden_units: int = 16
+    dropout: float = 0.2
+    learning_rate: float = 3e-3
     epochs: int = 12
     batch_size: int = 64
     patience: int = 3
@@ -106,7 +112,10 @@ def metrics_compute(
 
 
 def aggregate_features(batch: SequenceBatch) -> np.ndarray:
-    """Per-session aggregates for the baselines, from the same (possibly prefixed) arrays."""
+    """Per-session aggregates for the baselines, from the same (possibly prefixed) arrays.
+
+    The person's context (history before the session) is appended, as the LSTM gets it too.
+    """
     mask = batch.event_type > 0
     length = mask.sum(axis=1)
     vocabulary = len(EVENT_TYPES)
@@ -129,6 +138,7 @@ def aggregate_features(batch: SequenceBatch) -> np.ndarray:
             gaps.max(axis=1, keepdims=True),
             prices.sum(axis=1, keepdims=True) / safe_length,
             np.log1p(categories)[:, None],
+            batch.context,
         ]
     ).astype(np.float32)
 
@@ -170,12 +180,18 @@ def _evaluate(split: Split, score: Callable[[SequenceBatch], np.ndarray]) -> Met
     )
 
 
-def lstm_build(config: TrainingConfig) -> Any:
+def lstm_build(config: TrainingConfig, *, context_train: np.ndarray | None = None) -> Any:
+    """The LSTM over the steps, joined with the person's context (wide & deep).
+
+    `context_train` (the training split's context) sets the context's normalisation, which is
+    stored in the model, so serving sends the raw features.
+    """
     import keras
 
     event_type = keras.Input(shape=(MAX_LEN,), dtype="int32", name="event_type")
     category = keras.Input(shape=(MAX_LEN,), dtype="int32", name="category")
     numeric = keras.Input(shape=(MAX_LEN, len(NUMERIC_FEATURES)), dtype="float32", name="numeric")
+    context = keras.Input(shape=(len(CONTEXT_FEATURES),), dtype="float32", name="context")
     # Padding is event_type 0; mask_zero carries that mask through the concatenation to the LSTM.
     type_vectors = keras.layers.Embedding(
         len(EVENT_TYPES), config.embedding_dim, mask_zero=True, name="type_embedding"
@@ -194,13 +210,31 @@ def lstm_build(config: TrainingConfig) -> Any:
     # A "wide" path: log counts of each event type, computed in-graph from the same input so
     # the signature stays three arrays. Sessions are short and counts carry most of the signal.
     counts = keras.ops.sum(keras.ops.one_hot(event_type, len(EVENT_TYPES)), axis=1)
-    joined = keras.layers.Concatenate(name="joined")([state, mix, keras.ops.log1p(counts)])
-    hidden = keras.layers.Dense(16, activation="relu", name="hidden")(joined)
-    hidden = keras.layers.Dropout(0.2, name="dropout")(hidden)
-    probability = keras.layers.Dense(1, activation="sigmoid", name=OUTPUT_NAME)(hidden)
-    model = keras.Model([event_type, category, numeric], probability, name="conversion_lstm")
+    # The person's history before the session: the strongest signal, and no step can carry it.
+    normalise = keras.layers.Normalization(name="context_norm")
+    if context_train is not None and len(context_train):
+        normalise.adapt(context_train)
+    else:
+        normalise.build((None, len(CONTEXT_FEATURES)))
+    person = normalise(context)
+    joined = keras.layers.Concatenate(name="joined")(
+        [state, mix, keras.ops.log1p(counts), person]
+    )
+    hidden = keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(joined)
+    hidden = keras.layers.Dropout(config.dropout, name="dropout")(hidden)
+    # The wide part: the context also reaches the output directly (a logistic term).
+    logit = keras.layers.Add(name="logit")(
+        [
+            keras.layers.Dense(1, name="deep_logit")(hidden),
+            keras.layers.Dense(1, use_bias=False, name="wide_logit")(person),
+        ]
+    )
+    probability = keras.layers.Activation("sigmoid", name=OUTPUT_NAME)(logit)
+    model = keras.Model(
+        [event_type, category, numeric, context], probability, name="conversion_lstm"
+    )
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=3e-3),
+        optimizer=keras.optimizers.Adam(learning_rate=config.learning_rate),
         loss="binary_crossentropy",
         metrics=[keras.metrics.AUC(name="auc")],
     )
@@ -223,7 +257,7 @@ def train_and_evaluate(
     if len(split.train) == 0 or len(split.validation) == 0 or len(split.test) == 0:
         raise ValueError("every part of the split needs sessions")
     keras.utils.set_random_seed(config.seed)
-    model = lstm_build(config)
+    model = lstm_build(config, context_train=split.train.context)
     started = time.monotonic()
 
     class Report(keras.callbacks.Callback):
@@ -295,8 +329,8 @@ def model_export(model: Any, *, path: Path, card: dict[str, Any]) -> Path:
     archive = keras.export.ExportArchive()
     archive.track(model)
 
-    def serve(event_type: Any, category: Any, numeric: Any) -> dict[str, Any]:
-        output = model([event_type, category, numeric], training=False)
+    def serve(event_type: Any, category: Any, numeric: Any, context: Any) -> dict[str, Any]:
+        output = model([event_type, category, numeric, context], training=False)
         return {OUTPUT_NAME: output}
 
     archive.add_endpoint(
@@ -306,6 +340,7 @@ def model_export(model: Any, *, path: Path, card: dict[str, Any]) -> Path:
             tf.TensorSpec([None, MAX_LEN], tf.int32, name="event_type"),
             tf.TensorSpec([None, MAX_LEN], tf.int32, name="category"),
             tf.TensorSpec([None, MAX_LEN, len(NUMERIC_FEATURES)], tf.float32, name="numeric"),
+            tf.TensorSpec([None, len(CONTEXT_FEATURES)], tf.float32, name="context"),
         ],
     )
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ def test_plain_saved_model_load_serves_the_documented_signature(trained_model_pa
         event_type=tf.constant(batch.event_type),
         category=tf.constant(batch.category),
         numeric=tf.constant(batch.numeric),
+        context=tf.constant(batch.context),
     )
 
     inputs = signature.structured_input_signature[1]
@@ -77,9 +78,25 @@ def test_rest_client_speaks_tf_servings_predict_format(
     assert body["signature_name"] == "serving_default"
     assert len(body["instances"]) == 3
     instance = body["instances"][0]
-    assert sorted(instance) == ["category", "event_type", "numeric"]
+    assert sorted(instance) == ["category", "context", "event_type", "numeric"]
     assert len(instance["event_type"]) == dataset.MAX_LEN
     assert np.asarray(instance["numeric"]).shape == (dataset.MAX_LEN, 3)
+    assert np.asarray(instance["context"]).shape == (len(dataset.CONTEXT_FEATURES),)
+    np.testing.assert_allclose(instance["context"], batch.context[0], rtol=1e-6)
+
+
+def test_the_context_input_changes_the_score(trained_model_path, taobao_split):
+    batch = taobao_split.test.take(np.arange(8))
+    scorer = InProcessScorer.for_path(str(trained_model_path))
+    blank = dataset.SequenceBatch(
+        **{
+            name: np.zeros_like(batch.context) if name == "context" else getattr(batch, name)
+            for name in dataset.SequenceBatch.__slots__
+        }
+    )
+
+    assert batch.context.any()
+    assert not np.allclose(scorer.predict(batch), scorer.predict(blank))
 
 
 def test_rest_client_parses_named_output_predictions():
