@@ -66,6 +66,16 @@ BENCHMARKS = [
             Figure("batched ÷ LOAD DATA", "ratio_to_load_data", 0.5, True, "×"),
         ],
     ),
+    Benchmark(
+        "scoring",
+        "scoring.py",
+        ["--sessions", "5000"],
+        ["--sessions", "20000"],
+        [
+            Figure("sessions/s batched", "sessions_per_s", 5000, True, "sessions/s"),
+            Figure("single session p99", "single_session_ms.p99", 10, False, "ms"),
+        ],
+    ),
 ]
 
 

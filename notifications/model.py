@@ -149,8 +149,13 @@ def _class_weight(labels: np.ndarray) -> dict[int, float]:
     return {0: len(labels) / (2 * negatives), 1: len(labels) / (2 * positives)}
 
 
-def baselines_evaluate(split: Split) -> dict[str, dict[str, Any]]:
-    """Logistic regression and gradient-boosted trees on aggregates, on the same split."""
+def baselines_evaluate(
+    split: Split, *, validation_roc_auc: dict[str, float | None] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Logistic regression and gradient-boosted trees on aggregates, on the same split.
+
+    `validation_roc_auc`, when given, receives each baseline's validation ROC-AUC.
+    """
     models = {
         "logistic_regression": make_pipeline(
             StandardScaler(), LogisticRegression(max_iter=1000, class_weight="balanced")
@@ -166,18 +171,26 @@ def baselines_evaluate(split: Split) -> dict[str, dict[str, Any]]:
         def score(batch: SequenceBatch, estimator=estimator) -> np.ndarray:
             return estimator.predict_proba(aggregate_features(batch))[:, 1]
 
-        results[name] = asdict(_evaluate(split, score))
+        metrics, validation = _evaluate(split, score)
+        results[name] = asdict(metrics)
+        if validation_roc_auc is not None:
+            validation_roc_auc[name] = validation
     return results
 
 
-def _evaluate(split: Split, score: Callable[[SequenceBatch], np.ndarray]) -> Metrics:
-    threshold = threshold_choose(split.validation.labels, score(split.validation))
-    return metrics_compute(
+def _evaluate(
+    split: Split, score: Callable[[SequenceBatch], np.ndarray]
+) -> tuple[Metrics, float | None]:
+    """Test metrics (threshold chosen on validation) and the validation ROC-AUC."""
+    validation_scores = score(split.validation)
+    threshold = threshold_choose(split.validation.labels, validation_scores)
+    metrics = metrics_compute(
         labels=split.test.labels,
         scores=score(split.test),
         threshold=threshold,
         prefix_scores={k: score(sequences_prefix(split.test, events=k)) for k in PREFIX_LENGTHS},
     )
+    return metrics, _roc_auc(split.validation.labels, validation_scores)
 
 
 def lstm_build(config: TrainingConfig, *, context_train: np.ndarray | None = None) -> Any:
@@ -222,11 +235,13 @@ def lstm_build(config: TrainingConfig, *, context_train: np.ndarray | None = Non
     )
     hidden = keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(joined)
     hidden = keras.layers.Dropout(config.dropout, name="dropout")(hidden)
-    # The wide part: the context also reaches the output directly (a logistic term).
+    # The wide part: the context and the type counts also reach the output directly (a
+    # logistic term, what the linear baseline sees); the deep part adds what the sequence knows.
+    wide = keras.layers.Concatenate(name="wide")([keras.ops.log1p(counts), person])
     logit = keras.layers.Add(name="logit")(
         [
             keras.layers.Dense(1, name="deep_logit")(hidden),
-            keras.layers.Dense(1, use_bias=False, name="wide_logit")(person),
+            keras.layers.Dense(1, use_bias=False, name="wide_logit")(wide),
         ]
     )
     probability = keras.layers.Activation("sigmoid", name=OUTPUT_NAME)(logit)
@@ -287,7 +302,9 @@ def train_and_evaluate(
         verbose=0,
     )
     say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
-    lstm = _evaluate(split, lambda batch: lstm_predict(model, batch))
+    lstm, lstm_validation = _evaluate(split, lambda batch: lstm_predict(model, batch))
+    validation = {"lstm": lstm_validation}
+    baselines = baselines_evaluate(split, validation_roc_auc=validation)
     card = {
         "name": "conversion",
         "data_window": {
@@ -311,7 +328,9 @@ def train_and_evaluate(
         },
         "config": asdict(config),
         "metrics": asdict(lstm),
-        "baselines": baselines_evaluate(split),
+        "baselines": baselines,
+        # Validation ROC-AUC of every model: what model choices may be based on (never test).
+        "validation": validation,
         "signature": SIGNATURE,
     }
     return TrainingResult(model=model, card=card)

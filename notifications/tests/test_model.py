@@ -65,7 +65,8 @@ def test_rest_client_speaks_tf_servings_predict_format(
     tf_serving, trained_model_path, taobao_split
 ):
     batch = taobao_split.test.take(np.arange(5))
-    client = TFServingScorer(tf_serving.url, version=1)
+    # A generous timeout: this test is about the wire format, and a retry would add requests.
+    client = TFServingScorer(tf_serving.url, version=1, timeout=30)
 
     remote = client.predict(batch, batch_size=3)
 
