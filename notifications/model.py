@@ -193,11 +193,48 @@ def _evaluate(
     return metrics, _roc_auc(split.validation.labels, validation_scores)
 
 
-def lstm_build(config: TrainingConfig, *, context_train: np.ndarray | None = None) -> Any:
-    """The LSTM over the steps, joined with the person's context (wide & deep).
+def aggregates_graph(event_type: Any, category: Any, numeric: Any, context: Any) -> Any:
+    """`aggregate_features` as Keras ops, inside the model: the baselines' columns, in order.
 
-    `context_train` (the training split's context) sets the context's normalisation, which is
-    stored in the model, so serving sends the raw features.
+    Computed in-graph from the signature's inputs, so serving sends nothing extra;
+    test_model checks that it equals the numpy version.
+    """
+    import keras
+    from keras import ops
+
+    vocabulary = len(EVENT_TYPES)
+    mask = ops.cast(ops.greater(event_type, 0), "float32")
+    length = ops.sum(mask, axis=1, keepdims=True)
+    counts = ops.sum(ops.one_hot(event_type, vocabulary), axis=1)[:, 1:]
+    last_index = ops.maximum(ops.cast(length, "int32") - 1, 0)
+    last = ops.take_along_axis(event_type, last_index, axis=1)[:, 0]
+    last_onehot = ops.one_hot(last, vocabulary)[:, 1:]
+    gaps = numeric[:, :, 0] * mask
+    prices = numeric[:, :, 2] * mask
+    safe_length = ops.maximum(length, 1.0)
+    seen = ops.sum(ops.one_hot(category, CATEGORY_BUCKETS + 1) * mask[:, :, None], axis=1)
+    categories = ops.sum(ops.cast(ops.greater(seen, 0), "float32"), axis=1, keepdims=True)
+    return keras.layers.Concatenate(name="aggregates")(
+        [
+            ops.log1p(length),
+            ops.log1p(counts),
+            counts / safe_length,
+            last_onehot,
+            ops.sum(gaps, axis=1, keepdims=True),
+            ops.max(gaps, axis=1, keepdims=True),
+            ops.sum(prices, axis=1, keepdims=True) / safe_length,
+            ops.log1p(categories),
+            context,
+        ]
+    )
+
+
+def lstm_build(config: TrainingConfig, *, aggregates_train: np.ndarray | None = None) -> Any:
+    """Wide & deep: the LSTM over the steps (deep) and the per-session aggregates with the
+    person's context (wide: the baselines' columns, computed in-graph).
+
+    `aggregates_train` (`aggregate_features` of the training split) sets their normalisation,
+    which is stored in the model, so serving sends the raw inputs.
     """
     import keras
 
@@ -220,24 +257,20 @@ def lstm_build(config: TrainingConfig, *, context_train: np.ndarray | None = Non
     # The masked mean of the steps gives the dense head the session's mix of behaviour directly,
     # which the LSTM would otherwise have to learn to count.
     mix = keras.layers.GlobalAveragePooling1D(name="step_mean")(steps)
-    # A "wide" path: log counts of each event type, computed in-graph from the same input so
-    # the signature stays three arrays. Sessions are short and counts carry most of the signal.
-    counts = keras.ops.sum(keras.ops.one_hot(event_type, len(EVENT_TYPES)), axis=1)
-    # The person's history before the session: the strongest signal, and no step can carry it.
-    normalise = keras.layers.Normalization(name="context_norm")
-    if context_train is not None and len(context_train):
-        normalise.adapt(context_train)
+    # The person's history before the session is the strongest signal and no step carries it;
+    # the session's aggregates are what sessions this short mostly say.
+    normalise = keras.layers.Normalization(name="aggregates_norm")
+    aggregates = aggregates_graph(event_type, category, numeric, context)
+    if aggregates_train is not None and len(aggregates_train):
+        normalise.adapt(aggregates_train)
     else:
-        normalise.build((None, len(CONTEXT_FEATURES)))
-    person = normalise(context)
-    joined = keras.layers.Concatenate(name="joined")(
-        [state, mix, keras.ops.log1p(counts), person]
-    )
+        normalise.build((None, aggregates.shape[-1]))
+    wide = normalise(aggregates)
+    joined = keras.layers.Concatenate(name="joined")([state, mix, wide])
     hidden = keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(joined)
     hidden = keras.layers.Dropout(config.dropout, name="dropout")(hidden)
-    # The wide part: the context and the type counts also reach the output directly (a
-    # logistic term, what the linear baseline sees); the deep part adds what the sequence knows.
-    wide = keras.layers.Concatenate(name="wide")([keras.ops.log1p(counts), person])
+    # The wide part reaches the output directly (a logistic term on what the linear baseline
+    # sees); the deep part adds what the order of the steps knows.
     logit = keras.layers.Add(name="logit")(
         [
             keras.layers.Dense(1, name="deep_logit")(hidden),
@@ -260,6 +293,29 @@ def lstm_predict(model: Any, batch: SequenceBatch, *, batch_size: int = 1024) ->
     return model.predict(batch.inputs(), batch_size=batch_size, verbose=0).reshape(-1)
 
 
+def lstm_calibrate(model: Any, validation: SequenceBatch) -> tuple[Any, dict[str, float]]:
+    """Platt scaling on validation: class weights inflate the raw output (a balanced model says
+    ~0.5 for a typical session), so the exported model maps its logit `z` to
+    `sigmoid(a * z + b)`, fitted on the validation split. Monotonic (a > 0): rankings and
+    ROC-AUC do not change; the score becomes a usable probability.
+    """
+    import keras
+
+    logit_model = keras.Model(model.inputs, model.get_layer("logit").output)
+    logits = logit_model.predict(validation.inputs(), batch_size=1024, verbose=0).reshape(-1, 1)
+    a, b = 1.0, 0.0
+    if len(np.unique(validation.labels)) == 2:
+        platt = LogisticRegression(C=1e4, max_iter=1000).fit(logits, validation.labels)
+        a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
+    if a <= 0:  # a model no better than chance on validation: keep its ranking
+        a, b = 1.0, 0.0
+    scale = keras.layers.Dense(1, activation="sigmoid", name="calibrated")
+    probability = scale(model.get_layer("logit").output)
+    scale.set_weights([np.array([[a]], dtype=np.float32), np.array([b], dtype=np.float32)])
+    calibrated = keras.Model(model.inputs, probability, name="conversion_lstm_calibrated")
+    return calibrated, {"a": round(a, 6), "b": round(b, 6)}
+
+
 def train_and_evaluate(
     split: Split, *, config: TrainingConfig | None = None, progress: Progress | None = None
 ) -> TrainingResult:
@@ -272,7 +328,7 @@ def train_and_evaluate(
     if len(split.train) == 0 or len(split.validation) == 0 or len(split.test) == 0:
         raise ValueError("every part of the split needs sessions")
     keras.utils.set_random_seed(config.seed)
-    model = lstm_build(config, context_train=split.train.context)
+    model = lstm_build(config, aggregates_train=aggregate_features(split.train))
     started = time.monotonic()
 
     class Report(keras.callbacks.Callback):
@@ -302,6 +358,12 @@ def train_and_evaluate(
         verbose=0,
     )
     say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
+    model, calibration = lstm_calibrate(model, split.validation)
+    test_scores = lstm_predict(model, split.test)
+    calibration.update(
+        test_mean_probability=round(float(test_scores.mean()), 4),
+        test_positive_rate=round(float(split.test.labels.mean()), 4),
+    )
     lstm, lstm_validation = _evaluate(split, lambda batch: lstm_predict(model, batch))
     validation = {"lstm": lstm_validation}
     baselines = baselines_evaluate(split, validation_roc_auc=validation)
@@ -328,6 +390,7 @@ def train_and_evaluate(
         },
         "config": asdict(config),
         "metrics": asdict(lstm),
+        "calibration": calibration,
         "baselines": baselines,
         # Validation ROC-AUC of every model: what model choices may be based on (never test).
         "validation": validation,
