@@ -23,8 +23,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from notifications import dataset  # noqa: E402
-from notifications.model import TrainingConfig, model_export, train_and_evaluate  # noqa: E402
+from notifications import dataset
+from notifications.model import TrainingConfig, model_export, train_and_evaluate
 
 DEFAULT_CSV = (
     Path(os.environ.get("CLICKSERVER_SHARED_DATA", Path(__file__).parents[2] / "shared" / "data"))
@@ -106,10 +106,8 @@ def main() -> None:
                     "lstm": [c["validation"]["lstm"] for c in cards],
                     **{n: card["validation"][n] for n in card["baselines"]},
                 },
-                "test": {
-                    name: _summary([_flat(m) for m in runs]) for name, runs in models.items()
-                },
-                "per_seed": {name: runs for name, runs in models.items()},
+                "test": {name: _summary([_flat(m) for m in runs]) for name, runs in models.items()},
+                "per_seed": models,
                 "seconds": round(time.monotonic() - started, 1),
             },
             indent=2,

@@ -139,14 +139,19 @@ def context_build(frame: pd.DataFrame, *, history: pd.DataFrame | None = None) -
     log = log.reset_index(drop=True)
     by_person = log.groupby("person_key", sort=False)
     first_of_session = ~log.duplicated("session_key")
+
+    def running_count(flags: pd.Series) -> pd.Series:
+        return flags.astype(np.int64).groupby(log["person_key"], sort=False).cumsum()
+
+    # After each of the person's events (in time order): how much of everything so far.
     running = pd.DataFrame(
         {
             "person_key": log["person_key"],
             "at": log["occurred_at"],
-            "sessions": first_of_session.astype(np.int64).groupby(log["person_key"]).cumsum(),
+            "sessions": running_count(first_of_session),
             "events": by_person.cumcount() + 1,
-            "carts": log["type"].eq("add_to_cart").astype(np.int64).groupby(log["person_key"]).cumsum(),
-            "purchases": log["type"].eq(PURCHASE).astype(np.int64).groupby(log["person_key"]).cumsum(),
+            "carts": running_count(log["type"].eq("add_to_cart")),
+            "purchases": running_count(log["type"].eq(PURCHASE)),
         }
     )
     starts = (

@@ -155,11 +155,11 @@ def test_context_counts_only_the_persons_events_before_the_session_starts():
     assert context["p1"].tolist() == [0.0] * len(CONTEXT_FEATURES)
     np.testing.assert_allclose(
         context["p2"],
-        np.log1p([1, 3, 1, 1, (24 * 60 - 2) / (24 * 60), 0.0]) + [0, 0, 0, 0, 0, 1],
+        [*np.log1p([1, 3, 1, 1, (24 * 60 - 2) / (24 * 60)]), 1.0],
         rtol=1e-5,
     )
     # v's purchase is in its own first session (dropped: it starts with a purchase) yet counts.
-    np.testing.assert_allclose(context["q2"][[0, 1, 3, 5]], np.log1p([1, 1, 1, 0]) + [0, 0, 0, 1])
+    np.testing.assert_allclose(context["q2"][[0, 1, 3, 5]], [*np.log1p([1, 1, 1]), 1.0])
     # The session's own events, its label, and anything later never reach its context.
     assert context["p1"][3] == 0.0
 
@@ -181,7 +181,7 @@ def test_context_ignores_events_at_the_sessions_start_and_reads_a_separate_histo
 
     np.testing.assert_allclose(
         batch.context[0],
-        np.log1p([1, 2, 1, 1, 95 / (24 * 60), 0.0]) + [0, 0, 0, 0, 0, 1],
+        [*np.log1p([1, 2, 1, 1, 95 / (24 * 60)]), 1.0],
         rtol=1e-5,
     )
 

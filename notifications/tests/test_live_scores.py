@@ -17,9 +17,7 @@ from notifications.tests.factories import ModelVersionFactory, SessionFactory
 pytestmark = pytest.mark.slow
 
 
-def session_with_events(
-    shop, *, ended_ago: timedelta, types: list[str], person=None
-) -> Session:
+def session_with_events(shop, *, ended_ago: timedelta, types: list[str], person=None) -> Session:
     now = timezone.now()
     started = now - ended_ago - timedelta(minutes=len(types) - 1)
     extra = {"person": person} if person is not None else {}

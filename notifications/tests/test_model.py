@@ -6,7 +6,13 @@ import pytest
 from django.test import override_settings
 
 from notifications import dataset
-from notifications.model import PREFIX_LENGTHS, SIGNATURE
+from notifications.model import (
+    PREFIX_LENGTHS,
+    SIGNATURE,
+    TrainingConfig,
+    aggregate_features,
+    lstm_build,
+)
 from notifications.models import ModelVersion
 from notifications.scoring import InProcessScorer, TFServingScorer, scores_predict
 
@@ -59,6 +65,25 @@ def test_model_card_is_saved_next_to_the_model(trained_model_path, taobao_split)
         "conversion_probability": {"dtype": "float32", "shape": [-1, 1]}
     }
     assert (trained_model_path / "saved_model.pb").is_file()
+    assert set(card["validation"]) == {"lstm", "logistic_regression", "gradient_boosted_trees"}
+    assert card["calibration"]["a"] > 0
+    assert card["signature"]["inputs"]["context"] == {"dtype": "float32", "shape": [-1, 6]}
+
+
+def test_the_wide_part_sees_exactly_the_baselines_columns(taobao_split):
+    import keras
+
+    batch = taobao_split.test.take(np.arange(64))
+    model = lstm_build(TrainingConfig(), aggregates_train=aggregate_features(batch))
+    aggregates = keras.Model(model.inputs, model.get_layer("aggregates").output)
+
+    for seen in (batch, dataset.sequences_prefix(batch, events=3)):
+        np.testing.assert_allclose(
+            aggregates.predict(seen.inputs(), verbose=0),
+            aggregate_features(seen),
+            rtol=1e-5,
+            atol=1e-4,
+        )
 
 
 def test_rest_client_speaks_tf_servings_predict_format(
