@@ -80,6 +80,16 @@ BENCHMARKS = [
             Figure("lag p95 at 2,000 events/s (Celery worker)", "lag.p95_s", 5, False, "s"),
         ],
     ),
+    Benchmark(
+        "scoring",
+        "scoring.py",
+        ["--sessions", "5000"],
+        ["--sessions", "20000"],
+        [
+            Figure("sessions/s batched", "sessions_per_s", 5000, True, "sessions/s"),
+            Figure("single session p99", "single_session_ms.p99", 10, False, "ms"),
+        ],
+    ),
 ]
 
 

@@ -2,7 +2,9 @@
 
     python bench/scoring.py [--model MODEL_DIR/conversion/N] [--sessions 20000]
 
-Without --model a small model is trained on the Taobao head first (not timed). Prints JSON:
+Without --model a small model is trained on the Taobao head first (not timed). The sessions are
+the Taobao head's with their person context (`dataset.sequences_build`), sent through all four
+inputs of `serving_default`, as the live task does. Prints JSON:
 batched throughput in sessions/s (batches of 256, the size the live task sends) and the latency
 of scoring one session (p50/p99 over 1,000 calls). Targets: >= 5,000 sessions/s, p99 < 10 ms.
 """

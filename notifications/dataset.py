@@ -1,10 +1,16 @@
 """Session sequences for the conversion model: pure pandas/numpy, no Django, no TensorFlow.
 
-Input is a frame of events with columns `session_key, occurred_at, type, price, category`
-(one row per event). Every session becomes one right-padded sequence of at most `MAX_LEN` steps;
-step features are the event type's vocabulary index, the hashed category bucket and three numbers
-(log time gap since the previous event, log position, log price). Index 0 is padding in both
-integer inputs, so the model masks on `event_type == 0`.
+Input is a frame of events with columns `session_key, occurred_at, type, price, category,
+person_key` (one row per event; without `person_key` every session is its own person). Every
+session becomes one right-padded sequence of at most `MAX_LEN` steps; step features are the event
+type's vocabulary index, the hashed category bucket and three numbers (log time gap since the
+previous event, log position, log price). Index 0 is padding in both integer inputs, so the model
+masks on `event_type == 0`.
+
+Each session also gets a `context` vector: what its person did *before the session started*
+(previous sessions, events, add-to-carts, purchases, time since their last event). Only events
+strictly before the session's first event count, so it is known when the session starts and
+never looks at the session itself or anything after it.
 """
 
 import zlib
@@ -33,7 +39,16 @@ EVENT_TYPES = (
     "track",
 )
 EVENT_TYPE_INDEX = {name: index for index, name in enumerate(EVENT_TYPES)}
-FRAME_COLUMNS = ("session_key", "occurred_at", "type", "price", "category")
+FRAME_COLUMNS = ("session_key", "occurred_at", "type", "price", "category", "person_key")
+# The person's history before the session starts; the order is part of the model's signature.
+CONTEXT_FEATURES = (
+    "log_previous_sessions",
+    "log_previous_events",
+    "log_previous_add_to_carts",
+    "log_previous_purchases",
+    "log_days_since_last_event",
+    "has_history",
+)
 
 SESSION_GAP = timedelta(minutes=30)
 SESSION_MAX_LENGTH = timedelta(hours=24)
@@ -47,6 +62,7 @@ class SequenceBatch:
     event_type: np.ndarray  # int32 [N, MAX_LEN], 0 = padding
     category: np.ndarray  # int32 [N, MAX_LEN], 0 = padding or unknown
     numeric: np.ndarray  # float32 [N, MAX_LEN, 3]
+    context: np.ndarray  # float32 [N, len(CONTEXT_FEATURES)], the person before the session
     labels: np.ndarray  # int8 [N], 1 = the session purchased
     started_at: np.ndarray  # datetime64[ns] [N], first event of the session (purchase included)
     ended_at: np.ndarray  # datetime64[ns] [N], last event of the session (purchase included)
@@ -60,6 +76,7 @@ class SequenceBatch:
             event_type=self.event_type[index],
             category=self.category[index],
             numeric=self.numeric[index],
+            context=self.context[index],
             labels=self.labels[index],
             started_at=self.started_at[index],
             ended_at=self.ended_at[index],
@@ -67,7 +84,12 @@ class SequenceBatch:
 
     def inputs(self) -> dict[str, np.ndarray]:
         """The model's named inputs (the `serving_default` signature)."""
-        return {"event_type": self.event_type, "category": self.category, "numeric": self.numeric}
+        return {
+            "event_type": self.event_type,
+            "category": self.category,
+            "numeric": self.numeric,
+            "context": self.context,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,16 +111,92 @@ def category_bucket(category: object) -> int:
     return zlib.crc32(text.encode()) % CATEGORY_BUCKETS + 1
 
 
-def sequences_build(frame: pd.DataFrame, *, max_len: int = MAX_LEN) -> SequenceBatch:
+def _frame_normalise(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.copy()
+    if "person_key" not in frame.columns:
+        frame["person_key"] = frame["session_key"]
+    frame = frame.loc[:, [c for c in FRAME_COLUMNS if c in frame.columns]]
+    frame["session_key"] = frame["session_key"].astype(str)
+    frame["person_key"] = frame["person_key"].astype(str)
+    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+    return frame
+
+
+def context_build(frame: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per session of `frame`: its person's history strictly before the session's first event.
+
+    `history` is the log the history is read from (default: `frame` itself); live scoring passes
+    the persons' earlier events there. Returns a frame indexed by session_key with the columns
+    CONTEXT_FEATURES. An event at exactly the session's start time does not count (strictly
+    before), so nothing of the session itself, and nothing after it, can leak in.
+    """
+    frame = _frame_normalise(frame)
+    if frame.empty:
+        empty = pd.Index([], dtype=object, name="session_key")
+        return pd.DataFrame(columns=list(CONTEXT_FEATURES), index=empty, dtype=np.float32)
+    log = frame if history is None else _frame_normalise(history)
+    log = log.sort_values(["occurred_at", "person_key", "session_key"], kind="stable")
+    log = log.reset_index(drop=True)
+    by_person = log.groupby("person_key", sort=False)
+    first_of_session = ~log.duplicated("session_key")
+
+    def running_count(flags: pd.Series) -> pd.Series:
+        return flags.astype(np.int64).groupby(log["person_key"], sort=False).cumsum()
+
+    # After each of the person's events (in time order): how much of everything so far.
+    running = pd.DataFrame(
+        {
+            "person_key": log["person_key"],
+            "at": log["occurred_at"],
+            "sessions": running_count(first_of_session),
+            "events": by_person.cumcount() + 1,
+            "carts": running_count(log["type"].eq("add_to_cart")),
+            "purchases": running_count(log["type"].eq(PURCHASE)),
+        }
+    )
+    starts = (
+        frame.groupby("session_key", sort=False)
+        .agg(person_key=("person_key", "first"), started_at=("occurred_at", "min"))
+        .reset_index()
+        .sort_values("started_at", kind="stable")
+    )
+    merged = pd.merge_asof(
+        starts,
+        running,
+        left_on="started_at",
+        right_on="at",
+        by="person_key",
+        allow_exact_matches=False,
+        direction="backward",
+    ).set_index("session_key")
+    seen = merged["events"].notna()
+    days = (merged["started_at"] - merged["at"]).dt.total_seconds().div(86_400).fillna(0.0)
+    context = pd.DataFrame(
+        {
+            "log_previous_sessions": np.log1p(merged["sessions"].fillna(0.0)),
+            "log_previous_events": np.log1p(merged["events"].fillna(0.0)),
+            "log_previous_add_to_carts": np.log1p(merged["carts"].fillna(0.0)),
+            "log_previous_purchases": np.log1p(merged["purchases"].fillna(0.0)),
+            "log_days_since_last_event": np.log1p(days.clip(lower=0.0)),
+            "has_history": seen.astype(float),
+        },
+        index=merged.index,
+    )
+    return context.loc[:, list(CONTEXT_FEATURES)].astype(np.float32)
+
+
+def sequences_build(
+    frame: pd.DataFrame, *, history: pd.DataFrame | None = None, max_len: int = MAX_LEN
+) -> SequenceBatch:
     """One padded sequence per session, cut before its first purchase; label = it purchased.
 
     A session whose first event is a purchase has nothing to predict from and is dropped. A
     session longer than `max_len` keeps its most recent steps (live scoring cares about the latest
-    behaviour); the position feature still counts from the session's first event.
+    behaviour); the position feature still counts from the session's first event. The context
+    (see `context_build`) is read from `history`, by default from `frame` itself.
     """
-    frame = frame.loc[:, list(FRAME_COLUMNS)].copy()
-    frame["session_key"] = frame["session_key"].astype(str)
-    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+    frame = _frame_normalise(frame)
+    context_all = context_build(frame, history=history)
     frame = frame.sort_values(["session_key", "occurred_at"], kind="stable").reset_index(drop=True)
     groups = frame.groupby("session_key", sort=False)
     is_purchase = frame["type"].eq(PURCHASE)
@@ -129,11 +227,13 @@ def sequences_build(frame: pd.DataFrame, *, max_len: int = MAX_LEN) -> SequenceB
     labels = np.zeros(count, dtype=np.int8)
     labels[codes] = frame["label"].to_numpy(dtype=np.int8)
     session_bounds = bounds.loc[keys]
+    context = context_all.reindex(keys).to_numpy(dtype=np.float32)
     return SequenceBatch(
         session_keys=keys.astype(object),
         event_type=event_type,
         category=category,
         numeric=numeric,
+        context=np.ascontiguousarray(context.reshape(count, len(CONTEXT_FEATURES))),
         labels=labels,
         started_at=session_bounds["min"].dt.tz_convert(None).to_numpy(),
         ended_at=session_bounds["max"].dt.tz_convert(None).to_numpy(),
@@ -148,6 +248,8 @@ def sequences_prefix(batch: SequenceBatch, *, events: int) -> SequenceBatch:
         event_type=np.where(keep, batch.event_type, 0).astype(np.int32),
         category=np.where(keep, batch.category, 0).astype(np.int32),
         numeric=np.where(keep[None, :, None], batch.numeric, 0.0).astype(np.float32),
+        # Known when the session starts, so every prefix has all of it.
+        context=batch.context,
         labels=batch.labels,
         started_at=batch.started_at,
         ended_at=batch.ended_at,
@@ -229,5 +331,6 @@ def taobao_sessionize(
             "type": frame["behavior_type"].map(TAOBAO_TYPES),
             "price": np.nan,
             "category": frame["category_id"],
+            "person_key": frame["user_id"],
         }
     )

@@ -13,20 +13,33 @@ LIVE_WINDOW = timedelta(minutes=30)
 
 
 def events_frame(
-    *, shop: Shop, session_ids: list[int] | None = None, until: datetime | None = None
+    *,
+    shop: Shop,
+    session_ids: list[int] | None = None,
+    person_ids: list[int] | None = None,
+    until: datetime | None = None,
 ) -> pd.DataFrame:
     """The shop's sessionised events as the frame `notifications.dataset` reads.
 
     Events the pipeline has not assigned to a session yet are left out. `until` bounds the log
-    (half-open) so a training run sees nothing after its cut-off.
+    (half-open) so a training run sees nothing after its cut-off. `person_key` is the session's
+    person (the person the context features describe); `person_ids` selects the events of those
+    persons' sessions (the history live scoring reads the context from).
     """
     events = Event.objects.filter(shop=shop, session_id__isnull=False)
     if session_ids is not None:
         events = events.filter(session_id__in=session_ids)
+    if person_ids is not None:
+        events = events.filter(session__person_id__in=person_ids)
     if until is not None:
         events = events.filter(occurred_at__lt=until)
     rows = events.order_by("session_id", "occurred_at", "id").values_list(
-        "session_id", "occurred_at", "type", "product_price", "product_category"
+        "session_id",
+        "occurred_at",
+        "type",
+        "product_price",
+        "product_category",
+        "session__person_id",
     )
     frame = pd.DataFrame.from_records(list(rows.iterator(chunk_size=5000)), columns=FRAME_COLUMNS)
     frame["price"] = pd.to_numeric(frame["price"], errors="coerce")

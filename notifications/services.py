@@ -103,7 +103,11 @@ def scores_refresh(*, shop_id: int, now: datetime) -> int:
     frame = selectors.events_frame(shop=shop, session_ids=list(sessions), until=now)
     if frame.empty:
         return 0
-    batch = dataset.sequences_build(frame)
+    # The context input is the persons' history before each live session: their earlier events.
+    history = selectors.events_frame(
+        shop=shop, person_ids=sorted(set(sessions.values())), until=now
+    )
+    batch = dataset.sequences_build(frame, history=history)
     probabilities = scoring.scores_predict(model_version=model_version, batch=batch)
     rows = [
         ConversionScore(

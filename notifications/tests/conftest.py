@@ -49,6 +49,14 @@ class FakeTFServing:
         import tensorflow as tf
 
         signature = tf.saved_model.load(str(model_path)).signatures["serving_default"]
+        # Like the real server, answer only once the model is warm: a first (tracing) call on a
+        # loaded CI machine can outlast the client's timeout and turn one request into retries.
+        signature(
+            **{
+                name: tf.zeros([1, *spec.shape[1:]], dtype=spec.dtype)
+                for name, spec in signature.structured_input_signature[1].items()
+            }
+        )
         self.requests: list[tuple[str, dict]] = []
         server = self
 

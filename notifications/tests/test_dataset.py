@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from notifications.dataset import (
+    CONTEXT_FEATURES,
     EVENT_TYPE_INDEX,
     MAX_LEN,
     category_bucket,
@@ -118,3 +119,88 @@ def test_taobao_sessions_break_after_30_minutes_idle_or_24_hours():
     # then runs 1700 s steps until it has lasted 24 h (86,400 s ≥ 50 steps of 1700 s = 85,000).
     assert keys == {"1:0": 2, "1:1": 51, "1:2": 1, "2:0": 1}
     assert events.loc[events["session_key"] == "2:0", "type"].tolist() == ["purchase"]
+
+
+def person_frame(rows):
+    return pd.DataFrame(
+        rows, columns=["session_key", "occurred_at", "type", "price", "category", "person_key"]
+    )
+
+
+def test_context_counts_only_the_persons_events_before_the_session_starts():
+    events = person_frame(
+        [
+            ("p1", at(0), "product_view", None, None, "u"),
+            ("p1", at(1), "add_to_cart", None, None, "u"),
+            ("p1", at(2), "purchase", None, None, "u"),
+            ("p2", at(60 * 24), "product_view", None, None, "u"),
+            ("p2", at(60 * 24 + 1), "add_to_cart", None, None, "u"),
+            # Another person, and a third session of u at the very second p2 starts.
+            ("q1", at(30), "purchase", None, None, "v"),
+            ("q2", at(31), "product_view", None, None, "v"),
+        ]
+    )
+
+    batch = sequences_build(events)
+    context = dict(zip(batch.session_keys, batch.context, strict=True))
+
+    assert list(CONTEXT_FEATURES) == [
+        "log_previous_sessions",
+        "log_previous_events",
+        "log_previous_add_to_carts",
+        "log_previous_purchases",
+        "log_days_since_last_event",
+        "has_history",
+    ]
+    assert context["p1"].tolist() == [0.0] * len(CONTEXT_FEATURES)
+    np.testing.assert_allclose(
+        context["p2"],
+        [*np.log1p([1, 3, 1, 1, (24 * 60 - 2) / (24 * 60)]), 1.0],
+        rtol=1e-5,
+    )
+    # v's purchase is in its own first session (dropped: it starts with a purchase) yet counts.
+    np.testing.assert_allclose(context["q2"][[0, 1, 3, 5]], [*np.log1p([1, 1, 1]), 1.0])
+    # The session's own events, its label, and anything later never reach its context.
+    assert context["p1"][3] == 0.0
+
+
+def test_context_ignores_events_at_the_sessions_start_and_reads_a_separate_history():
+    live = person_frame([("s9", at(100), "product_view", None, None, 7)])
+    history = person_frame(
+        [
+            ("s1", at(0), "add_to_cart", None, None, 7),
+            ("s1", at(5), "purchase", None, None, 7),
+            ("s8", at(100), "product_view", None, None, 7),  # same instant: not "before"
+            ("s9", at(100), "product_view", None, None, 7),
+            ("s9", at(101), "purchase", None, None, 7),  # the future of the live session
+            ("x1", at(50), "purchase", None, None, 8),  # someone else
+        ]
+    )
+
+    batch = sequences_build(live, history=history)
+
+    np.testing.assert_allclose(
+        batch.context[0],
+        [*np.log1p([1, 2, 1, 1, 95 / (24 * 60)]), 1.0],
+        rtol=1e-5,
+    )
+
+
+def test_without_persons_every_session_has_an_empty_history():
+    events = frame([("a", at(0), "product_view", None, None), ("b", at(9), "search", None, None)])
+
+    batch = sequences_build(events)
+
+    assert batch.context.shape == (2, len(CONTEXT_FEATURES))
+    assert not batch.context.any()
+
+
+def test_prefix_keeps_the_context():
+    events = person_frame(
+        [("a", at(0), "purchase", None, None, "u")]
+        + [("b", at(60 + i), "product_view", None, None, "u") for i in range(6)]
+    )
+
+    batch = sequences_build(events)
+
+    np.testing.assert_array_equal(sequences_prefix(batch, events=3).context, batch.context)

@@ -17,10 +17,11 @@ from notifications.tests.factories import ModelVersionFactory, SessionFactory
 pytestmark = pytest.mark.slow
 
 
-def session_with_events(shop, *, ended_ago: timedelta, types: list[str]) -> Session:
+def session_with_events(shop, *, ended_ago: timedelta, types: list[str], person=None) -> Session:
     now = timezone.now()
     started = now - ended_ago - timedelta(minutes=len(types) - 1)
-    session = SessionFactory(shop=shop, started_at=started, ended_at=now - ended_ago)
+    extra = {"person": person} if person is not None else {}
+    session = SessionFactory(shop=shop, started_at=started, ended_at=now - ended_ago, **extra)
     for i, event_type in enumerate(types):
         EventFactory(
             shop=shop,
@@ -53,6 +54,29 @@ def test_scores_appear_for_live_sessions_after_the_refresh_task(shop, trained_mo
     assert scores[live.id].person_id == live.person_id
     assert scores[live.id].model_version == model_version
     assert 0.0 < scores[live.id].score < 1.0
+
+
+@pytest.mark.django_db
+def test_live_scores_read_the_persons_earlier_sessions(shop, trained_model_path):
+    model_version = ModelVersionFactory(shop=shop, path=str(trained_model_path))
+    services.model_version_activate(model_version=model_version)
+    types = ["product_view", "product_view", "add_to_cart"]
+    returning = session_with_events(shop, ended_ago=timedelta(minutes=3), types=types)
+    for days in (9, 5, 2):
+        session_with_events(
+            shop,
+            ended_ago=timedelta(days=days),
+            types=["product_view", "add_to_cart", "purchase"],
+            person=returning.person,
+        )
+    newcomer = session_with_events(shop, ended_ago=timedelta(minutes=3), types=types)
+
+    assert scores_refresh_task(shop.id) == 2
+
+    history = selectors.events_frame(shop=shop, person_ids=[returning.person_id])
+    assert history["session_key"].nunique() == 4
+    scores = {s.session_id: s.score for s in ConversionScore.objects.filter(shop=shop)}
+    assert scores[returning.id] != pytest.approx(scores[newcomer.id], abs=1e-6)
 
 
 @pytest.mark.django_db

@@ -6,7 +6,13 @@ import pytest
 from django.test import override_settings
 
 from notifications import dataset
-from notifications.model import PREFIX_LENGTHS, SIGNATURE
+from notifications.model import (
+    PREFIX_LENGTHS,
+    SIGNATURE,
+    TrainingConfig,
+    aggregate_features,
+    lstm_build,
+)
 from notifications.models import ModelVersion
 from notifications.scoring import InProcessScorer, TFServingScorer, scores_predict
 
@@ -29,6 +35,7 @@ def test_plain_saved_model_load_serves_the_documented_signature(trained_model_pa
         event_type=tf.constant(batch.event_type),
         category=tf.constant(batch.category),
         numeric=tf.constant(batch.numeric),
+        context=tf.constant(batch.context),
     )
 
     inputs = signature.structured_input_signature[1]
@@ -58,13 +65,33 @@ def test_model_card_is_saved_next_to_the_model(trained_model_path, taobao_split)
         "conversion_probability": {"dtype": "float32", "shape": [-1, 1]}
     }
     assert (trained_model_path / "saved_model.pb").is_file()
+    assert set(card["validation"]) == {"lstm", "logistic_regression", "gradient_boosted_trees"}
+    assert card["calibration"]["a"] > 0
+    assert card["signature"]["inputs"]["context"] == {"dtype": "float32", "shape": [-1, 6]}
+
+
+def test_the_wide_part_sees_exactly_the_baselines_columns(taobao_split):
+    import keras
+
+    batch = taobao_split.test.take(np.arange(64))
+    model = lstm_build(TrainingConfig(), aggregates_train=aggregate_features(batch))
+    aggregates = keras.Model(model.inputs, model.get_layer("aggregates").output)
+
+    for seen in (batch, dataset.sequences_prefix(batch, events=3)):
+        np.testing.assert_allclose(
+            aggregates.predict(seen.inputs(), verbose=0),
+            aggregate_features(seen),
+            rtol=1e-5,
+            atol=1e-4,
+        )
 
 
 def test_rest_client_speaks_tf_servings_predict_format(
     tf_serving, trained_model_path, taobao_split
 ):
     batch = taobao_split.test.take(np.arange(5))
-    client = TFServingScorer(tf_serving.url, version=1)
+    # A generous timeout: this test is about the wire format, and a retry would add requests.
+    client = TFServingScorer(tf_serving.url, version=1, timeout=30)
 
     remote = client.predict(batch, batch_size=3)
 
@@ -77,9 +104,25 @@ def test_rest_client_speaks_tf_servings_predict_format(
     assert body["signature_name"] == "serving_default"
     assert len(body["instances"]) == 3
     instance = body["instances"][0]
-    assert sorted(instance) == ["category", "event_type", "numeric"]
+    assert sorted(instance) == ["category", "context", "event_type", "numeric"]
     assert len(instance["event_type"]) == dataset.MAX_LEN
     assert np.asarray(instance["numeric"]).shape == (dataset.MAX_LEN, 3)
+    assert np.asarray(instance["context"]).shape == (len(dataset.CONTEXT_FEATURES),)
+    np.testing.assert_allclose(instance["context"], batch.context[0], rtol=1e-6)
+
+
+def test_the_context_input_changes_the_score(trained_model_path, taobao_split):
+    batch = taobao_split.test.take(np.arange(8))
+    scorer = InProcessScorer.for_path(str(trained_model_path))
+    blank = dataset.SequenceBatch(
+        **{
+            name: np.zeros_like(batch.context) if name == "context" else getattr(batch, name)
+            for name in dataset.SequenceBatch.__slots__
+        }
+    )
+
+    assert batch.context.any()
+    assert not np.allclose(scorer.predict(batch), scorer.predict(blank))
 
 
 def test_rest_client_parses_named_output_predictions():
