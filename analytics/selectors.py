@@ -254,7 +254,7 @@ def _product_rows(query: Query) -> list[ProductRow]:
     either end from the daily one, summed per product."""
     first, last = query.period.first, query.period.last
     months = []
-    month = first if first.day == 1 else (first + timedelta(days=32)).replace(day=1)
+    month = first if first.day == 1 else (first.replace(day=1) + timedelta(days=32)).replace(day=1)
     while (following := (month + timedelta(days=32)).replace(day=1)) <= last + timedelta(days=1):
         months.append(month)
         month = following

@@ -133,10 +133,20 @@ def test_recovery_list_from_paths_matches_the_raw_log(shop, limit):
 
 
 @pytest.mark.django_db
-def test_products_from_months_and_edge_days_match_the_daily_sums(shop):
+@pytest.mark.parametrize(
+    ("first", "last"),
+    [
+        (date(2026, 1, 20), date(2026, 3, 3)),
+        (date(2026, 1, 30), date(2026, 3, 1)),
+        (date(2026, 1, 1), date(2026, 1, 31)),
+        (date(2026, 1, 2), date(2026, 2, 27)),
+        (date(2026, 1, 31), date(2026, 2, 1)),
+    ],
+)
+def test_products_from_months_and_edge_days_match_the_daily_sums(shop, first, last):
     random_shop(shop)
     rollups_rebuild(shop_id=shop.pk, now=NOW)
-    period = Period(first=date(2026, 1, 20), last=date(2026, 3, 3), tz=ZoneInfo("UTC"))
+    period = Period(first=first, last=last, tz=ZoneInfo("UTC"))
 
     rows = selectors._product_rows(selectors.Query(shop=shop, period=period))
 
