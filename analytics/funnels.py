@@ -177,36 +177,6 @@ def funnel_levels(
     }
 
 
-def funnel_levels_windowless(
-    units: Iterable[tuple[Any, Sequence[UnitEvent]]], steps: Sequence[StepSpec], *, strict: bool
-) -> dict[Any, UnitLevel]:
-    """`funnel_levels` without a window or start bounds, sharing work between alike units.
-
-    Without a window or property filters a unit's level depends only on its sequence of event
-    types and on which neighbouring events tie in time (the greedy chain looks for the next step
-    from the first event tied with the previous one), so units of the same shape share one
-    computation. The time to convert depends on the times themselves: it is computed per unit,
-    only for the units that complete the funnel.
-    """
-    if any(step.filters for step in steps):
-        return funnel_levels(units, steps, window=None, strict=strict)
-    n = len(steps)
-    memo: dict[tuple, UnitLevel] = {}
-    levels = {}
-    for key, events in units:
-        kinds = tuple(event[2] for event in events)
-        times = [event[0] for event in events]
-        ties = tuple(i for i in range(1, len(times)) if times[i] == times[i - 1])
-        shape = (kinds, ties)
-        level = memo.get(shape)
-        if level is None:
-            level = memo[shape] = unit_level(events, steps, window=None, strict=strict)
-        elif level.level == n:
-            level = unit_level(events, steps, window=None, strict=strict)
-        levels[key] = level
-    return levels
-
-
 def funnel_summarize(
     levels: Iterable[UnitLevel], steps: Sequence[StepSpec], *, scale: float = 1
 ) -> FunnelResult:

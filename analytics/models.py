@@ -137,9 +137,8 @@ class ProductDailyRollup(models.Model):
 class SessionPath(models.Model):
     """One session's events in order, so funnels and cart lists read one row per session.
 
-    `path` is JSON `[[type, ...], [microseconds after first_at_us, ...]]`, ordered by
-    (occurred_at, id), the order the funnel algorithm sorts events in. The cart columns make
-    the abandoned-cart recovery list one index range scan (newest cart first).
+    Events are ordered by (occurred_at, id), the order the funnel algorithm sorts them in. The
+    cart columns make the abandoned-cart recovery list one index range scan (newest cart first).
     """
 
     session = models.OneToOneField(
@@ -155,9 +154,15 @@ class SessionPath(models.Model):
     utm_source = models.CharField(max_length=255, blank=True, default="")
     device = models.CharField(max_length=16, blank=True, default="")
     country = models.CharField(max_length=2, blank=True, default="")
-    # Microseconds since 1970 (UTC) of the session's first event.
+    # Microseconds since 1970 (UTC) of the session's first and last events.
     first_at_us = models.BigIntegerField()
-    path = models.TextField()
+    last_at_us = models.BigIntegerField()
+    # JSON lists: the event types, their microseconds after first_at_us, and the positions i
+    # whose time equals that of i - 1 ("" when no two events tie). Funnels without a window
+    # depend only on `kinds` and `ties`, so they group sessions by those two strings.
+    kinds = models.TextField()
+    offsets = models.TextField()
+    ties = models.TextField(blank=True, default="")
     # A cart event (add_to_cart / checkout_started) and no purchase anywhere in the session.
     is_abandoned = models.BooleanField(default=False)
     # The newest cart event (time, id): the recovery list's order.

@@ -24,9 +24,10 @@ from analytics.funnels import (
     FunnelResult,
     StepSpec,
     UnitEvent,
+    UnitLevel,
     funnel_levels,
-    funnel_levels_windowless,
     funnel_summarize,
+    unit_level,
 )
 from analytics.models import (
     DailyVisitor,
@@ -608,7 +609,13 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
     if not query.filters.is_empty:
         events = events.filter(**query.filters.as_lookup("session__"))
     groups: dict[int, str] = {}
-    if params.unit == "session" and not needs_properties:
+    levels: dict[Any, UnitLevel] | None = None
+    if params.unit == "session" and not needs_properties and window is None:
+        levels, groups = _session_path_levels(
+            query, params, types=set(types), until=_micros(horizon)
+        )
+        units = {}
+    elif params.unit == "session" and not needs_properties:
         units, groups = _session_path_units(query, params, types=set(types), until=_micros(horizon))
     else:
         key = "person_id" if params.unit == "person" else "session_id"
@@ -629,13 +636,11 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
             units = {k: v for k, v in units.items() if k in groups}
         for unit_events in units.values():
             unit_events.sort()
-    if window is None:
-        levels = funnel_levels_windowless(units.items(), params.steps, strict=params.strict)
-    else:
+    if levels is None:
         levels = funnel_levels(
             units.items(),
             params.steps,
-            window=window * MICROSECONDS,
+            window=window * MICROSECONDS if window is not None else None,
             strict=params.strict,
             start_from=_micros(period.start) if params.unit == "person" else None,
             start_before=_micros(period.end) if params.unit == "person" else None,
@@ -665,6 +670,35 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
     )
 
 
+EMPTY: dict[str, Any] = {}
+PATH_CHUNK = 2000
+
+
+def _session_paths(query: Query):
+    return SessionPath.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk,
+        started_at__gte=query.period.start,
+        started_at__lt=query.period.end,
+        **query.filters.as_lookup(),
+    )
+
+
+def _path_events(
+    first: int, kinds: str, offsets: str, *, types: set[str], strict: bool, since: int, until: int
+) -> list[UnitEvent]:
+    """A session's events in `[since, until)` (all in strict mode, else the steps' types)."""
+    events = [
+        (first + offset, order, kind, EMPTY)
+        for order, (kind, offset) in enumerate(
+            zip(orjson.loads(kinds), orjson.loads(offsets), strict=True)
+        )
+        if strict or kind in types
+    ]
+    if events and (events[0][0] < since or events[-1][0] >= until):
+        events = [event for event in events if since <= event[0] < until]
+    return events
+
+
 def _session_path_units(
     query: Query, params: FunnelParams, *, types: set[str], until: int
 ) -> tuple[dict[int, list[UnitEvent]], dict[int, str]]:
@@ -674,34 +708,88 @@ def _session_path_units(
     them in strict mode, else those of the steps' types), ordered by (time, id).
     """
     attribute = params.breakdown or "session_id"
-    rows = (
-        SessionPath.objects.using(analytics_db())
-        .filter(
-            shop_id=query.shop.pk,
-            started_at__gte=query.period.start,
-            started_at__lt=query.period.end,
-            **query.filters.as_lookup(),
-        )
-        .values_list("session_id", attribute, "first_at_us", "path")
-    )
     since = _micros(query.period.start)
-    empty: dict[str, Any] = {}
     units: dict[int, list[UnitEvent]] = {}
     groups: dict[int, str] = {}
-    loads, strict = orjson.loads, params.strict
-    for session_id, group, first, path in rows:
+    for session_id, group, first, kinds, offsets in _session_paths(query).values_list(
+        "session_id", attribute, "first_at_us", "kinds", "offsets"
+    ):
         groups[session_id] = group
-        kinds, offsets = loads(path)
-        events = [
-            (first + offset, order, kind, empty)
-            for order, (kind, offset) in enumerate(zip(kinds, offsets, strict=True))
-            if strict or kind in types
-        ]
-        if events and (events[0][0] < since or events[-1][0] >= until):
-            events = [event for event in events if since <= event[0] < until]
+        events = _path_events(
+            first, kinds, offsets, types=types, strict=params.strict, since=since, until=until
+        )
         if events:
             units[session_id] = events
     return units, groups
+
+
+def _shape_level(
+    kinds: str, ties: str, steps: tuple[StepSpec, ...], *, types: set[str], strict: bool
+) -> UnitLevel | None:
+    """The level of every session with these event types and ties (None: not a unit).
+
+    Without a window the funnel looks at the order of the events and at which of them tie, never
+    at the times themselves, so stand-in times that keep both give the same level.
+    """
+    tied = set(orjson.loads(ties)) if ties else set()
+    events, at = [], 0
+    for order, kind in enumerate(orjson.loads(kinds)):
+        at += order not in tied
+        if strict or kind in types:
+            events.append((at, order, kind, EMPTY))
+    if not events:
+        return None
+    return unit_level(events, steps, window=None, strict=strict)
+
+
+def _session_path_levels(
+    query: Query, params: FunnelParams, *, types: set[str], until: int
+) -> tuple[dict[int, UnitLevel], dict[int, str]]:
+    """Session levels without a window, one computation per distinct (kinds, ties) shape.
+
+    Sessions that complete the funnel (their time to convert needs their times) and sessions
+    with events outside `[period start, until)` are computed one by one from their offsets.
+    """
+    attribute = params.breakdown or "session_id"
+    since = _micros(query.period.start)
+    n = len(params.steps)
+    memo: dict[tuple[str, str], UnitLevel | None] = {}
+    levels: dict[int, UnitLevel] = {}
+    groups: dict[int, str] = {}
+    one_by_one = []
+    for session_id, group, kinds, ties, first, last in _session_paths(query).values_list(
+        "session_id", attribute, "kinds", "ties", "first_at_us", "last_at_us"
+    ):
+        groups[session_id] = group
+        if first < since or last >= until:
+            one_by_one.append(session_id)
+            continue
+        shape = (kinds, ties)
+        if shape in memo:
+            level = memo[shape]
+        else:
+            level = memo[shape] = _shape_level(
+                kinds, ties, params.steps, types=types, strict=params.strict
+            )
+        if level is None:
+            continue
+        if level.level == n:
+            one_by_one.append(session_id)
+        else:
+            levels[session_id] = level
+    paths = SessionPath.objects.using(analytics_db())
+    for i in range(0, len(one_by_one), PATH_CHUNK):
+        for session_id, first, kinds, offsets in paths.filter(
+            session_id__in=one_by_one[i : i + PATH_CHUNK]
+        ).values_list("session_id", "first_at_us", "kinds", "offsets"):
+            events = _path_events(
+                first, kinds, offsets, types=types, strict=params.strict, since=since, until=until
+            )
+            if events:
+                levels[session_id] = unit_level(
+                    events, params.steps, window=None, strict=params.strict
+                )
+    return levels, groups
 
 
 # --- carts, retention, geography, live, insights -----------------------------------------------

@@ -517,6 +517,7 @@ def _paths_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
         started_at, person_id, source, device, country = sessions[session_id]
         first = items[0][0]
         kinds = [kind for _, _, kind in items]
+        ties = [i for i in range(1, len(items)) if items[i][0] == items[i - 1][0]]
         carts = [(at, event_id) for at, event_id, kind in items if kind in CART_TYPES]
         last_cart = max(carts) if carts else None
         paths.append(
@@ -529,7 +530,10 @@ def _paths_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
                 device=device,
                 country=country,
                 first_at_us=first,
-                path=orjson.dumps([kinds, [at - first for at, _, _ in items]]).decode(),
+                last_at_us=items[-1][0],
+                kinds=orjson.dumps(kinds).decode(),
+                offsets=orjson.dumps([at - first for at, _, _ in items]).decode(),
+                ties=orjson.dumps(ties).decode() if ties else "",
                 is_abandoned=bool(carts) and "purchase" not in kinds,
                 last_cart_at=EPOCH + timedelta(microseconds=last_cart[0]) if last_cart else None,
                 last_cart_event_id=last_cart[1] if last_cart else None,
