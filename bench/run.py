@@ -69,7 +69,7 @@ BENCHMARKS = [
     Benchmark(
         "queries",
         "queries.py",
-        ["--events", "200000", "--repeat", "10"],
+        ["--events", "100000", "--repeat", "10"],
         ["--events", "10000000", "--repeat", "20"],
         [
             Figure("worst endpoint p95, cold", "summary.worst_cold_p95_ms", 50, False, "ms"),
