@@ -6,21 +6,46 @@ each bounded by the requested period (with an index on the time column) or by a 
 """
 
 import hashlib
-from collections import defaultdict
+import time
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from django.core.cache import cache
-from django.db.models import BigIntegerField, Count, Func, Max, Q, Sum
+from django.db import connections
+from django.db.models import Count, Max, Q, Sum
 from django.db.models.functions import TruncDay, TruncHour, TruncMonth, TruncWeek
 
-from analytics.funnels import FunnelResult, StepSpec, UnitEvent, funnel_levels, funnel_summarize
-from analytics.models import DailyVisitor, HourlyRevenue, HourlyRollup, ProductDailyRollup
+from analytics.funnels import (
+    FunnelResult,
+    StepSpec,
+    UnitEvent,
+    UnitLevel,
+    funnel_levels,
+    funnel_summarize,
+    unit_level,
+)
+from analytics.models import (
+    DailyVisitor,
+    HourlyRevenue,
+    HourlyRollup,
+    ProductDailyRollup,
+    ProductMonthlyRollup,
+    SessionPath,
+)
 from analytics.periods import Period, local_date
-from analytics.services import CART_TYPES, SESSION_SPAN, rollups_generation
+from analytics.services import (
+    CART_TYPES,
+    EPOCH,
+    PRODUCT_SUMS,
+    SESSION_SPAN,
+    EpochMicroseconds,
+    rollups_generation,
+)
 from clickserver.db_routers import analytics_db
 from events.models import Event, Order, Person, Session, Shop
 
@@ -74,16 +99,31 @@ def _money(value: Decimal | None) -> str:
     return str((value or Decimal(0)).quantize(Decimal("0.01")))
 
 
+# Answers this process computed or fetched, by cache key: a warm request then skips the second
+# cache round trip and the unpickling. Safe across processes because the key holds the shop's
+# generation (read from the shared cache on every request); entries expire with the shared ones.
+_LOCAL: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+LOCAL_ENTRIES = 256
+
+
 def cached(name: str, query: Query, params: dict[str, Any], compute: Callable[[], Any]) -> Any:
     """`compute()` through the cache, under a key that changes with the shop's rollups."""
     generation = rollups_generation(shop_id=query.shop.pk)
     raw = repr((name, query.period.first, query.period.last, query.filters, sorted(params.items())))
     digest = hashlib.sha1(raw.encode()).hexdigest()
     key = f"analytics:{query.shop.pk}:{generation}:{digest}"
+    now = time.monotonic()
+    local = _LOCAL.get(key)
+    if local is not None and local[0] > now:
+        return local[1]
     value = cache.get(key)
     if value is None:
         value = compute()
         cache.set(key, value, timeout=CACHE_SECONDS)
+    _LOCAL[key] = (now + CACHE_SECONDS, value)
+    _LOCAL.move_to_end(key)
+    while len(_LOCAL) > LOCAL_ENTRIES:
+        _LOCAL.popitem(last=False)
     return value
 
 
@@ -211,37 +251,57 @@ class ProductRow:
 
 
 def _product_rows(query: Query) -> list[ProductRow]:
-    """Every product of the period, summed over its days (one aggregate query)."""
-    rows = (
-        ProductDailyRollup.objects.using(analytics_db())
-        .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
-        .values("product_id")
-        .annotate(
-            product_name=Max("product_name"),
-            views=Sum("view_count"),
-            carts=Sum("cart_count"),
-            abandoned_carts=Sum("abandoned_cart_count"),
-            purchases=Sum("purchase_count"),
-            orders=Sum("order_count"),
-            units=Sum("units"),
-            revenue=Sum("revenue"),
+    """Every product of the period: whole calendar months from the monthly table, the days at
+    either end from the daily one, summed per product."""
+    first, last = query.period.first, query.period.last
+    months = []
+    month = first if first.day == 1 else (first.replace(day=1) + timedelta(days=32)).replace(day=1)
+    while (following := (month + timedelta(days=32)).replace(day=1)) <= last + timedelta(days=1):
+        months.append(month)
+        month = following
+    db = analytics_db()
+    sums = {f"sum_{name}": Sum(name) for name in PRODUCT_SUMS}
+    parts = []
+    if months:
+        day_ranges = [(first, months[0] - timedelta(days=1)), (month, last)]
+        parts.append(
+            ProductMonthlyRollup.objects.using(db).filter(
+                shop_id=query.shop.pk, month__gte=months[0], month__lte=months[-1]
+            )
         )
-        .order_by()
-    )
+    else:
+        day_ranges = [(first, last)]
+    parts += [
+        ProductDailyRollup.objects.using(db).filter(
+            shop_id=query.shop.pk, day__gte=low, day__lte=high
+        )
+        for low, high in day_ranges
+        if low <= high
+    ]
+    totals: dict[str, dict[str, Any]] = {}
+    for part in parts:
+        for row in part.values("product_id").annotate(name=Max("product_name"), **sums).order_by():
+            total = totals.get(row["product_id"])
+            if total is None:
+                totals[row["product_id"]] = row
+                continue
+            for key in sums:
+                total[key] += row[key]
+            total["name"] = max(total["name"], row["name"])
     return [
         ProductRow(
-            product_id=row["product_id"],
-            product_name=row["product_name"] or "",
-            views=row["views"],
-            carts=row["carts"],
-            abandoned_carts=row["abandoned_carts"],
-            purchases=row["purchases"],
-            orders=row["orders"],
-            units=row["units"],
-            revenue=_money(row["revenue"]),
-            view_to_purchase_rate=_ratio(row["purchases"], row["views"]),
+            product_id=product_id,
+            product_name=row["name"] or "",
+            views=row["sum_view_count"],
+            carts=row["sum_cart_count"],
+            abandoned_carts=row["sum_abandoned_cart_count"],
+            purchases=row["sum_purchase_count"],
+            orders=row["sum_order_count"],
+            units=row["sum_units"],
+            revenue=_money(row["sum_revenue"]),
+            view_to_purchase_rate=_ratio(row["sum_purchase_count"], row["sum_view_count"]),
         )
-        for row in rows
+        for product_id, row in totals.items()
     ]
 
 
@@ -321,7 +381,26 @@ class Kpis:
 
 def kpis_get(*, query: Query) -> Kpis:
     shop, period = query.shop, query.period
-    money = _revenue_totals(shop=shop, start=period.start, end=period.end)
+    # The period's money and the revenue to date (for CLV) in one pass over the hourly rows.
+    in_period = Q(hour__gte=period.start)
+    sums = (
+        HourlyRevenue.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, hour__lt=period.end)
+        .aggregate(
+            orders=Sum("order_count", filter=in_period),
+            gross=Sum("order_total", filter=in_period),
+            refunds=Sum("refund_total", filter=in_period),
+            gross_to_date=Sum("order_total"),
+            refunds_to_date=Sum("refund_total"),
+        )
+    )
+    sums = {name: value or 0 for name, value in sums.items()}
+    money = {
+        "orders": sums["orders"],
+        "revenue": Decimal(sums["gross"]) - Decimal(sums["refunds"]),
+        "refunds": Decimal(sums["refunds"]),
+    }
+    to_date = Decimal(sums["gross_to_date"]) - Decimal(sums["refunds_to_date"])
     totals = _rollup_totals(query)
     visitors = DailyVisitor.objects.using(analytics_db()).filter(
         shop_id=shop.pk, day__gte=period.first, day__lte=period.last
@@ -330,7 +409,6 @@ def kpis_get(*, query: Query) -> Kpis:
         all=Count("person_id", distinct=True),
         new=Count("person_id", distinct=True, filter=Q(is_new=True)),
     )
-    to_date = _revenue_totals(shop=shop, start=None, end=period.end)["revenue"]
     # Distinct buyers need the orders themselves; bounded by the period on (shop, placed_at).
     customers = (
         Order.objects.using(analytics_db())
@@ -477,31 +555,6 @@ def _visitor_counts(query: Query, interval: str) -> dict[str, int]:
 
 
 MICROSECONDS = 1_000_000
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class EpochMicroseconds(Func):
-    """Microseconds since 1970 of a UTC datetime column, computed by the database."""
-
-    output_field = BigIntegerField()
-
-    def as_mysql(self, compiler, connection, **extra_context):
-        return self.as_sql(
-            compiler,
-            connection,
-            template="TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', %(expressions)s)",
-            **extra_context,
-        )
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        return self.as_sql(
-            compiler,
-            connection,
-            template=(
-                "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000000) AS INTEGER)"
-            ),
-            **extra_context,
-        )
 
 
 def _micros(moment: datetime) -> int:
@@ -555,33 +608,43 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
         events = events.filter(type__in=types)
     if not query.filters.is_empty:
         events = events.filter(**query.filters.as_lookup("session__"))
-    key = "person_id" if params.unit == "person" else "session_id"
-    columns = [key, "at", "id", "type"] + (["properties"] if needs_properties else [])
-    units: dict[int, list[UnitEvent]] = defaultdict(list)
-    # Times come from the database as integer microseconds: converting a few hundred thousand
-    # datetimes to aware Python objects would cost more than the whole funnel.
-    rows = events.exclude(**{key: None}).annotate(at=EpochMicroseconds("occurred_at"))
-    empty: dict[str, Any] = {}
-    for row in rows.values_list(*columns):
-        units[row[0]].append((row[1], row[2], row[3], row[4] if needs_properties else empty))
-    groups = {}
-    if params.unit == "session":
-        sessions = Session.objects.using(analytics_db()).filter(
-            shop_id=query.shop.pk, started_at__gte=period.start, started_at__lt=period.end
+    groups: dict[int, str] = {}
+    levels: dict[Any, UnitLevel] | None = None
+    if params.unit == "session" and not needs_properties and window is None:
+        levels, groups = _session_path_levels(
+            query, params, types=set(types), until=_micros(horizon)
         )
-        attribute = params.breakdown or "id"
-        groups = dict(sessions.values_list("id", attribute))
-        units = {k: v for k, v in units.items() if k in groups}
-    for unit_events in units.values():
-        unit_events.sort()
-    levels = funnel_levels(
-        units.items(),
-        params.steps,
-        window=window * MICROSECONDS if window is not None else None,
-        strict=params.strict,
-        start_from=_micros(period.start) if params.unit == "person" else None,
-        start_before=_micros(period.end) if params.unit == "person" else None,
-    )
+        units = {}
+    elif params.unit == "session" and not needs_properties:
+        units, groups = _session_path_units(query, params, types=set(types), until=_micros(horizon))
+    else:
+        key = "person_id" if params.unit == "person" else "session_id"
+        columns = [key, "at", "id", "type"] + (["properties"] if needs_properties else [])
+        units = defaultdict(list)
+        # Times come from the database as integer microseconds: converting a few hundred
+        # thousand datetimes to aware Python objects would cost more than the whole funnel.
+        rows = events.exclude(**{key: None}).annotate(at=EpochMicroseconds("occurred_at"))
+        empty: dict[str, Any] = {}
+        for row in rows.values_list(*columns):
+            units[row[0]].append((row[1], row[2], row[3], row[4] if needs_properties else empty))
+        if params.unit == "session":
+            sessions = Session.objects.using(analytics_db()).filter(
+                shop_id=query.shop.pk, started_at__gte=period.start, started_at__lt=period.end
+            )
+            attribute = params.breakdown or "id"
+            groups = dict(sessions.values_list("id", attribute))
+            units = {k: v for k, v in units.items() if k in groups}
+        for unit_events in units.values():
+            unit_events.sort()
+    if levels is None:
+        levels = funnel_levels(
+            units.items(),
+            params.steps,
+            window=window * MICROSECONDS if window is not None else None,
+            strict=params.strict,
+            start_from=_micros(period.start) if params.unit == "person" else None,
+            start_before=_micros(period.end) if params.unit == "person" else None,
+        )
     total = funnel_summarize(levels.values(), params.steps, scale=MICROSECONDS)
     breakdown = []
     if params.breakdown:
@@ -605,6 +668,128 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
         start=period.first,
         end=period.last,
     )
+
+
+EMPTY: dict[str, Any] = {}
+PATH_CHUNK = 2000
+
+
+def _session_paths(query: Query):
+    return SessionPath.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk,
+        started_at__gte=query.period.start,
+        started_at__lt=query.period.end,
+        **query.filters.as_lookup(),
+    )
+
+
+def _path_events(
+    first: int, kinds: str, offsets: str, *, types: set[str], strict: bool, since: int, until: int
+) -> list[UnitEvent]:
+    """A session's events in `[since, until)` (all in strict mode, else the steps' types)."""
+    events = [
+        (first + offset, order, kind, EMPTY)
+        for order, (kind, offset) in enumerate(
+            zip(orjson.loads(kinds), orjson.loads(offsets), strict=True)
+        )
+        if strict or kind in types
+    ]
+    if events and (events[0][0] < since or events[-1][0] >= until):
+        events = [event for event in events if since <= event[0] < until]
+    return events
+
+
+def _session_path_units(
+    query: Query, params: FunnelParams, *, types: set[str], until: int
+) -> tuple[dict[int, list[UnitEvent]], dict[int, str]]:
+    """The period's sessions as funnel units, one `SessionPath` row each instead of every event.
+
+    The same events the raw read takes: the session's events in `[period start, until)` (all of
+    them in strict mode, else those of the steps' types), ordered by (time, id).
+    """
+    attribute = params.breakdown or "session_id"
+    since = _micros(query.period.start)
+    units: dict[int, list[UnitEvent]] = {}
+    groups: dict[int, str] = {}
+    for session_id, group, first, kinds, offsets in _session_paths(query).values_list(
+        "session_id", attribute, "first_at_us", "kinds", "offsets"
+    ):
+        groups[session_id] = group
+        events = _path_events(
+            first, kinds, offsets, types=types, strict=params.strict, since=since, until=until
+        )
+        if events:
+            units[session_id] = events
+    return units, groups
+
+
+def _shape_level(
+    kinds: str, ties: str, steps: tuple[StepSpec, ...], *, types: set[str], strict: bool
+) -> UnitLevel | None:
+    """The level of every session with these event types and ties (None: not a unit).
+
+    Without a window the funnel looks at the order of the events and at which of them tie, never
+    at the times themselves, so stand-in times that keep both give the same level.
+    """
+    tied = set(orjson.loads(ties)) if ties else set()
+    events, at = [], 0
+    for order, kind in enumerate(orjson.loads(kinds)):
+        at += order not in tied
+        if strict or kind in types:
+            events.append((at, order, kind, EMPTY))
+    if not events:
+        return None
+    return unit_level(events, steps, window=None, strict=strict)
+
+
+def _session_path_levels(
+    query: Query, params: FunnelParams, *, types: set[str], until: int
+) -> tuple[dict[int, UnitLevel], dict[int, str]]:
+    """Session levels without a window, one computation per distinct (kinds, ties) shape.
+
+    Sessions that complete the funnel (their time to convert needs their times) and sessions
+    with events outside `[period start, until)` are computed one by one from their offsets.
+    """
+    attribute = params.breakdown or "session_id"
+    since = _micros(query.period.start)
+    n = len(params.steps)
+    memo: dict[tuple[str, str], UnitLevel | None] = {}
+    levels: dict[int, UnitLevel] = {}
+    groups: dict[int, str] = {}
+    one_by_one = []
+    for session_id, group, kinds, ties, first, last in _session_paths(query).values_list(
+        "session_id", attribute, "kinds", "ties", "first_at_us", "last_at_us"
+    ):
+        groups[session_id] = group
+        if first < since or last >= until:
+            one_by_one.append(session_id)
+            continue
+        shape = (kinds, ties)
+        if shape in memo:
+            level = memo[shape]
+        else:
+            level = memo[shape] = _shape_level(
+                kinds, ties, params.steps, types=types, strict=params.strict
+            )
+        if level is None:
+            continue
+        if level.level == n:
+            one_by_one.append(session_id)
+        else:
+            levels[session_id] = level
+    paths = SessionPath.objects.using(analytics_db())
+    for i in range(0, len(one_by_one), PATH_CHUNK):
+        for session_id, first, kinds, offsets in paths.filter(
+            session_id__in=one_by_one[i : i + PATH_CHUNK]
+        ).values_list("session_id", "first_at_us", "kinds", "offsets"):
+            events = _path_events(
+                first, kinds, offsets, types=types, strict=params.strict, since=since, until=until
+            )
+            if events:
+                levels[session_id] = unit_level(
+                    events, params.steps, window=None, strict=params.strict
+                )
+    return levels, groups
 
 
 # --- carts, retention, geography, live, insights -----------------------------------------------
@@ -655,46 +840,79 @@ RECOVERY_PAGE = 1000
 def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
     """Identified people whose sessions of the period had a cart and no purchase, newest first.
 
-    Walks the period's cart events backwards along (shop, type, occurred_at) a page at a time and
-    drops sessions with a purchase, so the work stops once `limit` people are found.
+    A session's place is its newest cart event of the period (time, then event id). Abandoned
+    sessions are walked backwards along the `SessionPath` index (shop, is_abandoned,
+    last_cart_at) a page at a time, so the work stops once `limit` people are found. Sessions
+    whose newest cart lies after the period's end (they started in its last hours) take their
+    newest cart before the end from the log.
     """
-    carts = (
-        Event.objects.using(analytics_db())
+    db = analytics_db()
+    period = query.period
+    abandoned = SessionPath.objects.using(db).filter(
+        shop_id=query.shop.pk,
+        is_abandoned=True,
+        started_at__gte=period.start,
+        started_at__lt=period.end,
+        **query.filters.as_lookup(),
+    )
+    late = dict(
+        abandoned.filter(last_cart_at__gte=period.end).values_list("session_id", "person_id")
+    )
+    edge: dict[int, tuple[datetime, int]] = {}
+    for session_id, at, event_id in (
+        Event.objects.using(db)
         .filter(
-            shop_id=query.shop.pk,
+            session_id__in=list(late),
             type__in=CART_TYPES,
-            occurred_at__gte=query.period.start,
-            occurred_at__lt=query.period.end,
-            session__started_at__gte=query.period.start,
-            session__started_at__lt=query.period.end,
-            **query.filters.as_lookup("session__"),
+            occurred_at__gte=period.start,
+            occurred_at__lt=period.end,
         )
-        .exclude(person__user_id="")
-        .exclude(person=None)
-        .order_by("-occurred_at", "-id")
-        .values_list("person_id", "person__user_id", "session_id", "occurred_at")
+        .values_list("session_id", "occurred_at", "id")
+    ):
+        edge[session_id] = max(edge.get(session_id, (at, event_id)), (at, event_id))
+    # (at, event id, session id, person id), newest first, merged into the main walk.
+    pending = sorted(
+        (
+            (at, event_id, session_id, late[session_id])
+            for session_id, (at, event_id) in edge.items()
+        ),
+        reverse=True,
+    )
+    walk = (
+        abandoned.filter(last_cart_at__lt=period.end)
+        .order_by("-last_cart_at", "-last_cart_event_id")
+        .values_list("last_cart_at", "last_cart_event_id", "session_id", "person_id")
     )
     found: dict[int, RecoveryRow] = {}
-    seen_sessions: set[int] = set()
+    users: dict[int, str] = {}
+
+    def take(rows: list[tuple[datetime, int, int, int | None]]) -> None:
+        wanted = {row[3] for row in rows if row[3] is not None} - users.keys()
+        users.update(Person.objects.using(db).filter(id__in=wanted).values_list("id", "user_id"))
+        for at, _, session_id, person_id in rows:
+            if person_id is None or person_id in found or len(found) >= limit:
+                continue
+            if users.get(person_id):
+                found[person_id] = RecoveryRow(
+                    person_id=person_id,
+                    user_id=users[person_id],
+                    session_id=session_id,
+                    abandoned_at=at,
+                )
+
     offset = 0
     while len(found) < limit:
-        page = list(carts[offset : offset + RECOVERY_PAGE])
-        if not page:
-            break
+        page = list(walk[offset : offset + RECOVERY_PAGE])
         offset += RECOVERY_PAGE
-        fresh = {row[2] for row in page} - seen_sessions
-        seen_sessions |= fresh
-        purchased = set(
-            Event.objects.using(analytics_db())
-            .filter(session_id__in=fresh, type="purchase")
-            .values_list("session_id", flat=True)
-        )
-        for person_id, user_id, session_id, at in page:
-            if session_id in purchased or person_id in found or len(found) >= limit:
-                continue
-            found[person_id] = RecoveryRow(
-                person_id=person_id, user_id=user_id, session_id=session_id, abandoned_at=at
-            )
+        if not page:
+            take(pending)
+            break
+        merged = []
+        for row in page:
+            while pending and pending[0][:2] > (row[0], row[1]):
+                merged.append(pending.pop(0))
+            merged.append(row)
+        take(merged)
     return list(found.values())
 
 
@@ -714,7 +932,50 @@ class Retention:
     end: date
 
 
+RETENTION_SQL = """
+    SELECT cohort_week, FLOOR(DATEDIFF(later.day, cohort_week) / 7), COUNT(DISTINCT later.person_id)
+    FROM (
+        SELECT person_id, DATE_SUB(day, INTERVAL WEEKDAY(day) DAY) AS cohort_week
+        FROM analytics_dailyvisitor
+        WHERE shop_id = %s AND is_new AND day BETWEEN %s AND %s
+    ) AS cohort
+    JOIN analytics_dailyvisitor AS later
+        ON later.shop_id = %s AND later.person_id = cohort.person_id
+        AND later.day BETWEEN %s AND %s
+    GROUP BY 1, 2
+"""
+
+
 def retention_get(*, query: Query) -> Retention:
+    period = query.period
+    db = analytics_db()
+    if connections[db].vendor != "mysql":
+        return _retention_python(query)
+    cohorts: dict[date, dict[int, int]] = defaultdict(dict)
+    shop_id = query.shop.pk
+    with connections[db].cursor() as cursor:
+        cursor.execute(
+            RETENTION_SQL,
+            [shop_id, period.first, period.last, shop_id, period.first, period.last],
+        )
+        for week, index, count in cursor.fetchall():
+            cohorts[week][int(index)] = count
+    rows = []
+    for week, weeks in sorted(cohorts.items()):
+        span = max(weeks) + 1
+        active = [weeks.get(i, 0) for i in range(span)]
+        rows.append(
+            CohortRow(
+                cohort_week=week,
+                size=active[0],
+                active=active,
+                retention=[_ratio(n, active[0]) for n in active],
+            )
+        )
+    return Retention(rows=rows, start=period.first, end=period.last)
+
+
+def _retention_python(query: Query) -> Retention:
     period = query.period
     visitors = DailyVisitor.objects.using(analytics_db()).filter(
         shop_id=query.shop.pk, day__gte=period.first, day__lte=period.last

@@ -14,12 +14,20 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+import orjson
 from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Exists, F, Max, Min, OuterRef, Sum
+from django.db.models import BigIntegerField, Count, Exists, F, Func, Max, Min, OuterRef, Q, Sum
 from django.db.models.functions import TruncHour
 
-from analytics.models import DailyVisitor, HourlyRevenue, HourlyRollup, ProductDailyRollup
+from analytics.models import (
+    DailyVisitor,
+    HourlyRevenue,
+    HourlyRollup,
+    ProductDailyRollup,
+    ProductMonthlyRollup,
+    SessionPath,
+)
 from analytics.periods import HOUR, Period, day_runs, hour_ceil, hour_floor, local_date
 from events.models import Event, Order, OrderLine, PipelineWatermark, Refund, Session, Shop
 
@@ -39,6 +47,40 @@ SESSION_SPAN = timedelta(hours=25)
 REBUILD_CHUNK_DAYS = 31
 GENERATION_KEY = "analytics:generation:{shop_id}"
 MICROSECOND = timedelta(microseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+PRODUCT_SUMS = (
+    "view_count",
+    "cart_count",
+    "abandoned_cart_count",
+    "purchase_count",
+    "order_count",
+    "units",
+    "revenue",
+)
+
+
+class EpochMicroseconds(Func):
+    """Microseconds since 1970 of a UTC datetime column, computed by the database."""
+
+    output_field = BigIntegerField()
+
+    def as_mysql(self, compiler, connection, **extra_context):
+        return self.as_sql(
+            compiler,
+            connection,
+            template="TIMESTAMPDIFF(MICROSECOND, '1970-01-01 00:00:00', %(expressions)s)",
+            **extra_context,
+        )
+
+    def as_sqlite(self, compiler, connection, **extra_context):
+        return self.as_sql(
+            compiler,
+            connection,
+            template=(
+                "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000000) AS INTEGER)"
+            ),
+            **extra_context,
+        )
 
 
 def rollups_generation(*, shop_id: int) -> int:
@@ -172,7 +214,14 @@ def rollups_rebuild(*, shop_id: int, now: datetime) -> RebuildResult:
     picked up by the next refresh (recomputing a day twice is harmless).
     """
     with transaction.atomic():
-        for model in (HourlyRollup, HourlyRevenue, DailyVisitor, ProductDailyRollup):
+        for model in (
+            HourlyRollup,
+            HourlyRevenue,
+            DailyVisitor,
+            ProductDailyRollup,
+            ProductMonthlyRollup,
+            SessionPath,
+        ):
             model.objects.filter(shop_id=shop_id).delete()
         newest_order = Order.objects.filter(shop_id=shop_id).aggregate(m=Max("updated_at"))["m"]
         positions = {
@@ -215,8 +264,10 @@ def _days_recompute(*, shop_id: int, period: Period) -> None:
     hours_start, hours_end = hour_floor(period.start), hour_ceil(period.end)
     _hours_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
     _revenue_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
+    _paths_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
     _visitors_recompute(shop_id=shop_id, period=period)
     _products_recompute(shop_id=shop_id, period=period)
+    _product_months_recompute(shop_id=shop_id, period=period)
 
 
 def _hours_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
@@ -436,3 +487,94 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
 def _day_of(hour: datetime, period: Period) -> date:
     """The local day of an hour bucket; an hour straddling the period start counts in it."""
     return local_date(max(hour, period.start), period.tz)
+
+
+def _paths_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
+    """One `SessionPath` per session started in `[start, end)`: its events in funnel order."""
+    in_range = Session.objects.filter(shop_id=shop_id, started_at__gte=start, started_at__lt=end)
+    sessions = {
+        row[0]: row[1:]
+        for row in in_range.values_list(
+            "id", "started_at", "person_id", "utm_source", "device", "country"
+        )
+    }
+    events: dict[int, list[tuple[int, int, str]]] = defaultdict(list)
+    for session_id, at, event_id, kind in (
+        Event.objects.filter(
+            shop_id=shop_id,
+            occurred_at__gte=start,
+            occurred_at__lt=end + SESSION_SPAN,
+            session_id__isnull=False,
+        )
+        .annotate(at=EpochMicroseconds("occurred_at"))
+        .values_list("session_id", "at", "id", "type")
+    ):
+        if session_id in sessions:
+            events[session_id].append((at, event_id, kind))
+    paths = []
+    for session_id, items in events.items():
+        items.sort()
+        started_at, person_id, source, device, country = sessions[session_id]
+        first = items[0][0]
+        kinds = [kind for _, _, kind in items]
+        ties = [i for i in range(1, len(items)) if items[i][0] == items[i - 1][0]]
+        carts = [(at, event_id) for at, event_id, kind in items if kind in CART_TYPES]
+        last_cart = max(carts) if carts else None
+        paths.append(
+            SessionPath(
+                session_id=session_id,
+                shop_id=shop_id,
+                started_at=started_at,
+                person_id=person_id,
+                utm_source=source,
+                device=device,
+                country=country,
+                first_at_us=first,
+                last_at_us=items[-1][0],
+                kinds=orjson.dumps(kinds).decode(),
+                offsets=orjson.dumps([at - first for at, _, _ in items]).decode(),
+                ties=orjson.dumps(ties).decode() if ties else "",
+                is_abandoned=bool(carts) and "purchase" not in kinds,
+                last_cart_at=EPOCH + timedelta(microseconds=last_cart[0]) if last_cart else None,
+                last_cart_event_id=last_cart[1] if last_cart else None,
+            )
+        )
+    # A late event can move a session's start out of the range its old row lies in.
+    SessionPath.objects.filter(
+        Q(shop_id=shop_id, started_at__gte=start, started_at__lt=end)
+        | Q(session_id__in=in_range.values("id"))
+    ).delete()
+    SessionPath.objects.bulk_create(paths, batch_size=2000)
+
+
+def _month_starts(period: Period) -> list[date]:
+    months, month = [], period.first.replace(day=1)
+    while month <= period.last:
+        months.append(month)
+        month = (month + timedelta(days=32)).replace(day=1)
+    return months
+
+
+def _product_months_recompute(*, shop_id: int, period: Period) -> None:
+    """Re-sum the calendar months that the recomputed days belong to."""
+    months = _month_starts(period)
+    rows = []
+    for month in months:
+        following = (month + timedelta(days=32)).replace(day=1)
+        rows += [
+            ProductMonthlyRollup(
+                shop_id=shop_id,
+                month=month,
+                product_id=row["product_id"],
+                product_name=row["name"] or "",
+                **{name: row[f"sum_{name}"] for name in PRODUCT_SUMS},
+            )
+            for row in ProductDailyRollup.objects.filter(
+                shop_id=shop_id, day__gte=month, day__lt=following
+            )
+            .values("product_id")
+            .annotate(name=Max("product_name"), **{f"sum_{f}": Sum(f) for f in PRODUCT_SUMS})
+            .order_by()
+        ]
+    ProductMonthlyRollup.objects.filter(shop_id=shop_id, month__in=months).delete()
+    ProductMonthlyRollup.objects.bulk_create(rows, batch_size=2000)

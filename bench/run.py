@@ -90,6 +90,18 @@ BENCHMARKS = [
             Figure("single session p99", "single_session_ms.p99", 10, False, "ms"),
         ],
     ),
+    Benchmark(
+        "queries",
+        "queries.py",
+        ["--events", "100000", "--repeat", "10"],
+        ["--events", "10000000", "--repeat", "20"],
+        [
+            Figure("worst endpoint p95, cold", "summary.worst_cold_p95_ms", 50, False, "ms"),
+            Figure("worst endpoint p95, warm", "summary.worst_warm_p95_ms", 5, False, "ms"),
+            Figure("30-day 3-step funnel p95", "summary.funnel_30d_p95_ms", 300, False, "ms"),
+            Figure("rollup rebuild", "summary.rollups_rebuild_s", 0, False, "s"),
+        ],
+    ),
 ]
 
 
