@@ -52,7 +52,7 @@ class IdentifiedUserRow:
     last_seen_at: datetime
     session_count: int
     order_count: int
-    revenue: Decimal
+    revenue: str  # money as a decimal string, never a float
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +70,11 @@ class IdentifiedSessionRow:
     device: str
     country: str
     is_converted: bool
-    revenue: Decimal
+    revenue: str
+
+
+def _money(value: Decimal | int | None) -> str:
+    return f"{Decimal(value or 0):.2f}"
 
 
 def _out(segment: Segment) -> SegmentOut:
@@ -159,7 +163,7 @@ def identified_users_query(*, shop: Shop) -> QuerySet:
 
 
 def identified_user_rows(*, page: list[tuple]) -> list[IdentifiedUserRow]:
-    return [IdentifiedUserRow(*row) for row in page]
+    return [IdentifiedUserRow(*row[:-1], revenue=_money(row[-1])) for row in page]
 
 
 def identified_sessions_query(*, shop: Shop, start: datetime, end: datetime) -> QuerySet:
@@ -187,4 +191,4 @@ def identified_sessions_query(*, shop: Shop, start: datetime, end: datetime) -> 
 
 
 def identified_session_rows(*, page: list[tuple]) -> list[IdentifiedSessionRow]:
-    return [IdentifiedSessionRow(*row) for row in page]
+    return [IdentifiedSessionRow(*row[:-1], revenue=_money(row[-1])) for row in page]

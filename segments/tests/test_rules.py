@@ -120,7 +120,12 @@ def test_rules_count_bounds_any_groups_and_traits(shop, other_shop):
     )
     either = _members(
         shop,
-        {"any": [{"trait": "plan", "in": ["gold"]}, {"property": "plan_page", "equals": "pricing"}]},
+        {
+            "any": [
+                {"trait": "plan", "in": ["gold"]},
+                {"property": "plan_page", "equals": "pricing"},
+            ]
+        },
     )
 
     assert two_or_more == {thrice.pk}

@@ -102,9 +102,7 @@ def test_segments_refresh_is_idempotent_and_keeps_since(shop):
     stays, leaves = PersonFactory.create_batch(2, shop=shop)
     _event(stays, "purchase", 1)
     _event(leaves, "purchase", 20)
-    segment = SegmentFactory(
-        shop=shop, rules={"all": [{"event": "purchase", "within_days": 30}]}
-    )
+    segment = SegmentFactory(shop=shop, rules={"all": [{"event": "purchase", "within_days": 30}]})
     services.segments_refresh(shop_id=shop.pk, now=NOW)
     first = list(SegmentMembership.objects.order_by("id").values_list("id", "person_id", "since"))
 
@@ -127,11 +125,7 @@ def test_segments_refresh_is_idempotent_and_keeps_since(shop):
 @pytest.mark.django_db
 def test_segment_create_rejects_invalid_rules_and_writes_nothing(shop):
     with pytest.raises(ApplicationError) as error:
-        services.segment_create(
-            shop=shop, name="Bad", rules={"all": [{"event": "x"}]}, now=NOW
-        )
+        services.segment_create(shop=shop, name="Bad", rules={"all": [{"event": "x"}]}, now=NOW)
 
-    assert error.value.fields == {
-        "rules": ["rules.all[0]: an event condition needs 'within_days'"]
-    }
+    assert error.value.fields == {"rules": ["rules.all[0]: an event condition needs 'within_days'"]}
     assert Segment.objects.count() == 0
