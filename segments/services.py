@@ -160,9 +160,13 @@ def segments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
         added, removed = added + a, removed + r
     rule_segments = list(Segment.objects.filter(shop_id=shop_id, kind=Segment.Kind.RULE))
     for segment in rule_segments:
-        a, r = _memberships_sync(
-            segment=segment, person_ids=_rule_members(segment=segment, now=now), now=now
-        )
+        try:
+            person_ids = _rule_members(segment=segment, now=now)
+        except RuleError as exc:
+            # Rules are validated on create; one edited badly in the admin must not stop the rest.
+            logger.warning("segment %s has invalid rules, skipped: %s", segment.pk, exc)
+            continue
+        a, r = _memberships_sync(segment=segment, person_ids=person_ids, now=now)
         added, removed = added + a, removed + r
     result = RefreshResult(
         shop_id=shop_id, segments=len(targets) + len(rule_segments), added=added, removed=removed
