@@ -2,7 +2,7 @@
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Set
 from dataclasses import dataclass
 
 # Interaction weights for crowd favourites; a purchase says more than a view.
@@ -33,7 +33,7 @@ def crowd_scores(counts: Iterable[tuple[str, str, int, int]]) -> dict[str, float
     return dict(scores)
 
 
-def top(scores: dict[str, float], *, limit: int, exclude: set[str] = frozenset()) -> list[Ranked]:
+def top(scores: dict[str, float], *, limit: int, exclude: Set[str] = frozenset()) -> list[Ranked]:
     ranked = sorted(
         ((pid, s) for pid, s in scores.items() if pid not in exclude), key=lambda x: (-x[1], x[0])
     )

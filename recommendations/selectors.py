@@ -98,7 +98,7 @@ def _render(
     last: dict[str, datetime] | None = None,
 ) -> list[Recommendation]:
     catalogue = catalogue_get(shop=shop, product_ids=[r.product_id for r in ranked], now=now)
-    out = []
+    out: list[Recommendation] = []
     for r in ranked:
         item = catalogue[r.product_id]
         if item.is_available and len(out) < limit:

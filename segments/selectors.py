@@ -1,6 +1,6 @@
 """Every read of the segments app, scoped to a shop."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -163,7 +163,18 @@ def identified_users_query(*, shop: Shop) -> QuerySet:
 
 
 def identified_user_rows(*, page: list[tuple]) -> list[IdentifiedUserRow]:
-    return [IdentifiedUserRow(*row[:-1], revenue=_money(row[-1])) for row in page]
+    return [
+        IdentifiedUserRow(
+            person_id=pid,
+            user_id=uid,
+            first_seen_at=first,
+            last_seen_at=last,
+            session_count=sessions,
+            order_count=orders,
+            revenue=_money(revenue),
+        )
+        for pid, uid, first, last, sessions, orders, revenue in page
+    ]
 
 
 def identified_sessions_query(*, shop: Shop, start: datetime, end: datetime) -> QuerySet:
@@ -191,4 +202,6 @@ def identified_sessions_query(*, shop: Shop, start: datetime, end: datetime) -> 
 
 
 def identified_session_rows(*, page: list[tuple]) -> list[IdentifiedSessionRow]:
-    return [IdentifiedSessionRow(*row[:-1], revenue=_money(row[-1])) for row in page]
+    names = [f.name for f in fields(IdentifiedSessionRow)]
+    rows = [dict(zip(names, row, strict=True)) for row in page]
+    return [IdentifiedSessionRow(**{**row, "revenue": _money(row["revenue"])}) for row in rows]
