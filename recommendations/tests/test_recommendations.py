@@ -1,12 +1,13 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
 from events.models import Session
 from events.tests.factories import EventFactory
-from recommendations import selectors, services
+from recommendations import selectors, services, tasks
 from recommendations.models import ProductAffinity
 from recommendations.tests.factories import (
     PersonFactory,
@@ -183,3 +184,28 @@ def test_affinity_rebuild_scores_session_co_occurrence(shop):
         ("C", "A", 0.57735, 1),
         ("C", "B", 0.707107, 1),
     ]
+
+
+@pytest.mark.django_db
+def test_storefront_endpoints_allow_cross_origin_calls(shop):
+    response = APIClient().options(
+        PATHS[1],
+        headers={
+            "Origin": "https://store.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "x-write-key",
+        },
+    )
+
+    assert response.status_code == 200
+    assert response["Access-Control-Allow-Origin"] == "*"
+
+
+def test_affinity_rebuild_runs_daily_from_beat():
+    scheduled = {e["task"] for e in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert "recommendations.tasks.affinity_rebuild_sweep_task" in scheduled
+    assert (
+        tasks.affinity_rebuild_sweep_task.name
+        == "recommendations.tasks.affinity_rebuild_sweep_task"
+    )

@@ -1,9 +1,11 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.conf import settings
 from rest_framework.test import APIClient
 
 from events.tests.factories import EventFactory
+from segments import tasks
 from segments.models import Segment, SegmentMembership
 from segments.tests.factories import OrderFactory, PersonFactory, SegmentFactory, SessionFactory
 
@@ -208,3 +210,25 @@ def test_identified_users_sessions_rejects_a_bad_range(api_client, shop):
 
     assert response.status_code == 400
     assert response.json()["detail"] == "start must be on or before end, at most 366 days."
+
+
+@pytest.mark.django_db
+def test_segment_list_shows_the_shops_segments_in_two_queries(
+    api_client, shop, other_shop, django_assert_num_queries
+):
+    SegmentFactory(shop=shop, name="B rule")
+    SegmentFactory(shop=shop, name="A rule")
+    SegmentFactory(shop=other_shop, name="Elsewhere")
+
+    with django_assert_num_queries(2):  # shop, segments
+        response = api_client.get("/segments/", {"shop": shop.domain})
+
+    assert [s["name"] for s in response.json()] == ["A rule", "B rule"]
+
+
+def test_segments_refresh_runs_hourly_from_beat():
+    entries = {e["task"]: e for e in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert "segments.tasks.segments_refresh_sweep_task" in entries
+    assert tasks.segments_refresh_sweep_task.name == "segments.tasks.segments_refresh_sweep_task"
+    assert tasks.segments_refresh_task.name == "segments.tasks.segments_refresh_task"
