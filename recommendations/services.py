@@ -16,6 +16,8 @@ logger = logging.getLogger(__name__)
 
 AFFINITY_WINDOW_DAYS = 90
 SESSION_BATCH = 2000
+# Bounds memory and run time on the biggest shops: the newest sessions are read first.
+MAX_SESSIONS = 500_000
 WRITE_BATCH = 2000
 
 
@@ -28,16 +30,12 @@ class AffinityResult:
 
 
 def session_products(*, shop_id: int, start: datetime, end: datetime) -> Iterator[list[str]]:
-    """Each session's product ids in event order, sessions read in bounded batches by id."""
-    last_id = 0
-    while True:
-        ids = list(
-            Session.objects.filter(
-                shop_id=shop_id, started_at__gte=start, started_at__lt=end, id__gt=last_id
-            )
-            .order_by("id")
-            .values_list("id", flat=True)[:SESSION_BATCH]
-        )
+    """Each session's product ids in event order; sessions newest first, in batches by id."""
+    sessions = Session.objects.filter(shop_id=shop_id, started_at__gte=start, started_at__lt=end)
+    last_id: int | None = None
+    for _ in range(0, MAX_SESSIONS, SESSION_BATCH):
+        page = sessions if last_id is None else sessions.filter(id__lt=last_id)
+        ids = list(page.order_by("-id").values_list("id", flat=True)[:SESSION_BATCH])
         if not ids:
             return
         last_id = ids[-1]
