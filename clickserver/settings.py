@@ -182,6 +182,14 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),
     },
+    "segments-refresh-sweep": {
+        "task": "segments.tasks.segments_refresh_sweep_task",
+        "schedule": crontab(minute=23),
+    },
+    "recommendations-affinity-daily": {
+        "task": "recommendations.tasks.affinity_rebuild_sweep_task",
+        "schedule": crontab(hour=2, minute=41),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
@@ -210,7 +218,10 @@ PIPELINE_FOLLOW_UP_TASKS: list[str] = [
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
-CORS_URLS_REGEX = r"^/(events|v1|snippet)/.*$"
+CORS_URLS_REGEX = (
+    r"^/((events|v1|snippet)/.*"
+    r"|api/(crowd_favorites|featured_collection|pick_up_where_you_left_off)/.*)$"
+)
 CORS_ALLOW_ALL_ORIGINS = True  # storefronts are arbitrary origins; the write key is public anyway
 CORS_ALLOW_HEADERS = [
     "accept",

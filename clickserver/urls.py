@@ -11,6 +11,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     path("analytics/", include("analytics.urls")),
+    path("segments/", include("segments.urls")),
+    path("api/", include("recommendations.urls")),
     path("", include("events.urls")),
     path("", include("notifications.urls")),
     path("", include("analytics.dashboard_urls")),

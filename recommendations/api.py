@@ -1,0 +1,77 @@
+"""Storefront recommendation endpoints, authenticated with the shop's public write key."""
+
+from dataclasses import asdict
+
+from django.utils import timezone
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clickserver.api import ApplicationError
+from events.models import Shop
+from events.selectors import shop_get_by_write_key
+from recommendations import selectors
+
+MAX_LIMIT = 50
+
+
+class StorefrontApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def shop(self, request) -> Shop:
+        key = request.headers.get("X-Write-Key") or request.query_params.get("write_key", "")
+        shop = shop_get_by_write_key(write_key=key) if key else None
+        domain = request.query_params.get("shop")
+        if shop is None or (domain and domain != shop.domain):
+            raise ApplicationError(
+                "Unknown or missing write key.", code="not_authenticated", status=401
+            )
+        return shop
+
+    def limit(self, request) -> int:
+        raw = request.query_params.get("limit", "10")
+        if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+            raise ApplicationError(f"limit must be 1 to {MAX_LIMIT}.", fields={"limit": ["1-50"]})
+        return int(raw)
+
+    def person_id(self, request, shop: Shop) -> int | None:
+        anonymous_id = request.query_params.get("anonymous_id", "")
+        user_id = request.query_params.get("user_id", "")
+        if not anonymous_id and not user_id:
+            raise ApplicationError(
+                "Give anonymous_id or user_id.", fields={"anonymous_id": ["required"]}
+            )
+        return selectors.person_resolve(shop=shop, anonymous_id=anonymous_id, user_id=user_id)
+
+    def answer(self, products: list[selectors.Recommendation]) -> Response:
+        return Response({"products": [asdict(p) for p in products]})
+
+
+class CrowdFavoritesApi(StorefrontApi):
+    def get(self, request):
+        shop, limit = self.shop(request), self.limit(request)
+        compute = lambda: selectors.crowd_favorites_get(shop=shop, now=timezone.now(), limit=limit)  # noqa: E731
+        return self.answer(selectors.cached(f"recs:crowd:{shop.pk}:{limit}", compute))
+
+
+class FeaturedCollectionApi(StorefrontApi):
+    def get(self, request):
+        shop, limit = self.shop(request), self.limit(request)
+        person_id = self.person_id(request, shop)
+        compute = lambda: selectors.featured_collection_get(  # noqa: E731
+            shop=shop, person_id=person_id, now=timezone.now(), limit=limit
+        )
+        return self.answer(
+            selectors.cached(f"recs:featured:{shop.pk}:{person_id}:{limit}", compute)
+        )
+
+
+class PickUpWhereYouLeftOffApi(StorefrontApi):
+    def get(self, request):
+        shop, limit = self.shop(request), self.limit(request)
+        person_id = self.person_id(request, shop)
+        compute = lambda: selectors.pick_up_get(  # noqa: E731
+            shop=shop, person_id=person_id, now=timezone.now(), limit=limit
+        )
+        return self.answer(selectors.cached(f"recs:pickup:{shop.pk}:{person_id}:{limit}", compute))

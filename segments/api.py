@@ -1,0 +1,102 @@
+"""Segment endpoints: parse the query, call one service or selector, render JSON or CSV."""
+
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from django.db.models import QuerySet
+from django.utils import timezone
+from rest_framework import serializers
+from rest_framework.renderers import JSONRenderer
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clickserver.api import ApplicationError, Pagination
+from clickserver.renderers import CsvRenderer
+from events.selectors import shop_get_for_user
+from segments import selectors, services
+
+# A CSV export is the whole table, not a page, up to this many rows.
+CSV_MAX_ROWS = 100_000
+MAX_RANGE_DAYS = 366
+
+
+class TableApi(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    pagination_class = Pagination
+    csv_name = "segments"
+
+    def table(self, request, queryset: QuerySet, to_rows: Callable[..., list[Any]]) -> Response:
+        if request.accepted_renderer.format == "csv":
+            return Response([asdict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(queryset, request, view=self)
+        return paginator.get_paginated_response([asdict(row) for row in to_rows(page=page)])
+
+
+def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
+    """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open UTC range."""
+    zone = ZoneInfo(tz)
+    today = timezone.now().astimezone(zone).date()
+    try:
+        end = date.fromisoformat(params["end"]) if params.get("end") else today
+        start = date.fromisoformat(params["start"]) if params.get("start") else end - timedelta(29)
+    except ValueError:
+        raise ApplicationError(
+            "Dates must be YYYY-MM-DD.", fields={"start": ["YYYY-MM-DD"], "end": ["YYYY-MM-DD"]}
+        ) from None
+    if not 0 <= (end - start).days < MAX_RANGE_DAYS:
+        raise ApplicationError(f"start must be on or before end, at most {MAX_RANGE_DAYS} days.")
+    return (
+        datetime.combine(start, time(), zone),
+        datetime.combine(end + timedelta(days=1), time(), zone),
+    )
+
+
+class SegmentInSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=255)
+    rules = serializers.JSONField()
+
+
+class SegmentListApi(APIView):
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        return Response([asdict(s) for s in selectors.segment_list(shop=shop)])
+
+    def post(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        data = SegmentInSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        segment = services.segment_create(shop=shop, now=timezone.now(), **data.validated_data)
+        return Response(asdict(selectors.segment_out(segment=segment)), status=201)
+
+
+class SegmentMembersApi(TableApi):
+    csv_name = "segment_members"
+
+    def get(self, request, segment_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        segment = selectors.segment_get(shop=shop, segment_id=segment_id)
+        query = selectors.segment_members_query(segment=segment)
+        return self.table(request, query, selectors.member_rows)
+
+
+class IdentifiedUserListApi(TableApi):
+    csv_name = "identified_users"
+
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        query = selectors.identified_users_query(shop=shop)
+        return self.table(request, query, selectors.identified_user_rows)
+
+
+class IdentifiedUserSessionsApi(TableApi):
+    csv_name = "identified_users_sessions"
+
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        start, end = date_range_parse(request.query_params, tz=shop.timezone)
+        query = selectors.identified_sessions_query(shop=shop, start=start, end=end)
+        return self.table(request, query, selectors.identified_session_rows)

@@ -1,0 +1,20 @@
+from celery import shared_task
+from django.db import OperationalError
+from django.utils import timezone
+
+from events.models import Shop
+from segments import services
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def segments_refresh_task(shop_id: int) -> None:
+    services.segments_refresh(shop_id=shop_id, now=timezone.now())
+
+
+@shared_task
+def segments_refresh_sweep_task() -> int:
+    """Hourly: refresh the segments of every active shop, one task per shop."""
+    shop_ids = list(Shop.objects.filter(is_active=True).values_list("id", flat=True))
+    for shop_id in shop_ids:
+        segments_refresh_task.delay(shop_id)
+    return len(shop_ids)
