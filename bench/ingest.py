@@ -28,7 +28,7 @@ import MySQLdb
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-DB = "clickserver_bench"
+DB = "clickserver_bench_ingest"
 PORT = 8077
 ENV = {
     **os.environ,
