@@ -140,3 +140,12 @@ def test_train_command_on_imported_taobao_events(shop, taobao_csv, tmp_path, set
 def test_weekly_training_of_a_shop_without_sessions_registers_nothing(shop):
     assert conversion_model_train_task(shop.id) is None
     assert ModelVersion.objects.count() == 0
+
+
+def test_train_command_defaults_to_the_tuned_number_of_epochs():
+    from notifications.management.commands.train_conversion_model import Command
+    from notifications.model import TrainingConfig
+
+    parser = Command().create_parser("manage.py", "train_conversion_model")
+
+    assert parser.get_default("epochs") == TrainingConfig().epochs == 25

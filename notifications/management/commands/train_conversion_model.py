@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--shop", required=True, help="shop domain")
         parser.add_argument("--csv", help="train on a Taobao UserBehavior CSV instead of the log")
-        parser.add_argument("--epochs", type=int, default=TrainingConfig.epochs)
+        parser.add_argument("--epochs", type=int, default=TrainingConfig().epochs)
 
     def handle(self, *args, **options):
         shop = Shop.objects.filter(domain=options["shop"]).first()
