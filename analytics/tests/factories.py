@@ -2,19 +2,10 @@ from datetime import UTC, datetime
 
 import factory
 
-from events.models import Event, Order, Person, Refund, Session
-from events.tests.factories import ShopFactory
+from events.models import Event, Order, Refund, Session
+from events.tests.factories import PersonFactory, ShopFactory
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-
-class PersonFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Person
-
-    shop = factory.SubFactory(ShopFactory)
-    first_seen_at = T0
-    last_seen_at = T0
 
 
 class SessionFactory(factory.django.DjangoModelFactory):

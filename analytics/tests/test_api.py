@@ -7,11 +7,11 @@ from rest_framework.test import APIClient
 from analytics.services import rollups_rebuild, rollups_refresh
 from analytics.tests.factories import (
     OrderFactory,
-    PersonFactory,
     RefundFactory,
     SessionEventFactory,
     SessionFactory,
 )
+from events.tests.factories import PersonFactory
 
 DAY = "start=2026-01-05&end=2026-01-05"
 NOW = datetime(2026, 1, 10, tzinfo=UTC)

@@ -18,8 +18,9 @@ from analytics.funnels import StepSpec, funnel_levels, funnel_summarize
 from analytics.models import ProductDailyRollup, SessionPath
 from analytics.periods import Period
 from analytics.services import CART_TYPES, rollups_rebuild, rollups_refresh
-from analytics.tests.factories import PersonFactory, SessionEventFactory, SessionFactory
+from analytics.tests.factories import SessionEventFactory, SessionFactory
 from events.models import Event, Session
+from events.tests.factories import PersonFactory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 TYPES = ["page_view", "product_view", "add_to_cart", "checkout_started", "purchase"]

@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 import factory
 from django.contrib.auth import get_user_model
 
-from events.models import Event, Shop, ShopMembership
+from events.models import Event, Person, PersonIdentifier, Shop, ShopMembership
 from events.validation import EventIn
 
 
@@ -61,3 +61,25 @@ def event_in(
         user_id=user_id,
         **fields,
     )
+
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+class PersonFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Person
+
+    shop = factory.SubFactory(ShopFactory)
+    first_seen_at = T0
+    last_seen_at = T0
+
+
+class PersonIdentifierFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PersonIdentifier
+
+    person = factory.SubFactory(PersonFactory)
+    shop = factory.SelfAttribute("person.shop")
+    kind = "anonymous_id"
+    value = factory.Sequence(lambda n: f"anon-{n}")

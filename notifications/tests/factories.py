@@ -2,20 +2,11 @@ from datetime import UTC, datetime, timedelta
 
 import factory
 
-from events.models import Person, Session
-from events.tests.factories import ShopFactory
+from events.models import Session
+from events.tests.factories import PersonFactory, ShopFactory
 from notifications.models import ConversionScore, ModelVersion
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-
-class PersonFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Person
-
-    shop = factory.SubFactory(ShopFactory)
-    first_seen_at = T0
-    last_seen_at = T0
 
 
 class SessionFactory(factory.django.DjangoModelFactory):

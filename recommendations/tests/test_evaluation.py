@@ -3,9 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.models import Session
-from events.tests.factories import EventFactory
+from events.tests.factories import EventFactory, PersonFactory
 from recommendations.evaluation import recommendations_evaluate
-from recommendations.tests.factories import PersonFactory
 
 DAY0 = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,15 +6,10 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from events.models import Session
-from events.tests.factories import EventFactory
+from events.tests.factories import EventFactory, PersonFactory, PersonIdentifierFactory
 from recommendations import selectors, services, tasks
 from recommendations.models import ProductAffinity
-from recommendations.tests.factories import (
-    PersonFactory,
-    PersonIdentifierFactory,
-    ProductAffinityFactory,
-    ProductFactory,
-)
+from recommendations.tests.factories import ProductAffinityFactory, ProductFactory
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 PATHS = ["/api/crowd_favorites/", "/api/featured_collection/", "/api/pick_up_where_you_left_off/"]

@@ -2,30 +2,11 @@ from datetime import UTC, datetime, timedelta
 
 import factory
 
-from events.models import Order, Person, PersonIdentifier, Session
-from events.tests.factories import ShopFactory
+from events.models import Order, Session
+from events.tests.factories import PersonFactory, ShopFactory
 from segments.models import Segment
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-
-
-class PersonFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = Person
-
-    shop = factory.SubFactory(ShopFactory)
-    first_seen_at = T0
-    last_seen_at = T0
-
-
-class PersonIdentifierFactory(factory.django.DjangoModelFactory):
-    class Meta:
-        model = PersonIdentifier
-
-    person = factory.SubFactory(PersonFactory)
-    shop = factory.SelfAttribute("person.shop")
-    kind = "anonymous_id"
-    value = factory.Sequence(lambda n: f"anon-{n}")
 
 
 class SessionFactory(factory.django.DjangoModelFactory):

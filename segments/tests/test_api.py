@@ -4,10 +4,10 @@ import pytest
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from events.tests.factories import EventFactory
+from events.tests.factories import EventFactory, PersonFactory
 from segments import tasks
 from segments.models import Segment, SegmentMembership
-from segments.tests.factories import OrderFactory, PersonFactory, SegmentFactory, SessionFactory
+from segments.tests.factories import OrderFactory, SegmentFactory, SessionFactory
 
 T = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

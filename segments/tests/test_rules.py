@@ -3,9 +3,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from events.models import Person
-from events.tests.factories import EventFactory
+from events.tests.factories import EventFactory, PersonFactory
 from segments.rules import EventCondition, Group, RuleError, rules_parse, rules_to_q
-from segments.tests.factories import PersonFactory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 CART_NO_PURCHASE_NEWSLETTER = {

@@ -3,10 +3,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from clickserver.api import ApplicationError
-from events.tests.factories import EventFactory
+from events.tests.factories import EventFactory, PersonFactory
 from segments import services
 from segments.models import Segment, SegmentMembership
-from segments.tests.factories import OrderFactory, PersonFactory, SegmentFactory, SessionFactory
+from segments.tests.factories import OrderFactory, SegmentFactory, SessionFactory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 
