@@ -107,11 +107,9 @@ class DailyVisitor(models.Model):
         return f"{self.shop_id} {self.day} person {self.person_id}"
 
 
-class ProductDailyRollup(models.Model):
-    """One product's day (shop-local date). Event counts come from the log, sales from orders."""
+class ProductCounts(models.Model):
+    """What the product rollups count, per day or per month."""
 
-    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="product_rollups")
-    day = models.DateField()
     product_id = models.CharField(max_length=128)
     product_name = models.CharField(max_length=255, blank=True, default="")
     view_count = models.PositiveIntegerField(default=0)
@@ -122,6 +120,16 @@ class ProductDailyRollup(models.Model):
     order_count = models.PositiveIntegerField(default=0)
     units = models.IntegerField(default=0)
     revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
+
+    class Meta:
+        abstract = True
+
+
+class ProductDailyRollup(ProductCounts):
+    """One product's day (shop-local date). Event counts come from the log, sales from orders."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="product_rollups")
+    day = models.DateField()
 
     class Meta:
         constraints = [
@@ -182,7 +190,7 @@ class SessionPath(models.Model):
         return f"{self.shop_id} session {self.session_id}"
 
 
-class ProductMonthlyRollup(models.Model):
+class ProductMonthlyRollup(ProductCounts):
     """`ProductDailyRollup` summed over a shop-local calendar month (`month` is its first day).
 
     A 30-day range reads whole months here and only its edge days from the daily table.
@@ -190,15 +198,6 @@ class ProductMonthlyRollup(models.Model):
 
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="product_month_rollups")
     month = models.DateField()
-    product_id = models.CharField(max_length=128)
-    product_name = models.CharField(max_length=255, blank=True, default="")
-    view_count = models.PositiveIntegerField(default=0)
-    cart_count = models.PositiveIntegerField(default=0)
-    abandoned_cart_count = models.PositiveIntegerField(default=0)
-    purchase_count = models.PositiveIntegerField(default=0)
-    order_count = models.PositiveIntegerField(default=0)
-    units = models.IntegerField(default=0)
-    revenue = models.DecimalField(max_digits=16, decimal_places=2, default=0)
 
     class Meta:
         constraints = [

@@ -4,8 +4,6 @@ One seeded shop (simulated journeys through `events_ingest`, the pipeline and a 
 per test; screenshots of every page at desktop and phone width go to test-artifacts/screenshots/.
 """
 
-import os
-import shutil
 import time
 import uuid
 from datetime import timedelta
@@ -22,15 +20,6 @@ from events.tests.factories import ShopFactory, UserFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 PASSWORD = "correct horse battery"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 CHART_PAGES = {
@@ -57,19 +46,6 @@ CHART_STATE = """(id) => {
   for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) painted++;
   return {points, painted};
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not shutil.which(CHROMIUM) and not os.path.exists(CHROMIUM):
-        pytest.skip(f"no Chromium at {CHROMIUM}")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-    os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
 
 
 def user_with_password(username: str, **fields):
