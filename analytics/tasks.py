@@ -3,7 +3,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from analytics import services
-from events.models import Shop
+from events.selectors import active_shop_ids
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
@@ -15,7 +15,7 @@ def rollups_refresh_task(shop_id: int) -> int:
 @shared_task
 def rollups_refresh_sweep_task() -> int:
     """Safety net for a lost follow-up message: refresh every active shop."""
-    shop_ids = list(Shop.objects.filter(is_active=True).values_list("id", flat=True))
+    shop_ids = active_shop_ids()
     for shop_id in shop_ids:
         rollups_refresh_task.delay(shop_id)
     return len(shop_ids)

@@ -81,6 +81,36 @@ class Backlog:
     is_capped: bool = False
 
 
+def watermark_name(shop_id: int) -> str:
+    """The PipelineWatermark row of a shop's sessions/identity pipeline."""
+    return f"events:{shop_id}"
+
+
+def active_shop_ids() -> list[int]:
+    """The shops the periodic sweeps (pipeline, rollups, segments, models) work for."""
+    return list(Shop.objects.filter(is_active=True).values_list("id", flat=True))
+
+
+def _pipeline_positions() -> dict[int, int]:
+    """Each shop's pipeline watermark, in one query (0 for a shop never processed)."""
+    rows = PipelineWatermark.objects.filter(name__startswith="events:").values_list(
+        "name", "position"
+    )
+    return {int(name.partition(":")[2]): position for name, position in rows}
+
+
+def shops_with_backlog(*, settled_before: datetime) -> list[int]:
+    """Active shops with events received before `settled_before` beyond their watermark."""
+    positions = _pipeline_positions()
+    return [
+        shop_id
+        for shop_id in active_shop_ids()
+        if Event.objects.filter(
+            shop_id=shop_id, id__gt=positions.get(shop_id, 0), received_at__lt=settled_before
+        ).exists()
+    ]
+
+
 def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     """Unprocessed events of one shop (at most BACKLOG_COUNT_CAP counted) and the oldest one.
 
@@ -88,7 +118,7 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     """
     if position is None:
         position = (
-            PipelineWatermark.objects.filter(name=f"events:{shop_id}")
+            PipelineWatermark.objects.filter(name=watermark_name(shop_id))
             .values_list("position", flat=True)
             .first()
             or 0
@@ -107,14 +137,12 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
 
 def processing_backlog() -> Backlog:
     """Events not yet processed (beyond their shop's watermark), and the oldest one's time."""
-    positions = {
-        w.name: w.position for w in PipelineWatermark.objects.filter(name__startswith="events:")
-    }
+    positions = _pipeline_positions()
     total = 0
     is_capped = False
     oldest: datetime | None = None
     for shop_id in Shop.objects.values_list("id", flat=True):
-        backlog = shop_backlog(shop_id=shop_id, position=positions.get(f"events:{shop_id}", 0))
+        backlog = shop_backlog(shop_id=shop_id, position=positions.get(shop_id, 0))
         total += backlog.events
         is_capped = is_capped or backlog.is_capped
         first = backlog.oldest_unprocessed_at

@@ -46,6 +46,7 @@ from events.models import (
     new_write_key,
 )
 from events.segment import segment_to_event
+from events.selectors import watermark_name
 from events.sessionize import (
     MAX_SESSION_LENGTH,
     EventRow,
@@ -331,10 +332,6 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def watermark_name(shop_id: int) -> str:
-    return f"events:{shop_id}"
 
 
 def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessResult:
@@ -902,24 +899,6 @@ def sessions_rebuild(*, shop_id: int) -> AssignResult:
             created += chunk_created
             deleted += chunk_deleted
     return AssignResult(sessions_created=created, sessions_deleted=deleted)
-
-
-def shops_with_backlog(*, now: datetime) -> list[int]:
-    """Ids of shops that have settled events beyond their watermark."""
-    from django.conf import settings
-
-    settled_before = now - timedelta(seconds=settings.PIPELINE_SETTLE_SECONDS)
-    positions = {
-        w.name: w.position for w in PipelineWatermark.objects.filter(name__startswith="events:")
-    }
-    backlog = []
-    for shop_id in Shop.objects.filter(is_active=True).values_list("id", flat=True):
-        position = positions.get(watermark_name(shop_id), 0)
-        if Event.objects.filter(
-            shop_id=shop_id, id__gt=position, received_at__lt=settled_before
-        ).exists():
-            backlog.append(shop_id)
-    return backlog
 
 
 # --- Orders from purchase events ---------------------------------------------------------------

@@ -1,12 +1,14 @@
 """Celery interfaces of the events app: take ids, call one service, own the retry policy."""
 
+from datetime import timedelta
+
 from celery import shared_task
 from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
 from clickserver.celery import app
-from events import services
+from events import selectors, services
 
 
 @shared_task(
@@ -28,7 +30,8 @@ def events_process_task(shop_id: int) -> int:
 @shared_task
 def events_process_sweep_task() -> int:
     """Safety net: a lost message or a broker outage never leaves events waiting for ever."""
-    shop_ids = services.shops_with_backlog(now=timezone.now())
+    settled_before = timezone.now() - timedelta(seconds=settings.PIPELINE_SETTLE_SECONDS)
+    shop_ids = selectors.shops_with_backlog(settled_before=settled_before)
     for shop_id in shop_ids:
         events_process_task.delay(shop_id)
     return len(shop_ids)

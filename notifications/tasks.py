@@ -5,6 +5,7 @@ from django.db import OperationalError
 from django.utils import timezone
 
 from events.models import Shop
+from events.selectors import active_shop_ids
 from notifications import services
 
 logger = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ def scores_refresh_task(shop_id: int) -> int:
 def conversion_model_train_task(shop_id: int | None = None) -> int | None:
     """Weekly retraining; without a shop id (the beat entry) it fans out to every active shop."""
     if shop_id is None:
-        for active_id in Shop.objects.filter(is_active=True).values_list("id", flat=True):
+        for active_id in active_shop_ids():
             conversion_model_train_task.delay(active_id)
         return None
     shop = Shop.objects.get(pk=shop_id)

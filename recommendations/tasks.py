@@ -2,7 +2,7 @@ from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
-from events.models import Shop
+from events.selectors import active_shop_ids
 from recommendations import services
 
 
@@ -14,7 +14,7 @@ def affinity_rebuild_task(shop_id: int) -> None:
 @shared_task
 def affinity_rebuild_sweep_task() -> int:
     """Daily: rebuild the affinity table of every active shop, one task per shop."""
-    shop_ids = list(Shop.objects.filter(is_active=True).values_list("id", flat=True))
+    shop_ids = active_shop_ids()
     for shop_id in shop_ids:
         affinity_rebuild_task.delay(shop_id)
     return len(shop_ids)
