@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from django.core.cache import cache
 from django.db import connections
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, Max, Q, QuerySet, Sum
 from django.db.models.functions import TruncDay, TruncHour, TruncMonth, TruncWeek
 
 from analytics.funnels import (
@@ -261,7 +261,7 @@ def _product_rows(query: Query) -> list[ProductRow]:
         month = following
     db = analytics_db()
     sums = {f"sum_{name}": Sum(name) for name in PRODUCT_SUMS}
-    parts = []
+    parts: list[QuerySet[Any]] = []
     if months:
         day_ranges = [(first, months[0] - timedelta(days=1)), (month, last)]
         parts.append(
@@ -280,7 +280,9 @@ def _product_rows(query: Query) -> list[ProductRow]:
     ]
     totals: dict[str, dict[str, Any]] = {}
     for part in parts:
-        for row in part.values("product_id").annotate(name=Max("product_name"), **sums).order_by():
+        grouped = part.values("product_id").annotate(name=Max("product_name"), **sums).order_by()
+        for values in grouped:
+            row: dict[str, Any] = dict(values)
             total = totals.get(row["product_id"])
             if total is None:
                 totals[row["product_id"]] = row
@@ -467,10 +469,12 @@ class Trends:
 
 def _bucket_of(moment: datetime | date, interval: str, query: Query) -> str:
     tz = query.period.tz
-    if interval == "hour":
+    if not isinstance(moment, datetime):
+        day = moment
+    elif interval == "hour":
         return moment.astimezone(tz).strftime("%Y-%m-%dT%H:00")
-    day = moment if isinstance(moment, date) and not isinstance(moment, datetime) else None
-    day = day or local_date(moment, tz)
+    else:
+        day = local_date(moment, tz)
     if interval == "week":
         day = day - timedelta(days=day.weekday())
     elif interval == "month":
@@ -614,7 +618,7 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
         levels, groups = _session_path_levels(
             query, params, types=set(types), until=_micros(horizon)
         )
-        units = {}
+        units: dict[Any, Any] = {}
     elif params.unit == "session" and not needs_properties:
         units, groups = _session_path_units(query, params, types=set(types), until=_micros(horizon))
     else:
@@ -907,7 +911,7 @@ def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
         if not page:
             take(pending)
             break
-        merged = []
+        merged: list[tuple[Any, ...]] = []
         for row in page:
             while pending and pending[0][:2] > (row[0], row[1]):
                 merged.append(pending.pop(0))

@@ -9,9 +9,11 @@ Progress is kept in `PipelineWatermark` rows named `analytics:<shop_id>` (Event.
 
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -415,10 +417,14 @@ def _visitors_recompute(*, shop_id: int, period: Period) -> None:
     )
 
 
+def _product_sums(row: Mapping[str, Any]) -> dict[str, Any]:
+    """The summed counts of one aggregated row, by ProductCounts field name."""
+    return {name: row[f"sum_{name}"] for name in PRODUCT_SUMS}
+
+
 def _products_recompute(*, shop_id: int, period: Period) -> None:
-    rows: dict[tuple[date, str], dict[str, int | Decimal | str]] = defaultdict(
-        lambda: defaultdict(int)
-    )
+    # Counts, units and revenue per (day, product), plus the product's name.
+    rows: dict[tuple[date, str], dict[str, Any]] = defaultdict(lambda: defaultdict(int))
     field = {
         "product_view": "view_count",
         "add_to_cart": "cart_count",
@@ -441,7 +447,7 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
         if row["name"]:
             bucket["product_name"] = row["name"]
     purchase_in_session = Event.objects.filter(session_id=OuterRef("session_id"), type="purchase")
-    for row in (
+    for cart in (
         in_period.filter(type="add_to_cart")
         .exclude(session=None)
         .exclude(Exists(purchase_in_session))
@@ -449,8 +455,9 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
         .values("hour", "product_id")
         .annotate(n=Count("id"))
     ):
-        rows[(_day_of(row["hour"], period), row["product_id"])]["abandoned_cart_count"] += row["n"]
-    for row in (
+        key = (_day_of(cart["hour"], period), cart["product_id"])
+        rows[key]["abandoned_cart_count"] += cart["n"]
+    for line in (
         OrderLine.objects.filter(
             order__shop_id=shop_id,
             order__placed_at__gte=period.start,
@@ -466,12 +473,12 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
             name=Max("name"),
         )
     ):
-        bucket = rows[(_day_of(row["hour"], period), row["product_id"])]
-        bucket["order_count"] += row["orders"]
-        bucket["units"] += row["units"] or 0
-        bucket["revenue"] += row["revenue"] or Decimal(0)
-        if row["name"] and not bucket.get("product_name"):
-            bucket["product_name"] = row["name"][:255]
+        bucket = rows[(_day_of(line["hour"], period), line["product_id"])]
+        bucket["order_count"] += line["orders"]
+        bucket["units"] += line["units"] or 0
+        bucket["revenue"] += line["revenue"] or Decimal(0)
+        if line["name"] and not bucket.get("product_name"):
+            bucket["product_name"] = line["name"][:255]
     ProductDailyRollup.objects.filter(
         shop_id=shop_id, day__gte=period.first, day__lte=period.last
     ).delete()
@@ -567,7 +574,7 @@ def _product_months_recompute(*, shop_id: int, period: Period) -> None:
                 month=month,
                 product_id=row["product_id"],
                 product_name=row["name"] or "",
-                **{name: row[f"sum_{name}"] for name in PRODUCT_SUMS},
+                **_product_sums(row),
             )
             for row in ProductDailyRollup.objects.filter(
                 shop_id=shop_id, day__gte=month, day__lt=following

@@ -325,7 +325,8 @@ def train_and_evaluate(
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import keras
 
-    config = config or TrainingConfig()
+    config = config if config is not None else TrainingConfig()
+    epochs = config.epochs
     say = progress or (lambda message: None)
     if len(split.train) == 0 or len(split.validation) == 0 or len(split.test) == 0:
         raise ValueError("every part of the split needs sessions")
@@ -337,7 +338,7 @@ def train_and_evaluate(
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
             say(
-                f"epoch {epoch + 1}/{config.epochs}: loss {logs.get('loss', 0):.4f} "
+                f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} "
                 f"val_auc {logs.get('val_auc', 0):.4f}"
             )
 
