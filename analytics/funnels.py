@@ -190,7 +190,16 @@ def funnel_summarize(
     for unit in levels:
         reached[unit.level] += 1
         if unit.level == n and unit.seconds_to_convert is not None:
-            durations.append(unit.seconds_to_convert / scale)
+            durations.append(unit.seconds_to_convert)
+    return funnel_from_counts(reached, durations, steps, scale=scale)
+
+
+def funnel_from_counts(
+    reached: Sequence[int], durations: Sequence[float], steps: Sequence[StepSpec], *, scale: float
+) -> FunnelResult:
+    """The result from `reached[k]` (units whose level is exactly k) and the completed units'
+    fastest-chain durations (in the time unit; `scale` of them make a second)."""
+    n = len(steps)
     counts = [sum(reached[k:]) for k in range(1, n + 1)]
     first = counts[0] if counts else 0
     result = []
@@ -205,8 +214,9 @@ def funnel_summarize(
                 drop_off=counts[k] - (counts[k + 1] if k + 1 < n else 0),
             )
         )
+    seconds = [duration / scale for duration in durations]
     return FunnelResult(
         steps=result,
         units=first,
-        median_seconds_to_convert=statistics.median(durations) if durations else None,
+        median_seconds_to_convert=statistics.median(seconds) if seconds else None,
     )

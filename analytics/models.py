@@ -1,8 +1,8 @@
 """Rollup tables: pre-aggregated counts that dashboard requests read instead of the raw log.
 
-Hourly rows are keyed by the UTC hour, so day/week/month buckets in any shop timezone are sums of
-hours (timezones with 30/45-minute offsets put that part-hour into the neighbouring bucket).
-Distinct people cannot be summed across hours, hence the separate per-day visitor table.
+Hourly rows are keyed by the UTC hour (timezones with 30/45-minute offsets put that part-hour into
+the neighbouring local day); daily rows by the shop-local day, which every dashboard period is made
+of. Distinct people cannot be summed across days, hence the per-day visitor bitmaps.
 Every row is derived and rebuilt by `analytics.services`; nothing else writes here.
 """
 
@@ -11,17 +11,15 @@ from django.db import models
 from events.models import Session, Shop
 
 
-class HourlyRollup(models.Model):
-    """Session and event counts of one UTC hour, split by the session's source/device/country.
+class RollupCounts(models.Model):
+    """Session and event counts of one bucket, split by the session's source/device/country.
 
-    Sessions count in the hour they started; events in the hour they occurred, attributed to
-    their session's dimensions (events without a session have empty dimensions). Each hour also
-    has one `is_total` row summing all its dimension rows, so unfiltered reads touch one row per
-    hour instead of one per source × device × country.
+    Sessions count in the bucket they started in; events in the bucket they occurred in,
+    attributed to their session's dimensions (events without a session have empty dimensions).
+    Each bucket also has one `is_total` row summing all its dimension rows, so unfiltered reads
+    touch one row per bucket instead of one per source × device × country.
     """
 
-    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="hourly_rollups")
-    hour = models.DateTimeField()
     is_total = models.BooleanField(default=False)
     utm_source = models.CharField(max_length=255, blank=True, default="")
     device = models.CharField(max_length=16, blank=True, default="")
@@ -40,25 +38,20 @@ class HourlyRollup(models.Model):
     purchase_count = models.PositiveIntegerField(default=0)
 
     class Meta:
+        abstract = True
+
+
+class HourlyRollup(RollupCounts):
+    """`RollupCounts` of one UTC hour: hour-level trends and the hour × weekday heat map."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="hourly_rollups")
+    hour = models.DateTimeField()
+
+    class Meta:
         constraints = [
             models.UniqueConstraint(
                 fields=["shop", "is_total", "hour", "utm_source", "device", "country"],
                 name="uniq_hourly_rollup_bucket",
-            )
-        ]
-        indexes = [
-            # Covers the per-country and per-source sums (geography, insights) without row reads.
-            models.Index(
-                fields=[
-                    "shop",
-                    "is_total",
-                    "hour",
-                    "country",
-                    "utm_source",
-                    "session_count",
-                    "converted_session_count",
-                ],
-                name="hourly_rollup_dimensions",
             )
         ]
 
@@ -85,26 +78,48 @@ class HourlyRevenue(models.Model):
         return f"{self.shop_id} {self.hour:%Y-%m-%d %H}h"
 
 
-class DailyVisitor(models.Model):
-    """A person with at least one event on this day (shop-local date): distinct counts over days."""
+class DailyRollup(RollupCounts):
+    """`HourlyRollup` summed over the shop-local day its hours start in (`local_date(hour)`).
 
-    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="daily_visitors")
+    Dashboard periods are whole local days, so totals, sources and countries read about 30 rows
+    (or 30 × dimensions) here instead of 720 hourly ones; only hour-level views read the hours.
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="daily_rollups")
     day = models.DateField()
-    person_id = models.BigIntegerField()
-    # The person was first seen on this day: a new visitor.
-    is_new = models.BooleanField(default=False)
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["shop", "day", "person_id"], name="uniq_daily_visitor")
-        ]
-        indexes = [
-            # Retention joins each new visitor to their later days.
-            models.Index(fields=["shop", "person_id", "day"], name="daily_visitor_person")
+            models.UniqueConstraint(
+                fields=["shop", "is_total", "day", "utm_source", "device", "country"],
+                name="uniq_daily_rollup_bucket",
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.shop_id} {self.day} person {self.person_id}"
+        return f"{self.shop_id} {self.day}"
+
+
+class DailyVisitors(models.Model):
+    """The persons with at least one event on a shop-local day, as compressed bitmaps of ids.
+
+    Distinct visitors cannot be summed across days; the union of a period's bitmaps counts them
+    exactly (`analytics.bitmaps`), and cohort retention is bitmap intersections. `new` holds the
+    persons first seen that day.
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="daily_visitors")
+    day = models.DateField()
+    visitor_count = models.PositiveIntegerField(default=0)
+    new_count = models.PositiveIntegerField(default=0)
+    visitors = models.BinaryField()
+    new = models.BinaryField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["shop", "day"], name="uniq_daily_visitors")]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.day}: {self.visitor_count} visitors"
 
 
 class ProductCounts(models.Model):
@@ -188,6 +203,28 @@ class SessionPath(models.Model):
 
     def __str__(self) -> str:
         return f"{self.shop_id} session {self.session_id}"
+
+
+class DailySessionPaths(models.Model):
+    """The `SessionPath`s of the sessions started on a shop-local day, as one columnar blob.
+
+    Windowless session funnels over a month read ~30 of these instead of one row per session
+    and evaluate all sessions at once (`analytics.session_arrays`).
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="daily_session_paths")
+    day = models.DateField()
+    session_count = models.PositiveIntegerField(default=0)
+    event_count = models.PositiveIntegerField(default=0)
+    data = models.BinaryField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "day"], name="uniq_daily_session_paths")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.day}: {self.session_count} sessions"
 
 
 class ProductMonthlyRollup(ProductCounts):

@@ -6,6 +6,7 @@ each bounded by the requested period (with an index on the time column) or by a 
 """
 
 import hashlib
+import heapq
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable
@@ -17,20 +18,24 @@ from typing import Any
 import orjson
 from django.core.cache import cache
 from django.db import connections
-from django.db.models import Count, Max, Q, QuerySet, Sum
-from django.db.models.functions import TruncDay, TruncHour, TruncMonth, TruncWeek
+from django.db.models import Count, Q, Sum
+from django.db.models.functions import TruncHour
 
+from analytics.bitmaps import ids_union, ids_unpack
 from analytics.funnels import (
     FunnelResult,
     StepSpec,
     UnitEvent,
     UnitLevel,
+    funnel_from_counts,
     funnel_levels,
     funnel_summarize,
     unit_level,
 )
 from analytics.models import (
-    DailyVisitor,
+    DailyRollup,
+    DailySessionPaths,
+    DailyVisitors,
     HourlyRevenue,
     HourlyRollup,
     ProductDailyRollup,
@@ -42,27 +47,16 @@ from analytics.services import (
     CART_TYPES,
     EPOCH,
     PRODUCT_SUMS,
+    ROLLUP_COUNTS,
     SESSION_SPAN,
     EpochMicroseconds,
     rollups_generation,
 )
+from analytics.session_arrays import GroupCounts, funnel_counts, paths_unpack
 from clickserver.db_routers import analytics_db
 from events.models import Event, Order, Person, Session, Shop
 
 CACHE_SECONDS = 300
-ROLLUP_FIELDS = (
-    "session_count",
-    "converted_session_count",
-    "bounce_count",
-    "cart_session_count",
-    "abandoned_session_count",
-    "abandoned_value",
-    "pageview_count",
-    "product_view_count",
-    "add_to_cart_count",
-    "checkout_count",
-    "purchase_count",
-)
 BREAKDOWNS = ("utm_source", "device", "country")
 PERSON_FUNNEL_WINDOW = 14 * 24 * 3600
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -130,19 +124,32 @@ def cached(name: str, query: Query, params: dict[str, Any], compute: Callable[[]
 # --- rollup sums -------------------------------------------------------------------------------
 
 
+def _filtered(query: Query, *, by_dimension: bool) -> dict[str, Any]:
+    """The totals rows unless filtering or grouping by dimension, plus the filters."""
+    is_total = not (by_dimension or not query.filters.is_empty)
+    return {"shop_id": query.shop.pk, "is_total": is_total, **query.filters.as_lookup()}
+
+
 def _rollups(query: Query, *, by_dimension: bool = False):
-    """Hourly rows of the period: the per-hour totals unless filtering or grouping by dimension."""
+    """Daily rows of the period (periods are whole shop-local days)."""
+    return DailyRollup.objects.using(analytics_db()).filter(
+        day__gte=query.period.first,
+        day__lte=query.period.last,
+        **_filtered(query, by_dimension=by_dimension),
+    )
+
+
+def _hourly_rollups(query: Query):
+    """Hourly rows of the period, for hour-level trends and the heat map."""
     return HourlyRollup.objects.using(analytics_db()).filter(
-        shop_id=query.shop.pk,
-        is_total=not (by_dimension or not query.filters.is_empty),
         hour__gte=query.period.start,
         hour__lt=query.period.end,
-        **query.filters.as_lookup(),
+        **_filtered(query, by_dimension=False),
     )
 
 
 def _rollup_totals(query: Query) -> dict[str, Any]:
-    totals = _rollups(query).aggregate(**{name: Sum(name) for name in ROLLUP_FIELDS})
+    totals = _rollups(query).aggregate(**{name: Sum(name) for name in ROLLUP_COUNTS})
     return {name: value or 0 for name, value in totals.items()}
 
 
@@ -187,13 +194,18 @@ class UserCount:
     end: date
 
 
+def _daily_visitors(query: Query, *, new_only: bool = False) -> dict[date, Any]:
+    """The period's per-day visitor bitmaps (or those first seen that day), by local day."""
+    column = "new" if new_only else "visitors"
+    rows = DailyVisitors.objects.using(analytics_db()).filter(
+        shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last
+    )
+    return {day: ids_unpack(blob) for day, blob in rows.values_list("day", column)}
+
+
 def _visitor_count(query: Query) -> int:
     if query.filters.is_empty:
-        return (
-            DailyVisitor.objects.using(analytics_db())
-            .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
-            .aggregate(n=Count("person_id", distinct=True))["n"]
-        )
+        return len(ids_union(_daily_visitors(query).values()))
     # Visitors by source/device/country: distinct persons of the matching sessions in the period.
     return (
         Session.objects.using(analytics_db())
@@ -250,69 +262,93 @@ class ProductRow:
     view_to_purchase_rate: float
 
 
-def _product_rows(query: Query) -> list[ProductRow]:
-    """Every product of the period: whole calendar months from the monthly table, the days at
-    either end from the daily one, summed per product."""
+# The ProductRow field each products ordering sorts by, and the rollup column it sums.
+PRODUCT_ORDER_COLUMNS = {
+    "views": "view_count",
+    "carts": "cart_count",
+    "purchases": "purchase_count",
+    "revenue": "revenue",
+    "abandoned_carts": "abandoned_cart_count",
+    "units": "units",
+}
+
+
+def _product_parts(query: Query) -> list[tuple[str, str, date, date]]:
+    """(table, day column, low, high) covering the period: whole calendar months from the
+    monthly table, the days at either end from the daily one."""
     first, last = query.period.first, query.period.last
     months = []
     month = first if first.day == 1 else (first.replace(day=1) + timedelta(days=32)).replace(day=1)
     while (following := (month + timedelta(days=32)).replace(day=1)) <= last + timedelta(days=1):
         months.append(month)
         month = following
-    db = analytics_db()
-    sums = {f"sum_{name}": Sum(name) for name in PRODUCT_SUMS}
-    parts: list[QuerySet[Any]] = []
-    if months:
-        day_ranges = [(first, months[0] - timedelta(days=1)), (month, last)]
-        parts.append(
-            ProductMonthlyRollup.objects.using(db).filter(
-                shop_id=query.shop.pk, month__gte=months[0], month__lte=months[-1]
-            )
-        )
-    else:
-        day_ranges = [(first, last)]
-    parts += [
-        ProductDailyRollup.objects.using(db).filter(
-            shop_id=query.shop.pk, day__gte=low, day__lte=high
-        )
-        for low, high in day_ranges
-        if low <= high
-    ]
-    totals: dict[str, dict[str, Any]] = {}
-    for part in parts:
-        grouped = part.values("product_id").annotate(name=Max("product_name"), **sums).order_by()
-        for values in grouped:
-            row: dict[str, Any] = dict(values)
-            total = totals.get(row["product_id"])
-            if total is None:
-                totals[row["product_id"]] = row
-                continue
-            for key in sums:
-                total[key] += row[key]
-            total["name"] = max(total["name"], row["name"])
+    daily = ProductDailyRollup._meta.db_table
+    if not months:
+        return [(daily, "day", first, last)]
+    parts = [(ProductMonthlyRollup._meta.db_table, "month", months[0], months[-1])]
+    for low, high in ((first, months[0] - timedelta(days=1)), (month, last)):
+        if low <= high:
+            parts.append((daily, "day", low, high))
+    return parts
+
+
+def _product_totals(query: Query) -> dict[str, list[Any]]:
+    """Per product of the period: [name, *PRODUCT_SUMS], from one UNION ALL of the parts.
+
+    Summing the few thousand part rows here is cheaper than grouping them in SQL (a derived
+    table, a temporary table and a sort), and one fetch serves every ranking of the request.
+    """
+    parts = _product_parts(query)
+    columns = ", ".join(PRODUCT_SUMS)
+    sql = " UNION ALL ".join(
+        f"SELECT product_id, product_name, {columns} FROM {table} "
+        f"WHERE shop_id = %s AND {column} >= %s AND {column} <= %s"
+        for table, column, _, _ in parts
+    )
+    params = [value for _, _, low, high in parts for value in (query.shop.pk, low, high)]
+    with connections[analytics_db()].cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    totals: dict[str, list[Any]] = {}
+    for product_id, name, *sums in rows:
+        total = totals.get(product_id)
+        if total is None:
+            totals[product_id] = [name, *sums]
+            continue
+        total[0] = max(total[0], name)
+        for i, value in enumerate(sums, start=1):
+            total[i] += value
+    return totals
+
+
+def _top_products(totals: dict[str, list[Any]], *, order_by: str, limit: int) -> list[ProductRow]:
+    """The `limit` products with the highest `order_by` (ties: product id), as rows."""
+    index = 1 + PRODUCT_SUMS.index(PRODUCT_ORDER_COLUMNS[order_by])
+    top = heapq.nsmallest(limit, totals.items(), key=lambda item: (-item[1][index], item[0]))
     return [
         ProductRow(
             product_id=product_id,
-            product_name=row["name"] or "",
-            views=row["sum_view_count"],
-            carts=row["sum_cart_count"],
-            abandoned_carts=row["sum_abandoned_cart_count"],
-            purchases=row["sum_purchase_count"],
-            orders=row["sum_order_count"],
-            units=row["sum_units"],
-            revenue=_money(row["sum_revenue"]),
-            view_to_purchase_rate=_ratio(row["sum_purchase_count"], row["sum_view_count"]),
+            product_name=name or "",
+            views=int(views),
+            carts=int(carts),
+            abandoned_carts=int(abandoned),
+            purchases=int(purchases),
+            orders=int(orders),
+            units=int(units),
+            revenue=_money(Decimal(revenue)),
+            view_to_purchase_rate=_ratio(purchases, views),
         )
-        for product_id, row in totals.items()
+        for product_id, (
+            name,
+            views,
+            carts,
+            abandoned,
+            purchases,
+            orders,
+            units,
+            revenue,
+        ) in top
     ]
-
-
-def _top(rows: list[ProductRow], *, order_by: str, limit: int) -> list[ProductRow]:
-    def key(row: ProductRow):
-        value = getattr(row, order_by)
-        return (-(Decimal(value) if order_by == "revenue" else value), row.product_id)
-
-    return sorted(rows, key=key)[:limit]
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +370,7 @@ def product_visits_get(*, query: Query, limit: int) -> ProductVisits:
     total = _rollup_totals(query)["product_view_count"]
     rows = [
         ProductVisitRow(product_id=r.product_id, product_name=r.product_name, visits=r.views)
-        for r in _top(_product_rows(query), order_by="views", limit=limit)
+        for r in _top_products(_product_totals(query), order_by="views", limit=limit)
     ]
     return ProductVisits(
         product_visits=total, rows=rows, start=query.period.first, end=query.period.last
@@ -350,10 +386,10 @@ class Products:
 
 
 def products_get(*, query: Query, order_by: str, limit: int) -> Products:
-    everything = _product_rows(query)
-    abandoned = _top(everything, order_by="abandoned_carts", limit=1)
+    totals = _product_totals(query)
+    abandoned = _top_products(totals, order_by="abandoned_carts", limit=1)
     return Products(
-        rows=_top(everything, order_by=order_by, limit=limit),
+        rows=_top_products(totals, order_by=order_by, limit=limit),
         most_abandoned=abandoned[0] if abandoned and abandoned[0].abandoned_carts else None,
         start=query.period.first,
         end=query.period.last,
@@ -404,13 +440,8 @@ def kpis_get(*, query: Query) -> Kpis:
     }
     to_date = Decimal(sums["gross_to_date"]) - Decimal(sums["refunds_to_date"])
     totals = _rollup_totals(query)
-    visitors = DailyVisitor.objects.using(analytics_db()).filter(
-        shop_id=shop.pk, day__gte=period.first, day__lte=period.last
-    )
-    counts = visitors.aggregate(
-        all=Count("person_id", distinct=True),
-        new=Count("person_id", distinct=True, filter=Q(is_new=True)),
-    )
+    visitors = len(ids_union(_daily_visitors(query).values()))
+    new_visitors = len(ids_union(_daily_visitors(query, new_only=True).values()))
     # Distinct buyers need the orders themselves; bounded by the period on (shop, placed_at).
     customers = (
         Order.objects.using(analytics_db())
@@ -419,10 +450,13 @@ def kpis_get(*, query: Query) -> Kpis:
         .filter(is_cancelled=False)
         .aggregate(n=Count("user_id", distinct=True))["n"]
     )
+    # People to date: everyone first seen by the period's end, summed from the visitor rollup's
+    # daily new visitors (a day's count, not a scan of the person table).
     people = (
-        Person.objects.using(analytics_db())
-        .filter(shop_id=shop.pk, first_seen_at__lt=period.end)
-        .count()
+        DailyVisitors.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, day__lte=period.last)
+        .aggregate(n=Sum("new_count"))["n"]
+        or 0
     )
     return Kpis(
         revenue=_money(money["revenue"]),
@@ -434,9 +468,9 @@ def kpis_get(*, query: Query) -> Kpis:
         cart_abandonment=_ratio(totals["abandoned_session_count"], totals["cart_session_count"]),
         clv=_money(to_date / people if people else Decimal(0)),
         customers=customers,
-        visitors=counts["all"],
-        new_visitors=counts["new"],
-        returning_visitors=counts["all"] - counts["new"],
+        visitors=visitors,
+        new_visitors=new_visitors,
+        returning_visitors=visitors - new_visitors,
         start=period.first,
         end=period.last,
     )
@@ -482,22 +516,44 @@ def _bucket_of(moment: datetime | date, interval: str, query: Query) -> str:
     return day.isoformat()
 
 
+def _hourly_sessions(query: Query) -> list[tuple[datetime, int]]:
+    """Sessions started per UTC hour of the period (several dimension rows per hour if filtered)."""
+    return list(_hourly_rollups(query).values_list("hour", "session_count"))
+
+
+def _heat_map(hourly: list[tuple[datetime, int]], tz) -> list[list[int]]:
+    """heat[weekday][hour]: sessions by local weekday (0 = Monday) and hour of day."""
+    heat = [[0] * 24 for _ in range(7)]
+    for hour, sessions in hourly:
+        local = hour.astimezone(tz)
+        heat[local.weekday()][local.hour] += sessions
+    return heat
+
+
+def _peaks(heat: list[list[int]]) -> tuple[int | None, str | None]:
+    """The busiest hour of day and weekday, or None without sessions."""
+    by_hour = [sum(heat[day][hour] for day in range(7)) for hour in range(24)]
+    by_day = [sum(heat[day]) for day in range(7)]
+    if not any(by_day):
+        return None, None
+    return by_hour.index(max(by_hour)), WEEKDAYS[by_day.index(max(by_day))]
+
+
 def trends_get(*, query: Query, interval: str) -> Trends:
-    tz = query.period.tz
     points: dict[str, dict[str, Any]] = defaultdict(
         lambda: {"sessions": 0, "orders": 0, "revenue": Decimal(0), "visitors": 0}
     )
-    heat = [[0] * 24 for _ in range(7)]
-    for row in _rollups(query).values("hour").annotate(n=Sum("session_count")):
-        points[_bucket_of(row["hour"], interval, query)]["sessions"] += row["n"]
-        local = row["hour"].astimezone(tz)
-        heat[local.weekday()][local.hour] += row["n"]
-    for row in HourlyRevenue.objects.using(analytics_db()).filter(
-        shop_id=query.shop.pk, hour__gte=query.period.start, hour__lt=query.period.end
+    hourly = _hourly_sessions(query)
+    for hour, sessions in hourly:
+        points[_bucket_of(hour, interval, query)]["sessions"] += sessions
+    for hour, orders, total, refunds in (
+        HourlyRevenue.objects.using(analytics_db())
+        .filter(shop_id=query.shop.pk, hour__gte=query.period.start, hour__lt=query.period.end)
+        .values_list("hour", "order_count", "order_total", "refund_total")
     ):
-        point = points[_bucket_of(row.hour, interval, query)]
-        point["orders"] += row.order_count
-        point["revenue"] += row.order_total - row.refund_total
+        point = points[_bucket_of(hour, interval, query)]
+        point["orders"] += orders
+        point["revenue"] += total - refunds
     for bucket, count in _visitor_counts(query, interval).items():
         points[bucket]["visitors"] = count
     rows = [
@@ -510,16 +566,15 @@ def trends_get(*, query: Query, interval: str) -> Trends:
         )
         for bucket, value in sorted(points.items())
     ]
-    by_hour = [sum(heat[day][hour] for day in range(7)) for hour in range(24)]
-    by_day = [sum(heat[day]) for day in range(7)]
-    has_sessions = any(by_day)
+    heat = _heat_map(hourly, query.period.tz)
+    peak_hour, peak_weekday = _peaks(heat)
     return Trends(
         interval=interval,
         rows=rows,
         heat_map=heat,
-        peak_hour=by_hour.index(max(by_hour)) if has_sessions else None,
-        peak_weekday=WEEKDAYS[by_day.index(max(by_day))] if has_sessions else None,
-        peak_bucket=max(rows, key=lambda p: p.sessions).bucket if has_sessions else None,
+        peak_hour=peak_hour,
+        peak_weekday=peak_weekday,
+        peak_bucket=max(rows, key=lambda p: p.sessions).bucket if peak_hour is not None else None,
         start=query.period.first,
         end=query.period.last,
     )
@@ -528,15 +583,10 @@ def trends_get(*, query: Query, interval: str) -> Trends:
 def _visitor_counts(query: Query, interval: str) -> dict[str, int]:
     """Distinct visitors per bucket: the daily table in SQL, else the period's sessions."""
     if interval != "hour" and query.filters.is_empty:
-        trunc = {"day": TruncDay, "week": TruncWeek, "month": TruncMonth}[interval]
-        rows = (
-            DailyVisitor.objects.using(analytics_db())
-            .filter(shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last)
-            .annotate(bucket=trunc("day"))
-            .values("bucket")
-            .annotate(n=Count("person_id", distinct=True))
-        )
-        return {row["bucket"].isoformat(): row["n"] for row in rows}
+        buckets: dict[str, list[Any]] = defaultdict(list)
+        for day, bitmap in _daily_visitors(query).items():
+            buckets[_bucket_of(day, interval, query)].append(bitmap)
+        return {bucket: len(ids_union(bitmaps)) for bucket, bitmaps in buckets.items()}
     people: dict[str, set[int]] = defaultdict(set)
     pairs = (
         Session.objects.using(analytics_db())
@@ -612,6 +662,14 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
         events = events.filter(type__in=types)
     if not query.filters.is_empty:
         events = events.filter(**query.filters.as_lookup("session__"))
+    step_types = [step.event_type for step in params.steps]
+    if (
+        params.unit == "session"
+        and not needs_properties
+        and window is None
+        and len(set(step_types)) == len(step_types)
+    ):
+        return _funnel_from_day_paths(query, params)
     groups: dict[int, str] = {}
     levels: dict[Any, UnitLevel] | None = None
     if params.unit == "session" and not needs_properties and window is None:
@@ -665,6 +723,56 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
         unit=params.unit,
         mode="strict" if params.strict else "ordered",
         window=window,
+        steps=total.steps,
+        units=total.units,
+        median_seconds_to_convert=total.median_seconds_to_convert,
+        breakdown=breakdown,
+        start=period.first,
+        end=period.last,
+    )
+
+
+def _funnel_from_day_paths(query: Query, params: FunnelParams) -> Funnel:
+    """A windowless session funnel of distinct event types over the days' columnar paths."""
+    period = query.period
+    days = [
+        paths_unpack(blob)
+        for blob in DailySessionPaths.objects.using(analytics_db())
+        .filter(shop_id=query.shop.pk, day__gte=period.first, day__lte=period.last)
+        .values_list("data", flat=True)
+    ]
+    by_group = funnel_counts(
+        days,
+        [step.event_type for step in params.steps],
+        strict=params.strict,
+        filters=query.filters.as_lookup(),
+        breakdown=params.breakdown,
+    )
+    steps, n = params.steps, len(params.steps)
+    everything = GroupCounts(reached=[0] * (n + 1), durations=[])
+    for counts in by_group.values():
+        everything.reached[:] = [
+            a + b for a, b in zip(everything.reached, counts.reached, strict=True)
+        ]
+        everything.durations.extend(counts.durations)
+    total = funnel_from_counts(everything.reached, everything.durations, steps, scale=MICROSECONDS)
+    breakdown = (
+        [
+            FunnelBreakdown(
+                value=value,
+                result=funnel_from_counts(
+                    counts.reached, counts.durations, steps, scale=MICROSECONDS
+                ),
+            )
+            for value, counts in sorted(by_group.items())
+        ]
+        if params.breakdown
+        else []
+    )
+    return Funnel(
+        unit=params.unit,
+        mode="strict" if params.strict else "ordered",
+        window=None,
         steps=total.steps,
         units=total.units,
         median_seconds_to_convert=total.median_seconds_to_convert,
@@ -829,7 +937,7 @@ def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
         value=_money(totals["abandoned_value"]),
         products=[
             row
-            for row in _top(_product_rows(query), order_by="abandoned_carts", limit=10)
+            for row in _top_products(_product_totals(query), order_by="abandoned_carts", limit=10)
             if row.abandoned_carts
         ],
         rows=recovery,
@@ -936,66 +1044,39 @@ class Retention:
     end: date
 
 
-RETENTION_SQL = """
-    SELECT cohort_week, FLOOR(DATEDIFF(later.day, cohort_week) / 7), COUNT(DISTINCT later.person_id)
-    FROM (
-        SELECT person_id, DATE_SUB(day, INTERVAL WEEKDAY(day) DAY) AS cohort_week
-        FROM analytics_dailyvisitor
-        WHERE shop_id = %s AND is_new AND day BETWEEN %s AND %s
-    ) AS cohort
-    JOIN analytics_dailyvisitor AS later
-        ON later.shop_id = %s AND later.person_id = cohort.person_id
-        AND later.day BETWEEN %s AND %s
-    GROUP BY 1, 2
-"""
-
-
 def retention_get(*, query: Query) -> Retention:
+    """Weekly cohorts of new visitors and how many of them came back i weeks later.
+
+    A cohort is the people first seen in a week (Monday first) of the period; `active[i]` counts
+    those of them with an event in the period i weeks after the cohort's week.
+    """
     period = query.period
-    db = analytics_db()
-    if connections[db].vendor != "mysql":
-        return _retention_python(query)
-    cohorts: dict[date, dict[int, int]] = defaultdict(dict)
-    shop_id = query.shop.pk
-    with connections[db].cursor() as cursor:
-        cursor.execute(
-            RETENTION_SQL,
-            [shop_id, period.first, period.last, shop_id, period.first, period.last],
-        )
-        for week, index, count in cursor.fetchall():
-            cohorts[week][int(index)] = count
+    weeks_new: dict[date, list[Any]] = defaultdict(list)
+    weeks_active: dict[date, list[Any]] = defaultdict(list)
+    new = _daily_visitors(query, new_only=True)
+    for day, bitmap in _daily_visitors(query).items():
+        week = day - timedelta(days=day.weekday())
+        weeks_active[week].append(bitmap)
+        if day in new:
+            weeks_new[week].append(new[day])
+    active_by_week = {week: ids_union(bitmaps) for week, bitmaps in weeks_active.items()}
+    last_week = period.last - timedelta(days=period.last.weekday())
     rows = []
-    for week, weeks in sorted(cohorts.items()):
-        span = max(weeks) + 1
-        active = [weeks.get(i, 0) for i in range(span)]
-        rows.append(
-            CohortRow(
-                cohort_week=week,
-                size=active[0],
-                active=active,
-                retention=[_ratio(n, active[0]) for n in active],
+    for week, bitmaps in sorted(weeks_new.items()):
+        cohort = ids_union(bitmaps)
+        if not cohort:
+            continue
+        active = []
+        later = week
+        while later <= last_week:
+            active.append(
+                cohort.intersection_cardinality(active_by_week[later])
+                if later in active_by_week
+                else 0
             )
-        )
-    return Retention(rows=rows, start=period.first, end=period.last)
-
-
-def _retention_python(query: Query) -> Retention:
-    period = query.period
-    visitors = DailyVisitor.objects.using(analytics_db()).filter(
-        shop_id=query.shop.pk, day__gte=period.first, day__lte=period.last
-    )
-    first_days = dict(visitors.filter(is_new=True).values_list("person_id", "day"))
-    cohorts: dict[date, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
-    for person_id, day in visitors.filter(
-        person_id__in=visitors.filter(is_new=True).values("person_id")
-    ).values_list("person_id", "day"):
-        first = first_days[person_id]
-        week = first - timedelta(days=first.weekday())
-        cohorts[week][(day - week).days // 7].add(person_id)
-    rows = []
-    for week, weeks in sorted(cohorts.items()):
-        span = max(weeks) + 1
-        active = [len(weeks.get(i, ())) for i in range(span)]
+            later += timedelta(days=7)
+        while active and not active[-1]:
+            active.pop()
         rows.append(
             CohortRow(
                 cohort_week=week,
@@ -1088,8 +1169,8 @@ class Insights:
 
 
 def insights_get(*, query: Query) -> Insights:
-    trends = trends_get(query=query, interval="day")
-    products = products_get(query=query, order_by="views", limit=1)
+    peak_hour, peak_weekday = _peaks(_heat_map(_hourly_sessions(query), query.period.tz))
+    top_abandoned = _top_products(_product_totals(query), order_by="abandoned_carts", limit=1)
     sources = [
         row
         for row in _rollups(query, by_dimension=True)
@@ -1108,11 +1189,9 @@ def insights_get(*, query: Query) -> Insights:
         else None
     )
     findings = []
-    if trends.peak_hour is not None:
-        findings.append(
-            f"Traffic peaks at {trends.peak_hour:02d}:00 and on {trends.peak_weekday}s."
-        )
-    abandoned = products.most_abandoned
+    if peak_hour is not None:
+        findings.append(f"Traffic peaks at {peak_hour:02d}:00 and on {peak_weekday}s.")
+    abandoned = top_abandoned[0] if top_abandoned and top_abandoned[0].abandoned_carts else None
     if abandoned:
         findings.append(
             f"The most abandoned product is {abandoned.product_name or abandoned.product_id} "
@@ -1131,8 +1210,8 @@ def insights_get(*, query: Query) -> Insights:
         )
     return Insights(
         findings=findings,
-        peak_hour=trends.peak_hour,
-        peak_weekday=trends.peak_weekday,
+        peak_hour=peak_hour,
+        peak_weekday=peak_weekday,
         most_abandoned_product=abandoned.product_id if abandoned else None,
         best_source=best["utm_source"] if best else None,
         revenue_change=change,

@@ -9,7 +9,7 @@ Progress is kept in `PipelineWatermark` rows named `analytics:<shop_id>` (Event.
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -18,19 +18,31 @@ from zoneinfo import ZoneInfo
 
 import orjson
 from django.core.cache import cache
-from django.db import transaction
-from django.db.models import BigIntegerField, Count, Exists, F, Func, Max, Min, OuterRef, Q, Sum
+from django.db import connection, models, transaction
+from django.db.models import BigIntegerField, Count, F, Func, Max, Min, Q, Sum
 from django.db.models.functions import TruncHour
 
+from analytics.bitmaps import ids_pack
 from analytics.models import (
-    DailyVisitor,
+    DailyRollup,
+    DailySessionPaths,
+    DailyVisitors,
     HourlyRevenue,
     HourlyRollup,
     ProductDailyRollup,
     ProductMonthlyRollup,
     SessionPath,
 )
-from analytics.periods import HOUR, Period, day_runs, hour_ceil, hour_floor, local_date
+from analytics.periods import (
+    HOUR,
+    Period,
+    day_runs,
+    hour_ceil,
+    hour_floor,
+    local_date,
+    local_midnight,
+)
+from analytics.session_arrays import PackSession, paths_pack
 from events.models import Event, Order, OrderLine, PipelineWatermark, Refund, Session, Shop
 
 EVENT_COUNT_FIELDS = {
@@ -40,6 +52,19 @@ EVENT_COUNT_FIELDS = {
     "checkout_started": "checkout_count",
     "purchase": "purchase_count",
 }
+ROLLUP_COUNTS = (
+    "session_count",
+    "converted_session_count",
+    "bounce_count",
+    "cart_session_count",
+    "abandoned_session_count",
+    "abandoned_value",
+    "pageview_count",
+    "product_view_count",
+    "add_to_cart_count",
+    "checkout_count",
+    "purchase_count",
+)
 CART_TYPES = ("add_to_cart", "checkout_started")
 PRODUCT_TYPES = ("product_view", "add_to_cart", "purchase")
 # A session lasts at most 24 h after its start (plus the inactivity timeout of its last event),
@@ -48,6 +73,7 @@ SESSION_SPAN = timedelta(hours=25)
 # Rebuilds go a month at a time so memory stays bounded on large shops.
 REBUILD_CHUNK_DAYS = 31
 GENERATION_KEY = "analytics:generation:{shop_id}"
+INSERT_BATCH = 2000
 MICROSECOND = timedelta(microseconds=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PRODUCT_SUMS = (
@@ -83,6 +109,46 @@ class EpochMicroseconds(Func):
             ),
             **extra_context,
         )
+
+
+def _rows_insert(model: type[models.Model], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Multi-row INSERTs of plain dicts (field name → value; missing fields take their default).
+
+    `bulk_create` builds a model instance and prepares every value through its field; rollup
+    rebuilds write hundreds of thousands of rows, where that costs more than the database does.
+    """
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key or f.is_relation]
+    ops = connection.ops
+    adapt = {
+        f.attname: ops.adapt_datetimefield_value
+        if isinstance(f, models.DateTimeField)
+        else ops.adapt_datefield_value
+        if isinstance(f, models.DateField)
+        else None
+        for f in fields
+    }
+    defaults = {f.attname: f.get_default() for f in fields}
+    columns = ", ".join(ops.quote_name(str(f.column)) for f in fields)
+    sql = (
+        f"INSERT INTO {ops.quote_name(model._meta.db_table)} ({columns}) "
+        f"VALUES ({', '.join(['%s'] * len(fields))})"
+    )
+    batch: list[tuple] = []
+    with connection.cursor() as cursor:
+        for row in rows:
+            values = []
+            for name, default in defaults.items():
+                value = row.get(name, default)
+                adapter = adapt[name]
+                if value is not None and adapter is not None:
+                    value = adapter(value)
+                values.append(value)
+            batch.append(tuple(values))
+            if len(batch) == INSERT_BATCH:
+                cursor.executemany(sql, batch)
+                batch = []
+        if batch:
+            cursor.executemany(sql, batch)
 
 
 def rollups_generation(*, shop_id: int) -> int:
@@ -218,8 +284,10 @@ def rollups_rebuild(*, shop_id: int, now: datetime) -> RebuildResult:
     with transaction.atomic():
         for model in (
             HourlyRollup,
+            DailyRollup,
+            DailySessionPaths,
             HourlyRevenue,
-            DailyVisitor,
+            DailyVisitors,
             ProductDailyRollup,
             ProductMonthlyRollup,
             SessionPath,
@@ -265,8 +333,9 @@ def _days_recompute(*, shop_id: int, period: Period) -> None:
     """Replace all rollups of these local days (and the UTC hours that overlap them)."""
     hours_start, hours_end = hour_floor(period.start), hour_ceil(period.end)
     _hours_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
+    _daily_rollups_recompute(shop_id=shop_id, start=hours_start, end=hours_end, tz=period.tz)
     _revenue_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
-    _paths_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
+    _paths_recompute(shop_id=shop_id, start=hours_start, end=hours_end, period=period)
     _visitors_recompute(shop_id=shop_id, period=period)
     _products_recompute(shop_id=shop_id, period=period)
     _product_months_recompute(shop_id=shop_id, period=period)
@@ -328,23 +397,64 @@ def _hours_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
         for name, value in values.items():
             totals[hour][name] += value
     HourlyRollup.objects.filter(shop_id=shop_id, hour__gte=start, hour__lt=end).delete()
-    HourlyRollup.objects.bulk_create(
+    _rows_insert(
+        HourlyRollup,
         [
-            HourlyRollup(
-                shop_id=shop_id,
-                hour=hour,
-                utm_source=source,
-                device=device,
-                country=country,
+            {
+                "shop_id": shop_id,
+                "hour": hour,
+                "utm_source": source,
+                "device": device,
+                "country": country,
                 **values,
-            )
+            }
             for (hour, source, device, country), values in buckets.items()
         ]
         + [
-            HourlyRollup(shop_id=shop_id, hour=hour, is_total=True, **values)
+            {"shop_id": shop_id, "hour": hour, "is_total": True, **values}
             for hour, values in totals.items()
         ],
-        batch_size=1000,
+    )
+
+
+def _daily_rollups_recompute(*, shop_id: int, start: datetime, end: datetime, tz) -> None:
+    """Re-sum the local days that the recomputed hours `[start, end)` belong to.
+
+    An hour belongs to the local day it starts in, the same rule as `hour >= period.start` on the
+    hourly table, so a day row always equals the sum of that day's hourly rows.
+    """
+    first, last = local_date(start, tz), local_date(end - MICROSECOND, tz)
+    days: dict[tuple, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
+    for row in HourlyRollup.objects.filter(
+        shop_id=shop_id,
+        hour__gte=local_midnight(first, tz),
+        hour__lt=local_midnight(last + timedelta(days=1), tz),
+    ).values("hour", "is_total", "utm_source", "device", "country", *ROLLUP_COUNTS):
+        key = (
+            local_date(row["hour"], tz),
+            row["is_total"],
+            row["utm_source"],
+            row["device"],
+            row["country"],
+        )
+        bucket = days[key]
+        for name in ROLLUP_COUNTS:
+            bucket[name] += row[name]
+    DailyRollup.objects.filter(shop_id=shop_id, day__gte=first, day__lte=last).delete()
+    _rows_insert(
+        DailyRollup,
+        (
+            {
+                "shop_id": shop_id,
+                "day": day,
+                "is_total": is_total,
+                "utm_source": source,
+                "device": device,
+                "country": country,
+                **values,
+            }
+            for (day, is_total, source, device, country), values in days.items()
+        ),
     )
 
 
@@ -383,15 +493,16 @@ def _revenue_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
         bucket["refund_count"] += row["n"]
         bucket["refund_total"] += row["total"] or Decimal(0)
     HourlyRevenue.objects.filter(shop_id=shop_id, hour__gte=start, hour__lt=end).delete()
-    HourlyRevenue.objects.bulk_create(
-        [HourlyRevenue(shop_id=shop_id, hour=hour, **values) for hour, values in buckets.items()],
-        batch_size=1000,
+    _rows_insert(
+        HourlyRevenue,
+        ({"shop_id": shop_id, "hour": hour, **values} for hour, values in buckets.items()),
     )
 
 
 def _visitors_recompute(*, shop_id: int, period: Period) -> None:
     """Persons with at least one event on each local day (SPEC's visitor definition)."""
-    visitors: dict[tuple[date, int], bool] = {}
+    visitors: dict[date, set[int]] = defaultdict(set)
+    new: dict[date, set[int]] = defaultdict(set)
     # Distinct (UTC hour, person) in SQL keeps the rows near the session count, not the events.
     for hour, person_id, first_seen_at in (
         Event.objects.filter(
@@ -403,17 +514,25 @@ def _visitors_recompute(*, shop_id: int, period: Period) -> None:
         .distinct()
     ):
         day = _day_of(hour, period)
-        is_new = local_date(first_seen_at, period.tz) == day
-        visitors[(day, person_id)] = visitors.get((day, person_id), False) or is_new
-    DailyVisitor.objects.filter(
+        visitors[day].add(person_id)
+        if local_date(first_seen_at, period.tz) == day:
+            new[day].add(person_id)
+    DailyVisitors.objects.filter(
         shop_id=shop_id, day__gte=period.first, day__lte=period.last
     ).delete()
-    DailyVisitor.objects.bulk_create(
-        [
-            DailyVisitor(shop_id=shop_id, day=day, person_id=person_id, is_new=is_new)
-            for (day, person_id), is_new in visitors.items()
-        ],
-        batch_size=2000,
+    _rows_insert(
+        DailyVisitors,
+        (
+            {
+                "shop_id": shop_id,
+                "day": day,
+                "visitor_count": len(people),
+                "new_count": len(new[day]),
+                "visitors": ids_pack(people),
+                "new": ids_pack(new[day]),
+            }
+            for day, people in visitors.items()
+        ),
     )
 
 
@@ -446,17 +565,27 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
         bucket[field[row["type"]]] += row["n"]
         if row["name"]:
             bucket["product_name"] = row["name"]
-    purchase_in_session = Event.objects.filter(session_id=OuterRef("session_id"), type="purchase")
-    for cart in (
+    # Carts of sessions that never purchased. A session's events lie within SESSION_SPAN of its
+    # start, so its purchase, if any, lies within SESSION_SPAN of each of its carts.
+    purchased = set(
+        Event.objects.filter(
+            shop_id=shop_id,
+            type="purchase",
+            occurred_at__gte=period.start - SESSION_SPAN,
+            occurred_at__lt=period.end + SESSION_SPAN,
+        )
+        .exclude(session=None)
+        .values_list("session_id", flat=True)
+    )
+    for hour, product_id, session_id, n in (
         in_period.filter(type="add_to_cart")
         .exclude(session=None)
-        .exclude(Exists(purchase_in_session))
         .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
-        .values("hour", "product_id")
+        .values_list("hour", "product_id", "session_id")
         .annotate(n=Count("id"))
     ):
-        key = (_day_of(cart["hour"], period), cart["product_id"])
-        rows[key]["abandoned_cart_count"] += cart["n"]
+        if session_id not in purchased:
+            rows[(_day_of(hour, period), product_id)]["abandoned_cart_count"] += n
     for line in (
         OrderLine.objects.filter(
             order__shop_id=shop_id,
@@ -482,12 +611,12 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
     ProductDailyRollup.objects.filter(
         shop_id=shop_id, day__gte=period.first, day__lte=period.last
     ).delete()
-    ProductDailyRollup.objects.bulk_create(
-        [
-            ProductDailyRollup(shop_id=shop_id, day=day, product_id=product_id, **values)
+    _rows_insert(
+        ProductDailyRollup,
+        (
+            {"shop_id": shop_id, "day": day, "product_id": product_id, **values}
             for (day, product_id), values in rows.items()
-        ],
-        batch_size=2000,
+        ),
     )
 
 
@@ -496,8 +625,9 @@ def _day_of(hour: datetime, period: Period) -> date:
     return local_date(max(hour, period.start), period.tz)
 
 
-def _paths_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
-    """One `SessionPath` per session started in `[start, end)`: its events in funnel order."""
+def _paths_recompute(*, shop_id: int, start: datetime, end: datetime, period: Period) -> None:
+    """One `SessionPath` per session started in `[start, end)`: its events in funnel order; and
+    the `DailySessionPaths` of the period's days from the same events."""
     in_range = Session.objects.filter(shop_id=shop_id, started_at__gte=start, started_at__lt=end)
     sessions = {
         row[0]: row[1:]
@@ -518,7 +648,7 @@ def _paths_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
     ):
         if session_id in sessions:
             events[session_id].append((at, event_id, kind))
-    paths = []
+    paths: list[dict[str, Any]] = []
     for session_id, items in events.items():
         items.sort()
         started_at, person_id, source, device, country = sessions[session_id]
@@ -528,30 +658,53 @@ def _paths_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
         carts = [(at, event_id) for at, event_id, kind in items if kind in CART_TYPES]
         last_cart = max(carts) if carts else None
         paths.append(
-            SessionPath(
-                session_id=session_id,
-                shop_id=shop_id,
-                started_at=started_at,
-                person_id=person_id,
-                utm_source=source,
-                device=device,
-                country=country,
-                first_at_us=first,
-                last_at_us=items[-1][0],
-                kinds=orjson.dumps(kinds).decode(),
-                offsets=orjson.dumps([at - first for at, _, _ in items]).decode(),
-                ties=orjson.dumps(ties).decode() if ties else "",
-                is_abandoned=bool(carts) and "purchase" not in kinds,
-                last_cart_at=EPOCH + timedelta(microseconds=last_cart[0]) if last_cart else None,
-                last_cart_event_id=last_cart[1] if last_cart else None,
-            )
+            {
+                "session_id": session_id,
+                "shop_id": shop_id,
+                "started_at": started_at,
+                "person_id": person_id,
+                "utm_source": source,
+                "device": device,
+                "country": country,
+                "first_at_us": first,
+                "last_at_us": items[-1][0],
+                "kinds": orjson.dumps(kinds).decode(),
+                "offsets": orjson.dumps([at - first for at, _, _ in items]).decode(),
+                "ties": orjson.dumps(ties).decode() if ties else "",
+                "is_abandoned": bool(carts) and "purchase" not in kinds,
+                "last_cart_at": EPOCH + timedelta(microseconds=last_cart[0]) if last_cart else None,
+                "last_cart_event_id": last_cart[1] if last_cart else None,
+            }
         )
     # A late event can move a session's start out of the range its old row lies in.
     SessionPath.objects.filter(
         Q(shop_id=shop_id, started_at__gte=start, started_at__lt=end)
         | Q(session_id__in=in_range.values("id"))
     ).delete()
-    SessionPath.objects.bulk_create(paths, batch_size=2000)
+    _rows_insert(SessionPath, paths)
+
+    by_day: dict[date, list[PackSession]] = defaultdict(list)
+    for session_id, items in sorted(events.items()):
+        started_at, _, source, device, country = sessions[session_id]
+        if period.start <= started_at < period.end:
+            day = local_date(started_at, period.tz)
+            by_day[day].append(((source, device, country), [(at, kind) for at, _, kind in items]))
+    DailySessionPaths.objects.filter(
+        shop_id=shop_id, day__gte=period.first, day__lte=period.last
+    ).delete()
+    _rows_insert(
+        DailySessionPaths,
+        (
+            {
+                "shop_id": shop_id,
+                "day": day,
+                "session_count": len(day_sessions),
+                "event_count": sum(len(items) for _, items in day_sessions),
+                "data": paths_pack(day_sessions),
+            }
+            for day, day_sessions in by_day.items()
+        ),
+    )
 
 
 def _month_starts(period: Period) -> list[date]:
@@ -565,17 +718,17 @@ def _month_starts(period: Period) -> list[date]:
 def _product_months_recompute(*, shop_id: int, period: Period) -> None:
     """Re-sum the calendar months that the recomputed days belong to."""
     months = _month_starts(period)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for month in months:
         following = (month + timedelta(days=32)).replace(day=1)
         rows += [
-            ProductMonthlyRollup(
-                shop_id=shop_id,
-                month=month,
-                product_id=row["product_id"],
-                product_name=row["name"] or "",
+            {
+                "shop_id": shop_id,
+                "month": month,
+                "product_id": row["product_id"],
+                "product_name": row["name"] or "",
                 **_product_sums(row),
-            )
+            }
             for row in ProductDailyRollup.objects.filter(
                 shop_id=shop_id, day__gte=month, day__lt=following
             )
@@ -584,4 +737,4 @@ def _product_months_recompute(*, shop_id: int, period: Period) -> None:
             .order_by()
         ]
     ProductMonthlyRollup.objects.filter(shop_id=shop_id, month__in=months).delete()
-    ProductMonthlyRollup.objects.bulk_create(rows, batch_size=2000)
+    _rows_insert(ProductMonthlyRollup, rows)

@@ -280,7 +280,8 @@ def test_products_query_count_does_not_grow_with_rows(store, api_client, django_
         )  # fmt: skip
     rollups_refresh(shop_id=store.pk, now=NOW)
 
-    # The shop lookup and one aggregate, however many products; then only the shop from cache.
+    # The shop lookup and one read of the product rollups, however many products; then only the
+    # shop from cache.
     with django_assert_num_queries(2):
         cold = api_client.get(url(store, "products"))
     with django_assert_num_queries(1):

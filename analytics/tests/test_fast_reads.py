@@ -1,4 +1,5 @@
-"""The fast read paths (session paths, monthly products, SQL retention) against the raw log.
+"""The fast read paths (session paths, monthly products, visitor bitmaps, daily rollups) against
+the raw log.
 
 Each test builds a random shop across a month boundary and compares a selector with a direct
 computation from the events or the daily rollups, the way the selectors worked before.
@@ -8,18 +9,25 @@ import random
 from collections import defaultdict
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from django.db.models import Max, Sum
+from django.db.models import Max, Min, Sum
 
 from analytics import selectors
 from analytics.funnels import StepSpec, funnel_levels, funnel_summarize
-from analytics.models import ProductDailyRollup, SessionPath
+from analytics.models import (
+    DailyRollup,
+    DailySessionPaths,
+    HourlyRollup,
+    ProductDailyRollup,
+    SessionPath,
+)
 from analytics.periods import Period
-from analytics.services import CART_TYPES, rollups_rebuild, rollups_refresh
+from analytics.services import CART_TYPES, ROLLUP_COUNTS, rollups_rebuild, rollups_refresh
 from analytics.tests.factories import SessionEventFactory, SessionFactory
-from events.models import Event, Session
+from events.models import Event, Person, Session
 from events.tests.factories import PersonFactory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -149,7 +157,8 @@ def test_products_from_months_and_edge_days_match_the_daily_sums(shop, first, la
     rollups_rebuild(shop_id=shop.pk, now=NOW)
     period = Period(first=first, last=last, tz=ZoneInfo("UTC"))
 
-    rows = selectors._product_rows(selectors.Query(shop=shop, period=period))
+    totals = selectors._product_totals(selectors.Query(shop=shop, period=period))
+    rows = selectors._top_products(totals, order_by="views", limit=1000)
 
     daily = (
         ProductDailyRollup.objects.filter(shop=shop, day__gte=period.first, day__lte=period.last)
@@ -159,14 +168,117 @@ def test_products_from_months_and_edge_days_match_the_daily_sums(shop, first, la
     assert sorted((r.product_id, r.product_name, r.views, r.revenue) for r in rows) == sorted(
         (d["product_id"], d["name"], d["views"], selectors._money(d["revenue"])) for d in daily
     )
+    # Ranked by views, then product id.
+    assert [r.product_id for r in rows] == [
+        r.product_id for r in sorted(rows, key=lambda r: (-r.views, r.product_id))
+    ]
+
+
+def first_seen_at_first_event(shop) -> None:
+    """Give each person the time of their first event as first_seen_at, so cohorts exist."""
+    for person_id, first in (
+        Event.objects.filter(shop=shop).values("person_id").annotate(first=Min("occurred_at"))
+    ).values_list("person_id", "first"):
+        Person.objects.filter(pk=person_id).update(first_seen_at=first)
+
+
+def raw_retention(shop) -> dict[date, list[int]]:
+    """Weekly cohorts from the raw events: {cohort Monday: [active in week 0, 1, …]}."""
+    first_day = {p.pk: p.first_seen_at.date() for p in Person.objects.filter(shop=shop)}
+    active: dict[date, dict[int, set[int]]] = defaultdict(lambda: defaultdict(set))
+    for person_id, occurred_at in Event.objects.filter(
+        shop=shop, occurred_at__gte=PERIOD.start, occurred_at__lt=PERIOD.end
+    ).values_list("person_id", "occurred_at"):
+        first = first_day[person_id]
+        if not PERIOD.first <= first <= PERIOD.last:
+            continue
+        week = first - timedelta(days=first.weekday())
+        active[week][(occurred_at.date() - week).days // 7].add(person_id)
+    return {
+        week: [len(weeks.get(i, ())) for i in range(max(weeks) + 1)]
+        for week, weeks in active.items()
+    }
 
 
 @pytest.mark.django_db
-def test_retention_in_sql_matches_python(shop):
+def test_retention_from_bitmaps_matches_the_raw_log(shop):
+    random_shop(shop)
+    first_seen_at_first_event(shop)
+    rollups_rebuild(shop_id=shop.pk, now=NOW)
+
+    retention = selectors.retention_get(query=query(shop))
+
+    expected = raw_retention(shop)
+    assert len(expected) >= 2
+    assert {row.cohort_week: row.active for row in retention.rows} == expected
+    assert all(row.size == row.active[0] for row in retention.rows)
+
+
+@pytest.mark.django_db
+def test_visitor_counts_from_bitmaps_match_the_raw_log(shop):
+    random_shop(shop)
+    first_seen_at_first_event(shop)
+    rollups_rebuild(shop_id=shop.pk, now=NOW)
+    events = Event.objects.filter(
+        shop=shop, occurred_at__gte=PERIOD.start, occurred_at__lt=PERIOD.end
+    )
+
+    kpis = selectors.kpis_get(query=query(shop))
+    trends = selectors.trends_get(query=query(shop), interval="week")
+
+    people = set(events.values_list("person_id", flat=True))
+    new = set(
+        Person.objects.filter(
+            pk__in=people, first_seen_at__gte=PERIOD.start, first_seen_at__lt=PERIOD.end
+        ).values_list("pk", flat=True)
+    )
+    assert (kpis.visitors, kpis.new_visitors) == (len(people), len(new))
+    assert selectors.user_count_get(query=query(shop)).user_count == len(people)
+    by_week: dict[str, set[int]] = defaultdict(set)
+    for person_id, occurred_at in events.values_list("person_id", "occurred_at"):
+        monday = occurred_at.date() - timedelta(days=occurred_at.weekday())
+        by_week[monday.isoformat()].add(person_id)
+    assert {row.bucket: row.visitors for row in trends.rows} == {
+        week: len(persons) for week, persons in by_week.items()
+    }
+
+
+@pytest.mark.django_db
+def test_daily_rollups_are_the_sums_of_their_hours(shop):
     random_shop(shop)
     rollups_rebuild(shop_id=shop.pk, now=NOW)
 
-    assert selectors.retention_get(query=query(shop)) == selectors._retention_python(query(shop))
+    hourly: dict[tuple, dict[str, Any]] = defaultdict(lambda: defaultdict(int))
+    for row in HourlyRollup.objects.filter(shop=shop).values():
+        key = (
+            row["hour"].date(),
+            row["is_total"],
+            row["utm_source"],
+            row["device"],
+            row["country"],
+        )
+        for name in ROLLUP_COUNTS:
+            hourly[key][name] += row[name]
+    daily = {
+        (row["day"], row["is_total"], row["utm_source"], row["device"], row["country"]): {
+            name: row[name] for name in ROLLUP_COUNTS
+        }
+        for row in DailyRollup.objects.filter(shop=shop).values()
+    }
+    assert daily == {key: dict(values) for key, values in hourly.items()}
+    assert sum(values["session_count"] for key, values in daily.items() if key[1]) == (
+        Session.objects.filter(shop=shop).count()
+    )
+
+
+def day_paths(shop) -> dict[date, tuple[int, int, bytes]]:
+    rows = DailySessionPaths.objects.filter(shop=shop)
+    return {
+        day: (sessions, events, bytes(data))
+        for day, sessions, events, data in rows.values_list(
+            "day", "session_count", "event_count", "data"
+        )
+    }
 
 
 @pytest.mark.django_db
@@ -180,7 +292,9 @@ def test_refresh_keeps_paths_equal_to_a_rebuild(shop):
 
     rollups_refresh(shop_id=shop.pk, now=NOW)
     refreshed = list(SessionPath.objects.filter(shop=shop).order_by("pk").values())
+    refreshed_days = day_paths(shop)
     rollups_rebuild(shop_id=shop.pk, now=NOW)
 
     assert refreshed == list(SessionPath.objects.filter(shop=shop).order_by("pk").values())
+    assert refreshed_days == day_paths(shop)
     assert not SessionPath.objects.get(pk=session.pk).is_abandoned
