@@ -212,8 +212,18 @@ def main() -> None:
         action="store_true",
         help="with --keep: time the endpoints on the rollups already built (rebuild figure 0)",
     )
+    parser.add_argument(
+        "--buffer-pool-mib",
+        type=int,
+        default=1024,
+        help="innodb_buffer_pool_size for the run, as deploy/docker-compose.yml configures it "
+        "(0: leave the server's setting)",
+    )
     args = parser.parse_args()
 
+    if args.buffer_pool_mib and connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET GLOBAL innodb_buffer_pool_size = %s", [args.buffer_pool_mib << 20])
     started = time.monotonic()
     shop = Shop.objects.filter(domain=DOMAIN).first()
     if args.keep and shop and Event.objects.filter(shop=shop).count() >= args.events * 0.99:
@@ -244,7 +254,11 @@ def main() -> None:
     client.force_authenticate(user=user)
     period = f"shop={DOMAIN}&start={(END - timedelta(days=30)).date()}&end={END.date()}"
     cold_first = lambda: rollups_generation_bump(shop_id=shop.pk)  # noqa: E731
-    report: dict = {"counts": counts, "load_s": round(load_seconds, 1)}
+    report: dict = {
+        "counts": counts,
+        "load_s": round(load_seconds, 1),
+        "buffer_pool_mib": args.buffer_pool_mib,
+    }
     report["rollups_rebuild_s"] = round(rebuild_seconds, 1)
     report["endpoints"] = {}
     for name in ENDPOINTS:
