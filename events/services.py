@@ -837,7 +837,15 @@ def _events_assign(changes: list[tuple[int, int, int]]) -> None:
     """Set (session, person) of many events in a few statements, never one per event.
 
     MariaDB: the pairs go to a temporary table in multi-row inserts, then one UPDATE … JOIN on
-    the primary key. Elsewhere (SQLite) an UPDATE … CASE per chunk.
+    the primary key, driven by the temporary table. Elsewhere (SQLite) an UPDATE … CASE per chunk.
+
+    `STRAIGHT_JOIN` pins the join order. Left to itself MariaDB picks it from the table
+    statistics, and while the events table looks small next to the temporary table (a shop's
+    first backlog, the bench) it scans the whole events table and probes the temporary one for
+    each row: 2.5 rows read per row written on a 50,000-event bench run, the whole log once per
+    batch in general, and every scanned row is locked for update on the way, so two shops'
+    workers could wait on each other's rows. Driven by the temporary table, the statement reads
+    and locks exactly the rows it writes.
     """
     if not changes:
         return
@@ -851,7 +859,7 @@ def _events_assign(changes: list[tuple[int, int, int]]) -> None:
             )
             try:
                 # In id order the UPDATE walks the event rows' pages in order (~30 % faster here
-                # than in session order).
+                # than in session order): a MEMORY table is scanned in insertion order.
                 for chunk in _chunks(sorted(changes), 5000):
                     # Integer literals (they are ids from the database) skip the driver's
                     # per-value escaping, which costs more than the insert itself.
@@ -860,7 +868,7 @@ def _events_assign(changes: list[tuple[int, int, int]]) -> None:
                         + ", ".join(f"({int(a)}, {int(b)}, {int(c)})" for a, b, c in chunk)
                     )
                 cursor.execute(
-                    f"UPDATE {table} e JOIN pipeline_assignment a ON e.id = a.id "
+                    f"UPDATE pipeline_assignment a STRAIGHT_JOIN {table} e ON e.id = a.id "
                     "SET e.session_id = a.session_id, e.person_id = a.person_id"
                 )
             finally:

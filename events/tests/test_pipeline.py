@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from events import services
 from events.models import Event, Order, Person, PersonIdentifier, Session
@@ -323,6 +323,44 @@ def test_two_concurrent_workers_give_the_same_result_as_one(mysql_only):
     assert session_snapshot(double) == session_snapshot(single)
     assert Person.objects.filter(shop=double).count() == 20
     assert not Event.objects.filter(shop=double, session__isnull=True).exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_shop_batch_never_waits_on_another_shops_locked_events(mysql_only):
+    shop, other = ShopFactory(), ShopFactory()
+    for step in range(50):
+        insert(shop, event_in(f"a{step}", minutes(step), anonymous_id="ann"))
+        insert(other, event_in(f"b{step}", minutes(step), anonymous_id="bob"))
+    locked, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        # Holds a row lock on one of the other shop's events, as its worker does mid-batch.
+        try:
+            with transaction.atomic():
+                Event.objects.filter(shop=other, event_id="b25").update(title="busy")
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    locked.wait(timeout=30)
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+    try:
+        result = services.events_process(
+            shop_id=shop.pk, now=datetime(2100, 1, 1, tzinfo=UTC), batch_size=1000
+        )
+    finally:
+        release.set()
+        thread.join()
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+
+    assert result.processed == 50
+    assert not Event.objects.filter(shop=shop, session__isnull=True).exists()
+    assert Event.objects.filter(shop=other, session__isnull=False).count() == 0
 
 
 @pytest.mark.django_db
