@@ -394,6 +394,35 @@ def test_random_late_arrivals_and_merges_equal_a_full_recompute(shop, process_al
 
 
 @pytest.mark.django_db
+def test_written_text_keeps_quotes_backslashes_percent_signs_and_emoji(shop, process_all):
+    url = "https://s.example/it's\\a%s%%(x)s\"?q=é😀\n"
+    insert(
+        shop,
+        event_in("e1", minutes(0), url=url, referrer="O'Reilly\\", utm_campaign="50% off 'now'"),
+        event_in(
+            "e2",
+            minutes(1),
+            type="identify",
+            user_id="o'brien\\",
+            properties={"traits": {"name": "Ann \"A\" O'Neil\\😀", "tags": ["a'b", 1.5]}},
+        ),
+    )
+
+    process_all(shop)
+
+    session = Session.objects.get(shop=shop)
+    assert (session.entry_url, session.referrer, session.utm_campaign) == (
+        url,
+        "O'Reilly\\",
+        "50% off 'now'",
+    )
+    person = Person.objects.get(shop=shop)
+    assert person.user_id == "o'brien\\"
+    assert person.traits == {"name": "Ann \"A\" O'Neil\\😀", "tags": ["a'b", 1.5]}
+    assert PersonIdentifier.objects.filter(person=person, value="o'brien\\").exists()
+
+
+@pytest.mark.django_db
 def test_purchase_events_become_orders_once(shop, process_all):
     at = "2026-03-01T10:00:00+00:00"
     services.events_ingest(
