@@ -564,16 +564,17 @@ def persons_resolve(
     returns each event's person. Events are linked in id order, the order they arrived in.
     """
     keys_by_event: dict[int, list[identity.Key]] = {}
-    # Without properties an event's identifiers depend on (type, anonymous_id, user_id) alone,
-    # and a batch holds many events of each visitor: extract them once per visitor.
-    plain: dict[tuple[str, str, str], list[identity.Key]] = {}
+    # Without properties an event's identifiers depend on (anonymous_id, user_id) alone (its type
+    # only matters for what an identify or alias carries in them), and a batch holds many events
+    # of each visitor: extract them once per visitor.
+    plain: dict[tuple[str, str], list[identity.Key]] = {}
     for event_id, type_, anonymous_id, user_id, properties, _ in events:
         if properties:
             keys = identity.event_identifiers(
                 type=type_, anonymous_id=anonymous_id, user_id=user_id, properties=properties
             )
-        elif (keys := plain.get((type_, anonymous_id, user_id))) is None:  # type: ignore[assignment]
-            keys = plain[type_, anonymous_id, user_id] = identity.event_identifiers(
+        elif (keys := plain.get((anonymous_id, user_id))) is None:  # type: ignore[assignment]
+            keys = plain[anonymous_id, user_id] = identity.event_identifiers(
                 type=type_, anonymous_id=anonymous_id, user_id=user_id, properties=None
             )
         keys_by_event[event_id] = keys

@@ -404,7 +404,7 @@ def test_written_text_keeps_quotes_backslashes_percent_signs_and_emoji(shop, pro
             minutes(1),
             type="identify",
             user_id="o'brien\\",
-            properties={"traits": {"name": "Ann \"A\" O'Neil\\😀", "tags": ["a'b", 1.5]}},
+            properties={"traits": {"name": 'Ann "A" O\'Neil\\😀', "tags": ["a'b", 1.5]}},
         ),
     )
 
@@ -418,7 +418,7 @@ def test_written_text_keeps_quotes_backslashes_percent_signs_and_emoji(shop, pro
     )
     person = Person.objects.get(shop=shop)
     assert person.user_id == "o'brien\\"
-    assert person.traits == {"name": "Ann \"A\" O'Neil\\😀", "tags": ["a'b", 1.5]}
+    assert person.traits == {"name": 'Ann "A" O\'Neil\\😀', "tags": ["a'b", 1.5]}
     assert PersonIdentifier.objects.filter(person=person, value="o'brien\\").exists()
 
 
