@@ -31,6 +31,16 @@ def test_identify_traits_email_is_hashed_and_alias_previous_id_links():
     assert email_hash("not an email") == ""
 
 
+def test_without_properties_the_type_does_not_change_identifiers():
+    # persons_resolve extracts them once per (anonymous_id, user_id) for such events.
+    found = {
+        kind: event_identifiers(type=kind, anonymous_id="a-1", user_id="u-1", properties=None)
+        for kind in ["page_view", "identify", "alias", "purchase"]
+    }
+
+    assert set(map(tuple, found.values())) == {(("user_id", "u-1"), ("anonymous_id", "a-1"))}
+
+
 def test_junk_ids_give_no_identifiers():
     for junk in ["", "null", "undefined", "0", "anonymous", "guest", "None"]:
         assert (

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, transaction
 
 from events import services
 from events.models import Event, Order, Person, PersonIdentifier, Session
@@ -325,6 +325,44 @@ def test_two_concurrent_workers_give_the_same_result_as_one(mysql_only):
     assert not Event.objects.filter(shop=double, session__isnull=True).exists()
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_shop_batch_never_waits_on_another_shops_locked_events(mysql_only):
+    shop, other = ShopFactory(), ShopFactory()
+    for step in range(50):
+        insert(shop, event_in(f"a{step}", minutes(step), anonymous_id="ann"))
+        insert(other, event_in(f"b{step}", minutes(step), anonymous_id="bob"))
+    locked, release = threading.Event(), threading.Event()
+
+    def other_worker():
+        # Holds a row lock on one of the other shop's events, as its worker does mid-batch.
+        try:
+            with transaction.atomic():
+                Event.objects.filter(shop=other, event_id="b25").update(title="busy")
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    locked.wait(timeout=30)
+    with connection.cursor() as cursor:
+        cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+    try:
+        result = services.events_process(
+            shop_id=shop.pk, now=datetime(2100, 1, 1, tzinfo=UTC), batch_size=1000
+        )
+    finally:
+        release.set()
+        thread.join()
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = DEFAULT")
+
+    assert result.processed == 50
+    assert not Event.objects.filter(shop=shop, session__isnull=True).exists()
+    assert Event.objects.filter(shop=other, session__isnull=False).count() == 0
+
+
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_late_arrivals_and_merges_equal_a_full_recompute(shop, process_all, seed):
@@ -353,6 +391,35 @@ def test_random_late_arrivals_and_merges_equal_a_full_recompute(shop, process_al
     assert incremental == rebuilt
     assert not Event.objects.filter(shop=shop, session__isnull=True).exists()
     assert sum(row[3] for row in rebuilt) == Event.objects.filter(shop=shop).count() == 150
+
+
+@pytest.mark.django_db
+def test_written_text_keeps_quotes_backslashes_percent_signs_and_emoji(shop, process_all):
+    url = "https://s.example/it's\\a%s%%(x)s\"?q=é😀\n"
+    insert(
+        shop,
+        event_in("e1", minutes(0), url=url, referrer="O'Reilly\\", utm_campaign="50% off 'now'"),
+        event_in(
+            "e2",
+            minutes(1),
+            type="identify",
+            user_id="o'brien\\",
+            properties={"traits": {"name": 'Ann "A" O\'Neil\\😀', "tags": ["a'b", 1.5]}},
+        ),
+    )
+
+    process_all(shop)
+
+    session = Session.objects.get(shop=shop)
+    assert (session.entry_url, session.referrer, session.utm_campaign) == (
+        url,
+        "O'Reilly\\",
+        "50% off 'now'",
+    )
+    person = Person.objects.get(shop=shop)
+    assert person.user_id == "o'brien\\"
+    assert person.traits == {"name": 'Ann "A" O\'Neil\\😀', "tags": ["a'b", 1.5]}
+    assert PersonIdentifier.objects.filter(person=person, value="o'brien\\").exists()
 
 
 @pytest.mark.django_db
