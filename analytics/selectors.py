@@ -967,8 +967,11 @@ def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
         started_at__lt=period.end,
         **query.filters.as_lookup(),
     )
+    # Bounded above too: a session started in the period has its events within SESSION_SPAN.
     late = dict(
-        abandoned.filter(last_cart_at__gte=period.end).values_list("session_id", "person_id")
+        abandoned.filter(
+            last_cart_at__gte=period.end, last_cart_at__lt=period.end + SESSION_SPAN
+        ).values_list("session_id", "person_id")
     )
     edge: dict[int, tuple[datetime, int]] = {}
     for session_id, at, event_id in (

@@ -187,55 +187,106 @@ def _levels(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per session: its level; for the completed sessions (ascending), their fastest chain."""
     sessions = len(lengths)
+    level = np.zeros(sessions, dtype=np.int64)
+    if not len(matched):
+        return level, NONE, NONE
     ends = np.cumsum(lengths)
     begins = ends - lengths
-    level = np.zeros(sessions, dtype=np.int64)
+    # Every packed session has at least one event, so each begin marks one new session.
+    marker = np.zeros(len(matched), dtype=np.int64)
+    marker[begins] = 1
+    session_of = np.cumsum(marker) - 1
+    # Two events of one session are apart by the sum of the gaps between them.
+    elapsed = np.cumsum(gaps, dtype=np.int64)
+    if strict:
+        return _strict_levels(matched, session_of, begins, elapsed, n)
+    return _ordered_levels(matched, session_of, ends, begins, gaps, elapsed, n, level)
+
+
+NONE = np.empty(0, dtype=np.int64)
+
+
+def _fastest(owner: np.ndarray, took: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest `took` per owner (owners ascending), and those owners."""
+    if not len(owner):
+        return NONE, NONE
+    run = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+    return np.minimum.reduceat(took, run), owner[run]
+
+
+def _strict_levels(
+    matched: np.ndarray, session_of: np.ndarray, begins: np.ndarray, elapsed: np.ndarray, n: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each next step must be the session's very next event: from every start, the run of
+    events matching steps 1, 2, … in a row, for all starts at once."""
+    total = len(matched)
+    alive = matched == 0
+    level_at = alive.astype(np.int64)
+    for k in range(1, n):
+        follows = np.zeros(total, dtype=bool)
+        follows[: total - k] = (matched[k:] == k) & (session_of[k:] == session_of[: total - k])
+        alive &= follows
+        level_at += alive
+    level = np.maximum.reduceat(level_at, begins)
+    full = np.flatnonzero(level_at == n)
+    took, owners = _fastest(session_of[full], elapsed[full + n - 1] - elapsed[full])
+    return level, took, owners
+
+
+def _ordered_levels(
+    matched: np.ndarray,
+    session_of: np.ndarray,
+    ends: np.ndarray,
+    begins: np.ndarray,
+    gaps: np.ndarray,
+    elapsed: np.ndarray,
+    n: int,
+    level: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Greedy chains: the earliest next-step event at or after the previous step's time.
+
+    Without a window the chain from a session's first start is the deepest, so levels need one
+    chain per session; the fastest full chain can start later, so completed sessions (a few per
+    cent) then try every start.
+    """
     starts = np.flatnonzero(matched == 0)
     if not len(starts):
-        return level, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    owner = np.searchsorted(ends, starts, side="right")
-    current = starts.copy()
-    reached = np.ones(len(starts), dtype=np.int64)
-    alive = np.arange(len(starts))
-    if strict:
-        # Each next step must be the session's very next event.
-        for k in range(1, n):
-            following = current[alive] + 1
-            ok = following < ends[owner[alive]]
-            ok[ok] = matched[following[ok]] == k
-            alive = alive[ok]
-            current[alive] = following[ok]
-            reached[alive] = k + 1
-    else:
-        # The earliest event of the next step's type at or after the previous step's time (ties
-        # allowed): from the first event of the previous step's tie group on.
-        # A session's first gap is 0 by construction; any other zero gap is a tie in time.
-        first_of_tie = None
-        if np.count_nonzero(gaps == 0) > sessions:
-            tied = gaps == 0
-            tied[begins] = False
-            first_of_tie = np.maximum.accumulate(np.where(tied, 0, np.arange(len(matched))))
-        for k in range(1, n):
-            candidates = np.flatnonzero(matched == k)
+        return level, NONE, NONE
+    positions = [np.flatnonzero(matched == k) for k in range(1, n)]
+    # A tie in time is a zero gap other than a session's first; ties let the next step be any
+    # event of the previous step's tie group, so the search starts at the group's first event.
+    first_of_tie = None
+    if np.count_nonzero(gaps == 0) > len(begins):
+        tied = gaps == 0
+        tied[begins] = False
+        first_of_tie = np.maximum.accumulate(np.where(tied, 0, np.arange(len(matched))))
+
+    def chains(origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        current = origins.copy()
+        reached = np.ones(len(origins), dtype=np.int64)
+        alive = np.arange(len(origins))
+        limit = ends[session_of[origins]]
+        for k, candidates in enumerate(positions, start=1):
             if not len(candidates) or not len(alive):
                 break
             since = current[alive] if first_of_tie is None else first_of_tie[current[alive]]
             at = np.searchsorted(candidates, since)
             ok = at < len(candidates)
             found = candidates[np.minimum(at, len(candidates) - 1)]
-            ok &= found < ends[owner[alive]]
+            ok &= found < limit[alive]
             alive = alive[ok]
             current[alive] = found[ok]
             reached[alive] = k + 1
-    # Starts are in event order, so each session's starts are one contiguous run.
-    first_start = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
-    level[owner[first_start]] = np.maximum.reduceat(reached, first_start)
-    full = np.flatnonzero(reached == n)
-    if not len(full):
-        return level, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.int64)
-    # Both ends lie in the same session, so the running sum of gaps gives the time between them.
-    elapsed = np.cumsum(gaps, dtype=np.int64)
-    took = elapsed[current[full]] - elapsed[starts[full]]
-    full_owner = owner[full]
-    run = np.flatnonzero(np.r_[True, full_owner[1:] != full_owner[:-1]])
-    return level, np.minimum.reduceat(took, run), full_owner[run]
+        return reached, current
+
+    owner = session_of[starts]
+    first = starts[np.r_[True, owner[1:] != owner[:-1]]]
+    reached, _ = chains(first)
+    level[session_of[first]] = reached
+    completed = np.zeros(len(level), dtype=bool)
+    completed[session_of[first[reached == n]]] = True
+    again = starts[completed[owner]]
+    reached, current = chains(again)
+    full = reached == n
+    took, owners = _fastest(session_of[again[full]], elapsed[current[full]] - elapsed[again[full]])
+    return level, took, owners
