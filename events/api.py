@@ -124,9 +124,9 @@ def ingest(
     return HttpResponse(orjson.dumps(body), status=202, content_type="application/json")
 
 
+# The base of the ingestion endpoints: route them with `as_ingest_view()`, not `as_view()`. (A
+# comment, not a docstring: drf-spectacular would show it as each subclass's description.)
 class IngestApi(APIView):
-    """Base of the ingestion endpoints; route them with `as_ingest_view()`, not `as_view()`."""
-
     authentication_classes: list = []
     permission_classes = [AllowAny]
     format: str = EventFormat.CLICKSERVER
