@@ -13,6 +13,7 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from clickserver.celery import app
+from clickserver.ratelimit import rate_limit_forget
 from events import services
 from events.selectors import write_key_cache_clear
 from events.shopify import signature_compute
@@ -51,6 +52,7 @@ def shared_data() -> Path:
 def _fresh_caches():
     cache.clear()
     write_key_cache_clear()
+    rate_limit_forget()
     services.process_schedule_forget()
     yield
     write_key_cache_clear()

@@ -28,8 +28,9 @@ import MySQLdb
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
-DB = "clickserver_bench_ingest"
-PORT = 8077
+# Overridable so that two checkouts on one machine can measure without dropping each other's data.
+DB = os.environ.get("BENCH_INGEST_DATABASE", "clickserver_bench_ingest")
+PORT = int(os.environ.get("BENCH_INGEST_PORT", "8077"))
 ENV = {
     **os.environ,
     "DATABASE_URL": f"mysql://root@127.0.0.1:3306/{DB}",
@@ -99,7 +100,7 @@ def start_server(workers: int, threads: int) -> subprocess.Popen:
             "GUNICORN_BIND": f"127.0.0.1:{PORT}",
             "GUNICORN_WORKERS": str(workers),
             "GUNICORN_THREADS": str(threads),
-            "GUNICORN_ACCESS_LOG": os.devnull,
+            "GUNICORN_ACCESS_LOG": "",  # off
         },
         stderr=subprocess.DEVNULL,
     )

@@ -3,10 +3,11 @@
 import logging
 from typing import Any
 
+import orjson
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseOperationalError
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -56,20 +57,50 @@ def _flatten(detail: Any) -> Any:
     return str(detail)
 
 
-def exception_handler(exc: Exception, context: dict) -> Response | None:
-    """Render every error as {"code", "detail", "fields"}."""
+# Errors rendered in the envelope by this module rather than by DRF's defaults.
+ENVELOPE_ERRORS = (ApplicationError, DatabaseOperationalError, InterfaceError)
+
+
+def _known_error(exc: Exception) -> ApplicationError | None:
+    """The application error that `exc` stands for, if it is one we render ourselves."""
     if isinstance(exc, ApplicationError):
-        return error_response(
-            exc.detail, code=exc.code, status=exc.status, fields=exc.fields, headers=exc.headers
-        )
+        return exc
     if isinstance(exc, DatabaseOperationalError | InterfaceError):
         # Nothing was acknowledged; the client retries later.
         logger.warning("database unavailable: %s", exc)
-        return error_response(
+        return ApplicationError(
             "Storage is unavailable; retry later.",
             code="unavailable",
             status=503,
             headers={"Retry-After": "5"},
+        )
+    return None
+
+
+def error_http_response(exc: Exception) -> HttpResponse:
+    """The envelope for one of ENVELOPE_ERRORS, for a plain Django view (the ingestion hot path)."""
+    error = _known_error(exc)
+    if error is None:
+        raise TypeError(f"{type(exc).__name__} is not one of ENVELOPE_ERRORS") from exc
+    body = {"code": error.code, "detail": error.detail, "fields": error.fields}
+    return HttpResponse(
+        orjson.dumps(body),
+        status=error.status,
+        headers=error.headers,
+        content_type="application/json",
+    )
+
+
+def exception_handler(exc: Exception, context: dict) -> Response | None:
+    """Render every error as {"code", "detail", "fields"}."""
+    error = _known_error(exc)
+    if error is not None:
+        return error_response(
+            error.detail,
+            code=error.code,
+            status=error.status,
+            fields=error.fields,
+            headers=error.headers,
         )
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()

@@ -1,16 +1,51 @@
-"""Fixed-window rate limiting: one Redis round trip per hit in production.
+"""Fixed-window rate limiting, counted in each process and shared through Redis in batches.
 
-With REDIS_URL set, INCR and EXPIRE go to Redis in one pipeline (the limit holds across every
-web process); the embedded mode counts in the local cache instead.
+A hot write key would otherwise cost a Redis round trip on every request (~0.6 ms, a fifth of a
+single-event ingestion request). Each process therefore counts a key's hits locally and adds them
+to the shared counter (one INCRBY; the first add of a window also sets the expiry) every
+`SYNC_EVERY_HITS` hits or `SYNC_EVERY_SECONDS`, whichever comes first; the answer brings back
+every process's total. Once that total comes within `EXACT_MARGIN` of the limit, every hit is
+added at once, as before. A key known to be over its limit is refused without a round trip until
+its window ends.
+
+The limit therefore holds across processes up to `SYNC_EVERY_HITS` unsynced hits per process: with
+P web processes a window admits at most limit + P × SYNC_EVERY_HITS hits, and exactly the limit
+when its own traffic is below one sync batch per `SYNC_EVERY_SECONDS`. The embedded mode (no
+REDIS_URL) adds to the local cache instead.
 """
 
 import math
+import threading
 import time
+from dataclasses import dataclass
 from functools import cache as memoize
 
 import redis
 from django.conf import settings
 from django.core.cache import cache
+
+SYNC_EVERY_HITS = 20
+SYNC_EVERY_SECONDS = 0.1
+# Within this fraction of the limit (and at least one sync batch) every hit goes to Redis.
+EXACT_MARGIN = 0.1
+
+
+@dataclass(slots=True)
+class _Window:
+    number: int
+    total: int = 0  # the shared count at this process's last sync, its own hits included
+    pending: int = 0  # hits admitted here and not yet added to the shared count
+    synced_at: float = 0.0
+
+
+_windows: dict[str, _Window] = {}
+_lock = threading.Lock()
+
+
+def rate_limit_forget() -> None:
+    """Drop this process's counts (tests start each case afresh)."""
+    with _lock:
+        _windows.clear()
 
 
 @memoize
@@ -18,29 +53,48 @@ def _redis() -> redis.Redis | None:
     return redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
 
 
-def _hits(cache_key: str, window_seconds: int) -> int:
+def _add(cache_key: str, hits: int, window_seconds: int) -> int:
+    """Add `hits` to the shared counter; return its new total."""
     client = _redis()
     if client is not None:
-        pipe = client.pipeline(transaction=False)
-        pipe.incr(cache_key)
-        pipe.expire(cache_key, window_seconds + 1, nx=True)
-        return int(pipe.execute()[0])
+        total = int(client.incrby(cache_key, hits))
+        if total == hits:  # this add created the counter
+            client.expire(cache_key, window_seconds + 1)
+        return total
     # add() is atomic: only the first hit of a window creates the counter with its expiry.
-    if cache.add(cache_key, 1, window_seconds + 1):
-        return 1
+    if cache.add(cache_key, hits, window_seconds + 1):
+        return hits
     try:
-        return cache.incr(cache_key)
+        return cache.incr(cache_key, hits)
     except ValueError:  # the counter expired between add() and incr()
-        cache.add(cache_key, 1, window_seconds + 1)
-        return 1
+        cache.add(cache_key, hits, window_seconds + 1)
+        return hits
 
 
 def rate_limit_retry_after(*, key: str, limit: int, window_seconds: int) -> int | None:
     """Count one hit for `key`; return the seconds to wait if it is over `limit`, else None."""
     now = time.time()
-    window = int(now // window_seconds)
+    number = int(now // window_seconds)
+    retry_after = max(1, math.ceil((number + 1) * window_seconds - now))
+    with _lock:
+        window = _windows.get(key)
+        if window is None or window.number != number:
+            if len(_windows) > 10_000:
+                _windows.clear()
+            window = _windows[key] = _Window(number=number)
+        if window.total >= limit:
+            return retry_after
+        window.pending += 1
+        margin = max(SYNC_EVERY_HITS, limit * EXACT_MARGIN)
+        if (
+            window.pending < SYNC_EVERY_HITS
+            and now - window.synced_at < SYNC_EVERY_SECONDS
+            and limit - window.total - window.pending > margin
+        ):
+            return None
+        hits, window.pending, window.synced_at = window.pending, 0, now
     prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-    hits = _hits(f"{prefix}:ratelimit:{key}:{window}", window_seconds)
-    if hits <= limit:
-        return None
-    return max(1, math.ceil((window + 1) * window_seconds - now))
+    total = _add(f"{prefix}:ratelimit:{key}:{number}", hits, window_seconds)
+    with _lock:
+        window.total = max(window.total, total)
+    return None if total <= limit else retry_after

@@ -62,6 +62,15 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+# The ingestion endpoints (events/ingest_urls.py) run only these (clickserver/wsgi.py): public
+# POSTs authenticated by write key, with no session, user, CSRF token, message or static file.
+INGEST_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "corsheaders.middleware.CorsMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
 ROOT_URLCONF = "clickserver.urls"
 WSGI_APPLICATION = "clickserver.wsgi.application"
 

@@ -13,6 +13,8 @@ graceful_timeout = 20
 keepalive = 5
 max_requests = 10000
 max_requests_jitter = 1000
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-")
+# An empty value turns the access log off (nginx logs every request already): even into /dev/null,
+# formatting the line costs a tenth of a single-event ingestion request.
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
 errorlog = "-"
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1")

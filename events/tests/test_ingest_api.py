@@ -55,6 +55,27 @@ def test_single_event_is_stored_with_its_fields(ingest_client, shop):
 
 
 @pytest.mark.django_db
+def test_values_that_need_escaping_are_stored_exactly(ingest_client, shop):
+    tricky = 'it\'s a \\ "quoted" 100% ; DROP TABLE x; -- \x00 naïve ☕ 🛒'
+    batch = [
+        page_view("e-1", title=tricky, product={"id": "sku-1", "quantity": 1, "price": 1}),
+        page_view("e-2", title=tricky, product={"id": "sku-1", "quantity": 2, "price": "1.5"}),
+        page_view("e-3", title="", properties={"note": tricky, "n": 1, "flag": True}),
+    ]
+
+    response = ingest_client.post("/events/", {"batch": batch})
+
+    assert response.json() == {"accepted": 3, "duplicates": 0, "rejected": []}
+    stored = {e.event_id: e for e in Event.objects.filter(shop=shop)}
+    assert stored["e-1"].title == stored["e-2"].title == tricky
+    assert (stored["e-1"].product_quantity, stored["e-1"].product_price) == (1, Decimal("1.00"))
+    assert (stored["e-2"].product_quantity, stored["e-2"].product_price) == (2, Decimal("1.50"))
+    assert stored["e-3"].title == ""
+    assert stored["e-3"].properties == {"note": tricky, "n": 1, "flag": True}
+    assert stored["e-3"].url == page_view("x")["url"]
+
+
+@pytest.mark.django_db
 def test_batch_corrects_client_clock_skew(ingest_client, shop):
     # The client clock runs one hour fast: it stamps the event 10 s before sending.
     client_now = timezone.now() + timedelta(hours=1)
