@@ -230,7 +230,18 @@ def main() -> None:
     parser.add_argument("--raw-rows", type=int, default=20_000)
     parser.add_argument("--lag-rate", type=int, default=2000, help="events/s; 0 skips the lag run")
     parser.add_argument("--lag-seconds", type=float, default=20)
+    parser.add_argument(
+        "--buffer-pool-mib",
+        type=int,
+        default=1024,
+        help="innodb_buffer_pool_size for the run, as deploy/docker-compose.yml configures it "
+        "(0: leave the server's setting)",
+    )
     args = parser.parse_args()
+
+    if args.buffer_pool_mib and connection.vendor == "mysql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET GLOBAL innodb_buffer_pool_size = %s", [args.buffer_pool_mib << 20])
 
     load_before = os.getloadavg()[0]
     domain = f"bench-{uuid.uuid4().hex[:8]}.example"
@@ -265,6 +276,7 @@ def main() -> None:
         "ratio_to_raw_assign": round(events_per_s / raw["rows_per_s"], 3)
         if raw["rows_per_s"]
         else None,
+        "buffer_pool_mib": args.buffer_pool_mib,
         "load_average_before": round(load_before, 2),
     }
     shop.delete()

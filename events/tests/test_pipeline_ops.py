@@ -1,14 +1,17 @@
 import gc
 import io
+import zoneinfo
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import orjson
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.urls import reverse
 
 from events import selectors, services
-from events.models import PipelineWatermark, Session
+from events.models import IdentifierKind, PipelineWatermark, Session
 from events.tasks import events_process_task
 from events.tests.factories import event_in
 
@@ -136,3 +139,38 @@ def test_batches_are_cut_by_id_leave_unsettled_events_and_keep_gc_enabled(shop, 
     )
     assert selectors.shop_backlog(shop_id=shop.pk).events == 1
     assert gc.isenabled()
+
+
+@pytest.mark.django_db
+def test_multi_row_literals_match_the_value_by_value_ones():
+    if connection.vendor != "mysql":
+        pytest.skip("literals are inlined on MariaDB only")
+    connection.ensure_connection()
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    rows = [
+        (1, "it's", T0, T0.astimezone(berlin), None, True, Decimal("49.90"), {"a": "b'c"}),
+        (2, "it's", T0 + timedelta(microseconds=5), T0, 7, False, Decimal("0"), {}),
+        # A str subclass (a TextChoices member) reads as its value.
+        (3, IdentifierKind.USER_ID, T0, T0, None, True, Decimal("12.5"), {}),
+    ]
+    literal = services._Literals()
+    by_value = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in rows)
+
+    by_column = services._Literals().rows(rows)
+
+    assert by_column == by_value
+    assert by_column.startswith("(1, 'it\\'s', '2026-01-05 12:00:00', '2026-01-05 12:00:00', NULL")
+
+
+@pytest.mark.django_db
+def test_event_rows_read_occurred_at_as_aware_utc(shop):
+    services.events_insert(
+        shop_id=shop.pk,
+        events=[event_in("a", T0), event_in("b", T0 + timedelta(microseconds=250))],
+        received_at=RECEIVED,
+    )
+
+    rows = services._events_fetch("shop_id = %s", [shop.pk], columns=("id", "occurred_at", "type"))
+
+    assert [row[1] for row in rows] == [T0, T0 + timedelta(microseconds=250)]
+    assert {row[1].tzinfo for row in rows} == {UTC}
