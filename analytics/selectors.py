@@ -719,17 +719,7 @@ def funnel_compute(*, query: Query, params: FunnelParams) -> Funnel:
             )
             for value, items in sorted(by_value.items())
         ]
-    return Funnel(
-        unit=params.unit,
-        mode="strict" if params.strict else "ordered",
-        window=window,
-        steps=total.steps,
-        units=total.units,
-        median_seconds_to_convert=total.median_seconds_to_convert,
-        breakdown=breakdown,
-        start=period.first,
-        end=period.last,
-    )
+    return _funnel_answer(query, params, window, total, breakdown)
 
 
 def _funnel_from_day_paths(query: Query, params: FunnelParams) -> Funnel:
@@ -769,16 +759,26 @@ def _funnel_from_day_paths(query: Query, params: FunnelParams) -> Funnel:
         if params.breakdown
         else []
     )
+    return _funnel_answer(query, params, None, total, breakdown)
+
+
+def _funnel_answer(
+    query: Query,
+    params: FunnelParams,
+    window: int | None,
+    total: FunnelResult,
+    breakdown: list[FunnelBreakdown],
+) -> Funnel:
     return Funnel(
         unit=params.unit,
         mode="strict" if params.strict else "ordered",
-        window=None,
+        window=window,
         steps=total.steps,
         units=total.units,
         median_seconds_to_convert=total.median_seconds_to_convert,
         breakdown=breakdown,
-        start=period.first,
-        end=period.last,
+        start=query.period.first,
+        end=query.period.last,
     )
 
 

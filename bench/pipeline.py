@@ -45,6 +45,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
+from bench.buffer_pool import buffer_pool_apply, buffer_pool_option  # noqa: E402
 from events import selectors, services  # noqa: E402
 from events.models import Event, Person, Session  # noqa: E402
 from events.validation import EventIn  # noqa: E402
@@ -230,18 +231,10 @@ def main() -> None:
     parser.add_argument("--raw-rows", type=int, default=20_000)
     parser.add_argument("--lag-rate", type=int, default=2000, help="events/s; 0 skips the lag run")
     parser.add_argument("--lag-seconds", type=float, default=20)
-    parser.add_argument(
-        "--buffer-pool-mib",
-        type=int,
-        default=1024,
-        help="innodb_buffer_pool_size for the run, as deploy/docker-compose.yml configures it "
-        "(0: leave the server's setting)",
-    )
+    buffer_pool_option(parser)
     args = parser.parse_args()
 
-    if args.buffer_pool_mib and connection.vendor == "mysql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET GLOBAL innodb_buffer_pool_size = %s", [args.buffer_pool_mib << 20])
+    buffer_pool_apply(args.buffer_pool_mib)
 
     load_before = os.getloadavg()[0]
     domain = f"bench-{uuid.uuid4().hex[:8]}.example"

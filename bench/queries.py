@@ -33,6 +33,7 @@ from django.db import connection, transaction  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
 from analytics.services import rollups_generation_bump, rollups_rebuild  # noqa: E402
+from bench.buffer_pool import buffer_pool_apply, buffer_pool_option  # noqa: E402
 from events.models import Event, Order, Person, Session, Shop, ShopMembership  # noqa: E402
 
 DOMAIN = "bench-queries.example.com"
@@ -212,18 +213,10 @@ def main() -> None:
         action="store_true",
         help="with --keep: time the endpoints on the rollups already built (rebuild figure 0)",
     )
-    parser.add_argument(
-        "--buffer-pool-mib",
-        type=int,
-        default=1024,
-        help="innodb_buffer_pool_size for the run, as deploy/docker-compose.yml configures it "
-        "(0: leave the server's setting)",
-    )
+    buffer_pool_option(parser)
     args = parser.parse_args()
 
-    if args.buffer_pool_mib and connection.vendor == "mysql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET GLOBAL innodb_buffer_pool_size = %s", [args.buffer_pool_mib << 20])
+    buffer_pool_apply(args.buffer_pool_mib)
     started = time.monotonic()
     shop = Shop.objects.filter(domain=DOMAIN).first()
     if args.keep and shop and Event.objects.filter(shop=shop).count() >= args.events * 0.99:
