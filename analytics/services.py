@@ -104,8 +104,13 @@ class EpochMicroseconds(Func):
         return self.as_sql(
             compiler,
             connection,
+            # Exact: whole seconds from strftime, microseconds from the stored text
+            # ('YYYY-MM-DD HH:MM:SS.ffffff', no fraction when it is 0). julianday() is a double
+            # of days and drifts by tens of microseconds. '%%%%s' survives both the template's
+            # and the SQLite backend's %-formatting as strftime's '%s'.
             template=(
-                "CAST(ROUND((julianday(%(expressions)s) - 2440587.5) * 86400000000) AS INTEGER)"
+                "(CAST(strftime('%%%%s', %(expressions)s) AS INTEGER) * 1000000"
+                " + CAST(substr(%(expressions)s, 21, 6) AS INTEGER))"
             ),
             **extra_context,
         )
