@@ -192,55 +192,27 @@ def _rows(shop_id: int, events: list[EventIn], received_at: datetime) -> list[li
     return rows
 
 
-# MySQL statements are built here at most this long: far below max_allowed_packet (16 MiB by
-# default on MariaDB, 64 MiB on MySQL); a request's events (2 MB of JSON at most) fit in one.
-MAX_INSERT_BYTES = 8 * 1024 * 1024
-
-
-def _mysql_values(rows: list[list[Any]], db: Any) -> list[bytes]:
-    """Each row as an SQL tuple of literals, escaped by the driver.
-
-    The driver's executemany escapes value by value (about a microsecond each, the largest cost
-    of a batch); a batch repeats most of its values (shop, received_at, empty fields, URL, user
-    agent), so each distinct string, integer or NULL is escaped once.
-    """
-    known: dict[Any, bytes] = {}
-    values = []
-    for row in rows:
-        literals = []
-        for value in row:
-            if type(value) in _MEMO_TYPES:
-                literal = known.get(value)
-                if literal is None:
-                    literal = known[value] = db.literal(value)
-            else:
-                literal = db.literal(value)
-            literals.append(literal)
-        values.append(b"(" + b",".join(literals) + b")")
-    return values
-
-
-# Exact types only: True == 1 == 1.0 == Decimal(1) must not share a literal.
-_MEMO_TYPES = frozenset({str, int, type(None)})
+# Rows per ingestion INSERT: a request's limit (500 events, 512 KB) is one statement, far below
+# MariaDB's 16 MiB max_allowed_packet.
+INSERT_ROWS = 1000
 
 
 def _insert_mysql(rows: list[list[Any]]) -> int:
-    prefix = _insert_sql("mysql").split(" VALUES ", 1)[0].encode() + b" VALUES "
+    """INSERT IGNORE with inlined literals (`_Literals`: each distinct value escaped once).
+
+    The driver's executemany escapes value by value (about a microsecond each, the largest cost
+    of a batch), while a batch repeats most of its values (shop, received_at, empty fields, URL,
+    user agent). A request's events (500 at most) are one statement, atomic and durable when it
+    returns in autocommit mode; an import's larger chunks are several, committed together.
+    """
+    prefix = _insert_sql("mysql").split(" VALUES ", 1)[0] + " VALUES "
+    literal = _Literals()
+    chunks = list(_chunks(rows, INSERT_ROWS))
     inserted = 0
-    with connection.cursor() as cursor:
-        statements: list[bytearray] = []
-        for value in _mysql_values(rows, connection.connection):
-            if not statements or len(statements[-1]) + len(value) + 1 > MAX_INSERT_BYTES:
-                statements.append(bytearray(prefix))
-            else:
-                statements[-1] += b","
-            statements[-1] += value
-        # One statement is atomic by itself (and durable when it returns, in autocommit mode);
-        # a batch that needs several (never, within the request limits) commits them together.
-        with transaction.atomic() if len(statements) > 1 else nullcontext():
-            for statement in statements:
-                cursor.execute(bytes(statement))  # type: ignore[arg-type]  # mysqlclient takes bytes
-                inserted += max(cursor.rowcount, 0)
+    with transaction.atomic() if len(chunks) > 1 else nullcontext(), connection.cursor() as cursor:
+        for chunk in chunks:
+            cursor.execute(prefix + literal.rows(chunk))
+            inserted += max(cursor.rowcount, 0)
     return inserted
 
 
@@ -566,6 +538,7 @@ class _Literals:
     """
 
     def __init__(self) -> None:
+        connection.ensure_connection()  # raises OperationalError (503) when the database is down
         driver = connection.connection
         self._escape = driver.string_literal
         self._encoding = driver.encoding
