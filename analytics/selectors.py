@@ -292,23 +292,38 @@ def _product_parts(query: Query) -> list[tuple[str, str, date, date]]:
     return parts
 
 
-def _product_totals(query: Query) -> dict[str, list[Any]]:
-    """Per product of the period: [name, *PRODUCT_SUMS], from one UNION ALL of the parts.
+def _product_rows_fetch(
+    query: Query, columns: str, *, where: str = "", params: tuple = ()
+) -> list[tuple]:
+    """`columns` of the period's product rollup rows (months and edge days), not summed."""
+    parts = _product_parts(query)
+    sql = " UNION ALL ".join(
+        f"SELECT {columns} FROM {table} "
+        f"WHERE shop_id = %s AND {column} >= %s AND {column} <= %s{where}"
+        for table, column, _, _ in parts
+    )
+    values = [v for _, _, low, high in parts for v in (query.shop.pk, low, high, *params)]
+    with connections[analytics_db()].cursor() as cursor:
+        cursor.execute(sql, values)
+        return cursor.fetchall()
+
+
+def _product_totals(query: Query, *, product_ids: list[str] | None = None) -> dict[str, list[Any]]:
+    """Per product of the period (or of `product_ids`): [name, *PRODUCT_SUMS].
 
     Summing the few thousand part rows here is cheaper than grouping them in SQL (a derived
     table, a temporary table and a sort), and one fetch serves every ranking of the request.
     """
-    parts = _product_parts(query)
-    columns = ", ".join(PRODUCT_SUMS)
-    sql = " UNION ALL ".join(
-        f"SELECT product_id, product_name, {columns} FROM {table} "
-        f"WHERE shop_id = %s AND {column} >= %s AND {column} <= %s"
-        for table, column, _, _ in parts
+    where = ""
+    params: tuple[str, ...] = ()
+    if product_ids is not None:
+        if not product_ids:
+            return {}
+        where = f" AND product_id IN ({', '.join(['%s'] * len(product_ids))})"
+        params = tuple(product_ids)
+    rows = _product_rows_fetch(
+        query, f"product_id, product_name, {', '.join(PRODUCT_SUMS)}", where=where, params=params
     )
-    params = [value for _, _, low, high in parts for value in (query.shop.pk, low, high)]
-    with connections[analytics_db()].cursor() as cursor:
-        cursor.execute(sql, params)
-        rows = cursor.fetchall()
     totals: dict[str, list[Any]] = {}
     for product_id, name, *sums in rows:
         total = totals.get(product_id)
@@ -319,6 +334,21 @@ def _product_totals(query: Query) -> dict[str, list[Any]]:
         for i, value in enumerate(sums, start=1):
             total[i] += value
     return totals
+
+
+def _top_products_by(query: Query, *, order_by: str, limit: int) -> list[ProductRow]:
+    """The `limit` products with the highest non-zero `order_by`: ranked on that one column,
+    then read whole for the winners only (the abandoned-cart list and the insights want a few)."""
+    column = PRODUCT_ORDER_COLUMNS[order_by]
+    sums: dict[str, Any] = defaultdict(int)
+    for product_id, value in _product_rows_fetch(
+        query, f"product_id, {column}", where=f" AND {column} > 0"
+    ):
+        sums[product_id] += value
+    winners = heapq.nsmallest(limit, sums, key=lambda product_id: (-sums[product_id], product_id))
+    return _top_products(
+        _product_totals(query, product_ids=winners), order_by=order_by, limit=limit
+    )
 
 
 def _top_products(totals: dict[str, list[Any]], *, order_by: str, limit: int) -> list[ProductRow]:
@@ -937,7 +967,7 @@ def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
         value=_money(totals["abandoned_value"]),
         products=[
             row
-            for row in _top_products(_product_totals(query), order_by="abandoned_carts", limit=10)
+            for row in _top_products_by(query, order_by="abandoned_carts", limit=10)
             if row.abandoned_carts
         ],
         rows=recovery,
@@ -946,7 +976,10 @@ def abandoned_carts_get(*, query: Query, limit: int) -> AbandonedCarts:
     )
 
 
-RECOVERY_PAGE = 1000
+# The walk's first page holds this many sessions per person wanted (anonymous sessions are
+# skipped); each further page is twice the last, up to RECOVERY_PAGE_MAX.
+RECOVERY_PAGE_PER_PERSON = 5
+RECOVERY_PAGE_MAX = 5000
 
 
 def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
@@ -1015,10 +1048,10 @@ def _recovery_list(query: Query, *, limit: int) -> list[RecoveryRow]:
                     abandoned_at=at,
                 )
 
-    offset = 0
+    offset, size = 0, max(limit * RECOVERY_PAGE_PER_PERSON, 50)
     while len(found) < limit:
-        page = list(walk[offset : offset + RECOVERY_PAGE])
-        offset += RECOVERY_PAGE
+        page = list(walk[offset : offset + size])
+        offset, size = offset + size, min(size * 2, RECOVERY_PAGE_MAX)
         if not page:
             take(pending)
             break
@@ -1173,7 +1206,7 @@ class Insights:
 
 def insights_get(*, query: Query) -> Insights:
     peak_hour, peak_weekday = _peaks(_heat_map(_hourly_sessions(query), query.period.tz))
-    top_abandoned = _top_products(_product_totals(query), order_by="abandoned_carts", limit=1)
+    top_abandoned = _top_products_by(query, order_by="abandoned_carts", limit=1)
     sources = [
         row
         for row in _rollups(query, by_dimension=True)

@@ -262,7 +262,7 @@ def main() -> None:
         print(name, report["endpoints"][name], file=sys.stderr)
     funnel = f"/analytics/funnel/?{period}&steps=product_view,add_to_cart,purchase"
     report["funnel_30d_3_steps"] = percentiles(
-        [timed(client, funnel, cold_first) for _ in range(max(args.repeat // 4, 3))]
+        [timed(client, funnel, cold_first) for _ in range(args.repeat)]
     )
     # The figures bench/run.py tracks: the worst endpoint against each target.
     endpoints = report["endpoints"].values()
