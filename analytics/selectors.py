@@ -57,6 +57,9 @@ from clickserver.db_routers import analytics_db
 from events.models import Event, Order, Person, Session, Shop
 
 CACHE_SECONDS = 300
+# Part of every cache key: bumped when the shape of cached answers changes, so a deploy never
+# reads what older code stored (2: plain dicts instead of dataclasses).
+ANSWER_FORMAT = 2
 BREAKDOWNS = ("utm_source", "device", "country")
 PERSON_FUNNEL_WINDOW = 14 * 24 * 3600
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
@@ -105,7 +108,7 @@ def cached(name: str, query: Query, params: dict[str, Any], compute: Callable[[]
     generation = rollups_generation(shop_id=query.shop.pk)
     raw = repr((name, query.period.first, query.period.last, query.filters, sorted(params.items())))
     digest = hashlib.sha1(raw.encode()).hexdigest()
-    key = f"analytics:{query.shop.pk}:{generation}:{digest}"
+    key = f"analytics:{ANSWER_FORMAT}:{query.shop.pk}:{generation}:{digest}"
     now = time.monotonic()
     local = _LOCAL.get(key)
     if local is not None and local[0] > now:
