@@ -93,7 +93,7 @@ BENCHMARKS = [
     Benchmark(
         "queries",
         "queries.py",
-        ["--events", "100000", "--repeat", "10"],
+        ["--events", "100000", "--repeat", "20"],
         # --keep: a run that finds the 10 M events of an earlier one (loading them takes about
         # 20 minutes here) reuses them and rebuilds the rollups.
         ["--events", "10000000", "--repeat", "20", "--keep"],
