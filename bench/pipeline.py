@@ -22,6 +22,7 @@ Prints one JSON object.
 import argparse
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -137,6 +138,17 @@ def wait_caught_up(shop_id: int, *, timeout: float) -> float:
     return time.perf_counter() - started
 
 
+def worker_stop(worker: subprocess.Popen) -> None:
+    """Warm shutdown, then a kill: a worker still inside a long task (a rollup refresh after a
+    big backlog) does not get to finish it."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
 def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) -> dict:
     """Lag of a real worker while events arrive at `rate` per second."""
     shop = services.shop_create(
@@ -163,6 +175,9 @@ def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) ->
         ],
         cwd=Path(__file__).resolve().parent.parent,
         stdout=subprocess.DEVNULL,
+        # Its own process group, so the pool's children are stopped with it (they hold our
+        # stderr: left running, they would keep bench/run.py waiting for its end).
+        start_new_session=True,
     )
     try:
         # Warm-up: the worker is ready once it has processed one event.
@@ -203,8 +218,7 @@ def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) ->
             time.sleep(0.5)
         drain = time.perf_counter() - drain_started
     finally:
-        worker.terminate()
-        worker.wait(timeout=30)
+        worker_stop(worker)
     result = {
         "rate_target": rate,
         "rate_achieved": round(position / inserted_seconds),
