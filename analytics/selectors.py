@@ -197,13 +197,24 @@ class UserCount:
     end: date
 
 
-def _daily_visitors(query: Query, *, new_only: bool = False) -> dict[date, Any]:
-    """The period's per-day visitor bitmaps (or those first seen that day), by local day."""
-    column = "new" if new_only else "visitors"
+def _daily_visitors(query: Query) -> dict[date, Any]:
+    """The period's per-day visitor bitmaps, by local day."""
+    return _daily_visitor_sets(query, with_new=False)[0]
+
+
+def _daily_visitor_sets(query: Query, *, with_new: bool = True) -> tuple[dict, dict]:
+    """The period's per-day bitmaps of visitors and (with_new) of those first seen that day,
+    from one read of the visitor rollup."""
     rows = DailyVisitors.objects.using(analytics_db()).filter(
         shop_id=query.shop.pk, day__gte=query.period.first, day__lte=query.period.last
     )
-    return {day: ids_unpack(blob) for day, blob in rows.values_list("day", column)}
+    visitors: dict[date, Any] = {}
+    new: dict[date, Any] = {}
+    for day, *blobs in rows.values_list("day", "visitors", *(["new"] if with_new else [])):
+        visitors[day] = ids_unpack(blobs[0])
+        if with_new:
+            new[day] = ids_unpack(blobs[1])
+    return visitors, new
 
 
 def _visitor_count(query: Query) -> int:
@@ -473,8 +484,9 @@ def kpis_get(*, query: Query) -> Kpis:
     }
     to_date = Decimal(sums["gross_to_date"]) - Decimal(sums["refunds_to_date"])
     totals = _rollup_totals(query)
-    visitors = len(ids_union(_daily_visitors(query).values()))
-    new_visitors = len(ids_union(_daily_visitors(query, new_only=True).values()))
+    daily, daily_new = _daily_visitor_sets(query)
+    visitors = len(ids_union(daily.values()))
+    new_visitors = len(ids_union(daily_new.values()))
     # Distinct buyers need the orders themselves; bounded by the period on (shop, placed_at).
     customers = (
         Order.objects.using(analytics_db())
@@ -1092,8 +1104,8 @@ def retention_get(*, query: Query) -> Retention:
     period = query.period
     weeks_new: dict[date, list[Any]] = defaultdict(list)
     weeks_active: dict[date, list[Any]] = defaultdict(list)
-    new = _daily_visitors(query, new_only=True)
-    for day, bitmap in _daily_visitors(query).items():
+    daily, new = _daily_visitor_sets(query)
+    for day, bitmap in daily.items():
         week = day - timedelta(days=day.weekday())
         weeks_active[week].append(bitmap)
         if day in new:
