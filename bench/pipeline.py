@@ -9,7 +9,9 @@
    purchase.
 2. Ceiling, same run: the raw rate of the one statement every new event costs, the temporary
    table `UPDATE … JOIN` that writes `session_id`/`person_id`, on the events just processed
-   (reset to NULL, then written back), and the ratio of the pipeline to it.
+   (reset to NULL, then written back), and the ratio of the pipeline to it; and the same
+   statement onto rows that already hold ids (in place), which shows what the NULL → id row
+   growth costs.
 3. Lag: a real Celery worker on RabbitMQ (started here, stopped at the end) while this process
    inserts `--lag-rate` events/s for `--lag-seconds` through `events_insert` +
    `events_process_schedule`, as the ingest API does; every 0.5 s the lag (now − oldest
@@ -116,10 +118,20 @@ def raw_assign_rate(*, shop_id: int, rows: int) -> dict:
     with transaction.atomic():
         services._events_assign(assigned)
     seconds = time.perf_counter() - started
+    # The same statement onto rows that already hold ids (each row gets its neighbour's pair,
+    # then its own back): an in-place update. NULL → id makes InnoDB rewrite every row, which
+    # grows by the two 8-byte ids, and that is what the pipeline pays for each new event.
+    rotated = [(row[0], *assigned[index - 1][1:]) for index, row in enumerate(assigned)]
+    started = time.perf_counter()
+    with transaction.atomic():
+        services._events_assign(rotated)
+        services._events_assign(assigned)
+    in_place_seconds = (time.perf_counter() - started) / 2
     return {
         "rows": len(assigned),
         "seconds": round(seconds, 2),
         "rows_per_s": round(len(assigned) / seconds),
+        "in_place_rows_per_s": round(len(assigned) / in_place_seconds),
     }
 
 

@@ -77,6 +77,13 @@ BENCHMARKS = [
                 "assignment UPDATE rows/s (same run)", "raw_assign.rows_per_s", 0, True, "rows/s"
             ),
             Figure("pipeline ÷ assignment UPDATE", "ratio_to_raw_assign", 0, True, "×"),
+            Figure(
+                "same UPDATE in place (ids → ids) rows/s",
+                "raw_assign.in_place_rows_per_s",
+                0,
+                True,
+                "rows/s",
+            ),
             Figure("lag p95 at 2,000 events/s (Celery worker)", "lag.p95_s", 5, False, "s"),
         ],
     ),
