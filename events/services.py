@@ -569,7 +569,7 @@ class _Literals:
         """`(…), (…)` for a VALUES list of these rows (see `columns`)."""
         return self.columns(list(zip(*rows, strict=True)))
 
-    def columns(self, columns: list[Sequence[Any]]) -> str:
+    def columns(self, columns: Sequence[Sequence[Any]]) -> str:
         """`(…), (…)` for a VALUES list given column by column, each converted as a whole.
 
         A column holds one type (or None), and most of its values repeat (a shop id, a country,
