@@ -11,7 +11,7 @@ from django.db import connection
 from django.urls import reverse
 
 from events import selectors, services
-from events.models import IdentifierKind, PipelineWatermark, Session
+from events.models import Event, IdentifierKind, PipelineWatermark, Session
 from events.tasks import events_process_task
 from events.tests.factories import event_in
 
@@ -160,6 +160,31 @@ def test_multi_row_literals_match_the_value_by_value_ones():
 
     assert by_column == by_value
     assert by_column.startswith("(1, 'it\\'s', '2026-01-05 12:00:00', '2026-01-05 12:00:00', NULL")
+
+
+@pytest.mark.django_db
+def test_inserted_events_keep_every_value_column_by_column(shop):
+    berlin = zoneinfo.ZoneInfo("Europe/Berlin")
+    events = [
+        event_in("a", RECEIVED, product_price=Decimal("49.90"), product_quantity=2),
+        event_in("b", RECEIVED + timedelta(microseconds=5), ip="203.0.113.0"),
+        # The same instant as "a" in another zone; a shared received_at; a dict of properties.
+        event_in("c", RECEIVED.astimezone(berlin), revenue=Decimal("-0.50"), properties={"k": 1}),
+    ]
+
+    inserted = services.events_insert(shop_id=shop.pk, events=events, received_at=RECEIVED)
+
+    assert inserted == 3
+    stored = Event.objects.filter(shop=shop).order_by("event_id")
+    assert [
+        (e.occurred_at, e.received_at, e.product_price, e.product_quantity, e.revenue, e.ip)
+        for e in stored
+    ] == [
+        (RECEIVED, RECEIVED, Decimal("49.90"), 2, None, None),
+        (RECEIVED + timedelta(microseconds=5), RECEIVED, None, None, None, "203.0.113.0"),
+        (RECEIVED, RECEIVED, None, None, Decimal("-0.50"), None),
+    ]
+    assert [e.properties for e in stored] == [{}, {}, {"k": 1}]
 
 
 @pytest.mark.django_db
