@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -114,6 +115,39 @@ def start_server(workers: int, threads: int) -> subprocess.Popen:
     raise SystemExit("gunicorn did not start")
 
 
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU the processes have used so far (from /proc; clock ticks → seconds)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def server_pids(server: subprocess.Popen) -> dict[str, list[int]]:
+    """gunicorn's workers and the MariaDB server, whose CPU per request the runs report: a
+    figure that, unlike requests/s, hardly moves with what else the two cores are doing."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+    mariadb = subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=False)
+    return {
+        "workers": [int(pid) for pid in children],
+        "mariadb": list(map(int, mariadb.stdout.split())),
+    }
+
+
+def cpu_per(pids: dict[str, list[int]], run: Callable[[], dict], unit: str, count: str) -> dict:
+    """`run()`'s result with the CPU milliseconds each process group spent per `unit`."""
+    before = {name: cpu_seconds(group) for name, group in pids.items()}
+    result = run()
+    for name, group in pids.items():
+        spent = cpu_seconds(group) - before[name]
+        result[f"{name}_cpu_ms_per_{unit}"] = round(spent * 1000 / max(result[count], 1), 3)
+    return result
+
+
 def wrk(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) -> dict:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(WRK_SCRIPT)
@@ -135,6 +169,7 @@ def wrk(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) 
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     return {
+        "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": millis("50%"),
         "p99_ms": millis("99%"),
@@ -242,15 +277,29 @@ def main() -> None:
     server = start_server(args.workers, args.threads)
     try:
         wrk(shop["write_key"], seconds=2, connections=args.connections)  # warm-up
-        peak = wrk(shop["write_key"], seconds=args.seconds, connections=args.connections)
+        pids = server_pids(server)
+        peak = cpu_per(
+            pids,
+            lambda: wrk(shop["write_key"], seconds=args.seconds, connections=args.connections),
+            "request",
+            "requests",
+        )
         # Each connection waits `delay` after a response: C / (latency + delay) ≈ 70 % of peak.
         target = 0.7 * peak["requests_per_s"]
         delay = max(0.0, args.connections * 1000 / target - peak["p50_ms"])
         paced = wrk(
             shop["write_key"], seconds=args.seconds, connections=args.connections, delay_ms=delay
         )
-        batch = batched(
-            shop["write_key"], requests_count=args.batch_requests, clients=args.clients, size=100
+        batch = cpu_per(
+            pids,
+            lambda: batched(
+                shop["write_key"],
+                requests_count=args.batch_requests,
+                clients=args.clients,
+                size=100,
+            ),
+            "event",
+            "durable",
         )
     finally:
         server.terminate()

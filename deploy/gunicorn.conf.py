@@ -8,6 +8,9 @@ bind = os.environ.get("GUNICORN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("GUNICORN_WORKERS", multiprocessing.cpu_count() * 2 + 1))
 threads = int(os.environ.get("GUNICORN_THREADS", "2"))
 worker_class = "gthread"
+# "auto" parses HTTP in C with gunicorn_h1c (requirements.txt: gunicorn-h1c) and falls back to
+# the pure-Python parser without it; "python" forces that one, e.g. to compare the two.
+http_parser = os.environ.get("GUNICORN_HTTP_PARSER", "auto")
 timeout = int(os.environ.get("GUNICORN_TIMEOUT", "30"))
 graceful_timeout = 20
 keepalive = 5
