@@ -25,6 +25,24 @@ def _gunzip(body: bytes, limit: int) -> bytes:
     return data
 
 
+def _body_read(request: HttpRequest, limit: int) -> bytes:
+    """The raw body, also when it came chunked (`Transfer-Encoding: chunked`, no length).
+
+    Django reads exactly CONTENT_LENGTH bytes, so without one it sees an empty body. A server
+    that decodes chunked bodies says so with `wsgi.input_terminated` (gunicorn does): then the
+    input is read to its end, never more than one byte past the limit.
+    """
+    stream = request.META.get("wsgi.input")
+    if request.META.get("CONTENT_LENGTH") or not request.META.get("wsgi.input_terminated"):
+        return request.body
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit and (part := stream.read(limit + 1 - size)):
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
+
+
 def payload_decode(request: HttpRequest) -> Any:
     """The request's JSON body, enforcing the byte limits (413) and well-formedness (400)."""
     limit = settings.INGEST_MAX_BODY_BYTES
@@ -33,7 +51,7 @@ def payload_decode(request: HttpRequest) -> Any:
         raise ApplicationError(
             f"The body is larger than {limit} bytes.", code="payload_too_large", status=413
         )
-    body = request.body
+    body = _body_read(request, limit)
     if len(body) > limit:
         raise ApplicationError(
             f"The body is larger than {limit} bytes.", code="payload_too_large", status=413

@@ -1,15 +1,18 @@
 import base64
 import gzip
+import io
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import orjson
 import pytest
 from django.db import connection
-from django.test import override_settings
+from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
+from clickserver.api import ApplicationError
 from events.models import Event, RejectedEvent
+from events.payloads import payload_decode
 
 
 def page_view(event_id: str = "e-1", **extra) -> dict:
@@ -354,3 +357,40 @@ def test_database_down_is_503_and_nothing_is_acknowledged(ingest_client, shop):
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     assert not Event.objects.filter(event_id="lost").exists()
+
+
+class ChunkedInput(io.BytesIO):
+    """A server's decoded chunked body: `read(n)` hands out at most 1,000 bytes at a time."""
+
+    def read(self, size: int = -1) -> bytes:
+        return super().read(1000 if size < 0 else min(size, 1000))
+
+
+def chunked_request(body: bytes):
+    request = RequestFactory().post("/events/", b"", content_type="application/json")
+    request.META.pop("CONTENT_LENGTH", None)
+    request.META["wsgi.input"] = ChunkedInput(body)
+    request.META["wsgi.input_terminated"] = True
+    return request
+
+
+@override_settings(INGEST_MAX_BODY_BYTES=5000)
+def test_a_chunked_body_without_a_length_is_read_to_its_end():
+    events = [page_view(f"c-{i}") for i in range(30)]
+    body = orjson.dumps({"batch": events})
+    assert 1000 < len(body) <= 5000
+
+    assert payload_decode(chunked_request(body)) == {"batch": events}
+
+
+@override_settings(INGEST_MAX_BODY_BYTES=5000)
+def test_a_chunked_body_over_the_limit_is_413_after_reading_one_byte_past_it():
+    stream = ChunkedInput(b"x" * 50_000)
+    request = chunked_request(b"")
+    request.META["wsgi.input"] = stream
+
+    with pytest.raises(ApplicationError) as raised:
+        payload_decode(request)
+
+    assert (raised.value.status, raised.value.code) == (413, "payload_too_large")
+    assert stream.tell() == 5001
