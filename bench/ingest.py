@@ -115,35 +115,46 @@ def start_server(workers: int, threads: int) -> subprocess.Popen:
     raise SystemExit("gunicorn did not start")
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """User + system CPU the processes have used so far (from /proc; clock ticks → seconds)."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields after the command name (state first)."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
 
 
-def server_pids(server: subprocess.Popen) -> dict[str, list[int]]:
-    """gunicorn's workers and the MariaDB server, whose CPU per request the runs report: a
-    figure that, unlike requests/s, hardly moves with what else the two cores are doing."""
-    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+def cpu_counters(server: subprocess.Popen) -> Callable[[], dict[str, float]]:
+    """CPU seconds used so far by gunicorn's workers and by mariadbd, read from /proc.
+
+    CPU per request, unlike requests/s, hardly moves with what else the two cores are doing.
+    Workers come and go (`max_requests` recycles them): a running worker counts its own time,
+    one that has exited counts in its master's reaped-children time (cutime + cstime).
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
     mariadb = subprocess.run(["pidof", "mariadbd"], capture_output=True, text=True, check=False)
-    return {
-        "workers": [int(pid) for pid in children],
-        "mariadb": list(map(int, mariadb.stdout.split())),
-    }
+    mariadb_pids = [int(pid) for pid in mariadb.stdout.split()]
+
+    def read() -> dict[str, float]:
+        master = _stat(server.pid)
+        workers = int(master[13]) + int(master[14])  # cutime, cstime
+        children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()
+        for pid in children:
+            try:
+                fields = _stat(int(pid))
+            except FileNotFoundError:  # exited since: counted in cutime at the next read
+                continue
+            workers += int(fields[11]) + int(fields[12])  # utime, stime
+        database = sum(int(f[11]) + int(f[12]) for f in map(_stat, mariadb_pids))
+        return {"workers": workers / ticks, "mariadb": database / ticks}
+
+    return read
 
 
-def cpu_per(pids: dict[str, list[int]], run: Callable[[], dict], unit: str, count: str) -> dict:
-    """`run()`'s result with the CPU milliseconds each process group spent per `unit`."""
-    before = {name: cpu_seconds(group) for name, group in pids.items()}
+def cpu_per(
+    counters: Callable[[], dict[str, float]], run: Callable[[], dict], unit: str, count: str
+) -> dict:
+    """`run()`'s result with the CPU milliseconds the workers and mariadbd spent per `unit`."""
+    before = counters()
     result = run()
-    for name, group in pids.items():
-        spent = cpu_seconds(group) - before[name]
+    for name, seconds in counters().items():
+        spent = seconds - before[name]
         result[f"{name}_cpu_ms_per_{unit}"] = round(spent * 1000 / max(result[count], 1), 3)
     return result
 
@@ -277,9 +288,9 @@ def main() -> None:
     server = start_server(args.workers, args.threads)
     try:
         wrk(shop["write_key"], seconds=2, connections=args.connections)  # warm-up
-        pids = server_pids(server)
+        counters = cpu_counters(server)
         peak = cpu_per(
-            pids,
+            counters,
             lambda: wrk(shop["write_key"], seconds=args.seconds, connections=args.connections),
             "request",
             "requests",
@@ -291,7 +302,7 @@ def main() -> None:
             shop["write_key"], seconds=args.seconds, connections=args.connections, delay_ms=delay
         )
         batch = cpu_per(
-            pids,
+            counters,
             lambda: batched(
                 shop["write_key"],
                 requests_count=args.batch_requests,
