@@ -195,9 +195,13 @@ def run(benchmark: Benchmark, full: bool) -> list[dict]:
         )
         if done.returncode != 0:
             print(done.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"bench: {benchmark.name} failed")
+            raise BenchmarkFailed(f"bench: {benchmark.name} failed (exit {done.returncode})")
         results.append(last_json(done.stdout))
     return results
+
+
+class BenchmarkFailed(Exception):
+    """One script failed; the others still run and their results are still written."""
 
 
 def table(summary: dict) -> str:
@@ -210,6 +214,8 @@ def table(summary: dict) -> str:
         "| benchmark | figure | median | spread (min–max) | target | met |",
         "|---|---|---|---|---|---|",
     ]
+    if summary["failed"]:
+        lines[1:1] = ["", f"Failed, no figures: {', '.join(summary['failed'])}."]
     for row in summary["figures"]:
         target = (">= " if row["higher_is_better"] else "<= ") + f"{row['target']:g}"
         met = "yes" if row["met"] else "no"
@@ -240,10 +246,17 @@ def main() -> None:
         "figures": [],
     }
     prepare_database()
+    failed = []
     for benchmark in BENCHMARKS:
         if args.only and benchmark.name not in args.only:
             continue
-        results = run(benchmark, args.full)
+        try:
+            results = run(benchmark, args.full)
+        except BenchmarkFailed as error:
+            # A full run is an hour: a late failure must not throw away the earlier figures.
+            print(error, file=sys.stderr, flush=True)
+            failed.append(benchmark.name)
+            continue
         summary["raw"][benchmark.name] = results
         for figure in benchmark.figures:
             values = [lookup(result, figure.path) for result in results]
@@ -263,6 +276,7 @@ def main() -> None:
                     else median <= figure.target,
                 }
             )
+    summary["failed"] = failed
     RESULTS.mkdir(exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     (RESULTS / f"{stamp}-{summary['mode']}.json").write_text(json.dumps(summary, indent=2))
@@ -271,6 +285,8 @@ def main() -> None:
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
     readme.write_text(text[:start] + "\n" + table(summary) + "\n" + text[end:])
     print(table(summary))
+    if failed:
+        raise SystemExit(f"bench: failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
