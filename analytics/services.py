@@ -43,6 +43,7 @@ from analytics.periods import (
     local_midnight,
 )
 from analytics.session_arrays import PackSession, paths_pack
+from clickserver.chunking import chunks
 from events.models import Event, Order, OrderLine, PipelineWatermark, Refund, Session, Shop
 
 EVENT_COUNT_FIELDS = {
@@ -625,11 +626,6 @@ def _products_recompute(*, shop_id: int, period: Period) -> None:
     )
 
 
-def _chunks(items: list, size: int = INSERT_BATCH):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _day_of(hour: datetime, period: Period) -> date:
     """The local day of an hour bucket; an hour straddling the period start counts in it."""
     return local_date(max(hour, period.start), period.tz)
@@ -689,7 +685,7 @@ def _paths_recompute(*, shop_id: int, start: datetime, end: datetime, period: Pe
     # A late event can move a session's start out of the range its old row lies in. Two
     # deletes, each on an index: one OR over a subquery made MariaDB scan every shop's paths.
     SessionPath.objects.filter(shop_id=shop_id, started_at__gte=start, started_at__lt=end).delete()
-    for chunk in _chunks(list(sessions)):
+    for chunk in chunks(list(sessions), INSERT_BATCH):
         SessionPath.objects.filter(session_id__in=chunk).delete()
     _rows_insert(SessionPath, paths)
 

@@ -25,6 +25,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from rest_framework.authtoken.models import Token
 
 from clickserver.api import ApplicationError
+from clickserver.chunking import chunks
 from events import identity, shopify
 from events.importers import ImportItem, OrderIn, RefundIn
 from events.models import (
@@ -165,38 +166,29 @@ def _insert_sql(vendor: str) -> str:
     )
 
 
-def _rows(shop_id: int, events: list[EventIn], received_at: datetime) -> list[list[Any]]:
-    # The connection's ops are looked up once a batch (each access goes through a thread-local
-    # proxy), and received_at, shared by the whole batch, is adapted once.
+def _rows(shop_id: int, events: list[EventIn], received_at: datetime) -> list[tuple[Any, ...]]:
+    """`_event_columns` as rows for the driver's executemany (SQLite), with datetimes and
+    decimals adapted by the backend, each distinct value once (a batch shares its received_at)."""
     ops = connection.ops
-    received = ops.adapt_datetimefield_value(received_at)
-    rows = []
-    for event in events:
-        values: dict[str, Any] = {
-            "shop": shop_id,
-            "received_at": received,
-            "occurred_at": received
-            if event.occurred_at == received_at
-            else ops.adapt_datetimefield_value(event.occurred_at),
-            "properties": orjson.dumps(event.properties).decode() if event.properties else "{}",
-            "product_price": None
-            if event.product_price is None
-            else ops.adapt_decimalfield_value(event.product_price, 14, 2),
-            "revenue": None
-            if event.revenue is None
-            else ops.adapt_decimalfield_value(event.revenue, 14, 2),
-        }
-        rows.append(
-            [values[name] if name in values else getattr(event, name) for name in _EVENT_NAMES]
-        )
-    return rows
+    adapters: dict[str, Callable[[Any], Any]] = {
+        "received_at": ops.adapt_datetimefield_value,
+        "occurred_at": ops.adapt_datetimefield_value,
+        "product_price": lambda value: ops.adapt_decimalfield_value(value, 14, 2),
+        "revenue": lambda value: ops.adapt_decimalfield_value(value, 14, 2),
+    }
+    columns = _event_columns(shop_id, events, received_at)
+    for index, name in enumerate(_EVENT_NAMES):
+        if adapt := adapters.get(name):
+            adapted = {value: adapt(value) for value in set(columns[index]) if value is not None}
+            columns[index] = [adapted.get(value) for value in columns[index]]
+    return list(zip(*columns, strict=True))
 
 
 def _event_columns(shop_id: int, events: list[EventIn], received_at: datetime) -> list[list[Any]]:
     """The INSERT's values column by column (`_EVENT_NAMES` order), read straight off the events.
 
     For `_Literals.columns`, which converts each column's distinct values once: building a row
-    per event first (as `_rows` does for the other databases) cost as much as the conversion.
+    per event first cost as much as the conversion.
     """
     count = len(events)
     columns: list[list[Any]] = []
@@ -229,10 +221,13 @@ def _insert_mysql(shop_id: int, events: list[EventIn], received_at: datetime) ->
     """
     prefix = _insert_sql("mysql").split(" VALUES ", 1)[0] + " VALUES "
     literal = _Literals()
-    chunks = list(_chunks(events, INSERT_ROWS))
+    statements = list(chunks(events, INSERT_ROWS))
     inserted = 0
-    with transaction.atomic() if len(chunks) > 1 else nullcontext(), connection.cursor() as cursor:
-        for chunk in chunks:
+    with (
+        transaction.atomic() if len(statements) > 1 else nullcontext(),
+        connection.cursor() as cursor,
+    ):
+        for chunk in statements:
             cursor.execute(prefix + literal.columns(_event_columns(shop_id, chunk, received_at)))
             inserted += max(cursor.rowcount, 0)
     return inserted
@@ -466,11 +461,6 @@ _BATCH_FIELDS = (*_ROW_FIELDS, "anonymous_id", "user_id", "properties")
 CHUNK = 2000
 
 
-def _chunks(items: list, size: int = CHUNK):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _select_in(sql: str, values: list, *, params: list[Any]) -> list[tuple]:
     """Rows of `sql` for every value, an IN list (`IN_LIST` in `sql`) of a chunk at a time.
 
@@ -479,7 +469,7 @@ def _select_in(sql: str, values: list, *, params: list[Any]) -> list[tuple]:
     """
     rows: list[tuple] = []
     with connection.cursor() as cursor:
-        for chunk in _chunks(values):
+        for chunk in chunks(values, CHUNK):
             cursor.execute(sql.replace("IN_LIST", ", ".join(["%s"] * len(chunk))), params + chunk)
             rows += cursor.fetchall()
     return rows
@@ -532,7 +522,7 @@ def _rows_write(
     ids: list[int] = []
     literal = _Literals() if is_mysql else None
     with connection.cursor() as cursor:
-        for chunk in _chunks(rows, 1000):
+        for chunk in chunks(rows, 1000):
             sql = f"{verb} INTO {quote(table)} ({names}) VALUES "
             params: list[Any] | None = None
             if literal is not None:
@@ -637,7 +627,7 @@ def sessions_assign(*, shop_id: int, event_ids: list[int], now: datetime) -> Ass
     events give exactly what a full recomputation gives.
     """
     rows = []
-    for chunk in _chunks(sorted(event_ids)):
+    for chunk in chunks(sorted(event_ids), CHUNK):
         rows += _events_fetch(
             f"id IN ({', '.join(['%s'] * len(chunk))})", chunk, columns=_BATCH_FIELDS
         )
@@ -834,7 +824,7 @@ def _persons_refresh(
     """Bring existing persons' user id, first/last seen and traits up to this batch."""
     columns = ["id", "shop_id", "user_id", "first_seen_at", "last_seen_at", "traits", "created_at"]
     changed = []
-    for chunk in _chunks(sorted(survivors)):
+    for chunk in chunks(sorted(survivors), CHUNK):
         for row in Person.objects.filter(id__in=chunk).values_list(*columns):
             person_id, shop_id, user_id, first_seen_at, last_seen_at, person_traits, created = row
             root = survivors[person_id]
@@ -919,7 +909,7 @@ def _load_person_events(
 ) -> dict[int, list[EventRow]]:
     """Processed events of these persons, from each one's `since` (all when None)."""
     loaded: dict[int, list[EventRow]] = defaultdict(list)
-    for chunk in _chunks(person_ids, 500):
+    for chunk in chunks(person_ids, 500):
         where = f"person_id IN ({', '.join(['%s'] * len(chunk))})"
         params: list[Any] = list(chunk)
         if since is not None:
@@ -944,7 +934,7 @@ def _restart_points(*, first_new: dict[int, datetime], timeout: timedelta) -> di
     """
     restart = dict(first_new)
     table = connection.ops.quote_name(Session._meta.db_table)
-    for chunk in _chunks(sorted(first_new), 500):
+    for chunk in chunks(sorted(first_new), 500):
         earliest = min(first_new[p] for p in chunk) - timeout
         for person_id, started_at, ended_at in _select_in(
             f"SELECT person_id, started_at, ended_at FROM {table} "
@@ -1055,7 +1045,7 @@ def _events_assign(changes: list[tuple[int, int, int]]) -> None:
             try:
                 # In id order the UPDATE walks the event rows' pages in order (~30 % faster here
                 # than in session order): a MEMORY table is scanned in insertion order.
-                for chunk in _chunks(sorted(changes), 5000):
+                for chunk in chunks(sorted(changes), 5000):
                     # Integer literals (they are ids from the database) skip the driver's
                     # per-value escaping, which costs more than the insert itself.
                     cursor.execute(
@@ -1069,7 +1059,7 @@ def _events_assign(changes: list[tuple[int, int, int]]) -> None:
             finally:
                 cursor.execute("DROP TEMPORARY TABLE pipeline_assignment")
             return
-        for chunk in _chunks(changes, 400):
+        for chunk in chunks(changes, 400):
             cases = " ".join(["WHEN %s THEN %s"] * len(chunk))
             params: list[int] = []
             for event_id, session_id, _ in chunk:
@@ -1092,7 +1082,7 @@ def sessions_rebuild(*, shop_id: int) -> AssignResult:
     created = deleted = 0
     with transaction.atomic():
         PipelineWatermark.objects.select_for_update().filter(name=watermark_name(shop_id)).first()
-        for chunk in _chunks(person_ids, 500):
+        for chunk in chunks(person_ids, 500):
             chunk_created, chunk_deleted = _sessions_recompute(
                 shop_id=shop_id,
                 timeout=timedelta(minutes=shop.session_timeout_minutes),
