@@ -59,6 +59,10 @@ def test_shopper_journey_lands_in_order_with_one_anonymous_id(context, store, sh
     page.goto(store("home") + "?utm_source=news&utm_medium=email&utm_campaign=spring")
     page.click("#to-product")
     page.wait_for_load_state()
+    # A shopper looks before clicking. Events sent in different requests are ordered by their
+    # skew-corrected times (received_at - (sent_at - timestamp)), which carry each request's
+    # transit time: a click milliseconds after the page load could land before the view.
+    page.wait_for_timeout(200)
     page.click("#add")
     page.wait_for_function("() => document.cookie.includes('_cs_aid')")
     page.wait_for_timeout(300)
