@@ -14,14 +14,12 @@ import csv
 import json
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +58,42 @@ if pause > 0 then
 end
 """
 
+# Batches of BATCH_SIZE product views (UTM-tagged URL, price, category, user agent), each with a
+# new event id, from 500 visitors; the accepted counts come from the 202 bodies.
+WRK_BATCH_SCRIPT = """
+local key = os.getenv("WRITE_KEY")
+local size = tonumber(os.getenv("BATCH_SIZE"))
+local counter = 0
+accepted = 0  -- a global: done() reads it from each thread
+local threads = {}
+math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16))
+local prefix = tostring(math.random(1, 1e9))
+setup = function(thread) table.insert(threads, thread) end
+request = function()
+  local events = {}
+  for i = 1, size do
+    counter = counter + 1
+    events[i] = '{"event_id":"b' .. prefix .. '-' .. counter .. '","type":"product_view",' ..
+      '"anonymous_id":"anon-' .. (counter % 500) .. '",' ..
+      '"url":"https://bench.example/products/p1?utm_source=bench",' ..
+      '"product":{"id":"p' .. (counter % 40) .. '","price":"12.50","category":"Mugs"},' ..
+      '"context":{"user_agent":"bench/1.0"}}'
+  end
+  return wrk.format("POST", "/events/", {["Content-Type"] = "application/json",
+    ["X-Write-Key"] = key}, '{"batch":[' .. table.concat(events, ",") .. ']}')
+end
+response = function(status, headers, body)
+  if status == 202 then
+    accepted = accepted + tonumber(body:match('"accepted":%s*(%d+)') or 0)
+  end
+end
+done = function(summary, latency, requests)
+  local total = 0
+  for _, thread in ipairs(threads) do total = total + thread:get("accepted") end
+  io.write(string.format("accepted: %d\\n", total))
+end
+"""
+
 
 def mysql(sql: str, database: str = "") -> str:
     command = ["mysql", "-uroot", "-h127.0.0.1", "-N", "-e", sql]
@@ -79,17 +113,6 @@ def manage(*args: str) -> str:
         text=True,
     )
     return done.stdout
-
-
-def event(i: int) -> dict:
-    return {
-        "event_id": str(uuid.uuid4()),
-        "type": "product_view",
-        "anonymous_id": f"anon-{i % 500}",
-        "url": "https://bench.example/products/p1?utm_source=bench",
-        "product": {"id": f"p{i % 40}", "price": "12.50", "category": "Mugs"},
-        "context": {"user_agent": "bench/1.0"},
-    }
 
 
 def start_server(workers: int, threads: int) -> subprocess.Popen:
@@ -159,16 +182,18 @@ def cpu_per(
     return result
 
 
-def wrk(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) -> dict:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(WRK_SCRIPT)
+def wrk(script: str, env: dict[str, str], *, seconds: int, connections: int) -> tuple[str, dict]:
+    """Run wrk (one thread, so that the load generator takes a small share of the two cores)
+    with a Lua script; returns its output and the figures it prints."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
     done = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script.name,
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", handle.name,
          f"http://127.0.0.1:{PORT}/events/"],
-        env={**os.environ, "WRITE_KEY": write_key, "WRK_DELAY_MS": str(delay_ms)},
+        env={**os.environ, **env},
         check=True, capture_output=True, text=True, timeout=seconds + 60,
     )  # fmt: skip
-    os.unlink(script.name)
+    os.unlink(handle.name)
     out = done.stdout
 
     def millis(label: str) -> float:
@@ -179,7 +204,7 @@ def wrk(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) 
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {
+    return out, {
         "requests": int(re.search(r"(\d+) requests in", out).group(1)),
         "requests_per_s": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
         "p50_ms": millis("50%"),
@@ -188,40 +213,37 @@ def wrk(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) 
     }
 
 
-def batched(write_key: str, *, requests_count: int, clients: int, size: int) -> dict:
-    bodies = [
-        json.dumps({"batch": [event(i) for i in range(size)]}).encode()
-        for _ in range(requests_count)
-    ]
-    sessions = [requests.Session() for _ in range(clients)]
-    latencies: list[float] = []
+def single(write_key: str, *, seconds: int, connections: int, delay_ms: float = 0) -> dict:
+    env = {"WRITE_KEY": write_key, "WRK_DELAY_MS": str(delay_ms)}
+    return wrk(WRK_SCRIPT, env, seconds=seconds, connections=connections)[1]
+
+
+def batched(write_key: str, *, seconds: int, clients: int, size: int) -> dict:
+    """Batches of `size` events from wrk for `seconds`, against the rows MariaDB gained.
+
+    Durable counts only acknowledged events that are in the table: when wrk stops, requests in
+    flight are dropped unanswered, and their events may or may not be written.
+    """
     before = int(mysql("SELECT COUNT(*) FROM events_event", DB))
-
-    def send(i: int) -> int:
-        started = time.perf_counter()
-        response = sessions[i % clients].post(
-            f"http://127.0.0.1:{PORT}/events/",
-            data=bodies[i],
-            headers={"X-Write-Key": write_key, "Content-Type": "application/json"},
-            timeout=60,
-        )
-        latencies.append(time.perf_counter() - started)
-        return response.json()["accepted"] if response.status_code == 202 else 0
-
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        accepted = sum(pool.map(send, range(requests_count)))
-    elapsed = time.perf_counter() - started
-    durable = int(mysql("SELECT COUNT(*) FROM events_event", DB)) - before
-    latencies.sort()
+    env = {
+        "WRITE_KEY": write_key,
+        "BATCH_SIZE": str(size),
+    }
+    out, figures = wrk(WRK_BATCH_SCRIPT, env, seconds=seconds, connections=clients)
+    accepted = int(re.search(r"accepted: (\d+)", out).group(1))
+    seconds = figures["requests"] / figures["requests_per_s"]
+    time.sleep(0.5)  # let requests in flight when wrk stopped finish
+    durable = min(accepted, int(mysql("SELECT COUNT(*) FROM events_event", DB)) - before)
     return {
+        "requests": figures["requests"],
+        "errors": figures["errors"],
         "accepted": accepted,
         "durable": durable,
-        "seconds": round(elapsed, 2),
-        "events_per_s_accepted": round(accepted / elapsed),
-        "events_per_s_durable": round(durable / elapsed),
-        "request_p50_ms": round(statistics.median(latencies) * 1000, 1),
-        "request_p99_ms": round(latencies[max(0, int(len(latencies) * 0.99) - 1)] * 1000, 1),
+        "seconds": round(seconds, 2),
+        "events_per_s_accepted": round(accepted / seconds),
+        "events_per_s_durable": round(durable / seconds),
+        "request_p50_ms": figures["p50_ms"],
+        "request_p99_ms": figures["p99_ms"],
     }
 
 
@@ -274,7 +296,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--batch-requests", type=int, default=400)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -287,25 +308,25 @@ def main() -> None:
     shop = json.loads(manage("create_shop", "--domain", "bench.example", "--owner", "bench"))
     server = start_server(args.workers, args.threads)
     try:
-        wrk(shop["write_key"], seconds=2, connections=args.connections)  # warm-up
+        single(shop["write_key"], seconds=2, connections=args.connections)  # warm-up
         counters = cpu_counters(server)
         peak = cpu_per(
             counters,
-            lambda: wrk(shop["write_key"], seconds=args.seconds, connections=args.connections),
+            lambda: single(shop["write_key"], seconds=args.seconds, connections=args.connections),
             "request",
             "requests",
         )
         # Each connection waits `delay` after a response: C / (latency + delay) ≈ 70 % of peak.
         target = 0.7 * peak["requests_per_s"]
         delay = max(0.0, args.connections * 1000 / target - peak["p50_ms"])
-        paced = wrk(
+        paced = single(
             shop["write_key"], seconds=args.seconds, connections=args.connections, delay_ms=delay
         )
         batch = cpu_per(
             counters,
             lambda: batched(
                 shop["write_key"],
-                requests_count=args.batch_requests,
+                seconds=args.seconds,
                 clients=args.clients,
                 size=100,
             ),

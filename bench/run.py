@@ -48,8 +48,8 @@ BENCHMARKS = [
     Benchmark(
         "ingest",
         "ingest.py",
-        ["--seconds", "5", "--batch-requests", "200", "--raw-rows", "50000"],
-        ["--seconds", "15", "--batch-requests", "1000", "--raw-rows", "200000"],
+        ["--seconds", "5", "--raw-rows", "50000"],
+        ["--seconds", "15", "--raw-rows", "200000"],
         [
             Figure(
                 "single-event requests/s (max)",
