@@ -61,6 +61,20 @@ BENCHMARKS = [
             Figure(
                 "single-event p99 at 70 % load", "single_event_at_70pct.p99_ms", 30, False, "ms"
             ),
+            Figure(
+                "single-event CPU per request: gunicorn workers",
+                "single_event_max.workers_cpu_ms_per_request",
+                0,
+                False,
+                "ms",
+            ),
+            Figure(
+                "single-event CPU per request: MariaDB",
+                "single_event_max.mariadb_cpu_ms_per_request",
+                0,
+                False,
+                "ms",
+            ),
             Figure("batched events/s durable", "batched_100.events_per_s_durable", 0, True, "ev/s"),
             Figure("LOAD DATA rows/s (same run)", "raw.load_data_rows_per_s", 0, True, "rows/s"),
             Figure("batched ÷ LOAD DATA", "ratio_to_load_data", 0.5, True, "×"),
@@ -204,6 +218,12 @@ class BenchmarkFailed(Exception):
     """One script failed; the others still run and their results are still written."""
 
 
+def number(value: float) -> str:
+    """Three significant figures, with thousands separators rather than an exponent."""
+    rounded = float(f"{value:.3g}")
+    return f"{rounded:g}" if abs(rounded) < 1000 else f"{rounded:,.0f}"
+
+
 def table(summary: dict) -> str:
     lines = [
         f"Run {summary['date']} ({summary['mode']}), {summary['machine']['cores']} cores, "
@@ -222,8 +242,8 @@ def table(summary: dict) -> str:
         if not row["target"]:
             target, met = "—", "—"
         lines.append(
-            f"| {row['benchmark']} | {row['label']} | {row['median']:,.3g} {row['unit']} | "
-            f"{row['min']:,.3g}–{row['max']:,.3g} | {target} | {met} |"
+            f"| {row['benchmark']} | {row['label']} | {number(row['median'])} {row['unit']} | "
+            f"{number(row['min'])}–{number(row['max'])} | {target} | {met} |"
         )
     return "\n".join(lines)
 
