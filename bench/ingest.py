@@ -3,10 +3,12 @@
 Measures, with MariaDB, Redis and RabbitMQ as in production:
 - single-event requests/s at a fixed concurrency (wrk with a Lua script: a new event id per
   request), then p50/p99 latency at about 70 % of that maximum (wrk's per-request delay);
-- batched ingestion (100 events a request): events/s accepted and events/s durable in MariaDB;
+- batched ingestion (100 events a request, also from wrk, which leaves the two cores to the
+  server where a Python client took a fifth of them): events/s accepted and durable in MariaDB;
 - the raw rate of LOAD DATA LOCAL INFILE and of executemany into a table with the same schema and
   indexes as events_event, and the ratio of ours to LOAD DATA.
-Every run is bounded in requests and seconds and talks to 127.0.0.1 only. Prints one JSON object.
+Every load run is bounded in seconds (--seconds) and talks to 127.0.0.1 only; the raw runs in
+rows (--raw-rows). Prints one JSON object.
 """
 
 import argparse
@@ -296,7 +298,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10, help="length of each wrk run")
     parser.add_argument("--connections", type=int, default=16)
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", type=int, default=4, help="connections sending batches")
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--raw-rows", type=int, default=100_000)
