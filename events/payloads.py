@@ -32,9 +32,9 @@ def _body_read(request: HttpRequest, limit: int) -> bytes:
     that decodes chunked bodies says so with `wsgi.input_terminated` (gunicorn does): then the
     input is read to its end, never more than one byte past the limit.
     """
-    stream = request.META.get("wsgi.input")
     if request.META.get("CONTENT_LENGTH") or not request.META.get("wsgi.input_terminated"):
         return request.body
+    stream = request.META["wsgi.input"]
     parts: list[bytes] = []
     size = 0
     while size <= limit and (part := stream.read(limit + 1 - size)):
