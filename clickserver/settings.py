@@ -220,11 +220,15 @@ REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default
 # with a lower auto-increment id is never skipped by the watermark.
 PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20000)
-# Tasks (by name, so events never imports the apps that depend on it) sent with the shop id after
-# each processed batch: rollups, live scores and the like.
-PIPELINE_FOLLOW_UP_TASKS: list[str] = [
-    "analytics.tasks.rollups_refresh_task",
-    "notifications.tasks.scores_refresh_task",
+# What runs after the pipeline has processed events, in order: (stage, task path, when). The task
+# paths are named, not imported, so that events never imports the apps that depend on it.
+# "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;
+# "catch_up": heavier work that beat runs on its own schedule. `manage.py process_events` runs every
+# stage in-process once it has caught up (events/follow_ups.py).
+PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
+    ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
+    ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
+    ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------

@@ -7,8 +7,8 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from clickserver.celery import app
 from events import selectors, services
+from events.follow_ups import follow_ups_enqueue
 
 
 @shared_task(
@@ -20,8 +20,7 @@ def events_process_task(shop_id: int) -> int:
         shop_id=shop_id, now=timezone.now(), batch_size=settings.PIPELINE_BATCH_SIZE
     )
     if result.processed:
-        for task_name in settings.PIPELINE_FOLLOW_UP_TASKS:
-            app.send_task(task_name, args=[shop_id])
+        follow_ups_enqueue(shop_id=shop_id)
     if result.has_more:
         events_process_task.delay(shop_id)
     return result.processed

@@ -4,6 +4,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import orjson
+from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
@@ -22,6 +23,11 @@ class Command(BaseCommand):
         parser.add_argument("--format", required=True, choices=importers.FORMATS)
         parser.add_argument("--mapping", help="JSON column mapping (for --format csv)")
         parser.add_argument("--chunk-size", type=int, default=2000)
+        parser.add_argument(
+            "--process",
+            action="store_true",
+            help="then run process_events for the shop, so the analytics show the import at once",
+        )
 
     def handle(self, *args, **options):
         path = Path(options["path"])
@@ -38,6 +44,7 @@ class Command(BaseCommand):
         )
         progress.close()
         seconds = time.monotonic() - started
+        next_step = f"manage.py process_events --shop {shop.domain}"
         self.stdout.write(
             orjson.dumps(
                 {
@@ -49,9 +56,18 @@ class Command(BaseCommand):
                     "orders": summary.orders,
                     "refunds": summary.refunds,
                     "seconds": round(seconds, 1),
+                    "next": "processing now" if options["process"] else next_step,
                 }
             ).decode()
         )
+        if options["process"]:
+            call_command("process_events", shop=shop.domain, stdout=self.stdout, stderr=self.stderr)
+        else:
+            # The events are stored but not yet in sessions or the analytics: say what does that.
+            self.stderr.write(
+                f"Imported. Run `{next_step}` (or keep a worker running) to build sessions, "
+                "rollups and scores; the analytics show the import after that."
+            )
 
     def _items(self, path: Path, options: dict, tz: ZoneInfo):
         fmt = options["format"]

@@ -1,0 +1,70 @@
+"""What runs after the pipeline has processed events: one list, two ways to run it.
+
+The list is `settings.PIPELINE_FOLLOW_UPS`. The worker enqueues the per-batch stages after every
+batch it processes (`follow_ups_enqueue`); `manage.py process_events` runs every stage in its own
+process once it has caught up (`follow_ups_run`), so that a user who imports and processes history
+reads current analytics straight away. The tasks live in apps that depend on events, so they are
+resolved from their dotted paths here rather than imported.
+"""
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery import Task
+from django.conf import settings
+from django.utils.module_loading import import_string
+
+PER_BATCH = "batch"
+CATCH_UP = "catch_up"
+
+
+@dataclass(frozen=True, slots=True)
+class FollowUp:
+    stage: str
+    task_path: str
+    when: str
+
+    @property
+    def task(self) -> Task:
+        return import_string(self.task_path)
+
+
+@dataclass(frozen=True, slots=True)
+class StageResult:
+    stage: str
+    result: Any
+    seconds: float
+
+
+def follow_ups() -> list[FollowUp]:
+    stages = [FollowUp(*entry) for entry in settings.PIPELINE_FOLLOW_UPS]
+    unknown = [stage.when for stage in stages if stage.when not in (PER_BATCH, CATCH_UP)]
+    if unknown:
+        raise ValueError(f"PIPELINE_FOLLOW_UPS: unknown 'when' {unknown}")
+    return stages
+
+
+def follow_ups_enqueue(*, shop_id: int) -> None:
+    """Send the per-batch stages; `delay` runs them inline when CELERY_TASK_ALWAYS_EAGER is set."""
+    for follow_up in follow_ups():
+        if follow_up.when == PER_BATCH:
+            follow_up.task.delay(shop_id)
+
+
+def follow_ups_run(
+    *, shop_id: int, on_stage: Callable[[StageResult], None] | None = None
+) -> list[StageResult]:
+    """Run every stage in this process, in order; a failing stage raises."""
+    results = []
+    for follow_up in follow_ups():
+        started = time.monotonic()
+        outcome = follow_up.task.apply(args=[shop_id], throw=True)
+        result = StageResult(
+            stage=follow_up.stage, result=outcome.result, seconds=time.monotonic() - started
+        )
+        results.append(result)
+        if on_stage is not None:
+            on_stage(result)
+    return results
