@@ -6,7 +6,6 @@ dates are UTC dates. 2011-01-18 holds order 541431 and its cancellation C541433 
 """
 
 import io
-from datetime import UTC, datetime
 from decimal import ROUND_HALF_UP, Decimal
 
 import pandas as pd
@@ -14,7 +13,6 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from analytics.services import rollups_rebuild
 from conftest import SHARED_DATA
 from events.tests.factories import ShopFactory, UserFactory
 
@@ -39,9 +37,8 @@ def retail(django_db_setup, django_db_blocker):
         shop = ShopFactory(owner=user, timezone="UTC")
         call_command(
             "import_events", str(PATH), "--shop", shop.domain, "--format", "online_retail",
-            stdout=io.StringIO(), stderr=io.StringIO(),
+            "--process", stdout=io.StringIO(), stderr=io.StringIO(),
         )  # fmt: skip
-        rollups_rebuild(shop_id=shop.pk, now=datetime(2012, 1, 1, tzinfo=UTC))
     yield shop, user
     with django_db_blocker.unblock():
         shop.delete()
