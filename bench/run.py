@@ -102,6 +102,23 @@ BENCHMARKS = [
         ],
     ),
     Benchmark(
+        "freshness",
+        "freshness.py",
+        ["--rate", "2000", "--seconds", "30"],
+        ["--rate", "2000", "--seconds", "90"],
+        [
+            Figure("202 → /analytics/kpis/ p95 at 2,000 events/s", "kpis.p95_s", 10, False, "s"),
+            Figure(
+                "202 → /analytics/session_count/ p95 at 2,000 events/s",
+                "session_count.p95_s",
+                10,
+                False,
+                "s",
+            ),
+            Figure("202 → /analytics/kpis/ p50", "kpis.p50_s", 0, False, "s"),
+        ],
+    ),
+    Benchmark(
         "scoring",
         "scoring.py",
         ["--sessions", "5000"],
