@@ -5,17 +5,23 @@ PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 DEMO_ENV := DJANGO_DEBUG=1 DJANGO_SECURE_COOKIES=0
 
-.PHONY: install install-dev assets migrate demo test check lint typecheck worker beat web bench bench-full clean
+.PHONY: system-deps system-deps-dev install install-dev assets migrate demo test check lint typecheck worker beat web bench bench-full clean
 
-$(PY):
+$(PY): | system-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip
 
-install: $(PY) ## runtime dependencies and front-end assets
+system-deps: ## Debian packages (as root: installed; otherwise the exact apt-get command)
+	@PYTHON=$(PYTHON) bash scripts/system_deps.sh
+
+system-deps-dev: ## the same, plus Chromium and ChromeDriver for the browser tests
+	@PYTHON=$(PYTHON) bash scripts/system_deps.sh --dev
+
+install: system-deps $(PY) ## runtime dependencies and front-end assets
 	$(PY) -m pip install -r requirements.txt
 	$(MAKE) assets
 
-install-dev: $(PY)
+install-dev: system-deps-dev $(PY)
 	$(PY) -m pip install -r requirements-dev.txt
 	$(MAKE) assets
 

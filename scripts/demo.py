@@ -30,6 +30,21 @@ def manage(*args: str, check: bool = True) -> str:
     return done.stdout.strip()
 
 
+def first_event_command() -> str:
+    write_key = manage(
+        "shell", "-v0", "-c",
+        f"from events.models import Shop; print(Shop.objects.get(domain={DOMAIN!r}).write_key)",
+    )  # fmt: skip
+    event = (
+        '{"type":"page_view","anonymous_id":"my-first-visitor",'
+        '"url":"https://demo-shop.example.com/hello?utm_source=terminal","title":"Hello"}'
+    )
+    return (
+        f"curl -sS -X POST {BASE}/events/ -H 'X-Write-Key: {write_key}' "
+        f"-H 'Content-Type: application/json' -d '{event}'"
+    )
+
+
 def wait_for_web(timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -107,6 +122,9 @@ def main() -> None:
             f"Ctrl-C stops web, worker and beat.\n",
             flush=True,
         )
+        # The last line: paste it into another terminal, and the event shows on the dashboard's
+        # Live page a few seconds later (the settle window, then the worker and its follow-ups).
+        print(f"Send your first event:\n{first_event_command()}\n", flush=True)
         children.append(
             subprocess.Popen(
                 [sys.executable, "manage.py", "simulate_traffic", "--shop", DOMAIN, "--visitors",
