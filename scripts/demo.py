@@ -79,6 +79,8 @@ def main() -> None:
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
     os.environ.setdefault("PIPELINE_SETTLE_SECONDS", "1")
+    # TensorFlow's C++ start-up chatter (no CUDA, oneDNN notes) would bury the lines printed last.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
     manage(
         "shell", "-v0", "-c",
