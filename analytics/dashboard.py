@@ -158,7 +158,9 @@ def _demo(request: HttpRequest, *, anomalies: bool) -> JsonResponse:
         )
     except ApplicationError as error:
         return JsonResponse({"code": error.code, "detail": error.detail}, status=error.status)
-    simulator = Simulator(shop_domain=shop.domain, seed=secrets.randbits(32))
+    simulator = Simulator(
+        shop_domain=shop.domain, seed=secrets.randbits(32), timezone=shop.timezone
+    )
     now = timezone.now()
     if anomalies:
         journeys = simulator.anomalies(end=now)

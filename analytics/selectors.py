@@ -1195,7 +1195,12 @@ class Live:
 
 
 def live_get(*, shop: Shop, since_id: int, limit: int) -> Live:
-    """The newest events after `since_id` (at most `limit`), oldest first for appending."""
+    """The newest events after `since_id` (at most `limit`), oldest first by event time.
+
+    "Newest" is by arrival (`id`), the cursor the stream polls with; within the answer the rows
+    are ordered by `occurred_at` (then id), since a batch can carry events out of time order.
+    `last_id` is the highest id returned, whatever its position.
+    """
     fields = list(LiveEvent.__dataclass_fields__)
     rows = list(
         Event.objects.using(analytics_db())
@@ -1203,8 +1208,8 @@ def live_get(*, shop: Shop, since_id: int, limit: int) -> Live:
         .order_by("-id")
         .values_list(*fields)[:limit]
     )
-    events = [LiveEvent(*row) for row in reversed(rows)]
-    return Live(rows=events, last_id=events[-1].id if events else since_id)
+    events = sorted((LiveEvent(*row) for row in rows), key=lambda e: (e.occurred_at, e.id))
+    return Live(rows=events, last_id=max((e.id for e in events), default=since_id))
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,9 +5,10 @@
 
 Prints one JSON object: sizes, class balance, and ROC-AUC / PR-AUC / F1 / ROC-AUC@3,5,10 of the
 LSTM, logistic regression and gradient-boosted trees, for each seed and as mean and spread
-(min, max, standard deviation) over the seeds. Everything is chosen on validation (early stopping,
-F1 threshold); the test split is only scored. With --export the first seed's model is also written
-as a SavedModel (bench/scoring.py can time it).
+(min, max, standard deviation) over the seeds, and the LSTM's calibration on the test split's
+prefixes (Brier, ECE, the first seed's reliability bins). Everything is chosen on validation
+(early stopping, F1 threshold); the test split is only scored. With --export the first seed's
+model is also written as a SavedModel (bench/scoring.py can time it).
 """
 
 import argparse
@@ -50,6 +51,15 @@ def _summary(runs: list[dict[str, float | None]]) -> dict[str, dict[str, float]]
                 "std": round(float(values.std()), 4),
             }
     return out
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    array = np.asarray(values, dtype=float)
+    return {
+        "mean": round(float(array.mean()), 4),
+        "min": round(float(array.min()), 4),
+        "max": round(float(array.max()), 4),
+    }
 
 
 def main() -> None:
@@ -108,6 +118,13 @@ def main() -> None:
                 },
                 "test": {name: _summary([_flat(m) for m in runs]) for name, runs in models.items()},
                 "per_seed": models,
+                # Test-split prefixes (what live scoring sees): Brier, ECE, reliability bins.
+                "calibration": {
+                    "ece": _spread([c["calibration"]["test"]["ece"] for c in cards]),
+                    "brier": _spread([c["calibration"]["test"]["brier"] for c in cards]),
+                    "platt": [{k: c["calibration"][k] for k in ("a", "b")} for c in cards],
+                    "first_seed": card["calibration"]["test"],
+                },
                 "seconds": round(time.monotonic() - started, 1),
             },
             indent=2,

@@ -2,13 +2,13 @@
 
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 
 from clickserver.api import ApplicationError
-from events.models import Event, PipelineWatermark, Shop
+from events.models import Event, PipelineWatermark, Session, Shop
 
 # Write keys are public and looked up on every ingest request; a short process-local cache saves a
 # query per request. A rotated key stops working within this many seconds.
@@ -156,3 +156,41 @@ def shop_get_by_domain(*, domain: str) -> Shop | None:
     if not domain:
         return None
     return Shop.objects.filter(domain__iexact=domain.strip()).first()
+
+
+@dataclass(frozen=True, slots=True)
+class Traffic:
+    """The shop's recent traffic, as the live traffic simulator matches it."""
+
+    visits_per_second: float  # sessions started per second over the period
+    returning_share: float  # share of those sessions whose person had an earlier session
+    visitors: list[tuple[str, str]]  # (anonymous_id, user_id) pairs seen in the period
+
+
+def shop_traffic_get(*, shop: Shop, now: datetime, days: int = 28, limit: int = 5000) -> Traffic:
+    """Sessions per second and the returning share over `[now - days, now)`.
+
+    The period is cut to the shop's first session, so a shop with a week of history is not
+    averaged over four. No sessions: a rate of 0.0.
+    """
+    since = now - timedelta(days=days)
+    sessions = Session.objects.filter(shop=shop, started_at__gte=since, started_at__lt=now)
+    first = sessions.order_by("started_at").values_list("started_at", flat=True).first()
+    if first is None:
+        return Traffic(visits_per_second=0.0, returning_share=0.0, visitors=[])
+    total = sessions.count()
+    earlier = Session.objects.filter(shop=shop, person_id=OuterRef("person_id"))
+    returning = sessions.filter(
+        Exists(earlier.filter(started_at__lt=OuterRef("started_at")))
+    ).count()
+    visitors = list(
+        Event.objects.filter(shop=shop, occurred_at__gte=since, occurred_at__lt=now)
+        .exclude(anonymous_id="")
+        .values_list("anonymous_id", "user_id")
+        .order_by("anonymous_id", "user_id")
+        .distinct()[:limit]
+    )
+    seconds = max((now - first).total_seconds(), 3600.0)
+    return Traffic(
+        visits_per_second=total / seconds, returning_share=returning / total, visitors=visitors
+    )

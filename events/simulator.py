@@ -1,27 +1,64 @@
 """Realistic storefront journeys for demos and load: pure generation, no I/O.
 
-A catalogue with prices and categories, funnel drop-offs, hour-of-day and weekday seasonality,
-returning and identified customers, abandoned carts, and optional anomalies (a traffic spike, an
-outsized order, a hyperactive bot). Events come out in the ingestion API's format with historical
-timestamps; the sender posts them with `sent_at` so the server keeps those times.
+A catalogue of readable products with prices and categories, funnel drop-offs, traffic that
+peaks in the afternoon and evening of the shop's timezone (and a little at weekends), customers
+who come back over the following weeks and buy again, visits that land on a product page from an
+ad, abandoned carts, and optional anomalies (a traffic spike, an outsized order, a hyperactive
+bot). Events come out in the ingestion API's format with historical timestamps; the sender posts
+them with `sent_at` so the server keeps those times.
 """
 
+import heapq
 import random
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
-# category: (singular product noun, lowest price, highest price)
+# category: (product lines, variants, lowest price, highest price); a product is "line, variant".
 CATEGORIES = {
-    "Mugs": ("Mug", 9, 24),
-    "Tea": ("Loose-leaf tea", 6, 18),
-    "Kettles": ("Kettle", 35, 120),
-    "Teapots": ("Teapot", 25, 90),
-    "Gift sets": ("Gift set", 30, 75),
-    "Accessories": ("Tea strainer", 4, 15),
-}
+    "Mugs": (
+        ("Stoneware Mug", "Enamel Camping Mug", "Porcelain Cup & Saucer", "Double-Walled Glass"),
+        ("Sage", "Charcoal", "Cream", "Ocean Blue"),
+        9,
+        24,
+    ),
+    "Tea": (
+        ("Darjeeling First Flush", "Assam Breakfast", "Sencha Green", "Jasmine Pearls",
+         "Earl Grey Blue Flower", "Rooibos Vanilla", "Chamomile Blossom", "Tieguanyin Oolong"),
+        ("50 g tin", "100 g pouch"),
+        6,
+        18,
+    ),
+    "Kettles": (
+        ("Gooseneck Kettle", "Stovetop Whistling Kettle", "Variable-Temperature Kettle"),
+        ("Matte Black", "Brushed Steel", "Copper"),
+        35,
+        120,
+    ),
+    "Teapots": (
+        ("Cast-Iron Tetsubin", "Glass Teapot with Infuser", "Brown Betty Teapot",
+         "Yixing Clay Pot"),
+        ("0.6 l", "1 l"),
+        25,
+        90,
+    ),
+    "Gift sets": (
+        ("Afternoon Tea Gift Box", "Green Tea Discovery Set", "Tea Lover's Hamper",
+         "Matcha Starter Kit"),
+        ("Classic", "Deluxe"),
+        30,
+        75,
+    ),
+    "Accessories": (
+        ("Mesh Tea Infuser", "Bamboo Tea Scoop", "Tea Cosy", "Sand Timer"),
+        ("Standard", "Large"),
+        4,
+        15,
+    ),
+}  # fmt: skip
 SOURCES = [("google", "cpc"), ("newsletter", "email"), ("instagram", "social"), ("", "")]
 SOURCE_WEIGHTS = [0.35, 0.15, 0.2, 0.3]
 COUNTRIES = ["US", "GB", "DE", "FR", "CA", "AU", "NL", "SE"]
@@ -36,10 +73,16 @@ USER_AGENTS = [
     "Mozilla/5.0 (Linux; Android 14; Pixel 8) AppleWebKit/537.36 (KHTML, like Gecko) "
     "Chrome/126.0 Mobile Safari/537.36",
 ]
-# Shoppers browse most in the evening and least at night; weekends a little more.
-HOUR_WEIGHTS = [1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 3.8, 4, 4.5, 4, 3.8, 3.8, 4, 4.5,
-                5, 6, 6.5, 5.5, 4, 2]  # fmt: skip
+# Local hour of the shop: quiet at night, busy in the afternoon, busiest in the evening.
+HOUR_WEIGHTS = [0.8, 0.5, 0.3, 0.2, 0.2, 0.3, 0.6, 1.2, 2, 2.6, 3, 3.3, 3.8, 4, 4.2, 4.4, 4.6,
+                5, 5.6, 6.3, 6.6, 5.6, 3.8, 1.8]  # fmt: skip
 WEEKDAY_WEIGHTS = [1.0, 0.95, 0.95, 1.0, 1.05, 1.25, 1.2]
+# A visitor comes back after this many days on average (exponential), at least RETURN_MIN_DAYS
+# later, with the first probability after a visit without a purchase, the second after one.
+RETURN_MEAN_DAYS = 8.0
+RETURN_MIN_DAYS = 0.5
+RETURN_PROBABILITY = (0.35, 0.55)
+LANDING_ON_PRODUCT = 0.35  # ads and search results open a product page, not the home page
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,32 +93,96 @@ class Product:
     price: Decimal
 
 
+@dataclass(slots=True)
+class Visitor:
+    anonymous_id: str
+    user_id: str = ""
+    purchases: int = 0
+    visits: int = 0
+
+
+@dataclass(order=True, slots=True)
+class _Return:
+    at: datetime
+    order: int
+    visitor: Visitor = field(compare=False)
+
+
 def catalogue(rng: random.Random, size: int = 48) -> list[Product]:
+    """`size` products, round-robin over the categories, each a distinct "line, variant"."""
+    names = {
+        category: [f"{line}, {variant}" for line in lines for variant in variants]
+        for category, (lines, variants, _, _) in CATEGORIES.items()
+    }
+    for options in names.values():
+        rng.shuffle(options)
     products = []
-    names = list(CATEGORIES)
+    categories = list(CATEGORIES)
     for i in range(size):
-        category = names[i % len(names)]
-        noun, low, high = CATEGORIES[category]
+        category = categories[i % len(categories)]
+        _, _, low, high = CATEGORIES[category]
+        options = names[category]
+        name = options[(i // len(categories)) % len(options)]
         price = Decimal(str(round(rng.uniform(low, high), 2)))
-        products.append(Product(f"p{i + 1:03d}", f"{noun} no. {i + 1}", category, price))
+        products.append(Product(f"p{i + 1:03d}", name, category, price))
     return products
 
 
 class Simulator:
-    def __init__(self, *, shop_domain: str, seed: int = 7) -> None:
+    def __init__(self, *, shop_domain: str, seed: int = 7, timezone: str = "UTC") -> None:
         self.rng = random.Random(seed)
         self.domain = shop_domain
+        self.zone = ZoneInfo(timezone)
         self.products = catalogue(self.rng)
-        self.returning: list[tuple[str, str]] = []  # (anonymous_id, user_id or "")
+        self.visitors: list[Visitor] = []  # everyone seen, for live visits that come back
+        self._returns: list[_Return] = []  # heap of scheduled return visits
+        self._order = 0
 
-    def _start_time(self, start: datetime, days: int) -> datetime:
+    def visit_times(self, *, visits: int, start: datetime, end: datetime) -> list[datetime]:
+        """`visits` start times in `[start, end)`, by weekday and hour of the shop's timezone."""
         rng = self.rng
-        while True:
-            day = start + timedelta(days=rng.randrange(days))
-            if rng.random() < WEEKDAY_WEIGHTS[day.weekday()] / max(WEEKDAY_WEIGHTS):
-                break
-        hour = rng.choices(range(24), weights=HOUR_WEIGHTS)[0]
-        return day.replace(hour=hour, minute=rng.randrange(60), second=rng.randrange(60))
+        first = start.astimezone(self.zone).date()
+        days = (end.astimezone(self.zone).date() - first).days + 1
+        times: list[datetime] = []
+        while len(times) < visits:
+            day = first + timedelta(days=rng.randrange(days))
+            if rng.random() >= WEEKDAY_WEIGHTS[day.weekday()] / max(WEEKDAY_WEIGHTS):
+                continue
+            hour = rng.choices(range(24), weights=HOUR_WEIGHTS)[0]
+            local = datetime(day.year, day.month, day.day, hour, tzinfo=self.zone)
+            at = (local + timedelta(seconds=rng.randrange(3600))).astimezone(UTC)
+            if start <= at < end:
+                times.append(at)
+        return sorted(times)
+
+    def hourly_share(self, at: datetime) -> float:
+        """This hour's traffic over an average hour's, in the shop's timezone (mean 1)."""
+        local = at.astimezone(self.zone)
+        hour = HOUR_WEIGHTS[local.hour] / (sum(HOUR_WEIGHTS) / 24)
+        weekday = WEEKDAY_WEIGHTS[local.weekday()] / (sum(WEEKDAY_WEIGHTS) / 7)
+        return hour * weekday
+
+    def visitor_for(self, at: datetime, *, returning_share: float | None = None) -> Visitor:
+        """Who starts a visit at `at`: someone whose return is due, else a new visitor.
+
+        With `returning_share` (live traffic, whose returns were scheduled by another process)
+        a known visitor is picked at random that often instead.
+        """
+        if self._returns and self._returns[0].at <= at:
+            return heapq.heappop(self._returns).visitor
+        if returning_share is not None and self.visitors and self.rng.random() < returning_share:
+            return self.rng.choice(self.visitors)
+        visitor = Visitor(anonymous_id=str(uuid.UUID(int=self.rng.getrandbits(128))))
+        self.visitors.append(visitor)
+        return visitor
+
+    def _schedule_return(self, visitor: Visitor, after: datetime) -> None:
+        rng = self.rng
+        if rng.random() >= RETURN_PROBABILITY[1 if visitor.purchases else 0]:
+            return
+        days = max(RETURN_MIN_DAYS, rng.expovariate(1 / RETURN_MEAN_DAYS))
+        self._order += 1
+        heapq.heappush(self._returns, _Return(after + timedelta(days=days), self._order, visitor))
 
     def _url(self, path: str, source: tuple[str, str]) -> str:
         url = f"https://{self.domain}{path}"
@@ -83,13 +190,18 @@ class Simulator:
             url += f"?utm_source={source[0]}&utm_medium={source[1]}&utm_campaign=autumn"
         return url
 
-    def journey(self, at: datetime, *, bot: bool = False) -> list[dict]:
-        """One visit: landing, browsing, maybe a cart, a checkout and a purchase."""
+    def journey(
+        self, at: datetime, *, bot: bool = False, visitor: Visitor | None = None
+    ) -> list[dict]:
+        """One visit: landing, browsing, maybe a cart, a checkout and a purchase.
+
+        Without `visitor`, whoever `visitor_for(at)` picks. Someone who bought before is more
+        likely to buy again.
+        """
         rng = self.rng
-        if self.returning and rng.random() < 0.3:
-            anonymous_id, user_id = rng.choice(self.returning)
-        else:
-            anonymous_id, user_id = str(uuid.UUID(int=rng.getrandbits(128))), ""
+        visitor = visitor or self.visitor_for(at)
+        anonymous_id, user_id = visitor.anonymous_id, visitor.user_id
+        loyal = visitor.purchases > 0
         source = rng.choices(SOURCES, weights=SOURCE_WEIGHTS)[0]
         context = {
             "user_agent": "python-requests/2.32 (bot)" if bot else rng.choice(USER_AGENTS),
@@ -117,12 +229,7 @@ class Simulator:
             )
             clock += timedelta(seconds=rng.randint(2, 8) if bot else rng.randint(8, 150))
 
-        emit("page_view", "/", title="Home")
-        views = 400 if bot else rng.choices([0, 1, 2, 3, 4, 6], weights=[25, 30, 20, 12, 8, 5])[0]
-        favourite = rng.choice(self.products)
-        viewed: list[Product] = []
-        for _ in range(views):
-            product = favourite if rng.random() < 0.3 else rng.choice(self.products)
+        def view(product: Product) -> None:
             viewed.append(product)
             emit(
                 "product_view",
@@ -131,8 +238,19 @@ class Simulator:
                 product={"id": product.id, "name": product.name, "category": product.category,
                          "price": str(product.price)},
             )  # fmt: skip
-        if bot or not viewed or rng.random() > 0.32:
-            self._remember(anonymous_id, user_id)
+
+        favourite = rng.choice(self.products)
+        viewed: list[Product] = []
+        if not bot and source[0] and rng.random() < LANDING_ON_PRODUCT:
+            view(favourite)
+        else:
+            emit("page_view", "/", title="Home")
+        views = 400 if bot else rng.choices([0, 1, 2, 3, 4, 6], weights=[25, 30, 20, 12, 8, 5])[0]
+        for _ in range(views):
+            view(favourite if rng.random() < 0.3 else rng.choice(self.products))
+        visitor.visits += 1
+        if bot or not viewed or rng.random() > (0.45 if loyal else 0.3):
+            self._schedule_return(visitor, clock)
             return events
         cart = viewed[-1]
         quantity = rng.choices([1, 2, 3], weights=[75, 20, 5])[0]
@@ -142,15 +260,15 @@ class Simulator:
             product={"id": cart.id, "name": cart.name, "category": cart.category,
                      "price": str(cart.price), "quantity": quantity},
         )  # fmt: skip
-        if rng.random() > 0.62:
-            self._remember(anonymous_id, user_id)
+        if rng.random() > (0.75 if loyal else 0.6):
+            self._schedule_return(visitor, clock)
             return events
         emit("checkout_started", "/checkout")
         if rng.random() > 0.7:
-            self._remember(anonymous_id, user_id)
+            self._schedule_return(visitor, clock)
             return events
         if not user_id:
-            user_id = f"customer-{rng.randrange(10**6):06d}"
+            user_id = visitor.user_id = f"customer-{rng.randrange(10**6):06d}"
             emit("identify", "/checkout", properties={"traits": {"plan": "customer"}})
             events[-1]["user_id"] = user_id
         emit(
@@ -161,26 +279,27 @@ class Simulator:
             product={"id": cart.id, "name": cart.name, "category": cart.category,
                      "price": str(cart.price), "quantity": quantity},
         )  # fmt: skip
-        self._remember(anonymous_id, user_id)
+        visitor.purchases += 1
+        self._schedule_return(visitor, clock)
         return events
 
-    def _remember(self, anonymous_id: str, user_id: str) -> None:
-        if len(self.returning) < 5000:
-            self.returning.append((anonymous_id, user_id))
-
     def history(self, *, visitors: int, days: int, end: datetime) -> Iterator[list[dict]]:
-        start = (end - timedelta(days=days)).replace(hour=0, minute=0, second=0, microsecond=0)
-        for _ in range(visitors):
-            at = self._start_time(start, days)
-            if at < end:
-                yield self.journey(at)
+        """`visitors` visits over the `days` days before `end`, oldest first.
+
+        Each visit is a new visitor unless someone's return is due: returns are scheduled days
+        or weeks after a visit, so a share of the visits are people coming back.
+        """
+        start = end - timedelta(days=days)
+        for at in self.visit_times(visits=visitors, start=start, end=end):
+            yield self.journey(at)
 
     def anomalies(self, *, end: datetime) -> Iterator[list[dict]]:
         """A traffic spike an hour ago, an outsized order and a hyperactive bot."""
         spike_at = end - timedelta(hours=1)
         for _ in range(300):
-            yield self.journey(spike_at + timedelta(seconds=self.rng.randrange(3600)))[:1]
-        order = self.journey(end - timedelta(minutes=30))
+            at = spike_at + timedelta(seconds=self.rng.randrange(3600))
+            yield self.journey(at, visitor=self._newcomer())[:1]
+        order = self.journey(end - timedelta(minutes=30), visitor=self._newcomer())
         order.append(
             {
                 **order[0],
@@ -191,4 +310,8 @@ class Simulator:
             }
         )
         yield order
-        yield self.journey(end - timedelta(minutes=20), bot=True)
+        yield self.journey(end - timedelta(minutes=20), bot=True, visitor=self._newcomer())
+
+    def _newcomer(self) -> Visitor:
+        # Anomalies are one-off visitors: not in `visitors`, so live traffic never picks them.
+        return Visitor(anonymous_id=str(uuid.UUID(int=self.rng.getrandbits(128))))

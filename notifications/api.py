@@ -35,11 +35,21 @@ class ConversionScoreListApi(APIView):
 
 
 class ConversionScoreLiveApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        session = serializers.IntegerField(source="id")
+        person = serializers.IntegerField(source="person_id", allow_null=True)
+        status = serializers.CharField(source="live_status")
+        score = serializers.FloatField(source="live_score", allow_null=True)
+        model_version = serializers.IntegerField(
+            source="conversion_score.model_version.version", allow_null=True, default=None
+        )
+        scored_at = serializers.DateTimeField(
+            source="conversion_score.scored_at", allow_null=True, default=None
+        )
+
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
-        scores = selectors.conversion_scores_live(shop=shop, now=timezone.now())
+        sessions = selectors.conversion_scores_live(shop=shop, now=timezone.now())
         paginator = Pagination()
-        page = paginator.paginate_queryset(scores, request, view=self)
-        return paginator.get_paginated_response(
-            ConversionScoreOutputSerializer(page, many=True).data
-        )
+        page = paginator.paginate_queryset(sessions, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)

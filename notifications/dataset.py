@@ -50,6 +50,8 @@ CONTEXT_FEATURES = (
     "has_history",
 )
 
+# Prefixes kept per session by `prefixes_expand` (a 400-view bot adds 20 rows, not 400).
+MAX_PREFIXES = 20
 SESSION_GAP = timedelta(minutes=30)
 SESSION_MAX_LENGTH = timedelta(hours=24)
 
@@ -66,6 +68,8 @@ class SequenceBatch:
     labels: np.ndarray  # int8 [N], 1 = the session purchased
     started_at: np.ndarray  # datetime64[ns] [N], first event of the session (purchase included)
     ended_at: np.ndarray  # datetime64[ns] [N], last event of the session (purchase included)
+    # float32 [N]; None = every row counts once. Prefix rows carry session length / prefixes kept.
+    weights: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -80,7 +84,13 @@ class SequenceBatch:
             labels=self.labels[index],
             started_at=self.started_at[index],
             ended_at=self.ended_at[index],
+            weights=None if self.weights is None else self.weights[index],
         )
+
+    def sample_weights(self) -> np.ndarray:
+        if self.weights is None:
+            return np.ones(len(self), dtype=np.float32)
+        return self.weights
 
     def inputs(self) -> dict[str, np.ndarray]:
         """The model's named inputs (the `serving_default` signature)."""
@@ -253,6 +263,50 @@ def sequences_prefix(batch: SequenceBatch, *, events: int) -> SequenceBatch:
         labels=batch.labels,
         started_at=batch.started_at,
         ended_at=batch.ended_at,
+        weights=batch.weights,
+    )
+
+
+def prefixes_expand(batch: SequenceBatch, *, max_per_session: int = MAX_PREFIXES) -> SequenceBatch:
+    """Every session as each of its prefixes: one row per "events seen so far", same label.
+
+    Live scoring scores sessions that are still going, after each new event, and asks whether
+    the session will end in a purchase. A model fitted only on finished sessions answers another
+    question (a one-view session that *ended* there almost never buys, one that has only *begun*
+    sometimes does), so training, calibration and the calibration report use prefixes. A session
+    with more than `max_per_session` steps keeps that many evenly spaced prefix lengths (its last
+    step included), each weighted `steps / kept` so every step of every session counts once.
+    """
+    lengths = (batch.event_type > 0).sum(axis=1)
+    rows: list[np.ndarray] = []
+    cuts: list[np.ndarray] = []
+    weights: list[np.ndarray] = []
+    for index, length in enumerate(lengths):
+        if length == 0:
+            continue
+        if length <= max_per_session:
+            kept = np.arange(1, length + 1)
+        else:
+            kept = np.unique(np.linspace(1, length, max_per_session).round().astype(np.int64))
+        rows.append(np.full(len(kept), index))
+        cuts.append(kept)
+        weights.append(np.full(len(kept), length / len(kept), dtype=np.float32))
+    if not rows:
+        return batch.take(np.zeros(0, dtype=np.int64))
+    row = np.concatenate(rows)
+    cut = np.concatenate(cuts)
+    base = batch.sample_weights()[row]
+    keep = np.arange(batch.event_type.shape[1])[None, :] < cut[:, None]
+    return SequenceBatch(
+        session_keys=batch.session_keys[row],
+        event_type=np.where(keep, batch.event_type[row], 0).astype(np.int32),
+        category=np.where(keep, batch.category[row], 0).astype(np.int32),
+        numeric=np.where(keep[:, :, None], batch.numeric[row], 0.0).astype(np.float32),
+        context=batch.context[row],
+        labels=batch.labels[row],
+        started_at=batch.started_at[row],
+        ended_at=batch.ended_at[row],
+        weights=(np.concatenate(weights) * base).astype(np.float32),
     )
 
 

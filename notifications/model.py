@@ -19,6 +19,7 @@ from sklearn.metrics import average_precision_score, f1_score, precision_recall_
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from notifications.calibration import calibration_report
 from notifications.dataset import (
     CATEGORY_BUCKETS,
     CONTEXT_FEATURES,
@@ -27,10 +28,16 @@ from notifications.dataset import (
     NUMERIC_FEATURES,
     SequenceBatch,
     Split,
+    prefixes_expand,
     sequences_prefix,
 )
 
 PREFIX_LENGTHS = (3, 5, 10)
+# The standardised aggregates are clipped to this many standard deviations: a session unlike any
+# in training (no landing page, a 400-view bot) must not drive the linear term to +-infinity.
+WIDE_CLIP = 5.0
+# What the model card's test-split calibration is held to.
+TARGET_ECE = 0.03
 OUTPUT_NAME = "conversion_probability"
 SIGNATURE = {
     "name": "serving_default",
@@ -145,10 +152,15 @@ def aggregate_features(batch: SequenceBatch) -> np.ndarray:
     ).astype(np.float32)
 
 
-def _class_weight(labels: np.ndarray) -> dict[int, float]:
-    positives = max(int(labels.sum()), 1)
-    negatives = max(len(labels) - positives, 1)
-    return {0: len(labels) / (2 * negatives), 1: len(labels) / (2 * positives)}
+def _balanced_weights(batch: SequenceBatch) -> np.ndarray:
+    """The batch's row weights times class weights that give both classes the same total."""
+    weights = batch.sample_weights().astype(np.float64)
+    positive = batch.labels == 1
+    total = weights.sum()
+    positives = max(weights[positive].sum(), 1e-9)
+    negatives = max(weights[~positive].sum(), 1e-9)
+    balanced = np.where(positive, total / (2 * positives), total / (2 * negatives))
+    return (weights * balanced).astype(np.float32)
 
 
 def baselines_evaluate(
@@ -156,6 +168,7 @@ def baselines_evaluate(
 ) -> dict[str, dict[str, Any]]:
     """Logistic regression and gradient-boosted trees on aggregates, on the same split.
 
+    Fitted on the training sessions' prefixes (as the LSTM is), evaluated like it.
     `validation_roc_auc`, when given, receives each baseline's validation ROC-AUC.
     """
     models = {
@@ -167,8 +180,13 @@ def baselines_evaluate(
         ),
     }
     results = {}
+    train = prefixes_expand(split.train)
     for name, estimator in models.items():
-        estimator.fit(aggregate_features(split.train), split.train.labels)
+        step = estimator.steps[-1][0] if hasattr(estimator, "steps") else None
+        weight_name = f"{step}__sample_weight" if step else "sample_weight"
+        estimator.fit(
+            aggregate_features(train), train.labels, **{weight_name: train.sample_weights()}
+        )
 
         def score(batch: SequenceBatch, estimator=estimator) -> np.ndarray:
             return estimator.predict_proba(aggregate_features(batch))[:, 1]
@@ -267,7 +285,9 @@ def lstm_build(config: TrainingConfig, *, aggregates_train: np.ndarray | None = 
         normalise.adapt(aggregates_train)
     else:
         normalise.build((None, aggregates.shape[-1]))
-    wide = normalise(aggregates)
+    wide = keras.layers.Activation(
+        lambda x: keras.ops.clip(x, -WIDE_CLIP, WIDE_CLIP), name="aggregates_clip"
+    )(normalise(aggregates))
     joined = keras.layers.Concatenate(name="joined")([state, mix, wide])
     hidden = keras.layers.Dense(config.hidden_units, activation="relu", name="hidden")(joined)
     hidden = keras.layers.Dropout(config.dropout, name="dropout")(hidden)
@@ -298,8 +318,9 @@ def lstm_predict(model: Any, batch: SequenceBatch, *, batch_size: int = 1024) ->
 def lstm_calibrate(model: Any, validation: SequenceBatch) -> tuple[Any, dict[str, float]]:
     """Platt scaling on validation: class weights inflate the raw output (a balanced model says
     ~0.5 for a typical session), so the exported model maps its logit `z` to
-    `sigmoid(a * z + b)`, fitted on the validation split. Monotonic (a > 0): rankings and
-    ROC-AUC do not change; the score becomes a usable probability.
+    `sigmoid(a * z + b)`, fitted on the validation split's prefixes (what live scoring sees),
+    with their weights. Monotonic (a > 0): rankings and ROC-AUC do not change; the score becomes
+    a usable probability.
     """
     import keras
 
@@ -307,7 +328,9 @@ def lstm_calibrate(model: Any, validation: SequenceBatch) -> tuple[Any, dict[str
     logits = logit_model.predict(validation.inputs(), batch_size=1024, verbose=0).reshape(-1, 1)
     a, b = 1.0, 0.0
     if len(np.unique(validation.labels)) == 2:
-        platt = LogisticRegression(C=1e4, max_iter=1000).fit(logits, validation.labels)
+        platt = LogisticRegression(C=1e4, max_iter=1000).fit(
+            logits, validation.labels, sample_weight=validation.sample_weights()
+        )
         a, b = float(platt.coef_[0, 0]), float(platt.intercept_[0])
     if a <= 0:  # a model no better than chance on validation: keep its ranking
         a, b = 1.0, 0.0
@@ -331,7 +354,11 @@ def train_and_evaluate(
     if len(split.train) == 0 or len(split.validation) == 0 or len(split.test) == 0:
         raise ValueError("every part of the split needs sessions")
     keras.utils.set_random_seed(config.seed)
-    model = lstm_build(config, aggregates_train=aggregate_features(split.train))
+    # Live sessions are scored while they are going: fit and calibrate on every prefix.
+    train = prefixes_expand(split.train)
+    validation = prefixes_expand(split.validation)
+    test = prefixes_expand(split.test)
+    model = lstm_build(config, aggregates_train=aggregate_features(train))
     started = time.monotonic()
 
     class Report(keras.callbacks.Callback):
@@ -351,25 +378,27 @@ def train_and_evaluate(
             )
         )
     model.fit(
-        split.train.inputs(),
-        split.train.labels,
-        validation_data=(split.validation.inputs(), split.validation.labels),
+        train.inputs(),
+        train.labels,
+        sample_weight=_balanced_weights(train),
+        validation_data=(validation.inputs(), validation.labels, validation.sample_weights()),
         epochs=config.epochs,
         batch_size=config.batch_size,
-        class_weight=_class_weight(split.train.labels),
         callbacks=callbacks,
         verbose=0,
     )
     say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
-    model, calibration = lstm_calibrate(model, split.validation)
-    test_scores = lstm_predict(model, split.test)
-    calibration.update(
-        test_mean_probability=round(float(test_scores.mean()), 4),
-        test_positive_rate=round(float(split.test.labels.mean()), 4),
+    model, calibration = lstm_calibrate(model, validation)
+    test_prefixes = calibration_report(
+        labels=test.labels, scores=lstm_predict(model, test), weights=test.sample_weights()
     )
+    # On prefixes only: a finished session's score conditions on "nothing more happened", which
+    # the model is never asked live, so its calibration would measure a question nobody asks.
+    calibration.update(target_ece=TARGET_ECE, test=test_prefixes.as_dict())
+    say(f"test calibration (prefixes): ECE {test_prefixes.ece}, Brier {test_prefixes.brier}")
     lstm, lstm_validation = _evaluate(split, lambda batch: lstm_predict(model, batch))
-    validation = {"lstm": lstm_validation}
-    baselines = baselines_evaluate(split, validation_roc_auc=validation)
+    validation_auc = {"lstm": lstm_validation}
+    baselines = baselines_evaluate(split, validation_roc_auc=validation_auc)
     card = {
         "name": "conversion",
         "data_window": {
@@ -382,6 +411,7 @@ def train_and_evaluate(
             "train": len(split.train),
             "validation": len(split.validation),
             "test": len(split.test),
+            "train_prefixes": len(train),
         },
         "class_balance": {
             part: round(float(batch.labels.mean()), 4)
@@ -396,7 +426,7 @@ def train_and_evaluate(
         "calibration": calibration,
         "baselines": baselines,
         # Validation ROC-AUC of every model: what model choices may be based on (never test).
-        "validation": validation,
+        "validation": validation_auc,
         "signature": SIGNATURE,
     }
     return TrainingResult(model=model, card=card)

@@ -54,3 +54,33 @@ class ConversionScore(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.session_id}: {self.score:.3f}"
+
+
+class ScoreSample(models.Model):
+    """A live score as it was given: the session's score after its first `event_count` events.
+
+    `ConversionScore` keeps only a session's latest score; these rows keep each distinct prefix's
+    first score, so the live calibration report can compare what was predicted while the session
+    was going with how it ended. Sessions are not scored after their purchase, so every sample is
+    a prediction made before the outcome was known.
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="score_samples")
+    session = models.ForeignKey(Session, on_delete=models.CASCADE, related_name="score_samples")
+    event_count = models.PositiveIntegerField()
+    score = models.FloatField()
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="samples"
+    )
+    scored_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["session", "event_count"], name="uniq_sample_session_count"
+            )
+        ]
+        indexes = [models.Index(fields=["shop", "scored_at"], name="sample_shop_scored")]
+
+    def __str__(self) -> str:
+        return f"session {self.session_id} after {self.event_count} events: {self.score:.3f}"

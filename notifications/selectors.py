@@ -2,12 +2,14 @@
 
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
-from django.db.models import QuerySet
+from django.db.models import Case, F, FloatField, Q, QuerySet, Value, When
 
 from events.models import Event, Session, Shop
+from notifications.calibration import BINS, CalibrationReport, calibration_report
 from notifications.dataset import FRAME_COLUMNS
-from notifications.models import ConversionScore, ModelVersion
+from notifications.models import ConversionScore, ModelVersion, ScoreSample
 
 LIVE_WINDOW = timedelta(minutes=30)
 
@@ -69,12 +71,50 @@ def conversion_scores_list(
     return scores.order_by("-scored_at", "-id")
 
 
-def conversion_scores_live(*, shop: Shop, now: datetime) -> QuerySet[ConversionScore]:
-    """Scores of live sessions, most likely buyers first."""
+def conversion_scores_live(*, shop: Shop, now: datetime) -> QuerySet[Session]:
+    """Live sessions for the Live page: prospects by score, best first, then those that bought.
+
+    A session that holds a purchase is not a prospect: it is listed as bought (`live_score` is
+    None) after the prospects, most recent first. A prospect without a score yet is left out.
+    Each row has `live_score`, `live_status` ("prospect" or "bought") and `conversion_score`.
+    """
     return (
-        ConversionScore.objects.filter(
-            shop=shop, session__ended_at__gte=now - LIVE_WINDOW, session__ended_at__lte=now
+        Session.objects.filter(shop=shop, ended_at__gte=now - LIVE_WINDOW, ended_at__lte=now)
+        .filter(Q(is_converted=True) | Q(conversion_score__isnull=False))
+        .select_related("conversion_score__model_version")
+        .annotate(
+            live_status=Case(
+                When(is_converted=True, then=Value("bought")), default=Value("prospect")
+            ),
+            live_score=Case(
+                When(is_converted=True, then=Value(None, output_field=FloatField())),
+                default=F("conversion_score__score"),
+            ),
         )
-        .select_related("model_version")
-        .order_by("-score", "id")
+        .order_by("is_converted", F("live_score").desc(nulls_last=True), "-ended_at", "id")
+    )
+
+
+def live_calibration_get(
+    *, shop: Shop, now: datetime, since: datetime, bins: int = BINS
+) -> CalibrationReport | None:
+    """The live scores given in `[since, now)` against how their sessions ended.
+
+    Every `ScoreSample` (a session's first score after each number of events) of a session that
+    has ended (no event for `LIVE_WINDOW`, so it can no longer buy) is one prediction; the
+    outcome is the session's purchase. None when no such session has been scored.
+    """
+    rows = list(
+        ScoreSample.objects.filter(
+            shop=shop,
+            scored_at__gte=since,
+            scored_at__lt=now,
+            session__ended_at__lt=now - LIVE_WINDOW,
+        ).values_list("score", "session__is_converted")
+    )
+    if not rows:
+        return None
+    scores, labels = zip(*rows, strict=True)
+    return calibration_report(
+        labels=np.asarray(labels, dtype=np.int8), scores=np.asarray(scores), bins=bins
     )

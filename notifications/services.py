@@ -12,7 +12,7 @@ from django.db import connection, transaction
 
 from events.models import Shop
 from notifications import dataset, scoring, selectors
-from notifications.models import ConversionScore, ModelVersion
+from notifications.models import ConversionScore, ModelVersion, ScoreSample
 
 if TYPE_CHECKING:
     from notifications.model import TrainingConfig
@@ -89,45 +89,84 @@ def _next_version_on_disk() -> int:
 
 
 def scores_refresh(*, shop_id: int, now: datetime) -> int:
-    """Score every live session of the shop with its active model; returns how many were scored.
+    """Score every live session of the shop that has not bought yet; returns how many.
 
-    Idempotent: a session has one score row, overwritten with the latest score.
+    Idempotent: a session has one score row, overwritten with the latest score, and one sample
+    per number of events seen (the first score of that prefix, kept for the live calibration
+    report). A session that holds a purchase is not scored again: the question "will it buy" is
+    answered, and the live list shows it as bought (its last score before the purchase stays).
     """
     shop = Shop.objects.get(pk=shop_id)
     model_version = selectors.model_version_active(shop=shop)
     if model_version is None:
         return 0
-    sessions = dict(selectors.sessions_live(shop=shop, now=now).values_list("id", "person_id"))
+    live = selectors.sessions_live(shop=shop, now=now).filter(is_converted=False)
+    sessions = dict(live.values_list("id", "person_id"))
     if not sessions:
         return 0
     frame = selectors.events_frame(shop=shop, session_ids=list(sessions), until=now)
     if frame.empty:
         return 0
+    # The pipeline may not have flagged a purchase it has just assigned; the events have it.
+    bought = set(frame.loc[frame["type"].eq(dataset.PURCHASE), "session_key"].astype(str))
+    frame = frame[~frame["session_key"].astype(str).isin(bought)]
+    if frame.empty:
+        return 0
+    event_counts = frame.groupby(frame["session_key"].astype(str)).size()
     # The context input is the persons' history before each live session: their earlier events.
     history = selectors.events_frame(
         shop=shop, person_ids=sorted(set(sessions.values())), until=now
     )
     batch = dataset.sequences_build(frame, history=history)
-    probabilities = scoring.scores_predict(model_version=model_version, batch=batch)
-    rows = [
-        ConversionScore(
-            shop=shop,
-            session_id=int(key),
-            person_id=sessions[int(key)],
-            score=float(score),
-            model_version=model_version,
-            scored_at=now,
-        )
-        for key, score in zip(batch.session_keys, np.asarray(probabilities), strict=True)
-    ]
-    _scores_upsert(rows)
-    return len(rows)
+    probabilities = np.asarray(scoring.scores_predict(model_version=model_version, batch=batch))
+    scored = list(zip(batch.session_keys, probabilities.tolist(), strict=True))
+    _scores_upsert(
+        [
+            ConversionScore(
+                shop=shop,
+                session_id=int(key),
+                person_id=sessions[int(key)],
+                score=score,
+                model_version=model_version,
+                scored_at=now,
+            )
+            for key, score in scored
+        ]
+    )
+    ScoreSample.objects.bulk_create(
+        [
+            ScoreSample(
+                shop=shop,
+                session_id=int(key),
+                event_count=int(event_counts[key]),
+                score=score,
+                model_version=model_version,
+                scored_at=now,
+            )
+            for key, score in scored
+        ],
+        batch_size=1000,
+        # A prefix already scored keeps its first score (what was shown at the time): on the
+        # unique key the "update" rewrites event_count with itself. Unlike INSERT IGNORE this
+        # swallows nothing but that key's conflict.
+        update_conflicts=True,
+        update_fields=["event_count"],
+        unique_fields=_conflict_target(["session", "event_count"]),
+    )
+    return len(scored)
+
+
+def _conflict_target(fields: list[str]) -> list[str] | None:
+    # MySQL's ON DUPLICATE KEY UPDATE takes no conflict target; SQLite's ON CONFLICT needs one.
+    return fields if connection.features.supports_update_conflicts_with_target else None
 
 
 def _scores_upsert(rows: list[ConversionScore]) -> None:
     fields = ["score", "model_version", "person", "scored_at"]
-    # MySQL's ON DUPLICATE KEY UPDATE takes no conflict target; SQLite's ON CONFLICT needs one.
-    target = ["session"] if connection.features.supports_update_conflicts_with_target else None
     ConversionScore.objects.bulk_create(
-        rows, batch_size=1000, update_conflicts=True, update_fields=fields, unique_fields=target
+        rows,
+        batch_size=1000,
+        update_conflicts=True,
+        update_fields=fields,
+        unique_fields=_conflict_target(["session"]),
     )

@@ -95,7 +95,10 @@ def main() -> None:
         ".exists() else 'does not exist')",
     )  # fmt: skip
     if fresh:
-        manage("create_shop", "--domain", DOMAIN, "--owner", "admin", "--name", "Demo Tea Shop")
+        # New York: its evening shoppers arrive at night in UTC, so the charts show that buckets
+        # follow the shop's timezone.
+        manage("create_shop", "--domain", DOMAIN, "--owner", "admin", "--name", "Demo Tea Shop",
+               "--timezone", "America/New_York")  # fmt: skip
 
     env = {**os.environ, "GUNICORN_BIND": f"127.0.0.1:{PORT}", "GUNICORN_WORKERS": "2",
            "GUNICORN_ACCESS_LOG": os.devnull}  # fmt: skip
@@ -108,10 +111,10 @@ def main() -> None:
     try:
         wait_for_web()
         if fresh:
-            print("seeding 30 days of history through the ingestion API…", flush=True)
+            print("seeding 60 days of history through the ingestion API…", flush=True)
             subprocess.run(
                 [sys.executable, "manage.py", "simulate_traffic", "--shop", DOMAIN, "--visitors",
-                 "3000", "--days", "30", "--anomalies", "--url", BASE],
+                 "6000", "--days", "60", "--anomalies", "--url", BASE],
                 cwd=ROOT, check=True,
             )  # fmt: skip
             prepare_dashboard()
@@ -130,7 +133,7 @@ def main() -> None:
         children.append(
             subprocess.Popen(
                 [sys.executable, "manage.py", "simulate_traffic", "--shop", DOMAIN, "--visitors",
-                 "0", "--rate", "0.5", "--url", BASE],
+                 "0", "--rate", "match", "--url", BASE],
                 cwd=ROOT, stdout=subprocess.DEVNULL,
             )
         )  # fmt: skip

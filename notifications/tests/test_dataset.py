@@ -9,6 +9,7 @@ from notifications.dataset import (
     EVENT_TYPE_INDEX,
     MAX_LEN,
     category_bucket,
+    prefixes_expand,
     sequences_build,
     sequences_prefix,
     split_by_time,
@@ -71,6 +72,34 @@ def test_prefix_hides_later_steps():
 
     assert prefix.event_type[0, :4].tolist() == [PV, PV, PV, 0]
     assert prefix.numeric[0, 3:].sum() == 0.0
+
+
+def test_prefixes_are_every_events_seen_so_far_with_the_sessions_label():
+    events = frame(
+        [
+            ("a", at(0), "product_view", 9.0, "shoes"),
+            ("a", at(1), "add_to_cart", 9.0, "shoes"),
+            ("a", at(2), "purchase", 9.0, "shoes"),
+            ("b", at(0), "page_view", None, None),
+        ]
+    )
+
+    prefixes = prefixes_expand(sequences_build(events))
+
+    assert list(prefixes.session_keys) == ["a", "a", "b"]
+    assert prefixes.event_type[:, :3].tolist() == [[PV, 0, 0], [PV, CART, 0], [2, 0, 0]]
+    assert list(prefixes.labels) == [1, 1, 0]
+    assert prefixes.weights.tolist() == [1.0, 1.0, 1.0]
+    assert prefixes.numeric[0, 1:].sum() == 0.0
+
+
+def test_a_long_session_keeps_spaced_prefixes_weighted_to_its_length():
+    events = frame([("a", at(i), "product_view", None, None) for i in range(30)])
+
+    prefixes = prefixes_expand(sequences_build(events), max_per_session=4)
+
+    assert (prefixes.event_type > 0).sum(axis=1).tolist() == [1, 11, 20, 30]
+    assert prefixes.weights.tolist() == [7.5] * 4
 
 
 def test_time_split_is_ordered_and_drops_sessions_that_straddle_a_cutoff():

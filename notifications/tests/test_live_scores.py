@@ -10,7 +10,7 @@ from django.utils import timezone
 from events.models import Event, Session
 from events.tests.factories import EventFactory
 from notifications import dataset, selectors, services
-from notifications.models import ConversionScore, ModelVersion
+from notifications.models import ConversionScore, ModelVersion, ScoreSample
 from notifications.tasks import conversion_model_train_task, scores_refresh_task
 from notifications.tests.factories import ModelVersionFactory, SessionFactory
 
@@ -132,7 +132,12 @@ def test_train_command_on_imported_taobao_events(shop, taobao_csv, tmp_path, set
     assert (tmp_path / "models" / "conversion" / "1" / "model_card.json").is_file()
     sequences = dataset.sequences_build(selectors.events_frame(shop=shop))
     assert Event.objects.filter(shop=shop, session__isnull=True).count() == 0
-    assert sum(summary["sizes"].values()) <= len(sequences) <= sessions
+    parts = summary["sizes"]["train"] + summary["sizes"]["validation"] + summary["sizes"]["test"]
+    assert parts <= len(sequences) <= sessions
+    assert summary["sizes"]["train_prefixes"] >= summary["sizes"]["train"]
+    test = model_version.metrics["calibration"]["test"]
+    assert summary["calibration"] == {"ece": test["ece"], "brier": test["brier"]}
+    assert 0.0 <= test["ece"] <= 1.0
     assert "epoch 1/1" in progress.getvalue()
 
 
@@ -149,3 +154,29 @@ def test_train_command_defaults_to_the_tuned_number_of_epochs():
     parser = Command().create_parser("manage.py", "train_conversion_model")
 
     assert parser.get_default("epochs") == TrainingConfig().epochs == 25
+
+
+@pytest.mark.django_db
+def test_a_session_that_bought_is_not_scored_and_each_prefix_keeps_its_first_sample(
+    shop, trained_model_path
+):
+    model_version = ModelVersionFactory(shop=shop, path=str(trained_model_path))
+    services.model_version_activate(model_version=model_version)
+    prospect = session_with_events(
+        shop, ended_ago=timedelta(minutes=2), types=["product_view", "add_to_cart"]
+    )
+    # The pipeline has not flagged it yet (is_converted False): its events hold the purchase.
+    buyer = session_with_events(
+        shop, ended_ago=timedelta(minutes=2), types=["product_view", "purchase"]
+    )
+
+    assert scores_refresh_task(shop.id) == 1
+    first = ScoreSample.objects.get(session=prospect)
+    ConversionScore.objects.filter(session=prospect).update(score=0.5)
+    assert scores_refresh_task(shop.id) == 1
+
+    assert not ConversionScore.objects.filter(session=buyer).exists()
+    assert list(ScoreSample.objects.values_list("session_id", "event_count", "score")) == [
+        (prospect.id, 2, first.score)
+    ]
+    assert ConversionScore.objects.get(session=prospect).score == pytest.approx(first.score)

@@ -6,9 +6,11 @@ import pytest
 from django.test import override_settings
 
 from notifications import dataset
+from notifications.dataset import prefixes_expand
 from notifications.model import (
     PREFIX_LENGTHS,
     SIGNATURE,
+    WIDE_CLIP,
     TrainingConfig,
     aggregate_features,
     lstm_build,
@@ -56,6 +58,7 @@ def test_model_card_is_saved_next_to_the_model(trained_model_path, taobao_split)
         "train": len(taobao_split.train),
         "validation": len(taobao_split.validation),
         "test": len(taobao_split.test),
+        "train_prefixes": len(prefixes_expand(taobao_split.train)),
     }
     assert set(card["baselines"]) == {"logistic_regression", "gradient_boosted_trees"}
     for metrics in [card["metrics"], *card["baselines"].values()]:
@@ -67,6 +70,15 @@ def test_model_card_is_saved_next_to_the_model(trained_model_path, taobao_split)
     assert (trained_model_path / "saved_model.pb").is_file()
     assert set(card["validation"]) == {"lstm", "logistic_regression", "gradient_boosted_trees"}
     assert card["calibration"]["a"] > 0
+    test = prefixes_expand(taobao_split.test)
+    calibration = card["calibration"]["test"]
+    assert calibration["count"] == len(test)
+    assert calibration["positive_rate"] == round(
+        float(np.average(test.labels, weights=test.weights)), 4
+    )
+    assert card["calibration"]["target_ece"] == 0.03
+    weights = sum(b["weight"] for b in calibration["bins"])
+    assert weights == pytest.approx(test.weights.sum(), abs=0.01)
     assert card["signature"]["inputs"]["context"] == {"dtype": "float32", "shape": [-1, 6]}
 
 
@@ -150,3 +162,17 @@ def test_scoring_uses_tf_serving_when_it_answers(tf_serving, trained_model_path,
         scores_predict(model_version=model_version, batch=batch)
 
     assert [path for path, _ in tf_serving.requests] == ["/v1/models/conversion/versions/7:predict"]
+
+
+def test_a_session_unlike_any_in_training_cannot_push_the_wide_term_past_the_clip(taobao_split):
+    import keras
+
+    batch = taobao_split.test.take(np.arange(64))
+    model = lstm_build(TrainingConfig(), aggregates_train=aggregate_features(batch))
+    wide = keras.Model(model.inputs, model.get_layer("aggregates_clip").output)
+    inputs = batch.inputs()
+    inputs["context"] = np.full_like(inputs["context"], 50.0)
+
+    values = wide.predict(inputs, verbose=0)
+
+    assert np.abs(values).max() == pytest.approx(WIDE_CLIP)

@@ -531,14 +531,22 @@
           body.querySelector(".placeholder td").textContent = "No events yet. New ones appear here within seconds.";
         }
         data.rows.forEach(function (e) {
-          var tr = el("tr", { className: first ? "" : "fresh", "data-id": String(e.id) }, [
+          var at = new Date(e.occurred_at).getTime();
+          var tr = el("tr", { className: first ? "" : "fresh", "data-id": String(e.id), "data-at": String(at) }, [
             td(timeFormat.format(new Date(e.occurred_at))),
             el("td", {}, [el("span", { className: "tag " + e.type, text: EVENT_LABELS[e.type] || e.type })]),
             td(e.user_id || (e.anonymous_id ? e.anonymous_id.slice(0, 8) + "…" : "—")),
             td(describe(e), "wrap"),
             td(e.country || "—")
           ]);
-          body.insertBefore(tr, body.firstChild);
+          // Newest first by event time: an event can arrive after a later one (batched or
+          // offline senders), so it goes above the first row that happened before it.
+          var before = null;
+          for (var i = 0; i < body.rows.length; i++) {
+            var row = body.rows[i];
+            if (row.dataset.at && Number(row.dataset.at) <= at) { before = row; break; }
+          }
+          body.insertBefore(tr, before);
         });
         while (body.rows.length > 200) body.deleteRow(body.rows.length - 1);
         lastId = data.last_id;
@@ -552,9 +560,13 @@
       api("/notifications/scores/live/", { page_size: 20 }).then(function (data) {
         var rows = data.results || [];
         fillTable("scores-table", rows, function (s) {
-          return [td("#" + s.session), el("td", { className: "num" }, [
-            el("span", { className: "bar", style: "width:" + Math.round(s.score * 60) + "px" }), fmtPct(s.score)]),
-            td(timeFormat.format(new Date(s.scored_at)))];
+          // A session that has bought is no prospect: it is listed as bought, without a score.
+          var likelihood = s.status === "bought"
+            ? el("td", { className: "num" }, [el("span", { className: "tag purchase", text: "Bought" })])
+            : el("td", { className: "num" }, [
+              el("span", { className: "bar", style: "width:" + Math.round(s.score * 60) + "px" }), fmtPct(s.score)]);
+          return [td("#" + s.session), likelihood,
+            td(s.scored_at ? timeFormat.format(new Date(s.scored_at)) : "—")];
         }, "No live sessions scored right now. Scores appear once a conversion model is trained and shoppers are active.");
       }).catch(function (e) { failed("scores-table", e); })
         .then(function () { setTimeout(scores, 5000); });

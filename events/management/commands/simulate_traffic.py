@@ -1,14 +1,32 @@
+import argparse
+import heapq
+import random
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
+from events import selectors
 from events.models import Shop
-from events.simulator import Simulator
+from events.simulator import Simulator, Visitor
 
 BATCH = 100
+MATCH = "match"
+TICK_SECONDS = 1.0
+
+
+def rate_argument(value: str) -> float | str:
+    if value == MATCH:
+        return value
+    try:
+        rate = float(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{value!r} is neither a number nor {MATCH!r}") from error
+    if rate < 0:
+        raise argparse.ArgumentTypeError("the rate cannot be negative")
+    return rate
 
 
 class Command(BaseCommand):
@@ -18,7 +36,13 @@ class Command(BaseCommand):
         parser.add_argument("--shop", required=True, help="shop domain")
         parser.add_argument("--visitors", type=int, default=1000, help="historical visits")
         parser.add_argument("--days", type=int, default=30, help="spread history over D days")
-        parser.add_argument("--rate", type=float, default=0.0, help="then R live visits/second")
+        parser.add_argument(
+            "--rate",
+            type=rate_argument,
+            default=0.0,
+            help=f"then R live visits/second on average (more in the shop's evening, fewer at "
+            f"night); {MATCH!r}: the rate of the shop's last 28 days",
+        )
         parser.add_argument(
             "--duration", type=float, default=0.0, help="live seconds (0: until ^C)"
         )
@@ -33,7 +57,7 @@ class Command(BaseCommand):
         self.session = requests.Session()
         self.endpoint = options["url"].rstrip("/") + "/events/"
         self.write_key = shop.write_key
-        simulator = Simulator(shop_domain=shop.domain, seed=options["seed"])
+        simulator = Simulator(shop_domain=shop.domain, seed=options["seed"], timezone=shop.timezone)
         now = timezone.now()
         sent = self._send_all(
             simulator.history(visitors=options["visitors"], days=options["days"], end=now)
@@ -41,8 +65,8 @@ class Command(BaseCommand):
         if options["anomalies"]:
             sent += self._send_all(simulator.anomalies(end=timezone.now()))
         self.stdout.write(f"sent {sent} events for {options['visitors']} visits")
-        if options["rate"] > 0:
-            self._live(simulator, options["rate"], options["duration"])
+        if options["rate"]:
+            self._live(shop, simulator, options["rate"], options["duration"])
 
     def _send_all(self, journeys) -> int:
         pending: list[dict] = []
@@ -74,15 +98,52 @@ class Command(BaseCommand):
             time.sleep(min(2**attempt, 10))
         raise CommandError("ingestion kept failing; is the web server running?")
 
-    def _live(self, simulator: Simulator, rate: float, duration: float) -> None:
+    def _live(self, shop: Shop, simulator: Simulator, rate: float | str, duration: float) -> None:
+        """Visits arrive at random (Poisson) at `rate` times the hour's share of the shop's day;
+        each event is sent when its time comes, so live sessions grow event by event.
+
+        Returning visitors are the shop's recent visitors, in the share the history has.
+        """
+        traffic = selectors.shop_traffic_get(shop=shop, now=timezone.now())
+        simulator.visitors.extend(
+            Visitor(anonymous_id=a, user_id=u, purchases=1 if u else 0) for a, u in traffic.visitors
+        )
+        if rate == MATCH:
+            if not traffic.visits_per_second:
+                raise CommandError("--rate match needs history: the shop has no recent sessions.")
+            rate = traffic.visits_per_second
+        rate = float(rate)
+        self.stdout.write(
+            f"live traffic: {rate * 3600:.1f} visits/hour on average, "
+            f"{traffic.returning_share:.0%} returning (Ctrl-C to stop)"
+        )
+        rng = random.Random(simulator.rng.random())
+        pending: list[tuple[str, int, dict]] = []
+        order = 0
+        now = timezone.now()
+        arrival = now + self._gap(rng, simulator, rate, now)
         started = time.monotonic()
-        self.stdout.write(f"live traffic: {rate} visits/s (Ctrl-C to stop)")
         try:
             while not duration or time.monotonic() - started < duration:
                 now = timezone.now()
-                # A visit that began a few minutes ago: send what has happened by now.
-                visit = simulator.journey(now - timedelta(minutes=5))
-                self._post([e for e in visit if e["timestamp"] <= now.isoformat()] or visit[:1])
-                time.sleep(1 / rate)
+                while arrival <= now:
+                    visitor = simulator.visitor_for(
+                        arrival, returning_share=traffic.returning_share
+                    )
+                    for event in simulator.journey(arrival, visitor=visitor):
+                        order += 1
+                        heapq.heappush(pending, (event["timestamp"], order, event))
+                    arrival += self._gap(rng, simulator, rate, arrival)
+                due = []
+                stamp = now.isoformat()
+                while pending and pending[0][0] <= stamp:
+                    due.append(heapq.heappop(pending)[2])
+                if due:
+                    self._post(due)
+                time.sleep(TICK_SECONDS)
         except KeyboardInterrupt:
             return
+
+    @staticmethod
+    def _gap(rng: random.Random, simulator: Simulator, rate: float, at: datetime) -> timedelta:
+        return timedelta(seconds=rng.expovariate(rate * simulator.hourly_share(at)))

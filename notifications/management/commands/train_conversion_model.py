@@ -36,6 +36,8 @@ class Command(BaseCommand):
             "path": model_version.path,
             "sizes": card["sizes"],
             "metrics": card["metrics"],
+            # Test-split prefixes, as live scoring sees sessions; the card has the reliability bins.
+            "calibration": {k: card["calibration"]["test"][k] for k in ("ece", "brier")},
             "baselines": {name: m["roc_auc"] for name, m in card["baselines"].items()},
         }
         self.stdout.write(json.dumps(summary))
