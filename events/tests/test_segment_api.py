@@ -191,9 +191,7 @@ def test_our_own_format_keeps_its_202(ingest_client):
 @pytest.mark.django_db
 def test_errors_carry_the_code_and_message_the_sdks_read(shop, segment_client):
     unknown = segment_client.post("/v1/batch", {"batch": [{"type": "track"}]})
-    malformed = segment_client.post(
-        "/v1/batch", b'{"batch": [', headers=basic_auth(shop.write_key)
-    )
+    malformed = segment_client.post("/v1/batch", b'{"batch": [', headers=basic_auth(shop.write_key))
 
     assert (unknown.status_code, unknown.json()) == (
         401,
