@@ -12,6 +12,7 @@ import json
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from django.core.servers.basehttp import ThreadedWSGIServer, WSGIRequestHandler
 from clickserver.wsgi import application
 from events.models import Event
 from events.segment import ECOMMERCE_TYPES, MESSAGE_TYPES
+from events.tests import sdk_urls
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
 
@@ -197,3 +199,46 @@ def test_node_sdk_delivers_every_message_once(server, shop, sdk):
     assert json.loads(run.stdout.splitlines()[-1]) == {"errors": []}
     assert_sent_once_and_stored_as_sent(server, shop, sent=29)
     assert len(server.posts()) < 29, "the SDK batches"
+
+
+BROWSER_CALLS = """async () => {
+    const contexts = [
+        await analytics.track('Product Viewed', {product_id: 'p-1', price: 12.5}),
+        await analytics.identify('user-web', {plan: 'pro'}),
+        await analytics.page('Catalog', {category: 'mugs'}),
+        await analytics.alias('user-web-account'),
+    ];
+    for (let index = 0; index < 5; index++) {
+        contexts.push(await analytics.track('Batch Item', {index}));
+    }
+    return contexts.map((ctx) => ctx.failedDelivery() ? String(ctx.failedDelivery().reason) : null);
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.sdk_urls")
+def test_analytics_js_takes_its_settings_from_here_and_delivers_every_message_once(
+    browser, server, shop
+):
+    if not sdk_urls.BUNDLE_DIR.is_dir():
+        pytest.skip("needs @segment/analytics-next from package.json (make install-dev)")
+    context = browser.new_context()
+    page = context.new_page()
+
+    page.goto(f"{server.url}/shop/{shop.write_key}/")
+    page.wait_for_function("() => window.analytics && window.analytics.initialized === true")
+    failures = page.evaluate(BROWSER_CALLS)
+    # The snippet's own analytics.page() was queued before the bundle loaded.
+    deadline = time.monotonic() + 10
+    while Event.objects.filter(shop=shop).count() < 10 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    context.close()
+
+    assert failures == [None] * 9
+    assert_sent_once_and_stored_as_sent(server, shop, sent=10)
+    assert sorted({(r.method, r.path, r.status) for r in server.requests if r.method == "GET"}) == [
+        ("GET", f"/analytics.js/v1/{shop.write_key}/analytics.min.js", 200),
+        ("GET", f"/shop/{shop.write_key}/", 200),
+        ("GET", f"/v1/projects/{shop.write_key}/settings", 200),
+    ]
+    assert {r.path for r in server.posts()} == {"/v1/t", "/v1/i", "/v1/p", "/v1/a"}
