@@ -77,12 +77,18 @@ def _known_error(exc: Exception) -> ApplicationError | None:
     return None
 
 
-def error_http_response(exc: Exception) -> HttpResponse:
-    """The envelope for one of ENVELOPE_ERRORS, for a plain Django view (the ingestion hot path)."""
+def error_http_response(exc: Exception, *, with_message: bool = False) -> HttpResponse:
+    """The envelope for one of ENVELOPE_ERRORS, for a plain Django view (the ingestion hot path).
+
+    `with_message` repeats `detail` as `message`: Segment's and RudderStack's SDKs build their
+    error from `code` and `message`, and RudderStack's Python SDK fails on a body without both.
+    """
     error = _known_error(exc)
     if error is None:
         raise TypeError(f"{type(exc).__name__} is not one of ENVELOPE_ERRORS") from exc
     body = {"code": error.code, "detail": error.detail, "fields": error.fields}
+    if with_message:
+        body["message"] = error.detail
     return HttpResponse(
         orjson.dumps(body),
         status=error.status,

@@ -244,6 +244,9 @@ CORS_ALLOW_HEADERS = [
     "content-type",
     "content-encoding",
     "x-write-key",
+    # Segment's SDKs number their retries in this header; without it a browser's retry would
+    # fail its CORS preflight.
+    "x-retry-count",
 ]
 
 REST_FRAMEWORK = {

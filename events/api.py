@@ -1,7 +1,8 @@
 """Ingestion endpoints: our own format and the Segment HTTP Tracking API.
 
 Authentication is the shop's public write key (X-Write-Key, Basic-auth user name, or `write_key`
-in the body for sendBeacon). Responses are 202 only after the batch has committed.
+in the body for sendBeacon). Responses come only after the batch has committed: 202 for our own
+format, 200 for the Segment API, as Segment's and RudderStack's SDKs expect.
 """
 
 import base64
@@ -11,7 +12,13 @@ from typing import Any
 
 import orjson
 from django.conf import settings
-from django.http import HttpRequest, HttpResponse, HttpResponseNotFound, HttpResponseNotModified
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseNotFound,
+    HttpResponseNotModified,
+    JsonResponse,
+)
 from django.urls import reverse
 from django.utils import timezone
 from django.views import View
@@ -24,13 +31,16 @@ from rest_framework.views import APIView
 
 from clickserver.api import ENVELOPE_ERRORS, ApplicationError, error_http_response
 from clickserver.ratelimit import rate_limit_retry_after
-from events import selectors, services, shopify, snippet
+from events import segment, selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
 from events.validation import EventInvalid, parse_timestamp
 
 INGEST_RESPONSE = OpenApiResponse(
     description='{"accepted": n, "duplicates": d, "rejected": [{"index", "code", "detail"}]}'
+)
+SEGMENT_INGEST_RESPONSE = OpenApiResponse(
+    description='{"success": true, "accepted": n, "duplicates": d, "rejected": [...]}'
 )
 
 
@@ -45,8 +55,10 @@ def _write_key(request: HttpRequest, payload: Any) -> str:
                 "Malformed Basic authorization.", code="not_authenticated", status=401
             ) from None
         key = decoded.split(":", 1)[0]
-    if not key and isinstance(payload, dict) and isinstance(payload.get("write_key"), str):
-        key = payload["write_key"]
+    if not key and isinstance(payload, dict):
+        # writeKey: Segment's SDKs put it in the body as well as in the Authorization header.
+        body_key = payload.get("write_key", payload.get("writeKey"))
+        key = body_key if isinstance(body_key, str) else ""
     return key
 
 
@@ -120,8 +132,15 @@ def ingest(
             {"index": r.index, "code": r.code, "detail": r.detail} for r in result.rejected
         ],
     }
+    status = 202
+    if format == EventFormat.SEGMENT:
+        # Segment's API answers 200 {"success": true}, and RudderStack's Python SDK treats
+        # anything but 200 as a failure and retries it. Rejected events are stored, so a batch
+        # with rejections is still a success: a retry would not change the answer.
+        body = {"success": True, **body}
+        status = 200
     # Rendered directly: DRF's content negotiation and renderer cost more than the insert here.
-    return HttpResponse(orjson.dumps(body), status=202, content_type="application/json")
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
 
 
 # The base of the ingestion endpoints: route them with `as_ingest_view()`, not `as_view()`. (A
@@ -148,6 +167,7 @@ class IngestApi(APIView):
         drf_view = cls.as_view(**initkwargs)
         format = initkwargs.get("format", cls.format)
         forced_type = initkwargs.get("forced_type", cls.forced_type)
+        with_message = format == EventFormat.SEGMENT
 
         def view(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
             if request.method != "POST":
@@ -155,7 +175,7 @@ class IngestApi(APIView):
             try:
                 return ingest(request, format=format, forced_type=forced_type)
             except ENVELOPE_ERRORS as error:
-                return error_http_response(error)
+                return error_http_response(error, with_message=with_message)
 
         view.cls = cls  # type: ignore[attr-defined]
         view.initkwargs = drf_view.initkwargs  # type: ignore[attr-defined]
@@ -175,9 +195,33 @@ class AddCartIngestApi(IngestApi):
 
 
 class SegmentIngestApi(IngestApi):
-    """Segment HTTP Tracking API: /v1/track, identify, page, screen, group, alias and batch."""
+    """Segment HTTP Tracking API: /v1/track, identify, page, screen, group, alias and batch.
+
+    200 {"success": true, ...} on success; errors also carry `message`.
+    """
 
     format = EventFormat.SEGMENT
+
+    @extend_schema(request=dict, responses={200: SEGMENT_INGEST_RESPONSE})
+    def post(self, request: Request) -> HttpResponse:
+        return ingest(request, format=self.format, forced_type=self.forced_type)
+
+
+class SegmentSettingsView(View):
+    """The settings analytics.js fetches from its CDN host, pointing it at this server."""
+
+    def get(self, request: HttpRequest, write_key: str) -> HttpResponse:
+        shop = selectors.shop_get_by_write_key(write_key=write_key)
+        if shop is None:
+            return HttpResponseNotFound("unknown write key", content_type="text/plain")
+        settings_body = segment.segment_cdn_settings(
+            write_key=shop.write_key,
+            api_host=request.get_host() + reverse("segment-batch").removesuffix("/batch"),
+            protocol=request.scheme or "https",
+        )
+        response = JsonResponse(settings_body)
+        response["Cache-Control"] = f"public, max-age={snippet.SNIPPET_MAX_AGE_SECONDS}"
+        return response
 
 
 def _shopify_shop(request: Request, body: bytes) -> Shop:

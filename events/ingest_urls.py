@@ -7,6 +7,8 @@ from django.urls import path
 
 from events import api
 
+SEGMENT_TYPES = ("track", "identify", "page", "screen", "group", "alias")
+
 urlpatterns = [
     path("events/", api.EventIngestApi.as_ingest_view(), name="events-ingest"),
     path("events/purchase/", api.PurchaseIngestApi.as_ingest_view(), name="events-purchase"),
@@ -18,6 +20,17 @@ urlpatterns = [
             api.SegmentIngestApi.as_ingest_view(forced_type=kind),
             name=f"segment-{kind}",
         )
-        for kind in ("track", "identify", "page", "screen", "group", "alias")
+        for kind in SEGMENT_TYPES
+    ],
+    # analytics.js posts to the first letter of each path (/v1/t, /v1/p, ...; /v1/b when it
+    # batches), as Segment's API accepts.
+    path("v1/b", api.SegmentIngestApi.as_ingest_view(), name="segment-b"),
+    *[
+        path(
+            f"v1/{kind[0]}",
+            api.SegmentIngestApi.as_ingest_view(forced_type=kind),
+            name=f"segment-{kind[0]}",
+        )
+        for kind in SEGMENT_TYPES
     ],
 ]

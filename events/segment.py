@@ -105,3 +105,36 @@ def segment_to_event(message: Any, *, message_type: str | None = None) -> Any:
             "currency": properties.get("currency"),
         }
     return event
+
+
+def segment_cdn_settings(*, write_key: str, api_host: str, protocol: str) -> dict[str, Any]:
+    """What Segment's CDN serves analytics.js at /v1/projects/<write key>/settings.
+
+    Only the Segment.io destination, sending to `protocol://api_host/<t|i|p|a|g|s>`: no device-mode
+    destinations, middleware or remote plugins, so the SDK loads no code from elsewhere, and a
+    metrics sample rate of 0, so it posts no telemetry of its own.
+    """
+    return {
+        "integrations": {
+            "Segment.io": {
+                "apiKey": write_key,
+                "apiHost": api_host,
+                "protocol": protocol,
+                "unbundledIntegrations": [],
+                "addBundledMetadata": True,
+                "maybeBundledConfigIds": {},
+            }
+        },
+        "plan": {
+            "track": {"__default": {"enabled": True, "integrations": {}}},
+            "identify": {"__default": {"enabled": True}},
+            "group": {"__default": {"enabled": True}},
+        },
+        "edgeFunction": {},
+        "analyticsNextEnabled": True,
+        "middlewareSettings": {},
+        "enabledMiddleware": {},
+        "metrics": {"sampleRate": 0},
+        "legacyVideoPluginsEnabled": False,
+        "remotePlugins": [],
+    }

@@ -11,4 +11,9 @@ urlpatterns = [
     ),
     path("webhooks/shopify/", api.ShopifyWebhookApi.as_view(), name="shopify-webhooks"),
     path("snippet/<str:write_key>.js", api.SnippetView.as_view(), name="snippet"),
+    path(
+        "v1/projects/<str:write_key>/settings",
+        api.SegmentSettingsView.as_view(),
+        name="segment-settings",
+    ),
 ]

@@ -1,4 +1,5 @@
 import base64
+import gzip
 from decimal import Decimal
 
 import orjson
@@ -37,9 +38,10 @@ def test_every_sdk_fixture_is_accepted_and_stored(shared_data, shop, segment_cli
 
         response = segment_client.post("/v1/batch", body, headers=basic_auth(shop.write_key))
 
-        assert response.status_code == 202, path.name
+        assert response.status_code == 200, path.name
         unique_ids = {m["messageId"] for m in messages}
         assert response.json() == {
+            "success": True,
             "accepted": len(unique_ids),
             "duplicates": len(messages) - len(unique_ids),
             "rejected": [],
@@ -68,7 +70,7 @@ def test_single_message_endpoints_take_their_type_from_the_path(shop, segment_cl
 
     response = segment_client.post("/v1/page", message, headers=basic_auth(shop.write_key))
 
-    assert response.status_code == 202
+    assert response.status_code == 200
     event = Event.objects.get(shop=shop)
     assert (event.type, event.url, event.user_id) == ("page_view", "https://s.example/", "u1")
 
@@ -150,8 +152,131 @@ def test_rudderstack_webhook_bodies_without_an_id_are_rejected_and_kept(
     for path in cases:
         body = orjson.loads(orjson.loads(path.read_bytes())["input"]["request"]["body"])
         response = segment_client.post("/v1/track", body, headers=basic_auth(shop.write_key))
-        assert response.status_code == 202
+        assert response.status_code == 200
         assert response.json()["rejected"][0]["code"] in ("missing_field", "missing_identity")
 
     assert not Event.objects.exists()
     assert RejectedEvent.objects.filter(shop=shop, format="segment").count() == len(cases)
+
+
+@pytest.mark.django_db
+def test_success_is_200_with_segments_body_and_our_counts(shop, segment_client):
+    message = {"type": "track", "event": "Signed Up", "anonymousId": "a-1", "messageId": "m-1"}
+
+    first = segment_client.post("/v1/track", message, headers=basic_auth(shop.write_key))
+    again = segment_client.post("/v1/track", message, headers=basic_auth(shop.write_key))
+
+    assert (first.status_code, first.json()) == (
+        200,
+        {"success": True, "accepted": 1, "duplicates": 0, "rejected": []},
+    )
+    assert (again.status_code, again.json()) == (
+        200,
+        {"success": True, "accepted": 0, "duplicates": 1, "rejected": []},
+    )
+
+
+@pytest.mark.django_db
+def test_our_own_format_keeps_its_202(ingest_client):
+    event = {"event_id": "e-1", "type": "page_view", "anonymous_id": "a-1"}
+
+    response = ingest_client.post("/events/", event)
+
+    assert (response.status_code, response.json()) == (
+        202,
+        {"accepted": 1, "duplicates": 0, "rejected": []},
+    )
+
+
+@pytest.mark.django_db
+def test_errors_carry_the_code_and_message_the_sdks_read(shop, segment_client):
+    unknown = segment_client.post("/v1/batch", {"batch": [{"type": "track"}]})
+    malformed = segment_client.post("/v1/batch", b'{"batch": [', headers=basic_auth(shop.write_key))
+
+    assert (unknown.status_code, unknown.json()) == (
+        401,
+        {
+            "code": "not_authenticated",
+            "detail": "Unknown or missing write key.",
+            "message": "Unknown or missing write key.",
+            "fields": {},
+        },
+    )
+    assert malformed.status_code == 400
+    assert malformed.json()["code"] == "malformed_json"
+    assert malformed.json()["message"] == malformed.json()["detail"]
+    assert not Event.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_gzipped_batch_with_the_write_key_in_the_body_is_accepted(shop, segment_client):
+    body = {
+        "writeKey": shop.write_key,
+        "sentAt": "2026-11-01T10:00:05Z",
+        "batch": [
+            {
+                "type": "identify",
+                "userId": "u-1",
+                "traits": {"plan": "pro"},
+                "messageId": "m-1",
+                "timestamp": "2026-11-01T10:00:00Z",
+            }
+        ],
+    }
+
+    response = segment_client.post(
+        "/v1/batch", gzip.compress(orjson.dumps(body)), headers={"Content-Encoding": "gzip"}
+    )
+
+    assert response.status_code == 200
+    assert response.json()["accepted"] == 1
+    event = Event.objects.get(shop=shop)
+    assert (event.type, event.user_id, event.properties) == (
+        "identify",
+        "u-1",
+        {"traits": {"plan": "pro"}},
+    )
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("path", "expected_type"),
+    [
+        ("/v1/t", "Signed Up"),
+        ("/v1/i", "identify"),
+        ("/v1/p", "page_view"),
+        ("/v1/s", "screen_view"),
+        ("/v1/g", "group"),
+        ("/v1/a", "alias"),
+        ("/v1/b", "Signed Up"),
+    ],
+)
+def test_analytics_js_short_paths_take_their_type(shop, segment_client, path, expected_type):
+    message = {"type": "track", "event": "Signed Up", "userId": "u-1", "messageId": "m-1"}
+    body = {"batch": [message]} if path == "/v1/b" else message
+
+    response = segment_client.post(path, body, headers=basic_auth(shop.write_key))
+
+    assert response.status_code == 200
+    assert Event.objects.get(shop=shop).type == expected_type
+
+
+@pytest.mark.django_db
+def test_settings_point_analytics_js_at_this_server(shop, client):
+    response = client.get(f"/v1/projects/{shop.write_key}/settings", HTTP_HOST="testserver")
+    unknown = client.get("/v1/projects/not-a-key/settings")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["integrations"] == {
+        "Segment.io": {
+            "apiKey": shop.write_key,
+            "apiHost": "testserver/v1",
+            "protocol": "http",
+            "unbundledIntegrations": [],
+            "addBundledMetadata": True,
+            "maybeBundledConfigIds": {},
+        }
+    }
+    assert (body["remotePlugins"], body["metrics"]) == ([], {"sampleRate": 0})
+    assert unknown.status_code == 404

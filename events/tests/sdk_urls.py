@@ -1,0 +1,57 @@
+"""A shop page with Segment's analytics.js, registered only by the official-SDK tests.
+
+The bundle is the unmodified `@segment/analytics-next` standalone build from node_modules, served
+at the path Segment's CDN uses, so the SDK reads the write key from its own script URL as it
+does on a real shop. Everything else the SDK asks for is clickserver's own URLs.
+"""
+
+from pathlib import Path
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.urls import path
+
+from clickserver.urls import urlpatterns as app_urlpatterns
+
+BUNDLE_DIR = Path(__file__).resolve().parents[2] / "node_modules/@segment/analytics-next/dist/umd"
+
+# The official snippet's stub (a queue of calls made before the bundle arrives), with the two
+# edits Segment documents for a self-hosted or proxied analytics.js: the script's host, and
+# `_cdn`, where the bundle fetches its settings and its lazily loaded chunks.
+PAGE = """<!doctype html><html><head><title>SDK shop</title><link rel="icon" href="data:,"><script>
+!function(){var i="analytics",analytics=window[i]=window[i]||[];if(!analytics.initialize){
+analytics.invoked=!0;analytics.methods=["trackSubmit","trackClick","trackLink","trackForm",
+"pageview","identify","reset","group","track","ready","alias","debug","page","screen","once",
+"off","on","addSourceMiddleware","addIntegrationMiddleware","setAnonymousId",
+"addDestinationMiddleware","register"];analytics.factory=function(e){return function(){
+var t=Array.prototype.slice.call(arguments);t.unshift(e);analytics.push(t);return analytics}};
+for(var n=0;n<analytics.methods.length;n++){var key=analytics.methods[n];
+analytics[key]=analytics.factory(key)}analytics.load=function(key,n){
+var t=document.createElement("script");t.type="text/javascript";t.async=!0;
+t.src=location.origin+"/analytics.js/v1/"+key+"/analytics.min.js";
+var r=document.getElementsByTagName("script")[0];r.parentNode.insertBefore(t,r);
+analytics._loadOptions=n};analytics._writeKey="%(write_key)s";
+analytics._cdn=location.origin;analytics.SNIPPET_VERSION="5.2.0";
+analytics.load("%(write_key)s");analytics.page();}}();
+</script></head><body><h1>SDK shop</h1></body></html>"""
+
+
+def shop_page(request: HttpRequest, write_key: str) -> HttpResponse:
+    return HttpResponse(PAGE % {"write_key": write_key})
+
+
+def bundle(request: HttpRequest, name: str) -> FileResponse:
+    file = BUNDLE_DIR / name
+    if file.parent != BUNDLE_DIR or not file.is_file():
+        raise Http404(name)
+    return FileResponse(file.open("rb"), content_type="application/javascript")
+
+
+urlpatterns = [
+    *app_urlpatterns,
+    path("shop/<str:write_key>/", shop_page),
+    path(
+        "analytics.js/v1/<str:write_key>/analytics.min.js",
+        lambda request, write_key: bundle(request, "standalone.js"),
+    ),
+    path("analytics-next/bundles/<str:name>", bundle),
+]
