@@ -67,9 +67,10 @@ def server(request) -> Iterator[str]:
             if process.poll() is not None:
                 pytest.fail(f"gunicorn exited: {process.stderr.read().decode()[-2000:]}")
             try:
-                requests.get(f"{base}/health/", timeout=2)
+                # A busy machine can take seconds over a fresh worker's first request: wait on.
+                requests.get(f"{base}/health/", timeout=5)
                 break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 if time.monotonic() > deadline:
                     pytest.fail("gunicorn did not answer within 60 s")
                 time.sleep(0.2)
