@@ -104,9 +104,10 @@ def test_admin_shows_backlog_and_person_graph(admin_client, shop, process_all, s
 
 
 @pytest.mark.django_db
-def test_process_task_runs_the_pipeline_and_chains_while_a_backlog_remains(shop, settings):
+def test_process_task_runs_the_pipeline_and_chains_while_a_backlog_remains(
+    shop, settings, celery_eager
+):
     settings.PIPELINE_BATCH_SIZE = 5
-    settings.CELERY_TASK_ALWAYS_EAGER = True
     insert(shop, 12)
 
     processed = events_process_task.apply(args=[shop.pk]).get()
