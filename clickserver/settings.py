@@ -245,8 +245,9 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
+# Storefront endpoints only: the erasure API is for the shop's owners, not for browsers.
 CORS_URLS_REGEX = (
-    r"^/((events|v1|snippet)/.*"
+    r"^/(?!events/erasures/)((events|v1|snippet)/.*"
     r"|api/(crowd_favorites|featured_collection|pick_up_where_you_left_off)/.*)$"
 )
 CORS_ALLOW_ALL_ORIGINS = True  # storefronts are arbitrary origins; the write key is public anyway
