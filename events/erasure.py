@@ -28,7 +28,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
-from django.db import transaction
+from django.db import models, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncHour
 from django.utils.module_loading import import_string
@@ -124,12 +124,12 @@ def persons_erase(
 ) -> ErasureRequest:
     """Erase the person named by one identifier (email matched by its SHA-256, as stored)."""
     key = _subject_key(user_id=user_id, anonymous_id=anonymous_id, email=email)
-    kind = {
+    kinds: dict[str, str] = {
         IdentifierKind.USER_ID: ErasureRequest.Kind.USER_ID,
         IdentifierKind.ANONYMOUS_ID: ErasureRequest.Kind.ANONYMOUS_ID,
         IdentifierKind.EMAIL_HASH: ErasureRequest.Kind.EMAIL,
-    }[key[0]]
-    return _erase(shop=shop, kind=kind, keys=[key], now=now)
+    }
+    return _erase(shop=shop, kind=kinds[key[0]], keys=[key], now=now)
 
 
 def person_erase(*, person: Person, now: datetime) -> ErasureRequest:
@@ -271,10 +271,10 @@ def _deleted(queryset: QuerySet) -> dict[str, int]:
     return {"rows": per_model.get(queryset.model._meta.label, 0), **counts}
 
 
-def _ids_delete(model: type, pks: list[int]) -> int:
+def _ids_delete(model: type[models.Model], pks: list[int]) -> int:
     removed = 0
     for chunk in chunks(pks, 1000):
-        removed += _deleted(model.objects.filter(pk__in=chunk))["rows"]
+        removed += _deleted(model._default_manager.filter(pk__in=chunk))["rows"]
     return removed
 
 
@@ -376,7 +376,7 @@ def _erase(
     return request
 
 
-def shop_erase(*, shop: Shop, keep_delivery_id: int | None, now: datetime) -> ErasureRequest:
+def shop_erase(*, shop: Shop, keep_delivery_id: int, now: datetime) -> ErasureRequest:
     """shop/redact: erase all of the shop's data; the Shop row stays, inactive, as the record."""
     with transaction.atomic():
         counts = {
@@ -441,9 +441,11 @@ def erasures_complete(*, shop_id: int, now: datetime) -> CompleteResult:
     )
     if not pending:
         return CompleteResult(requests=0, days=0)
-    days: list[str] | None = None
-    if all(request_days is not None for _, request_days in pending):
-        days = sorted({day for _, request_days in pending for day in request_days})
+    named = [request_days for _, request_days in pending if request_days is not None]
+    # One whole-shop request makes the run a whole-shop one.
+    days: list[str] | None = sorted({day for request_days in named for day in request_days})
+    if len(named) < len(pending):
+        days = None
     for follow_up in erasure_follow_ups():
         task = import_string(follow_up.task_path)
         args: list[Any] = [shop_id, days] if follow_up.scope == DAYS_SCOPE else [shop_id]

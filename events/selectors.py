@@ -168,7 +168,7 @@ def shop_get_for_eraser(*, user: AbstractBaseUser | AnonymousUser, domain: str |
     if getattr(user, "is_superuser", False):
         return shop
     role = (
-        ShopMembership.objects.filter(shop=shop, user_id=user.pk)
+        ShopMembership.objects.filter(shop=shop, user__pk=user.pk or 0)
         .values_list("role", flat=True)
         .first()
     )
