@@ -64,6 +64,21 @@ HOUR = timedelta(hours=1)
 MICROSECOND = timedelta(microseconds=1)
 # Rejected payloads are read this many at a time when looking for the person's identifiers.
 REJECTED_SCAN_BATCH = 2000
+# Where our format, Segment/RudderStack and Shopify-derived events put an identifier.
+PAYLOAD_ID_KEYS = frozenset(
+    {
+        "anonymous_id",
+        "anonymousId",
+        "user_id",
+        "userId",
+        "previous_id",
+        "previousId",
+        "shopify_customer_id",
+        "customer_id",
+        "email_hash",
+        "email",
+    }
+)
 # What the follow-up receives besides the shop id: the affected days, or nothing.
 DAYS_SCOPE = "days"
 SHOP_SCOPE = "shop"
@@ -224,26 +239,30 @@ def _local_days(hours: Iterable[datetime], tz: ZoneInfo) -> list[str]:
     return [day.isoformat() for day in sorted(days)]
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _strings(item)
+def _id_values(value: Any, *, under_id_key: bool = False) -> Iterator[str]:
+    """The payload's values under identity keys (at any depth) and every string with an "@".
+
+    Only identity keys are compared: a short user id such as "7" must not match a quantity.
+    """
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _id_values(item, under_id_key=key in PAYLOAD_ID_KEYS)
     elif isinstance(value, list):
         for item in value:
-            yield from _strings(item)
-    elif isinstance(value, int | float) and not isinstance(value, bool):
-        # Ids arrive as numbers too (user_id: 191167).
+            yield from _id_values(item, under_id_key=under_id_key)
+    elif isinstance(value, str):
+        if under_id_key or "@" in value:
+            yield value.strip()
+    elif under_id_key and isinstance(value, int) and not isinstance(value, bool):
+        # Ids arrive as numbers too (userId: 191167).
         yield str(value)
 
 
 def _names_person(payload: Any, *, values: set[str], email_hashes: set[str]) -> bool:
-    for text in _strings(payload):
-        stripped = text.strip()
-        if stripped in values or stripped.lower() in email_hashes:
+    for text in _id_values(payload):
+        if text in values or text.lower() in email_hashes:
             return True
-        if "@" in stripped and identity.email_hash(stripped) in email_hashes:
+        if "@" in text and identity.email_hash(text) in email_hashes:
             return True
     return False
 
@@ -288,7 +307,13 @@ def _erase(
     order_ids: list[str] | None = None,
 ) -> ErasureRequest:
     tz = ZoneInfo(shop.timezone)
+    # Created outside the transaction, as events_process does, so that creating it cannot abort.
+    PipelineWatermark.objects.get_or_create(name=watermark_name(shop.pk))
     with transaction.atomic():
+        # The pipeline holds this lock while it stitches a batch: taking it here means a batch
+        # cannot read the person's events, then write sessions and a person for them after
+        # they are gone. Nothing else writes a shop's persons or sessions.
+        PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop.pk))
         ids = _identity_of(shop=shop, keys=keys, person_ids=person_ids or [])
         props = _property_match(ids)
         orders = Order.objects.filter(
