@@ -224,6 +224,12 @@ def _property_match(ids: _Identity) -> Q:
     return match
 
 
+def _unlinked_match(ids: _Identity) -> Q:
+    return Q(user_id__in=sorted(ids.user_ids)) | (
+        Q(user_id="") & Q(anonymous_id__in=sorted(ids.anonymous_ids))
+    )
+
+
 def _hours_of(queryset: QuerySet, column: str) -> set[datetime]:
     """The distinct UTC hours of a column: a bot's million events touch a few hundred hours."""
     hours = queryset.annotate(hour=TruncHour(column, tzinfo=UTC)).values_list("hour", flat=True)
@@ -316,18 +322,24 @@ def _erase(
         PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop.pk))
         ids = _identity_of(shop=shop, keys=keys, person_ids=person_ids or [])
         props = _property_match(ids)
+        # A row linked to a person is theirs; an unlinked one (not yet processed) is theirs when
+        # it carries their user id, or their browser id and no user id: on a shared device an
+        # anonymous id can appear beside another user's id, and that row is the other user's.
         orders = Order.objects.filter(
             Q(person_id__in=ids.person_ids)
-            | Q(user_id__in=sorted(ids.user_ids))
-            | Q(anonymous_id__in=sorted(ids.anonymous_ids))
             | Q(order_id__in=order_ids or [])
-            | props,
+            | (Q(person=None) & (_unlinked_match(ids) | props)),
             shop=shop,
         )
         checkouts = Checkout.objects.filter(
             Q(person_id__in=ids.person_ids)
-            | Q(anonymous_id__in=sorted(ids.anonymous_ids))
-            | Q(email_hash__in=sorted(ids.email_hashes)),
+            | (
+                Q(person=None)
+                & (
+                    Q(anonymous_id__in=sorted(ids.anonymous_ids))
+                    | Q(email_hash__in=sorted(ids.email_hashes))
+                )
+            ),
             shop=shop,
         )
         # The browser ids on the person's orders and checkouts are theirs as well.
@@ -339,11 +351,8 @@ def _erase(
         source_order_ids = list(orders.values_list("order_id", flat=True))
         events = Event.objects.filter(
             Q(person_id__in=sorted(ids.person_ids))
-            | Q(anonymous_id__in=sorted(ids.anonymous_ids))
-            | Q(user_id__in=sorted(ids.user_ids))
-            # Events not yet processed carry no person; only those can be named by properties
-            # alone, and the (person, occurred_at) index finds them.
-            | (Q(person=None) & props),
+            # The (person, occurred_at) index finds the unlinked ones.
+            | (Q(person=None) & (_unlinked_match(ids) | props)),
             shop=shop,
         )
         sessions = Session.objects.filter(shop=shop, person_id__in=ids.person_ids)

@@ -271,3 +271,34 @@ def test_admin_cannot_delete_raw_events(admin_client, shop, two_shoppers):
 
     assert response.status_code == 403
     assert Event.objects.filter(pk=event.pk).exists()
+
+
+@pytest.mark.django_db
+def test_persons_erase_keeps_another_users_events_from_a_shared_browser(
+    shop, two_shoppers, process_all
+):
+    services.events_insert(
+        shop_id=shop.pk,
+        events=[
+            event_in("s1", at(90), anonymous_id="aid-ann", user_id="u-bob", type="identify"),
+            event_in("s2", at(95), anonymous_id="aid-ann", user_id="u-bob"),
+        ],
+        received_at=at(96),
+    )
+    process_all(shop)
+    services.events_insert(
+        shop_id=shop.pk,
+        events=[event_in("s3", at(97), anonymous_id="aid-ann", user_id="u-bob")],
+        received_at=at(98),
+    )
+
+    erasure.persons_erase(shop=shop, user_id="u-ann", now=NOW)
+
+    assert sorted(Event.objects.filter(shop=shop).values_list("event_id", flat=True)) == [
+        "b1",
+        "b2",
+        "s1",
+        "s2",
+        "s3",
+    ]
+    assert Person.objects.filter(shop=shop, user_id="u-bob").exists()
