@@ -11,15 +11,25 @@ without the times at which derived rows were written.
 import csv
 import io
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from analytics.models import (
+    DailyRollup,
+    DailySessionPaths,
+    DailyVisitors,
+    HourlyRevenue,
+    HourlyRollup,
+)
+from analytics.services import rollups_refresh
 from conftest import SHARED_DATA
+from events import erasure, services
 from events.models import ErasureRequest, Event, Order, Person, Session
-from events.tests.factories import ShopFactory, UserFactory
+from events.tests.factories import ShopFactory, UserFactory, event_in
 
 PATH = SHARED_DATA / "clickstream" / "rees46_multicategory" / "2019-Oct_head.csv"
 ROWS = 4000
@@ -27,6 +37,8 @@ ROWS = 4000
 # are not UTC days, so the erasure must find the days in the shop's zone.
 TIMEZONE = "America/New_York"
 DAYS = "start=2019-09-30&end=2019-09-30"
+NOW = datetime(2026, 2, 1, tzinfo=UTC)
+ROLLUP_MODELS = (HourlyRollup, DailyRollup, HourlyRevenue, DailyVisitors, DailySessionPaths)
 ENDPOINTS = [
     f"/analytics/session_count/?{DAYS}",
     f"/analytics/user_count/?{DAYS}",
@@ -166,3 +178,26 @@ def test_erased_person_leaves_every_answer_as_if_never_imported(tmp_path):
     assert (request.counts["orders"], request.counts["persons"]) == (buyer_orders, 1)
     assert buyer not in str(request.counts)
     assert not Event.objects.filter(shop=full, user_id=buyer).exists()
+
+
+@pytest.mark.django_db
+def test_whole_shop_erasure_empties_every_rollup(shop, process_all):
+    services.events_insert(
+        shop_id=shop.pk,
+        events=[
+            event_in("e1", datetime(2026, 1, 5, 12, tzinfo=UTC)),
+            event_in("e2", datetime(2026, 1, 9, 12, tzinfo=UTC), type="purchase", revenue=5),
+        ],
+        received_at=datetime(2026, 1, 10, tzinfo=UTC),
+    )
+    process_all(shop)
+    rollups_refresh(shop_id=shop.pk, now=NOW)
+    filled = [model.objects.filter(shop=shop).count() > 0 for model in ROLLUP_MODELS]
+
+    erasure.shop_erase(shop=shop, keep_delivery_id=0, now=NOW)
+    erasure.erasures_complete(shop_id=shop.pk, now=NOW)
+
+    assert filled == [True] * len(ROLLUP_MODELS)
+    assert [model.objects.filter(shop=shop).count() for model in ROLLUP_MODELS] == [0] * len(
+        ROLLUP_MODELS
+    )

@@ -256,8 +256,11 @@ def test_erase_person_command_rejects_an_unknown_shop():
 def test_admin_person_delete_goes_through_the_erasure(admin_client, shop, two_shoppers):
     ann = Person.objects.get(shop=shop, user_id="u-ann")
 
+    confirm = admin_client.get(f"/admin/events/person/{ann.pk}/delete/")
     response = admin_client.post(f"/admin/events/person/{ann.pk}/delete/", {"post": "yes"})
 
+    # The confirmation asks, rather than refusing for the sessions the erasure removes.
+    assert b"Are you sure" in confirm.content
     assert response.status_code == 302
     assert rows_of(shop) == (["b1", "b2"], 1, [""], ["aid-bob"], [])
     assert ErasureRequest.objects.get().kind == "person"
