@@ -303,6 +303,75 @@ def _ids_delete(model: type[models.Model], pks: list[int]) -> int:
     return removed
 
 
+@dataclass(frozen=True, slots=True)
+class _Rows:
+    """The rows an erasure removes, found before anything is deleted."""
+
+    event_pks: list[int]
+    rejected_pks: list[int]
+    order_pks: list[int]
+    refunds: QuerySet[Refund]
+    checkouts: QuerySet[Checkout]
+    sessions: QuerySet[Session]
+    hours: set[datetime]
+
+
+def _rows_of(*, shop: Shop, ids: _Identity, order_ids: list[str]) -> _Rows:
+    props = _property_match(ids)
+    # A row linked to a person is theirs; an unlinked one (not yet processed) is theirs when it
+    # carries their user id, or their browser id and no user id: on a shared device an anonymous
+    # id can appear beside another user's id, and that row is the other user's.
+    orders = Order.objects.filter(
+        Q(person_id__in=ids.person_ids)
+        | Q(order_id__in=order_ids)
+        | (Q(person=None) & (_unlinked_match(ids) | props)),
+        shop=shop,
+    )
+    checkouts = Checkout.objects.filter(
+        Q(person_id__in=ids.person_ids)
+        | (
+            Q(person=None)
+            & (
+                Q(anonymous_id__in=sorted(ids.anonymous_ids))
+                | Q(email_hash__in=sorted(ids.email_hashes))
+            )
+        ),
+        shop=shop,
+    )
+    # The browser ids on the person's orders and checkouts are theirs as well.
+    for rows in (orders, checkouts):
+        ids.anonymous_ids |= set(
+            rows.exclude(anonymous_id="").values_list("anonymous_id", flat=True)
+        )
+    order_pks = list(orders.values_list("pk", flat=True))
+    events = Event.objects.filter(
+        Q(person_id__in=sorted(ids.person_ids))
+        # The (person, occurred_at) index finds the unlinked ones.
+        | (Q(person=None) & (_unlinked_match(ids) | props)),
+        shop=shop,
+    )
+    sessions = Session.objects.filter(shop=shop, person_id__in=ids.person_ids)
+    refunds = Refund.objects.filter(
+        Q(order_id__in=order_pks)
+        | Q(source_order_id__in=list(orders.values_list("order_id", flat=True))),
+        shop=shop,
+    )
+    return _Rows(
+        event_pks=list(events.values_list("pk", flat=True)),
+        rejected_pks=_rejected_naming(shop=shop, ids=ids),
+        order_pks=order_pks,
+        refunds=refunds,
+        checkouts=checkouts,
+        sessions=sessions,
+        hours=(
+            _hours_of(events, "occurred_at")
+            | _hours_of(sessions, "started_at")
+            | _hours_of(Order.objects.filter(pk__in=order_pks), "placed_at")
+            | _hours_of(refunds, "refunded_at")
+        ),
+    )
+
+
 def _erase(
     *,
     shop: Shop,
@@ -312,7 +381,6 @@ def _erase(
     person_ids: list[int] | None = None,
     order_ids: list[str] | None = None,
 ) -> ErasureRequest:
-    tz = ZoneInfo(shop.timezone)
     # Created outside the transaction, as events_process does, so that creating it cannot abort.
     PipelineWatermark.objects.get_or_create(name=watermark_name(shop.pk))
     with transaction.atomic():
@@ -321,73 +389,27 @@ def _erase(
         # they are gone. Nothing else writes a shop's persons or sessions.
         PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop.pk))
         ids = _identity_of(shop=shop, keys=keys, person_ids=person_ids or [])
-        props = _property_match(ids)
-        # A row linked to a person is theirs; an unlinked one (not yet processed) is theirs when
-        # it carries their user id, or their browser id and no user id: on a shared device an
-        # anonymous id can appear beside another user's id, and that row is the other user's.
-        orders = Order.objects.filter(
-            Q(person_id__in=ids.person_ids)
-            | Q(order_id__in=order_ids or [])
-            | (Q(person=None) & (_unlinked_match(ids) | props)),
-            shop=shop,
-        )
-        checkouts = Checkout.objects.filter(
-            Q(person_id__in=ids.person_ids)
-            | (
-                Q(person=None)
-                & (
-                    Q(anonymous_id__in=sorted(ids.anonymous_ids))
-                    | Q(email_hash__in=sorted(ids.email_hashes))
-                )
-            ),
-            shop=shop,
-        )
-        # The browser ids on the person's orders and checkouts are theirs as well.
-        for rows in (orders, checkouts):
-            ids.anonymous_ids |= set(
-                rows.exclude(anonymous_id="").values_list("anonymous_id", flat=True)
-            )
-        order_pks = list(orders.values_list("pk", flat=True))
-        source_order_ids = list(orders.values_list("order_id", flat=True))
-        events = Event.objects.filter(
-            Q(person_id__in=sorted(ids.person_ids))
-            # The (person, occurred_at) index finds the unlinked ones.
-            | (Q(person=None) & (_unlinked_match(ids) | props)),
-            shop=shop,
-        )
-        sessions = Session.objects.filter(shop=shop, person_id__in=ids.person_ids)
-        refunds = Refund.objects.filter(
-            Q(order_id__in=order_pks) | Q(source_order_id__in=source_order_ids), shop=shop
-        )
-        hours = (
-            _hours_of(events, "occurred_at")
-            | _hours_of(sessions, "started_at")
-            | _hours_of(Order.objects.filter(pk__in=order_pks), "placed_at")
-            | _hours_of(refunds, "refunded_at")
-        )
-        rejected = _rejected_naming(shop=shop, ids=ids)
-        event_pks = list(events.values_list("pk", flat=True))
+        rows = _rows_of(shop=shop, ids=ids, order_ids=order_ids or [])
         # Children before parents: deleting a person first would null the person (and session)
-        # of every one of their events, one UPDATE per row set, only to delete them next.
+        # of every one of their events, only to delete them next.
         counts = {
-            "events": _ids_delete(Event, event_pks),
-            "rejected_events": _ids_delete(RejectedEvent, rejected),
-            "refunds": _deleted(refunds)["rows"],
-            "orders": _ids_delete(Order, order_pks),
-            "checkouts": _deleted(checkouts)["rows"],
+            "events": _ids_delete(Event, rows.event_pks),
+            "rejected_events": _ids_delete(RejectedEvent, rows.rejected_pks),
+            "refunds": _deleted(rows.refunds)["rows"],
+            "orders": _ids_delete(Order, rows.order_pks),
+            "checkouts": _deleted(rows.checkouts)["rows"],
         }
-        removed_sessions = _deleted(sessions)
+        sessions = _deleted(rows.sessions)
         identifiers = _deleted(
             PersonIdentifier.objects.filter(shop=shop, person_id__in=ids.person_ids)
         )
         persons = _deleted(Person.objects.filter(shop=shop, pk__in=ids.person_ids))
         counts |= {
-            "sessions": removed_sessions["rows"],
+            "sessions": sessions["rows"],
             "identifiers": identifiers["rows"],
             "persons": persons["rows"],
             "segment_memberships": persons["segment_memberships"],
-            "conversion_scores": removed_sessions["conversion_scores"]
-            + persons["conversion_scores"],
+            "conversion_scores": sessions["conversion_scores"] + persons["conversion_scores"],
             "webhook_deliveries": _deleted(
                 WebhookDelivery.objects.filter(shop=shop, customer_id__in=ids.customer_ids)
             )["rows"],
@@ -404,7 +426,7 @@ def _erase(
             kind=kind,
             requested_at=now,
             counts=counts,
-            days=_local_days(hours, tz),
+            days=_local_days(rows.hours, ZoneInfo(shop.timezone)),
         )
         transaction.on_commit(lambda: erasures_complete_schedule(shop_id=shop.pk))
     return request
