@@ -305,3 +305,14 @@ def test_persons_erase_keeps_another_users_events_from_a_shared_browser(
         "s3",
     ]
     assert Person.objects.filter(shop=shop, user_id="u-bob").exists()
+
+
+@pytest.mark.django_db
+def test_erasure_api_is_not_open_to_storefront_origins(client):
+    origin = {"HTTP_ORIGIN": "https://store.example", "HTTP_ACCESS_CONTROL_REQUEST_METHOD": "POST"}
+
+    erasures = client.options("/events/erasures/", **origin)
+    ingest = client.options("/events/", **origin)
+
+    assert "access-control-allow-origin" not in erasures.headers
+    assert ingest.headers["access-control-allow-origin"] == "*"
