@@ -335,6 +335,23 @@ def rollups_rebuild(*, shop_id: int, now: datetime) -> RebuildResult:
     return RebuildResult(days=days)
 
 
+def rollups_days_recompute(*, shop_id: int, days: list[date] | None, now: datetime) -> int:
+    """Recompute these local days (all of them when `days` is None); returns how many.
+
+    For data that left the log (an erasure): the watermarks see only what arrived, so the days
+    that held the removed rows are named here instead.
+    """
+    if days is None:
+        return rollups_rebuild(shop_id=shop_id, now=now).days
+    tz = ZoneInfo(Shop.objects.get(pk=shop_id).timezone)
+    for first, last in day_runs(days):
+        with transaction.atomic():
+            _days_recompute(shop_id=shop_id, period=Period(first=first, last=last, tz=tz))
+    if days:
+        rollups_generation_bump(shop_id=shop_id)
+    return len(set(days))
+
+
 def _days_recompute(*, shop_id: int, period: Period) -> None:
     """Replace all rollups of these local days (and the UTC hours that overlap them)."""
     hours_start, hours_end = hour_floor(period.start), hour_ceil(period.end)

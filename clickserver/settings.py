@@ -185,6 +185,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.shopify_webhooks_sweep_task",
         "schedule": timedelta(seconds=60),
     },
+    "erasures-complete-sweep": {
+        "task": "events.tasks.erasures_complete_sweep_task",
+        "schedule": timedelta(minutes=5),
+    },
     "analytics-rollups-sweep": {
         "task": "analytics.tasks.rollups_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
@@ -230,11 +234,20 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
+# What an erasure recomputes once the person's raw rows are gone (events/erasure.py), in order:
+# (stage, task path, scope). "days": the task gets (shop_id, ISO local days or None for all);
+# "shop": it gets (shop_id). Named, not imported, for the same reason as above.
+ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
+    ("rollups", "analytics.tasks.rollups_days_recompute_task", "days"),
+    ("segments", "segments.tasks.segments_refresh_task", "shop"),
+    ("affinity", "recommendations.tasks.affinity_rebuild_task", "shop"),
+]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
+# Storefront endpoints only: the erasure API is for the shop's owners, not for browsers.
 CORS_URLS_REGEX = (
-    r"^/((events|v1|snippet)/.*"
+    r"^/(?!events/erasures/)((events|v1|snippet)/.*"
     r"|api/(crowd_favorites|featured_collection|pick_up_where_you_left_off)/.*)$"
 )
 CORS_ALLOW_ALL_ORIGINS = True  # storefronts are arbitrary origins; the write key is public anyway

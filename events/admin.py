@@ -6,9 +6,10 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from events import selectors, services
+from events import erasure, selectors, services
 from events.models import (
     Checkout,
+    ErasureRequest,
     Event,
     Order,
     OrderLine,
@@ -29,12 +30,19 @@ _admin_request: ContextVar[HttpRequest | None] = ContextVar("admin_request", def
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
-    """Raw and derived data is written by the pipeline only."""
+    """Raw and derived data is written by the pipeline only.
+
+    Deleting is writing too: a deleted event or session would leave rollups, bitmaps and
+    segments counting it. People are removed through the erasure service (PersonAdmin).
+    """
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 
@@ -137,6 +145,24 @@ class PersonAdmin(ReadOnlyAdmin):
     ]
     inlines = [PersonIdentifierInline]
 
+    def has_delete_permission(self, request, obj=None):
+        return request.user.has_perm("events.delete_person")
+
+    # Delete means erase: the events, orders and derived rows go too, and the days they touched
+    # are recomputed (events/erasure.py); a plain row delete would leave them behind.
+    def delete_model(self, request, obj: Person) -> None:
+        erasure.person_erase(person=obj, now=timezone.now())
+
+    def get_deleted_objects(self, objs, request):
+        deleted, model_count, _, protected = super().get_deleted_objects(objs, request)
+        # The erasure removes the sessions and identifiers itself, which their own admins do
+        # not allow; deleting people is the permission that counts.
+        return deleted, model_count, set(), protected
+
+    def delete_queryset(self, request, queryset) -> None:
+        for person in queryset:
+            erasure.person_erase(person=person, now=timezone.now())
+
     # Links, not inlines: a bot can own thousands of sessions and the raw log millions of rows.
     @admin.display(description="Sessions")
     def sessions_link(self, person: Person) -> str:
@@ -235,6 +261,13 @@ class PipelineWatermarkAdmin(ReadOnlyAdmin):
         if backlog is None or backlog.oldest_unprocessed_at is None:
             return "–"
         return f"{(timezone.now() - backlog.oldest_unprocessed_at).total_seconds():.0f} s"
+
+
+@admin.register(ErasureRequest)
+class ErasureRequestAdmin(ReadOnlyAdmin):
+    list_display = ["requested_at", "shop", "kind", "completed_at"]
+    list_filter = ["shop", "kind"]
+    readonly_fields = ["shop", "kind", "requested_at", "completed_at", "counts", "days"]
 
 
 @admin.register(PrivacyRequest)

@@ -24,14 +24,15 @@ from django.utils import timezone
 from django.views import View
 from django.views.decorators.csrf import csrf_exempt
 from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clickserver.api import ENVELOPE_ERRORS, ApplicationError, error_http_response
+from clickserver.api import ENVELOPE_ERRORS, ApplicationError, Pagination, error_http_response
 from clickserver.ratelimit import rate_limit_retry_after
-from events import segment, selectors, services, shopify, snippet
+from events import erasure, segment, selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
 from events.validation import EventInvalid, parse_timestamp
@@ -283,3 +284,46 @@ class SnippetView(View):
         response["ETag"] = etag
         response["X-Content-Type-Options"] = "nosniff"
         return response
+
+
+# --- Erasure (token or session auth; the shop's owners only) ------------------------------------
+
+
+class ErasureListApi(APIView):
+    """`POST` erases one person by user id, anonymous id or email; `GET` lists the requests."""
+
+    class InputSerializer(serializers.Serializer):
+        user_id = serializers.CharField(required=False, max_length=255)
+        anonymous_id = serializers.CharField(required=False, max_length=255)
+        email = serializers.CharField(required=False, max_length=320)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        kind = serializers.CharField()
+        requested_at = serializers.DateTimeField()
+        completed_at = serializers.DateTimeField(allow_null=True)
+        counts = serializers.DictField(child=serializers.IntegerField())
+        day_count = serializers.SerializerMethodField()
+
+        def get_day_count(self, request) -> int | None:
+            return None if request.days is None else len(request.days)
+
+    def get(self, request):
+        shop = selectors.shop_get_for_eraser(
+            user=request.user, domain=request.query_params.get("shop")
+        )
+        paginator = Pagination()
+        page = paginator.paginate_queryset(
+            selectors.erasure_requests_list(shop=shop), request, view=self
+        )
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+    def post(self, request):
+        shop = selectors.shop_get_for_eraser(
+            user=request.user, domain=request.query_params.get("shop")
+        )
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        erased = erasure.persons_erase(shop=shop, **data.validated_data, now=timezone.now())
+        # Accepted: the raw rows are gone; the derived ones follow (completed_at).
+        return Response(self.OutputSerializer(erased).data, status=202)

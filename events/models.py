@@ -426,3 +426,38 @@ class PrivacyRequest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.shopify_customer_id or self.shop_id}"
+
+
+class ErasureRequest(models.Model):
+    """One erasure of a person (or of a whole shop) and what it removed; no personal data.
+
+    The identifier's kind is kept, never its value. `days` are the shop-local days whose derived
+    data (rollups, visitor bitmaps, session paths) held the person and are recomputed; null means
+    every day (a whole-shop erasure). `completed_at` is set once that recomputation has run.
+    """
+
+    class Kind(models.TextChoices):
+        USER_ID = "user_id", "User id"
+        ANONYMOUS_ID = "anonymous_id", "Anonymous id"
+        EMAIL = "email", "Email"
+        PERSON = "person", "Person (admin)"
+        SHOPIFY_CUSTOMER = "shopify_customer", "Shopify customer (customers/redact)"
+        SHOP = "shop", "Whole shop (shop/redact)"
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="erasure_requests")
+    kind = models.CharField(max_length=24, choices=Kind.choices)
+    # The raw rows are gone when the request is recorded; the derived ones at completed_at.
+    requested_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+    # Rows removed per table, e.g. {"events": 120, "sessions": 9}.
+    counts = models.JSONField(default=dict, blank=True)
+    days = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["shop", "requested_at"], name="erasure_shop_requested"),
+            models.Index(fields=["completed_at", "shop"], name="erasure_pending"),
+        ]
+
+    def __str__(self) -> str:
+        return f"erasure {self.pk} ({self.kind}) of {self.shop_id}"

@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, QuerySet
 
 from clickserver.api import ApplicationError
-from events.models import Event, PipelineWatermark, Session, Shop
+from events.models import ErasureRequest, Event, PipelineWatermark, Session, Shop, ShopMembership
 
 # Write keys are public and looked up on every ingest request; a short process-local cache saves a
 # query per request. A rotated key stops working within this many seconds.
@@ -193,4 +193,39 @@ def shop_traffic_get(*, shop: Shop, now: datetime, days: int = 28, limit: int = 
     seconds = max((now - first).total_seconds(), 3600.0)
     return Traffic(
         visits_per_second=total / seconds, returning_share=returning / total, visitors=visitors
+    )
+
+
+# Who may erase a person: the shop's owners ("admin" is accepted for shops whose roles have it).
+ERASURE_ROLES = frozenset({ShopMembership.Role.OWNER.value, "admin"})
+
+
+def shop_get_for_eraser(*, user: AbstractBaseUser | AnonymousUser, domain: str | None) -> Shop:
+    """The shop as `shop_get_for_user` finds it, if the user's role there may erase people."""
+    shop = shop_get_for_user(user=user, domain=domain)
+    if getattr(user, "is_superuser", False):
+        return shop
+    role = (
+        ShopMembership.objects.filter(shop=shop, user__pk=user.pk or 0)
+        .values_list("role", flat=True)
+        .first()
+    )
+    if role not in ERASURE_ROLES:
+        raise ApplicationError(
+            "Only the shop's owners may erase people.", code="permission_denied", status=403
+        )
+    return shop
+
+
+def erasure_requests_list(*, shop: Shop) -> QuerySet[ErasureRequest]:
+    return ErasureRequest.objects.filter(shop=shop).order_by("-requested_at", "-id")
+
+
+def erasures_pending_shop_ids() -> list[int]:
+    """Shops with an erasure whose derived data is not yet recomputed."""
+    return list(
+        ErasureRequest.objects.filter(completed_at=None)
+        .values_list("shop_id", flat=True)
+        .distinct()
+        .order_by()
     )

@@ -26,7 +26,7 @@ from rest_framework.authtoken.models import Token
 
 from clickserver.api import ApplicationError
 from clickserver.chunking import chunks
-from events import identity, shopify
+from events import erasure, identity, shopify
 from events.importers import ImportItem, OrderIn, RefundIn
 from events.models import (
     Checkout,
@@ -1374,9 +1374,16 @@ def _shopify_topic_apply(*, delivery: WebhookDelivery, now: datetime) -> None:
     elif topic == "customers/data_request":
         shopify_customer_export(shop=shop, subject=shopify.privacy_subject_parse(payload), now=now)
     elif topic == "customers/redact":
-        shopify_customer_redact(shop=shop, subject=shopify.privacy_subject_parse(payload), now=now)
+        subject = shopify.privacy_subject_parse(payload)
+        erasure.shopify_customer_erase(
+            shop=shop,
+            customer_id=subject.customer_id,
+            email_hash=subject.email_hash,
+            order_ids=subject.order_ids,
+            now=now,
+        )
     elif topic == "shop/redact":
-        shopify_shop_redact(shop=shop, keep_delivery_id=delivery.pk, now=now)
+        erasure.shop_erase(shop=shop, keep_delivery_id=delivery.pk, now=now)
     else:
         delivery.error = f"topic {topic!r} is not handled"
 
@@ -1695,68 +1702,6 @@ def shopify_customer_export(
         shopify_customer_id=subject.customer_id,
         email_hash=subject.email_hash,
         export=export,
-        requested_at=now,
-        completed_at=now,
-    )
-
-
-def shopify_customer_redact(
-    *, shop: Shop, subject: shopify.PrivacySubject, now: datetime
-) -> PrivacyRequest:
-    """customers/redact: erase the customer's events, sessions, orders, checkouts and identity."""
-    scope = _privacy_scope(shop=shop, subject=subject)
-    order_ids = list(scope.orders.values_list("pk", flat=True))
-    erased = {
-        "events": _deleted(scope.events),
-        "sessions": _deleted(scope.sessions),
-        "refunds": _deleted(Refund.objects.filter(order_id__in=order_ids)),
-        "orders": _deleted(Order.objects.filter(pk__in=order_ids)),
-        "checkouts": _deleted(scope.checkouts),
-        "identifiers": _deleted(scope.identifiers),
-        "persons": _deleted(scope.persons),
-        "webhook_deliveries": _deleted(scope.deliveries),
-        "exports": _deleted(
-            PrivacyRequest.objects.filter(
-                shop=shop,
-                kind=PrivacyRequest.Kind.DATA_REQUEST,
-                shopify_customer_id=subject.customer_id or None,
-            )
-        ),
-    }
-    return PrivacyRequest.objects.create(
-        shop=shop,
-        kind=PrivacyRequest.Kind.CUSTOMER_REDACT,
-        shopify_customer_id=subject.customer_id,
-        erased=erased,
-        requested_at=now,
-        completed_at=now,
-    )
-
-
-def shopify_shop_redact(*, shop: Shop, keep_delivery_id: int, now: datetime) -> PrivacyRequest:
-    """shop/redact: erase all of the shop's data; the Shop row stays, inactive, as the record."""
-    erased = {
-        "events": _deleted(Event.objects.filter(shop=shop)),
-        "rejected_events": _deleted(RejectedEvent.objects.filter(shop=shop)),
-        "sessions": _deleted(Session.objects.filter(shop=shop)),
-        "refunds": _deleted(Refund.objects.filter(shop=shop)),
-        "orders": _deleted(Order.objects.filter(shop=shop)),
-        "checkouts": _deleted(Checkout.objects.filter(shop=shop)),
-        "products": _deleted(Product.objects.filter(shop=shop)),
-        "identifiers": _deleted(PersonIdentifier.objects.filter(shop=shop)),
-        "persons": _deleted(Person.objects.filter(shop=shop)),
-        "webhook_deliveries": _deleted(
-            WebhookDelivery.objects.filter(shop=shop).exclude(pk=keep_delivery_id)
-        ),
-        "privacy_requests": _deleted(PrivacyRequest.objects.filter(shop=shop)),
-    }
-    PipelineWatermark.objects.filter(name=watermark_name(shop.pk)).delete()
-    shop.is_active = False
-    shop.save(update_fields=["is_active"])
-    return PrivacyRequest.objects.create(
-        shop=shop,
-        kind=PrivacyRequest.Kind.SHOP_REDACT,
-        erased=erased,
         requested_at=now,
         completed_at=now,
     )

@@ -7,7 +7,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from events import selectors, services
+from events import erasure, selectors, services
 from events.follow_ups import follow_ups_enqueue
 
 
@@ -54,3 +54,20 @@ def shopify_webhook_process_task(delivery_id: int) -> None:
 def shopify_webhooks_sweep_task() -> int:
     """Safety net for deliveries whose task was lost; schedule it in CELERY_BEAT_SCHEDULE."""
     return services.shopify_webhooks_sweep(now=timezone.now())
+
+
+@shared_task(
+    autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=8
+)
+def erasures_complete_task(shop_id: int) -> int:
+    """Recompute what the shop's pending erasures touched; returns how many it completed."""
+    return erasure.erasures_complete(shop_id=shop_id, now=timezone.now()).requests
+
+
+@shared_task
+def erasures_complete_sweep_task() -> int:
+    """Safety net: an erasure whose recompute message was lost stays pending until this runs."""
+    shop_ids = selectors.erasures_pending_shop_ids()
+    for shop_id in shop_ids:
+        erasures_complete_task.delay(shop_id)
+    return len(shop_ids)

@@ -3,6 +3,7 @@ from django.urls import include, path
 from events import api
 
 urlpatterns = [
+    path("events/erasures/", api.ErasureListApi.as_view(), name="erasures"),
     path("", include("events.ingest_urls")),
     path(
         "events/shopify_webhook_purchase/",

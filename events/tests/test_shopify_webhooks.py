@@ -8,6 +8,7 @@ import pytest
 from events import services, shopify
 from events.models import (
     Checkout,
+    ErasureRequest,
     Event,
     Order,
     OrderLine,
@@ -587,10 +588,15 @@ def test_customers_redact_erases_only_that_customer(deliver, shop, two_customers
     assert WebhookDelivery.objects.get(topic="customers/redact").payload == {
         "customer_id": "191167"
     }
-    request = PrivacyRequest.objects.get(kind="customers/redact")
-    assert request.erased["events"] == 3
-    assert request.erased["orders"] == 1
-    assert request.erased["persons"] == 1
+    request = ErasureRequest.objects.get(shop=shop)
+    assert request.kind == "shopify_customer"
+    assert (request.counts["events"], request.counts["orders"], request.counts["persons"]) == (
+        3,
+        1,
+        1,
+    )
+    assert request.completed_at is not None
+    assert not PrivacyRequest.objects.filter(shop=shop).exists()
 
 
 @pytest.mark.django_db
@@ -609,5 +615,8 @@ def test_shop_redact_erases_all_the_shops_data(deliver, shop, other_shop, two_cu
         "shop/redact"
     ]
     assert Shop.objects.get(pk=shop.pk).is_active is False
-    assert PrivacyRequest.objects.get(shop=shop).kind == "shop/redact"
+    assert not PrivacyRequest.objects.filter(shop=shop).exists()
+    request = ErasureRequest.objects.get(shop=shop)
+    assert (request.kind, request.days, request.counts["events"]) == ("shop", None, 6)
+    assert request.completed_at is not None
     assert Event.objects.filter(shop=other_shop).count() == 1
