@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -13,14 +13,14 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clickserver.api import ApplicationError, Pagination
+from clickserver.api import Pagination
+from clickserver.params import period_days_parse
 from clickserver.renderers import CsvRenderer
 from events.selectors import shop_get_for_user
 from segments import selectors, services
 
 # A CSV export is the whole table, not a page, up to this many rows.
 CSV_MAX_ROWS = 100_000
-MAX_RANGE_DAYS = 366
 
 
 class TableApi(APIView):
@@ -37,18 +37,9 @@ class TableApi(APIView):
 
 
 def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
-    """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open UTC range."""
+    """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open range."""
     zone = ZoneInfo(tz)
-    today = timezone.now().astimezone(zone).date()
-    try:
-        end = date.fromisoformat(params["end"]) if params.get("end") else today
-        start = date.fromisoformat(params["start"]) if params.get("start") else end - timedelta(29)
-    except ValueError:
-        raise ApplicationError(
-            "Dates must be YYYY-MM-DD.", fields={"start": ["YYYY-MM-DD"], "end": ["YYYY-MM-DD"]}
-        ) from None
-    if not 0 <= (end - start).days < MAX_RANGE_DAYS:
-        raise ApplicationError(f"start must be on or before end, at most {MAX_RANGE_DAYS} days.")
+    start, end = period_days_parse(params, today=timezone.now().astimezone(zone).date())
     return (
         datetime.combine(start, time(), zone),
         datetime.combine(end + timedelta(days=1), time(), zone),

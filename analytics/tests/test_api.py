@@ -299,3 +299,30 @@ def test_invalid_parameters_are_rejected(store, api_client):
     assert response.status_code == 400
     assert response.json()["fields"] == {"start": ["expected YYYY-MM-DD"]}
     assert funnel.status_code == 400
+
+
+PERIOD_ENDPOINTS = [name for name in ENDPOINTS if name != "live"]
+# (query, field): days whose arithmetic overflowed into a 500; the bounds themselves are tested on
+# the parser in clickserver/tests/test_params.py.
+BAD_PERIODS = [("end=0001-01-01", "end"), ("start=9999-12-01&end=9999-12-31", "start")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", PERIOD_ENDPOINTS)
+@pytest.mark.parametrize(("query", "field"), BAD_PERIODS)
+def test_every_endpoint_rejects_an_unusable_period(shop, api_client, name, query, field):
+    steps = f"&{FUNNEL}" if name == "funnel" else ""
+    message = f"must be between 2000-01-01 and {latest_day()}"
+
+    response = api_client.get(f"/analytics/{name}/?shop={shop.domain}&{query}{steps}")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid",
+        "detail": f"{field}: {message}",
+        "fields": {field: [message]},
+    }
+
+
+def latest_day() -> str:
+    return (datetime.now(UTC).date() + timedelta(days=366)).isoformat()

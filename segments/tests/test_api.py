@@ -202,14 +202,30 @@ def test_identified_users_sessions_filters_the_date_range(
 
 
 @pytest.mark.django_db
-def test_identified_users_sessions_rejects_a_bad_range(api_client, shop):
-    response = api_client.get(
-        "/segments/identified-users-sessions",
-        {"shop": shop.domain, "start": "2026-02-01", "end": "2026-01-01"},
-    )
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ({"end": "0001-01-01"}, "end", "must be between 2000-01-01 and {latest}"),
+        (
+            {"start": "9999-12-01", "end": "9999-12-31"},
+            "start",
+            "must be between 2000-01-01 and {latest}",
+        ),
+        ({"start": "2026-02-01", "end": "2026-01-01"}, "start", "must not be after end"),
+        ({"start": "2026-13-01"}, "start", "expected YYYY-MM-DD"),
+    ],
+)
+def test_identified_users_sessions_rejects_a_bad_range(api_client, shop, query, field, message):
+    message = message.format(latest=(datetime.now(UTC).date() + timedelta(days=366)).isoformat())
+
+    response = api_client.get("/segments/identified-users-sessions", {"shop": shop.domain, **query})
 
     assert response.status_code == 400
-    assert response.json()["detail"] == "start must be on or before end, at most 366 days."
+    assert response.json() == {
+        "code": "invalid",
+        "detail": f"{field}: {message}",
+        "fields": {field: [message]},
+    }
 
 
 @pytest.mark.django_db
