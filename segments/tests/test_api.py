@@ -248,3 +248,19 @@ def test_segments_refresh_runs_hourly_from_beat():
     assert "segments.tasks.segments_refresh_sweep_task" in entries
     assert tasks.segments_refresh_sweep_task.name == "segments.tasks.segments_refresh_sweep_task"
     assert tasks.segments_refresh_task.name == "segments.tasks.segments_refresh_task"
+
+
+@pytest.mark.django_db
+def test_segment_create_treats_a_lookup_shaped_property_as_a_key(api_client, shop):
+    member = PersonFactory(shop=shop)
+    EventFactory(
+        shop=shop, person=member, properties={"pk__in": "x"}, occurred_at=datetime.now(UTC)
+    )
+    rules = {"all": [{"property": "pk__in", "equals": "x"}]}
+
+    response = api_client.post(
+        f"/segments/?shop={shop.domain}", {"name": "Keys", "rules": rules}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert list(SegmentMembership.objects.values_list("person_id", flat=True)) == [member.pk]
