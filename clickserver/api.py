@@ -116,6 +116,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         response.data = {"code": "invalid", "detail": detail, "fields": fields}
     else:
         codes = exc.get_codes()
+        # One code for every 429, ingestion's included.
+        codes = "rate_limited" if isinstance(exc, exceptions.Throttled) else codes
         response.data = {
             "code": codes if isinstance(codes, str) else "error",
             "detail": str(exc.detail),

@@ -8,6 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.api import ApplicationError
+from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
 from events.selectors import shop_get_by_write_key
 from recommendations import selectors
@@ -18,6 +19,7 @@ MAX_LIMIT = 50
 class StorefrontApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [StorefrontThrottle]
 
     def shop(self, request) -> Shop:
         key = request.headers.get("X-Write-Key") or request.query_params.get("write_key", "")
