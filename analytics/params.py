@@ -15,6 +15,7 @@ from events.selectors import shop_get_for_user
 
 MAX_WINDOW_SECONDS = 90 * 24 * 3600
 INTERVALS = ("hour", "day", "week", "month")
+PRODUCT_ORDERS = ("views", "carts", "purchases", "revenue", "abandoned_carts", "units")
 
 
 def int_param(params: QueryDict, name: str, *, default: int, low: int, high: int) -> int:

@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -16,6 +18,17 @@ from rest_framework.views import APIView
 from clickserver.api import Pagination
 from clickserver.params import period_days_parse
 from clickserver.renderers import CsvRenderer
+from clickserver.schema import (
+    END,
+    FORMAT,
+    MEMBER_ERRORS,
+    PAGE,
+    PAGE_SIZE,
+    SHOP,
+    START,
+    error_responses,
+    paginated,
+)
 from events.selectors import shop_get_for_user
 from segments import selectors, services
 
@@ -46,16 +59,41 @@ def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
     )
 
 
+def table_schema(name: str, description: str, *extra: OpenApiParameter):
+    """A paginated table (or the whole of it as CSV) with every error it answers."""
+    rows = paginated(name, serializers.ListField(child=serializers.DictField()))
+    return extend_schema(
+        description=description,
+        parameters=[SHOP, *extra, PAGE, PAGE_SIZE, FORMAT],
+        responses={200: rows, **error_responses(*MEMBER_ERRORS, 406)},
+    )
+
+
 class SegmentInSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
-    rules = serializers.JSONField()
+    rules = serializers.JSONField(help_text="A rule group; see docs/segments.md.")
+
+
+SEGMENT_OUT = OpenApiResponse(OpenApiTypes.OBJECT, description="id, name, kind, key, rules, …")
 
 
 class SegmentListApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="A list of segments."),
+            **error_responses(*MEMBER_ERRORS),
+        },
+    )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         return Response([asdict(s) for s in selectors.segment_list(shop=shop)])
 
+    @extend_schema(
+        parameters=[SHOP],
+        request=SegmentInSerializer,
+        responses={201: SEGMENT_OUT, **error_responses(*MEMBER_ERRORS)},
+    )
     def post(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         data = SegmentInSerializer(data=request.data)
@@ -67,6 +105,7 @@ class SegmentListApi(APIView):
 class SegmentMembersApi(TableApi):
     csv_name = "segment_members"
 
+    @table_schema("SegmentMemberPage", "The segment's members.")
     def get(self, request, segment_id: int):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         segment = selectors.segment_get(shop=shop, segment_id=segment_id)
@@ -77,6 +116,7 @@ class SegmentMembersApi(TableApi):
 class IdentifiedUserListApi(TableApi):
     csv_name = "identified_users"
 
+    @table_schema("IdentifiedUserPage", "Identified persons with sessions, orders and revenue.")
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         query = selectors.identified_users_query(shop=shop)
@@ -86,6 +126,7 @@ class IdentifiedUserListApi(TableApi):
 class IdentifiedUserSessionsApi(TableApi):
     csv_name = "identified_users_sessions"
 
+    @table_schema("IdentifiedSessionPage", "Sessions of identified persons.", START, END)
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         start, end = date_range_parse(request.query_params, tz=shop.timezone)
