@@ -23,8 +23,16 @@ from analytics.params import (
 )
 from analytics.renderers import CsvRenderer
 from analytics.selectors import BREAKDOWNS, Query
-from clickserver.schema import END, FORMAT, MEMBER_ERRORS, SHOP, START, choice, error_responses
-from clickserver.schema import integer as bounded
+from clickserver.schema import (
+    END,
+    FORMAT,
+    MEMBER_ERRORS,
+    SHOP,
+    START,
+    choice_schema,
+    error_responses,
+    integer_schema,
+)
 from events.selectors import shop_get_for_user
 
 PERIOD_PARAMETERS = [
@@ -32,7 +40,9 @@ PERIOD_PARAMETERS = [
     START,
     END,
     OpenApiParameter(
-        "compare", choice("", "previous", default=""), description="`previous` adds `previous`."
+        "compare",
+        choice_schema("", "previous", default=""),
+        description="`previous` adds `previous`.",
     ),
     FORMAT,
     *[
@@ -43,7 +53,7 @@ PERIOD_PARAMETERS = [
 
 
 def limit_parameter(*, default: int, high: int) -> OpenApiParameter:
-    return OpenApiParameter("limit", bounded(low=1, high=high, default=default))
+    return OpenApiParameter("limit", integer_schema(low=1, high=high, default=default))
 
 
 def analytics_schema(description: str, *extra: OpenApiParameter, period: bool = True):
@@ -123,10 +133,12 @@ class FunnelApi(AnalyticsApi):
         OpenApiParameter(
             "step_filters", str, description='JSON: a list or {"<index or type>": {…}}.'
         ),
-        OpenApiParameter("unit", choice("session", "person", default="session")),
-        OpenApiParameter("mode", choice("ordered", "strict", default="ordered")),
-        OpenApiParameter("window", bounded(low=0, high=MAX_WINDOW_SECONDS), description="Seconds."),
-        OpenApiParameter("breakdown", choice("", *BREAKDOWNS, default="")),
+        OpenApiParameter("unit", choice_schema("session", "person", default="session")),
+        OpenApiParameter("mode", choice_schema("ordered", "strict", default="ordered")),
+        OpenApiParameter(
+            "window", integer_schema(low=0, high=MAX_WINDOW_SECONDS), description="Seconds."
+        ),
+        OpenApiParameter("breakdown", choice_schema("", *BREAKDOWNS, default="")),
     )
     def get(self, request):
         params = funnel_params_parse(request.query_params)
@@ -146,7 +158,8 @@ class TrendsApi(AnalyticsApi):
     csv_name = "trends"
 
     @analytics_schema(
-        "Series per interval.", OpenApiParameter("interval", choice(*INTERVALS, default="day"))
+        "Series per interval.",
+        OpenApiParameter("interval", choice_schema(*INTERVALS, default="day")),
     )
     def get(self, request):
         interval = interval_parse(request.query_params)
@@ -168,7 +181,7 @@ class ProductsApi(AnalyticsApi):
     @analytics_schema(
         "Rows per product.",
         limit_parameter(default=50, high=1000),
-        OpenApiParameter("order_by", choice(*PRODUCT_ORDERS, default="views")),
+        OpenApiParameter("order_by", choice_schema(*PRODUCT_ORDERS, default="views")),
     )
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=50, low=1, high=1000)
@@ -210,7 +223,7 @@ class LiveApi(AnalyticsApi):
 
     @analytics_schema(
         "The newest events, after `since_id`.",
-        OpenApiParameter("since_id", bounded(low=0, high=2**63 - 1, default=0)),
+        OpenApiParameter("since_id", integer_schema(low=0, high=2**63 - 1, default=0)),
         limit_parameter(default=50, high=500),
         period=False,
     )

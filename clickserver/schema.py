@@ -46,7 +46,7 @@ def error_responses(*statuses: int) -> dict[int, OpenApiResponse]:
     }
 
 
-def integer(*, low: int, high: int, default: int | None = None) -> dict[str, Any]:
+def integer_schema(*, low: int, high: int, default: int | None = None) -> dict[str, Any]:
     """A bounded integer parameter's schema (OpenApiParameter takes a raw schema as its type)."""
     schema: dict[str, Any] = {"type": "integer", "minimum": low, "maximum": high}
     if default is not None:
@@ -54,7 +54,7 @@ def integer(*, low: int, high: int, default: int | None = None) -> dict[str, Any
     return schema
 
 
-def choice(*values: str, default: str | None = None) -> dict[str, Any]:
+def choice_schema(*values: str, default: str | None = None) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": "string", "enum": list(values)}
     if default is not None:
         schema["default"] = default
@@ -76,11 +76,11 @@ END = OpenApiParameter(
     description="Last local day, inclusive (default: today); same bounds as `start`.",
 )
 FORMAT = OpenApiParameter(
-    "format", choice("json", "csv"), description="`csv` downloads the answer as CSV."
+    "format", choice_schema("json", "csv"), description="`csv` downloads the answer as CSV."
 )
-PAGE = OpenApiParameter("page", integer(low=1, high=2**31 - 1), description="Page number.")
+PAGE = OpenApiParameter("page", integer_schema(low=1, high=2**31 - 1), description="Page number.")
 PAGE_SIZE = OpenApiParameter(
-    "page_size", integer(low=1, high=1000, default=100), description="Rows per page."
+    "page_size", integer_schema(low=1, high=1000, default=100), description="Rows per page."
 )
 
 

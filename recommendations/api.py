@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.api import ApplicationError
-from clickserver.schema import error_responses, integer
+from clickserver.schema import error_responses, integer_schema
 from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
 from events.selectors import shop_get_by_write_key
@@ -21,7 +21,7 @@ KEY_PARAMETERS = [
     OpenApiParameter("X-Write-Key", str, OpenApiParameter.HEADER, description="The write key."),
     OpenApiParameter("write_key", str, description="The write key, if not in the header."),
     OpenApiParameter("shop", str, description="Must be the write key's shop if given."),
-    OpenApiParameter("limit", integer(low=1, high=MAX_LIMIT, default=10)),
+    OpenApiParameter("limit", integer_schema(low=1, high=MAX_LIMIT, default=10)),
 ]
 PERSON_PARAMETERS = [
     OpenApiParameter("anonymous_id", str, description="Give this or `user_id`."),
