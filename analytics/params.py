@@ -19,8 +19,9 @@ PRODUCT_ORDERS = ("views", "carts", "purchases", "revenue", "abandoned_carts", "
 
 
 def int_param(params: QueryDict, name: str, *, default: int, low: int, high: int) -> int:
+    # Absent means the default; present and empty is not a number (nor is "1.5" or " 1").
     value = params.get(name)
-    if value in (None, ""):
+    if value is None:
         return default
     try:
         number = int(value)
@@ -32,7 +33,7 @@ def int_param(params: QueryDict, name: str, *, default: int, low: int, high: int
 
 
 def choice_param(params: QueryDict, name: str, choices: tuple[str, ...], default: str) -> str:
-    value = params.get(name) or default
+    value = params.get(name, default)
     if value not in choices:
         raise invalid(name, f"must be one of {', '.join(choices)}")
     return value
@@ -79,7 +80,7 @@ def funnel_params_parse(params: QueryDict) -> FunnelParams:
         unit=unit,
         strict=choice_param(params, "mode", ("ordered", "strict"), "ordered") == "strict",
         window=None
-        if not window
+        if window is None
         else int_param(params, "window", default=0, low=0, high=MAX_WINDOW_SECONDS),
         breakdown=breakdown,
     )

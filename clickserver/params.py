@@ -26,7 +26,7 @@ def invalid(name: str, message: str) -> ApplicationError:
 
 def _day(params: Mapping[str, str], name: str, *, latest: date) -> date | None:
     value = params.get(name)
-    if not value:
+    if value is None:
         return None
     try:
         day = date.fromisoformat(value)

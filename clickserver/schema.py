@@ -76,7 +76,10 @@ END = OpenApiParameter(
     description="Last local day, inclusive (default: today); same bounds as `start`.",
 )
 FORMAT = OpenApiParameter(
-    "format", choice_schema("json", "csv"), description="`csv` downloads the answer as CSV."
+    "format",
+    # DRF's format override: empty is the same as absent (the Accept header decides).
+    choice_schema("", "json", "csv"),
+    description="`csv` downloads the answer as CSV.",
 )
 PAGE = OpenApiParameter("page", integer_schema(low=1, high=2**31 - 1), description="Page number.")
 PAGE_SIZE = OpenApiParameter(

@@ -5,6 +5,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from clickserver.health import HealthApi, ReadinessApi
 from clickserver.throttles import login_rate_limited
 
+handler404 = "clickserver.api.not_found"
+
 urlpatterns = [
     # Before admin.site.urls, so that the admin's own login view is reached only through it.
     path("admin/login/", login_rate_limited(admin.site.login), name="admin-login"),

@@ -8,8 +8,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
@@ -74,16 +73,23 @@ class SegmentInSerializer(serializers.Serializer):
     rules = serializers.JSONField(help_text="A rule group; see docs/segments.md.")
 
 
-SEGMENT_OUT = OpenApiResponse(OpenApiTypes.OBJECT, description="id, name, kind, key, rules, …")
+class SegmentOutSerializer(serializers.Serializer):
+    """The schema of `selectors.SegmentOut` as rendered (the view renders the dataclass)."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    key = serializers.CharField()
+    rules = serializers.JSONField()
+    member_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    refreshed_at = serializers.DateTimeField(allow_null=True)
 
 
 class SegmentListApi(APIView):
     @extend_schema(
         parameters=[SHOP],
-        responses={
-            200: OpenApiResponse(OpenApiTypes.OBJECT, description="A list of segments."),
-            **error_responses(*MEMBER_ERRORS),
-        },
+        responses={200: SegmentOutSerializer(many=True), **error_responses(*MEMBER_ERRORS)},
     )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
@@ -92,7 +98,7 @@ class SegmentListApi(APIView):
     @extend_schema(
         parameters=[SHOP],
         request=SegmentInSerializer,
-        responses={201: SEGMENT_OUT, **error_responses(*MEMBER_ERRORS)},
+        responses={201: SegmentOutSerializer, **error_responses(*MEMBER_ERRORS)},
     )
     def post(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))

@@ -4,6 +4,7 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from analytics.params import PRODUCT_ORDERS
 from analytics.services import rollups_rebuild, rollups_refresh
 from analytics.tests.factories import (
     OrderFactory,
@@ -326,3 +327,22 @@ def test_every_endpoint_rejects_an_unusable_period(shop, api_client, name, query
 
 def latest_day() -> str:
     return (datetime.now(UTC).date() + timedelta(days=366)).isoformat()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "query", "field", "message"),
+    [
+        ("products", "limit=", "limit", "expected an integer"),
+        ("products", "order_by=price", "order_by", "must be one of " + ", ".join(PRODUCT_ORDERS)),
+        ("trends", "interval=", "interval", "must be one of hour, day, week, month"),
+        ("funnel", f"{FUNNEL}&window=", "window", "expected an integer"),
+    ],
+)
+def test_parameters_outside_their_documented_values_are_rejected(
+    shop, api_client, name, query, field, message
+):
+    response = api_client.get(f"/analytics/{name}/?shop={shop.domain}&{query}")
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {field: [message]}

@@ -27,6 +27,8 @@ def test_period_days_parse_accepts_days_within_the_bounds(params, expected):
     ("params", "field", "message"),
     [
         ({"start": "2026-13-01"}, "start", "expected YYYY-MM-DD"),
+        # Absent means the default; present and empty is not a date.
+        ({"start": ""}, "start", "expected YYYY-MM-DD"),
         ({"end": "0001-01-01"}, "end", "must be between 2000-01-01 and 2027-01-11"),
         ({"start": "1999-12-31"}, "start", "must be between 2000-01-01 and 2027-01-11"),
         ({"end": "2027-01-12"}, "end", "must be between 2000-01-01 and 2027-01-11"),

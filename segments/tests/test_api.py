@@ -264,3 +264,26 @@ def test_segment_create_treats_a_lookup_shaped_property_as_a_key(api_client, sho
 
     assert response.status_code == 201
     assert list(SegmentMembership.objects.values_list("person_id", flat=True)) == [member.pk]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page_size", ["0", "1001", "", "ten"])
+def test_a_page_size_outside_1_to_1000_is_rejected(api_client, shop, page_size):
+    response = api_client.get(
+        "/segments/identified-users-list", {"shop": shop.domain, "page_size": page_size}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid",
+        "detail": "page_size: must be an integer from 1 to 1000",
+        "fields": {"page_size": ["must be an integer from 1 to 1000"]},
+    }
+
+
+@pytest.mark.django_db
+def test_an_api_path_that_matches_no_route_is_a_404_envelope(api_client):
+    response = api_client.get("/segments/null,null/members/")
+
+    assert response.status_code == 404
+    assert response.json() == {"code": "not_found", "detail": "Not found.", "fields": {}}
