@@ -49,7 +49,7 @@ class TableApi(APIView):
 
 
 def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
-    """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open range."""
+    """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open UTC range."""
     zone = ZoneInfo(tz)
     start, end = period_days_parse(params, today=timezone.now().astimezone(zone).date())
     return (
