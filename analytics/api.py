@@ -4,17 +4,68 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics import selectors
-from analytics.params import funnel_params_parse, int_param, interval_parse, query_parse
+from analytics.params import (
+    INTERVALS,
+    MAX_WINDOW_SECONDS,
+    PRODUCT_ORDERS,
+    choice_param,
+    funnel_params_parse,
+    int_param,
+    interval_parse,
+    query_parse,
+)
 from analytics.renderers import CsvRenderer
-from analytics.selectors import Query
+from analytics.selectors import BREAKDOWNS, Query
+from clickserver.schema import (
+    END,
+    FORMAT,
+    MEMBER_ERRORS,
+    SHOP,
+    START,
+    choice_schema,
+    error_responses,
+    integer_schema,
+)
 from events.selectors import shop_get_for_user
 
-PRODUCT_ORDERS = ("views", "carts", "purchases", "revenue", "abandoned_carts", "units")
+PERIOD_PARAMETERS = [
+    SHOP,
+    START,
+    END,
+    OpenApiParameter(
+        "compare",
+        choice_schema("", "previous", default=""),
+        description="`previous` adds `previous`.",
+    ),
+    FORMAT,
+    *[
+        OpenApiParameter(name, str, description=f"Only sessions with this {name}.")
+        for name in BREAKDOWNS
+    ],
+]
+
+
+def limit_parameter(*, default: int, high: int) -> OpenApiParameter:
+    return OpenApiParameter("limit", integer_schema(low=1, high=high, default=default))
+
+
+def analytics_schema(description: str, *extra: OpenApiParameter, period: bool = True):
+    """The operation of one analytics endpoint: its parameters, JSON or CSV, every error."""
+    return extend_schema(
+        description=description,
+        parameters=[*(PERIOD_PARAMETERS if period else [SHOP, FORMAT]), *extra],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="See docs/analytics.md."),
+            **error_responses(*MEMBER_ERRORS, 406),
+        },
+    )
 
 
 class AnalyticsApi(APIView):
@@ -40,6 +91,7 @@ class AnalyticsApi(APIView):
 class SessionCountApi(AnalyticsApi):
     csv_name = "session_count"
 
+    @analytics_schema("Sessions that started in the period.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.session_count_get(query=q))
 
@@ -47,6 +99,7 @@ class SessionCountApi(AnalyticsApi):
 class UserCountApi(AnalyticsApi):
     csv_name = "user_count"
 
+    @analytics_schema("Distinct persons with an event in the period.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.user_count_get(query=q))
 
@@ -54,6 +107,7 @@ class UserCountApi(AnalyticsApi):
 class VisitConversionApi(AnalyticsApi):
     csv_name = "visit_conversion"
 
+    @analytics_schema("Sessions, converted sessions and their rate.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.visit_conversion_get(query=q))
 
@@ -61,6 +115,7 @@ class VisitConversionApi(AnalyticsApi):
 class ProductVisitsApi(AnalyticsApi):
     csv_name = "product_visits"
 
+    @analytics_schema("Views per product.", limit_parameter(default=50, high=1000))
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=50, low=1, high=1000)
         compute = lambda q: selectors.product_visits_get(query=q, limit=limit)  # noqa: E731
@@ -70,6 +125,21 @@ class ProductVisitsApi(AnalyticsApi):
 class FunnelApi(AnalyticsApi):
     csv_name = "funnel"
 
+    @analytics_schema(
+        "Conversion through ordered steps.",
+        OpenApiParameter(
+            "steps", str, required=True, description="2 to 10 comma-separated event types."
+        ),
+        OpenApiParameter(
+            "step_filters", str, description='JSON: a list or {"<index or type>": {…}}.'
+        ),
+        OpenApiParameter("unit", choice_schema("session", "person", default="session")),
+        OpenApiParameter("mode", choice_schema("ordered", "strict", default="ordered")),
+        OpenApiParameter(
+            "window", integer_schema(low=0, high=MAX_WINDOW_SECONDS), description="Seconds."
+        ),
+        OpenApiParameter("breakdown", choice_schema("", *BREAKDOWNS, default="")),
+    )
     def get(self, request):
         params = funnel_params_parse(request.query_params)
         compute = lambda q: selectors.funnel_compute(query=q, params=params)  # noqa: E731
@@ -79,6 +149,7 @@ class FunnelApi(AnalyticsApi):
 class KpisApi(AnalyticsApi):
     csv_name = "kpis"
 
+    @analytics_schema("Revenue, orders, conversion, abandonment, CLV, sessions, visitors.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.kpis_get(query=q))
 
@@ -86,6 +157,10 @@ class KpisApi(AnalyticsApi):
 class TrendsApi(AnalyticsApi):
     csv_name = "trends"
 
+    @analytics_schema(
+        "Series per interval.",
+        OpenApiParameter("interval", choice_schema(*INTERVALS, default="day")),
+    )
     def get(self, request):
         interval = interval_parse(request.query_params)
         compute = lambda q: selectors.trends_get(query=q, interval=interval)  # noqa: E731
@@ -95,6 +170,7 @@ class TrendsApi(AnalyticsApi):
 class InsightsApi(AnalyticsApi):
     csv_name = "insights"
 
+    @analytics_schema("Findings in plain language and the facts behind them.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.insights_get(query=q))
 
@@ -102,10 +178,14 @@ class InsightsApi(AnalyticsApi):
 class ProductsApi(AnalyticsApi):
     csv_name = "products"
 
+    @analytics_schema(
+        "Rows per product.",
+        limit_parameter(default=50, high=1000),
+        OpenApiParameter("order_by", choice_schema(*PRODUCT_ORDERS, default="views")),
+    )
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=50, low=1, high=1000)
-        order = request.query_params.get("order_by") or "views"
-        order = order if order in PRODUCT_ORDERS else "views"
+        order = choice_param(request.query_params, "order_by", PRODUCT_ORDERS, "views")
         compute = lambda q: selectors.products_get(query=q, order_by=order, limit=limit)  # noqa: E731
         return self.answer(request, compute, limit=limit, order_by=order)
 
@@ -113,6 +193,7 @@ class ProductsApi(AnalyticsApi):
 class AbandonedCartsApi(AnalyticsApi):
     csv_name = "abandoned_carts"
 
+    @analytics_schema("Abandonment and the recovery list.", limit_parameter(default=100, high=1000))
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=100, low=1, high=1000)
         compute = lambda q: selectors.abandoned_carts_get(query=q, limit=limit)  # noqa: E731
@@ -122,6 +203,7 @@ class AbandonedCartsApi(AnalyticsApi):
 class RetentionApi(AnalyticsApi):
     csv_name = "retention"
 
+    @analytics_schema("Weekly cohorts of new visitors and their return.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.retention_get(query=q))
 
@@ -129,6 +211,7 @@ class RetentionApi(AnalyticsApi):
 class GeographyApi(AnalyticsApi):
     csv_name = "geography"
 
+    @analytics_schema("Sessions, conversion and revenue per country.")
     def get(self, request):
         return self.answer(request, lambda q: selectors.geography_get(query=q))
 
@@ -138,6 +221,12 @@ class LiveApi(AnalyticsApi):
 
     csv_name = "live"
 
+    @analytics_schema(
+        "The newest events, after `since_id`.",
+        OpenApiParameter("since_id", integer_schema(low=0, high=2**63 - 1, default=0)),
+        limit_parameter(default=50, high=500),
+        period=False,
+    )
     def get(self, request):
         params = request.query_params
         shop = shop_get_for_user(user=request.user, domain=params.get("shop"))

@@ -18,8 +18,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from analytics.params import DEFAULT_DAYS, MAX_DAYS
-from clickserver.api import ApplicationError
+from clickserver.api import ApplicationError, error_http_response
+from clickserver.params import period_days_parse
 from events.models import Shop
 from events.selectors import shop_get_for_user, shops_for_user
 from events.services import events_ingest
@@ -51,20 +51,10 @@ DEMO_VISITS = 300
 DEMO_DAYS = 7
 
 
-def _day(value: str | None) -> date | None:
-    try:
-        return date.fromisoformat(value) if value else None
-    except ValueError:
-        return None
-
-
 def _period(request: HttpRequest, shop: Shop) -> tuple[date, date, date]:
-    """The requested local-day period, falling back to the last 30 days when it is unusable."""
+    """The requested local-day period, bounded as the API bounds it (ApplicationError if not)."""
     today = timezone.now().astimezone(ZoneInfo(shop.timezone)).date()
-    end = _day(request.GET.get("end")) or today
-    start = _day(request.GET.get("start")) or end - timedelta(days=DEFAULT_DAYS - 1)
-    if start > end or (end - start).days >= MAX_DAYS:
-        end, start = today, today - timedelta(days=DEFAULT_DAYS - 1)
+    start, end = period_days_parse(request.GET, today=today)
     return start, end, today
 
 
@@ -76,7 +66,11 @@ def _page(request: HttpRequest, page: Page) -> HttpResponse:
     shop = next((s for s in shops if s.domain == domain), None) if domain else shops[0]
     if shop is None:
         raise Http404("No such shop.")
-    start, end, today = _period(request, shop)
+    try:
+        start, end, today = _period(request, shop)
+    except ApplicationError as error:
+        # The same 400 envelope as the API the page would call with this period.
+        return error_http_response(error)
     query = urlencode({"shop": shop.domain, "start": start, "end": end})
     presets = [
         {

@@ -1,6 +1,5 @@
 """Query-string parsing shared by the analytics endpoints: errors come out in the API envelope."""
 
-from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,46 +10,32 @@ from django.utils import timezone
 from analytics.funnels import StepSpec
 from analytics.periods import Period
 from analytics.selectors import BREAKDOWNS, Filters, FunnelParams, Query
-from clickserver.api import ApplicationError
+from clickserver.params import invalid, period_days_parse
 from events.selectors import shop_get_for_user
 
-DEFAULT_DAYS = 30
-MAX_DAYS = 3 * 366
 MAX_WINDOW_SECONDS = 90 * 24 * 3600
 INTERVALS = ("hour", "day", "week", "month")
-
-
-def _invalid(name: str, message: str) -> ApplicationError:
-    return ApplicationError(f"{name}: {message}", code="invalid", fields={name: [message]})
-
-
-def _date(params: QueryDict, name: str, default: date) -> date:
-    value = params.get(name)
-    if not value:
-        return default
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise _invalid(name, "expected YYYY-MM-DD") from None
+PRODUCT_ORDERS = ("views", "carts", "purchases", "revenue", "abandoned_carts", "units")
 
 
 def int_param(params: QueryDict, name: str, *, default: int, low: int, high: int) -> int:
+    # Absent means the default; present and empty is not a number (nor is "1.5" or " 1").
     value = params.get(name)
-    if value in (None, ""):
+    if value is None:
         return default
     try:
         number = int(value)
     except ValueError:
-        raise _invalid(name, "expected an integer") from None
+        raise invalid(name, "expected an integer") from None
     if not low <= number <= high:
-        raise _invalid(name, f"must be between {low} and {high}")
+        raise invalid(name, f"must be between {low} and {high}")
     return number
 
 
 def choice_param(params: QueryDict, name: str, choices: tuple[str, ...], default: str) -> str:
-    value = params.get(name) or default
+    value = params.get(name, default)
     if value not in choices:
-        raise _invalid(name, f"must be one of {', '.join(choices)}")
+        raise invalid(name, f"must be one of {', '.join(choices)}")
     return value
 
 
@@ -59,13 +44,7 @@ def query_parse(request: Any) -> tuple[Query, bool]:
     params = request.query_params
     shop = shop_get_for_user(user=request.user, domain=params.get("shop"))
     tz = ZoneInfo(shop.timezone)
-    today = timezone.now().astimezone(tz).date()
-    end = _date(params, "end", today)
-    start = _date(params, "start", end - timedelta(days=DEFAULT_DAYS - 1))
-    if start > end:
-        raise _invalid("start", "must not be after end")
-    if (end - start).days >= MAX_DAYS:
-        raise _invalid("start", f"the period is limited to {MAX_DAYS} days")
+    start, end = period_days_parse(params, today=timezone.now().astimezone(tz).date())
     filters = Filters(**{name: params.get(name, "") for name in BREAKDOWNS})
     compare = choice_param(params, "compare", ("", "previous"), "") == "previous"
     return Query(shop=shop, period=Period(first=start, last=end, tz=tz), filters=filters), compare
@@ -74,18 +53,18 @@ def query_parse(request: Any) -> tuple[Query, bool]:
 def funnel_params_parse(params: QueryDict) -> FunnelParams:
     names = [name.strip() for name in (params.get("steps") or "").split(",") if name.strip()]
     if not 2 <= len(names) <= 10:
-        raise _invalid("steps", "give 2 to 10 comma-separated event types")
+        raise invalid("steps", "give 2 to 10 comma-separated event types")
     try:
         raw_filters = orjson.loads(params.get("step_filters") or "{}")
     except orjson.JSONDecodeError:
-        raise _invalid("step_filters", "expected JSON") from None
+        raise invalid("step_filters", "expected JSON") from None
     if isinstance(raw_filters, dict):
         # {"0": {"category": "shoes"}} or {"product_view": {...}}: by position or by step name.
         raw_filters = [raw_filters.get(str(i)) or raw_filters.get(n) for i, n in enumerate(names)]
     if not isinstance(raw_filters, list) or not all(
         f is None or isinstance(f, dict) for f in raw_filters
     ):
-        raise _invalid("step_filters", "expected a list or object of property filters")
+        raise invalid("step_filters", "expected a list or object of property filters")
     raw_filters = (raw_filters + [None] * len(names))[: len(names)]
     steps = tuple(
         StepSpec(event_type=name, filters=tuple(sorted((f or {}).items())))
@@ -94,14 +73,14 @@ def funnel_params_parse(params: QueryDict) -> FunnelParams:
     unit = choice_param(params, "unit", ("session", "person"), "session")
     breakdown = choice_param(params, "breakdown", ("", *BREAKDOWNS), "")
     if breakdown and unit != "session":
-        raise _invalid("breakdown", "breakdown is available for session funnels")
+        raise invalid("breakdown", "breakdown is available for session funnels")
     window = params.get("window")
     return FunnelParams(
         steps=steps,
         unit=unit,
         strict=choice_param(params, "mode", ("ordered", "strict"), "ordered") == "strict",
         window=None
-        if not window
+        if window is None
         else int_param(params, "window", default=0, low=0, high=MAX_WINDOW_SECONDS),
         breakdown=breakdown,
     )

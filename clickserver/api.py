@@ -7,7 +7,8 @@ import orjson
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseOperationalError
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
@@ -122,6 +123,8 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         response.data = {"code": "invalid", "detail": detail, "fields": fields}
     else:
         codes = exc.get_codes()
+        # One code for every 429, ingestion's included.
+        codes = "rate_limited" if isinstance(exc, exceptions.Throttled) else codes
         response.data = {
             "code": codes if isinstance(codes, str) else "error",
             "detail": str(exc.detail),
@@ -133,3 +136,28 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 class Pagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 1000
+
+    def get_page_size(self, request: Any) -> int:
+        """`page_size` from 1 to 1000, else a 400 (DRF would quietly clamp or ignore it)."""
+        raw = request.query_params.get(self.page_size_query_param)
+        if raw is None:
+            return self.page_size
+        if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
+            message = f"must be an integer from 1 to {self.max_page_size}"
+            raise ApplicationError(
+                f"page_size: {message}", fields={self.page_size_query_param: [message]}
+            )
+        return int(raw)
+
+
+# The API's URL prefixes: a path under one that matches no route is a 404 in the envelope, not
+# Django's HTML page, so that clients and the schema's fuzzers see one error format.
+API_PREFIXES = ("/analytics/", "/segments/", "/notifications/", "/api/", "/events/", "/v1/")
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler404: the envelope under the API's prefixes, Django's page elsewhere."""
+    if request.path.startswith(API_PREFIXES):
+        body = {"code": "not_found", "detail": "Not found.", "fields": {}}
+        return HttpResponse(orjson.dumps(body), status=404, content_type="application/json")
+    return page_not_found(request, exception)

@@ -3,6 +3,8 @@
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from rest_framework.permissions import AllowAny
@@ -45,6 +47,9 @@ class HealthApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        responses={200: OpenApiResponse(OpenApiTypes.OBJECT, description='{"status": "ok"}')}
+    )
     def get(self, request):
         return Response({"status": "ok"})
 
@@ -55,6 +60,12 @@ class ReadinessApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
+    @extend_schema(
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="status, checks, backlog"),
+            503: OpenApiResponse(OpenApiTypes.OBJECT, description="A check failed; see checks."),
+        }
+    )
     def get(self, request):
         checks = {"database": _check_database(), "cache": _check_cache(), "broker": _check_broker()}
         ready = all(value == "ok" for value in checks.values())

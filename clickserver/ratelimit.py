@@ -71,11 +71,46 @@ def _add(cache_key: str, hits: int, window_seconds: int) -> int:
         return hits
 
 
-def rate_limit_retry_after(*, key: str, limit: int, window_seconds: int) -> int | None:
-    """Count one hit for `key`; return the seconds to wait if it is over `limit`, else None."""
+def _cache_key(key: str, number: int) -> str:
+    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
+    return f"{prefix}:ratelimit:{key}:{number}"
+
+
+def _window_now(window_seconds: int) -> tuple[float, int, int]:
+    """(now, the window's number, seconds until the next window)."""
     now = time.time()
     number = int(now // window_seconds)
-    retry_after = max(1, math.ceil((number + 1) * window_seconds - now))
+    return now, number, max(1, math.ceil((number + 1) * window_seconds - now))
+
+
+def rate_limit_peek(*, key: str, limit: int, window_seconds: int) -> int | None:
+    """The seconds to wait if `key` already counts `limit` hits in this window; counts nothing.
+
+    For limits on failures (bad tokens, wrong passwords): the request is refused before its
+    credentials are even checked, so a guess made after the limit can never succeed.
+    """
+    _, number, retry_after = _window_now(window_seconds)
+    client = _redis()
+    cache_key = _cache_key(key, number)
+    raw = client.get(cache_key) if client is not None else cache.get(cache_key)
+    return retry_after if int(raw or 0) >= limit else None
+
+
+def rate_limit_reset(*, key: str, window_seconds: int) -> None:
+    """Forget `key`'s hits in this window, in this process and in the shared counter."""
+    _, number, _ = _window_now(window_seconds)
+    with _lock:
+        _windows.pop(key, None)
+    client = _redis()
+    if client is not None:
+        client.delete(_cache_key(key, number))
+    else:
+        cache.delete(_cache_key(key, number))
+
+
+def rate_limit_retry_after(*, key: str, limit: int, window_seconds: int) -> int | None:
+    """Count one hit for `key`; return the seconds to wait if it is over `limit`, else None."""
+    now, number, retry_after = _window_now(window_seconds)
     with _lock:
         window = _windows.get(key)
         if window is None or window.number != number:
@@ -93,8 +128,7 @@ def rate_limit_retry_after(*, key: str, limit: int, window_seconds: int) -> int 
         ):
             return None
         hits, window.pending, window.synced_at = window.pending, 0, now
-    prefix = settings.CACHES["default"].get("KEY_PREFIX", "")
-    total = _add(f"{prefix}:ratelimit:{key}:{number}", hits, window_seconds)
+    total = _add(_cache_key(key, number), hits, window_seconds)
     with _lock:
         window.total = max(window.total, total)
     return None if total <= limit else retry_after

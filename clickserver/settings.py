@@ -264,7 +264,7 @@ CORS_ALLOW_HEADERS = [
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "clickserver.throttles.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -274,6 +274,10 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "clickserver.api.Pagination",
     "PAGE_SIZE": 100,
+    "DEFAULT_THROTTLE_CLASSES": [
+        "clickserver.throttles.ReadThrottle",
+        "clickserver.throttles.ExportThrottle",
+    ],
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "clickserver API",
@@ -284,6 +288,25 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
 }
+
+# --- Request limits (clickserver/throttles.py; ingestion has its own above) ---------------------
+# Fixed windows shared through Redis; every refusal is a 429 with Retry-After.
+
+# Per user (session or token), every API request; CSV exports count against both limits.
+API_RATE_LIMIT_REQUESTS = env.int("API_RATE_LIMIT_REQUESTS", default=600)
+API_EXPORT_RATE_LIMIT_REQUESTS = env.int("API_EXPORT_RATE_LIMIT_REQUESTS", default=30)
+# Per client address: bad API tokens before every token from it is refused for the window.
+API_TOKEN_FAILURE_LIMIT = env.int("API_TOKEN_FAILURE_LIMIT", default=20)
+API_RATE_LIMIT_WINDOW_SECONDS = env.int("API_RATE_LIMIT_WINDOW_SECONDS", default=60)
+# Per write key and client address, on the storefront recommendation endpoints.
+STOREFRONT_RATE_LIMIT_REQUESTS = env.int("STOREFRONT_RATE_LIMIT_REQUESTS", default=300)
+STOREFRONT_RATE_LIMIT_WINDOW_SECONDS = env.int("STOREFRONT_RATE_LIMIT_WINDOW_SECONDS", default=60)
+# Failed logins (dashboard and admin) per address and username, and per address overall.
+LOGIN_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+LOGIN_FAILURE_IP_LIMIT = env.int("LOGIN_FAILURE_IP_LIMIT", default=50)
+LOGIN_FAILURE_WINDOW_SECONDS = env.int("LOGIN_FAILURE_WINDOW_SECONDS", default=900)
+
+# --- Auth ---------------------------------------------------------------------------------------
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"

@@ -3,8 +3,13 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from clickserver.health import HealthApi, ReadinessApi
+from clickserver.throttles import login_rate_limited
+
+handler404 = "clickserver.api.not_found"
 
 urlpatterns = [
+    # Before admin.site.urls, so that the admin's own login view is reached only through it.
+    path("admin/login/", login_rate_limited(admin.site.login), name="admin-login"),
     path("admin/", admin.site.urls),
     path("health/", HealthApi.as_view(), name="health"),
     path("health/ready/", ReadinessApi.as_view(), name="health-ready"),

@@ -32,6 +32,7 @@ from rest_framework.views import APIView
 
 from clickserver.api import ENVELOPE_ERRORS, ApplicationError, Pagination, error_http_response
 from clickserver.ratelimit import rate_limit_retry_after
+from clickserver.schema import error_responses
 from events import erasure, segment, selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
@@ -152,7 +153,10 @@ class IngestApi(APIView):
     format: str = EventFormat.CLICKSERVER
     forced_type: str | None = None
 
-    @extend_schema(request=dict, responses={202: INGEST_RESPONSE})
+    @extend_schema(
+        request=dict,
+        responses={202: INGEST_RESPONSE, **error_responses(400, 401, 413, 415, 429, 503)},
+    )
     def post(self, request: Request) -> HttpResponse:
         return ingest(request, format=self.format, forced_type=self.forced_type)
 
@@ -249,7 +253,13 @@ class ShopifyWebhookApi(APIView):
     permission_classes = [AllowAny]
     default_topic: str | None = None
 
-    @extend_schema(request=dict, responses={200: OpenApiResponse(description='{"status": ...}')})
+    @extend_schema(
+        request=dict,
+        responses={
+            200: OpenApiResponse(description='{"status": ...}'),
+            **error_responses(400, 401, 503),
+        },
+    )
     def post(self, request: Request) -> Response:
         body = request.body
         shop = _shopify_shop(request, body)

@@ -1,8 +1,10 @@
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.views import APIView
 
 from clickserver.api import Pagination
+from clickserver.schema import MEMBER_ERRORS, PAGE, PAGE_SIZE, SHOP, error_responses, paginated
 from events.selectors import shop_get_for_user
 from notifications import selectors
 
@@ -19,7 +21,19 @@ class ConversionScoreFilterSerializer(serializers.Serializer):
     session = serializers.IntegerField(required=False, min_value=1)
 
 
+SCORE_PAGE = paginated("ConversionScorePage", ConversionScoreOutputSerializer(many=True))
+
+
 class ConversionScoreListApi(APIView):
+    @extend_schema(
+        parameters=[
+            SHOP,
+            OpenApiParameter("session", int, description="Only this session's scores."),
+            PAGE,
+            PAGE_SIZE,
+        ],
+        responses={200: SCORE_PAGE, **error_responses(*MEMBER_ERRORS)},
+    )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         filters = ConversionScoreFilterSerializer(data=request.query_params)
@@ -47,6 +61,13 @@ class ConversionScoreLiveApi(APIView):
             source="conversion_score.scored_at", allow_null=True, default=None
         )
 
+    @extend_schema(
+        parameters=[SHOP, PAGE, PAGE_SIZE],
+        responses={
+            200: paginated("LiveSessionPage", OutputSerializer(many=True)),
+            **error_responses(*MEMBER_ERRORS),
+        },
+    )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         sessions = selectors.conversion_scores_live(shop=shop, now=timezone.now())

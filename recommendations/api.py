@@ -3,21 +3,46 @@
 from dataclasses import asdict
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.api import ApplicationError
+from clickserver.schema import error_responses, integer_schema
+from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
 from events.selectors import shop_get_by_write_key
 from recommendations import selectors
 
 MAX_LIMIT = 50
+KEY_PARAMETERS = [
+    OpenApiParameter("X-Write-Key", str, OpenApiParameter.HEADER, description="The write key."),
+    OpenApiParameter("write_key", str, description="The write key, if not in the header."),
+    OpenApiParameter("shop", str, description="Must be the write key's shop if given."),
+    OpenApiParameter("limit", integer_schema(low=1, high=MAX_LIMIT, default=10)),
+]
+PERSON_PARAMETERS = [
+    OpenApiParameter("anonymous_id", str, description="Give this or `user_id`."),
+    OpenApiParameter("user_id", str, description="Give this or `anonymous_id`."),
+]
+
+
+def storefront_schema(*extra: OpenApiParameter):
+    return extend_schema(
+        parameters=[*KEY_PARAMETERS, *extra],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description='{"products": [...]}'),
+            **error_responses(400, 401, 429, 503),
+        },
+    )
 
 
 class StorefrontApi(APIView):
     authentication_classes: list = []
     permission_classes = [AllowAny]
+    throttle_classes = [StorefrontThrottle]
 
     def shop(self, request) -> Shop:
         key = request.headers.get("X-Write-Key") or request.query_params.get("write_key", "")
@@ -49,6 +74,7 @@ class StorefrontApi(APIView):
 
 
 class CrowdFavoritesApi(StorefrontApi):
+    @storefront_schema()
     def get(self, request):
         shop, limit = self.shop(request), self.limit(request)
         compute = lambda: selectors.crowd_favorites_get(shop=shop, now=timezone.now(), limit=limit)  # noqa: E731
@@ -56,6 +82,7 @@ class CrowdFavoritesApi(StorefrontApi):
 
 
 class FeaturedCollectionApi(StorefrontApi):
+    @storefront_schema(*PERSON_PARAMETERS)
     def get(self, request):
         shop, limit = self.shop(request), self.limit(request)
         person_id = self.person_id(request, shop)
@@ -68,6 +95,7 @@ class FeaturedCollectionApi(StorefrontApi):
 
 
 class PickUpWhereYouLeftOffApi(StorefrontApi):
+    @storefront_schema(*PERSON_PARAMETERS)
     def get(self, request):
         shop, limit = self.shop(request), self.limit(request)
         person_id = self.person_id(request, shop)

@@ -2,25 +2,37 @@
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import date, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clickserver.api import ApplicationError, Pagination
+from clickserver.api import Pagination
+from clickserver.params import period_days_parse
 from clickserver.renderers import CsvRenderer
+from clickserver.schema import (
+    END,
+    FORMAT,
+    MEMBER_ERRORS,
+    PAGE,
+    PAGE_SIZE,
+    SHOP,
+    START,
+    error_responses,
+    paginated,
+)
 from events.selectors import shop_get_for_user
 from segments import selectors, services
 
 # A CSV export is the whole table, not a page, up to this many rows.
 CSV_MAX_ROWS = 100_000
-MAX_RANGE_DAYS = 366
 
 
 class TableApi(APIView):
@@ -39,32 +51,55 @@ class TableApi(APIView):
 def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
     """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open UTC range."""
     zone = ZoneInfo(tz)
-    today = timezone.now().astimezone(zone).date()
-    try:
-        end = date.fromisoformat(params["end"]) if params.get("end") else today
-        start = date.fromisoformat(params["start"]) if params.get("start") else end - timedelta(29)
-    except ValueError:
-        raise ApplicationError(
-            "Dates must be YYYY-MM-DD.", fields={"start": ["YYYY-MM-DD"], "end": ["YYYY-MM-DD"]}
-        ) from None
-    if not 0 <= (end - start).days < MAX_RANGE_DAYS:
-        raise ApplicationError(f"start must be on or before end, at most {MAX_RANGE_DAYS} days.")
+    start, end = period_days_parse(params, today=timezone.now().astimezone(zone).date())
     return (
         datetime.combine(start, time(), zone),
         datetime.combine(end + timedelta(days=1), time(), zone),
     )
 
 
+def table_schema(name: str, description: str, *extra: OpenApiParameter):
+    """A paginated table (or the whole of it as CSV) with every error it answers."""
+    rows = paginated(name, serializers.ListField(child=serializers.DictField()))
+    return extend_schema(
+        description=description,
+        parameters=[SHOP, *extra, PAGE, PAGE_SIZE, FORMAT],
+        responses={200: rows, **error_responses(*MEMBER_ERRORS, 406)},
+    )
+
+
 class SegmentInSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=255)
+    rules = serializers.JSONField(help_text="A rule group; see docs/segments.md.")
+
+
+class SegmentOutSerializer(serializers.Serializer):
+    """The schema of `selectors.SegmentOut` as rendered (the view renders the dataclass)."""
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    kind = serializers.CharField()
+    key = serializers.CharField()
     rules = serializers.JSONField()
+    member_count = serializers.IntegerField()
+    created_at = serializers.DateTimeField()
+    refreshed_at = serializers.DateTimeField(allow_null=True)
 
 
 class SegmentListApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        responses={200: SegmentOutSerializer(many=True), **error_responses(*MEMBER_ERRORS)},
+    )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         return Response([asdict(s) for s in selectors.segment_list(shop=shop)])
 
+    @extend_schema(
+        parameters=[SHOP],
+        request=SegmentInSerializer,
+        responses={201: SegmentOutSerializer, **error_responses(*MEMBER_ERRORS)},
+    )
     def post(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         data = SegmentInSerializer(data=request.data)
@@ -76,6 +111,7 @@ class SegmentListApi(APIView):
 class SegmentMembersApi(TableApi):
     csv_name = "segment_members"
 
+    @table_schema("SegmentMemberPage", "The segment's members.")
     def get(self, request, segment_id: int):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         segment = selectors.segment_get(shop=shop, segment_id=segment_id)
@@ -86,6 +122,7 @@ class SegmentMembersApi(TableApi):
 class IdentifiedUserListApi(TableApi):
     csv_name = "identified_users"
 
+    @table_schema("IdentifiedUserPage", "Identified persons with sessions, orders and revenue.")
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         query = selectors.identified_users_query(shop=shop)
@@ -95,6 +132,7 @@ class IdentifiedUserListApi(TableApi):
 class IdentifiedUserSessionsApi(TableApi):
     csv_name = "identified_users_sessions"
 
+    @table_schema("IdentifiedSessionPage", "Sessions of identified persons.", START, END)
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         start, end = date_range_parse(request.query_params, tz=shop.timezone)

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from django.db.models import Count, Q
+from django.db.models.fields.json import KeyTransform, KeyTransformIn
 
 from events.models import Event
 
@@ -214,12 +215,23 @@ def _to_q(node: Node, *, shop_id: int, now: datetime) -> Q:
             q &= ~Q(pk__in=_counted(events, n__gt=node.max_count))
         return q
     if isinstance(node, PropertyCondition):
-        field = node.property if node.property in EVENT_COLUMNS else f"properties__{node.property}"
-        events = _events_in_window(shop_id=shop_id, now=now, days=node.within_days).filter(
-            **{f"{field}__in": list(node.values)}
-        )
+        events = _events_in_window(shop_id=shop_id, now=now, days=node.within_days)
+        if node.property in EVENT_COLUMNS:
+            events = events.filter(**{f"{node.property}__in": list(node.values)})
+        else:
+            events = events.filter(_json_key_in("properties", node.property, node.values))
         return Q(pk__in=events.values("person_id"))
-    return Q(**{f"traits__{node.trait}__in": list(node.values)})
+    return Q(_json_key_in("traits", node.trait, node.values))
+
+
+def _json_key_in(column: str, key: str, values: tuple[Scalar, ...]) -> KeyTransformIn:
+    """`column`'s JSON key `key` (taken literally) is one of `values`.
+
+    The key is never spliced into a lookup string such as `properties__<key>__in`: Django splits
+    that on `__`, so `pk__in` or `shop__write_key` would become lookups and joins of their own.
+    A KeyTransform quotes it as one JSON path member, sent as a query parameter.
+    """
+    return KeyTransformIn(KeyTransform(key, column), list(values))
 
 
 def rules_to_q(rules: Group, *, shop_id: int, now: datetime) -> Q:

@@ -4,6 +4,7 @@ from decimal import Decimal
 import pytest
 from rest_framework.test import APIClient
 
+from analytics.params import PRODUCT_ORDERS
 from analytics.services import rollups_rebuild, rollups_refresh
 from analytics.tests.factories import (
     OrderFactory,
@@ -299,3 +300,49 @@ def test_invalid_parameters_are_rejected(store, api_client):
     assert response.status_code == 400
     assert response.json()["fields"] == {"start": ["expected YYYY-MM-DD"]}
     assert funnel.status_code == 400
+
+
+PERIOD_ENDPOINTS = [name for name in ENDPOINTS if name != "live"]
+# (query, field): days whose arithmetic overflowed into a 500; the bounds themselves are tested on
+# the parser in clickserver/tests/test_params.py.
+BAD_PERIODS = [("end=0001-01-01", "end"), ("start=9999-12-01&end=9999-12-31", "start")]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", PERIOD_ENDPOINTS)
+@pytest.mark.parametrize(("query", "field"), BAD_PERIODS)
+def test_every_endpoint_rejects_an_unusable_period(shop, api_client, name, query, field):
+    steps = f"&{FUNNEL}" if name == "funnel" else ""
+    message = f"must be between 2000-01-01 and {latest_day()}"
+
+    response = api_client.get(f"/analytics/{name}/?shop={shop.domain}&{query}{steps}")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid",
+        "detail": f"{field}: {message}",
+        "fields": {field: [message]},
+    }
+
+
+def latest_day() -> str:
+    return (datetime.now(UTC).date() + timedelta(days=366)).isoformat()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "query", "field", "message"),
+    [
+        ("products", "limit=", "limit", "expected an integer"),
+        ("products", "order_by=price", "order_by", "must be one of " + ", ".join(PRODUCT_ORDERS)),
+        ("trends", "interval=", "interval", "must be one of hour, day, week, month"),
+        ("funnel", f"{FUNNEL}&window=", "window", "expected an integer"),
+    ],
+)
+def test_parameters_outside_their_documented_values_are_rejected(
+    shop, api_client, name, query, field, message
+):
+    response = api_client.get(f"/analytics/{name}/?shop={shop.domain}&{query}")
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {field: [message]}

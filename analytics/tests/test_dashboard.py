@@ -1,8 +1,11 @@
 """Dashboard views without a browser: login, shop access, the period and the demo endpoints."""
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 from django.test import Client
 
+from analytics.dashboard import PAGES
 from events.models import Event
 from events.tests.factories import ShopFactory, UserFactory
 
@@ -45,8 +48,8 @@ def test_another_shop_is_not_found(user, shop, other_shop, client_for):
     assert response.status_code == 404
 
 
-def test_unusable_period_falls_back_to_30_days(user, shop, client_for):
-    response = client_for(user).get(f"/?shop={shop.domain}&start=2026-05-01&end=2026-04-01")
+def test_the_default_period_is_the_last_30_days(user, shop, client_for):
+    response = client_for(user).get(f"/?shop={shop.domain}")
 
     assert (response.context["end"] - response.context["start"]).days == 29
 
@@ -98,3 +101,24 @@ def test_demo_traffic_ingests_simulated_visits(client_for):
     assert body["kind"] == "traffic"
     assert body["rejected"] == 0
     assert body["accepted"] == Event.objects.filter(shop=shop).count() > 0
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        *[(page.path, "end=0001-01-01", "end") for page in PAGES],
+        ("/", "start=9999-12-01&end=9999-12-31", "start"),
+    ],
+)
+def test_every_page_rejects_an_unusable_period(user, shop, client_for, path, query, field):
+    latest = (datetime.now(UTC).date() + timedelta(days=366)).isoformat()
+    message = f"must be between 2000-01-01 and {latest}"
+
+    response = client_for(user).get(f"{path}?shop={shop.domain}&{query}")
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid",
+        "detail": f"{field}: {message}",
+        "fields": {field: [message]},
+    }

@@ -202,14 +202,30 @@ def test_identified_users_sessions_filters_the_date_range(
 
 
 @pytest.mark.django_db
-def test_identified_users_sessions_rejects_a_bad_range(api_client, shop):
-    response = api_client.get(
-        "/segments/identified-users-sessions",
-        {"shop": shop.domain, "start": "2026-02-01", "end": "2026-01-01"},
-    )
+@pytest.mark.parametrize(
+    ("query", "field", "message"),
+    [
+        ({"end": "0001-01-01"}, "end", "must be between 2000-01-01 and {latest}"),
+        (
+            {"start": "9999-12-01", "end": "9999-12-31"},
+            "start",
+            "must be between 2000-01-01 and {latest}",
+        ),
+        ({"start": "2026-02-01", "end": "2026-01-01"}, "start", "must not be after end"),
+        ({"start": "2026-13-01"}, "start", "expected YYYY-MM-DD"),
+    ],
+)
+def test_identified_users_sessions_rejects_a_bad_range(api_client, shop, query, field, message):
+    message = message.format(latest=(datetime.now(UTC).date() + timedelta(days=366)).isoformat())
+
+    response = api_client.get("/segments/identified-users-sessions", {"shop": shop.domain, **query})
 
     assert response.status_code == 400
-    assert response.json()["detail"] == "start must be on or before end, at most 366 days."
+    assert response.json() == {
+        "code": "invalid",
+        "detail": f"{field}: {message}",
+        "fields": {field: [message]},
+    }
 
 
 @pytest.mark.django_db
@@ -232,3 +248,42 @@ def test_segments_refresh_runs_hourly_from_beat():
     assert "segments.tasks.segments_refresh_sweep_task" in entries
     assert tasks.segments_refresh_sweep_task.name == "segments.tasks.segments_refresh_sweep_task"
     assert tasks.segments_refresh_task.name == "segments.tasks.segments_refresh_task"
+
+
+@pytest.mark.django_db
+def test_segment_create_treats_a_lookup_shaped_property_as_a_key(api_client, shop):
+    member = PersonFactory(shop=shop)
+    EventFactory(
+        shop=shop, person=member, properties={"pk__in": "x"}, occurred_at=datetime.now(UTC)
+    )
+    rules = {"all": [{"property": "pk__in", "equals": "x"}]}
+
+    response = api_client.post(
+        f"/segments/?shop={shop.domain}", {"name": "Keys", "rules": rules}, format="json"
+    )
+
+    assert response.status_code == 201
+    assert list(SegmentMembership.objects.values_list("person_id", flat=True)) == [member.pk]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page_size", ["0", "1001", "", "ten"])
+def test_a_page_size_outside_1_to_1000_is_rejected(api_client, shop, page_size):
+    response = api_client.get(
+        "/segments/identified-users-list", {"shop": shop.domain, "page_size": page_size}
+    )
+
+    assert response.status_code == 400
+    assert response.json() == {
+        "code": "invalid",
+        "detail": "page_size: must be an integer from 1 to 1000",
+        "fields": {"page_size": ["must be an integer from 1 to 1000"]},
+    }
+
+
+@pytest.mark.django_db
+def test_an_api_path_that_matches_no_route_is_a_404_envelope(api_client):
+    response = api_client.get("/segments/null,null/members/")
+
+    assert response.status_code == 404
+    assert response.json() == {"code": "not_found", "detail": "Not found.", "fields": {}}

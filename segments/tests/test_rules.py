@@ -130,3 +130,31 @@ def test_rules_count_bounds_any_groups_and_traits(shop, other_shop):
     assert two_or_more == {thrice.pk}
     assert at_most_one == {once.pk, gold.pk}
     assert either == {gold.pk, once.pk}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["pk__in", "a__contains", "person__shop__write_key", "a.b"])
+def test_property_names_are_json_keys_never_lookups(shop, name):
+    # A name with `__` once became an ORM lookup: `pk__in` a 500, `a__contains` a substring match,
+    # `person__shop__write_key` a read through relations. Each must match only its literal key.
+    literal, lookalike = PersonFactory.create_batch(2, shop=shop)
+    _event(literal, "page_view", 1, properties={name: "x"})
+    _event(lookalike, "page_view", 1, properties={"a": "xyz", "pk": "x", "person": "x"})
+
+    members = _members(shop, {"all": [{"property": name, "equals": "x"}]})
+
+    assert members == {literal.pk}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("name", ["plan__gt", "plan__contains", "shop__write_key"])
+def test_trait_names_are_json_keys_never_lookups(shop, name):
+    literal, lookalike = PersonFactory.create_batch(2, shop=shop)
+    literal.traits = {name: "gold"}
+    literal.save()
+    lookalike.traits = {"plan": "platinum gold", "shop": "gold"}
+    lookalike.save()
+
+    members = _members(shop, {"any": [{"trait": name, "in": ["gold", 3, True]}]})
+
+    assert members == {literal.pk}
