@@ -28,6 +28,7 @@ ERROR = inline_serializer(
 ERROR_DESCRIPTIONS = {
     400: "Invalid input; `fields` names each offending parameter.",
     401: "Missing or unknown credentials.",
+    403: "The user's role in this shop does not allow it.",
     404: "No such shop or object for this user (the two are not told apart).",
     406: "No renderer for the requested Accept header.",
     413: "The body is too large.",

@@ -32,7 +32,7 @@ from rest_framework.views import APIView
 
 from clickserver.api import ENVELOPE_ERRORS, ApplicationError, Pagination, error_http_response
 from clickserver.ratelimit import rate_limit_retry_after
-from clickserver.schema import error_responses
+from clickserver.schema import PAGE, PAGE_SIZE, SHOP, error_responses, paginated
 from events import erasure, segment, selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
@@ -41,6 +41,7 @@ from events.validation import EventInvalid, parse_timestamp
 INGEST_RESPONSE = OpenApiResponse(
     description='{"accepted": n, "duplicates": d, "rejected": [{"index", "code", "detail"}]}'
 )
+INGEST_ERRORS = (400, 401, 413, 415, 429, 503)
 SEGMENT_INGEST_RESPONSE = OpenApiResponse(
     description='{"success": true, "accepted": n, "duplicates": d, "rejected": [...]}'
 )
@@ -155,7 +156,7 @@ class IngestApi(APIView):
 
     @extend_schema(
         request=dict,
-        responses={202: INGEST_RESPONSE, **error_responses(400, 401, 413, 415, 429, 503)},
+        responses={202: INGEST_RESPONSE, **error_responses(*INGEST_ERRORS)},
     )
     def post(self, request: Request) -> HttpResponse:
         return ingest(request, format=self.format, forced_type=self.forced_type)
@@ -207,7 +208,9 @@ class SegmentIngestApi(IngestApi):
 
     format = EventFormat.SEGMENT
 
-    @extend_schema(request=dict, responses={200: SEGMENT_INGEST_RESPONSE})
+    @extend_schema(
+        request=dict, responses={200: SEGMENT_INGEST_RESPONSE, **error_responses(*INGEST_ERRORS)}
+    )
     def post(self, request: Request) -> HttpResponse:
         return ingest(request, format=self.format, forced_type=self.forced_type)
 
@@ -303,11 +306,17 @@ class ErasureListApi(APIView):
     """`POST` erases one person by user id, anonymous id or email; `GET` lists the requests."""
 
     class InputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ErasureInput"  # the schema's component name: every API has an "Input"
+
         user_id = serializers.CharField(required=False, max_length=255)
         anonymous_id = serializers.CharField(required=False, max_length=255)
         email = serializers.CharField(required=False, max_length=320)
 
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ErasureRequest"
+
         id = serializers.IntegerField()
         kind = serializers.CharField()
         requested_at = serializers.DateTimeField()
@@ -318,6 +327,13 @@ class ErasureListApi(APIView):
         def get_day_count(self, request) -> int | None:
             return None if request.days is None else len(request.days)
 
+    @extend_schema(
+        parameters=[SHOP, PAGE, PAGE_SIZE],
+        responses={
+            200: paginated("ErasureRequestPage", OutputSerializer(many=True)),
+            **error_responses(400, 401, 403, 404, 429, 503),
+        },
+    )
     def get(self, request):
         shop = selectors.shop_get_for_eraser(
             user=request.user, domain=request.query_params.get("shop")
@@ -328,6 +344,11 @@ class ErasureListApi(APIView):
         )
         return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
 
+    @extend_schema(
+        parameters=[SHOP],
+        request=InputSerializer,
+        responses={202: OutputSerializer, **error_responses(400, 401, 403, 404, 429, 503)},
+    )
     def post(self, request):
         shop = selectors.shop_get_for_eraser(
             user=request.user, domain=request.query_params.get("shop")

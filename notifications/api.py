@@ -50,6 +50,9 @@ class ConversionScoreListApi(APIView):
 
 class ConversionScoreLiveApi(APIView):
     class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "LiveSession"  # the schema's component name: every API has an "Output"
+
         session = serializers.IntegerField(source="id")
         person = serializers.IntegerField(source="person_id", allow_null=True)
         status = serializers.CharField(source="live_status")
