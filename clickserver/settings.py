@@ -244,6 +244,7 @@ CORS_ALLOW_HEADERS = [
     "content-type",
     "content-encoding",
     "x-write-key",
+    "x-identity-token",
 ]
 
 REST_FRAMEWORK = {

@@ -4,8 +4,6 @@ Authentication is the shop's public write key (X-Write-Key, Basic-auth user name
 in the body for sendBeacon). Responses are 202 only after the batch has committed.
 """
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -27,27 +25,12 @@ from clickserver.ratelimit import rate_limit_retry_after
 from events import selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
+from events.storefront_auth import shop_authenticate
 from events.validation import EventInvalid, parse_timestamp
 
 INGEST_RESPONSE = OpenApiResponse(
     description='{"accepted": n, "duplicates": d, "rejected": [{"index", "code", "detail"}]}'
 )
-
-
-def _write_key(request: HttpRequest, payload: Any) -> str:
-    key = request.headers.get("X-Write-Key", "")
-    authorization = request.headers.get("Authorization", "")
-    if not key and authorization.lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApplicationError(
-                "Malformed Basic authorization.", code="not_authenticated", status=401
-            ) from None
-        key = decoded.split(":", 1)[0]
-    if not key and isinstance(payload, dict) and isinstance(payload.get("write_key"), str):
-        key = payload["write_key"]
-    return key
 
 
 def _client_ip(request: HttpRequest) -> str | None:
@@ -58,12 +41,7 @@ def _client_ip(request: HttpRequest) -> str | None:
 
 
 def _authenticate(request: HttpRequest, payload: Any) -> Shop:
-    key = _write_key(request, payload)
-    shop = selectors.shop_get_by_write_key(write_key=key) if key else None
-    if shop is None:
-        raise ApplicationError(
-            "Unknown or missing write key.", code="not_authenticated", status=401
-        )
+    shop = shop_authenticate(request=request, payload=payload)
     retry_after = rate_limit_retry_after(
         key=f"ingest:{shop.pk}",
         limit=settings.INGEST_RATE_LIMIT_REQUESTS,
