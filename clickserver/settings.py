@@ -138,6 +138,12 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="cs"),
             "TIMEOUT": 300,
+            # A dead Redis host must fail a cache call fast, not hold a request for the kernel's
+            # connect timeout (ingestion goes on without Redis: docs/ingestion.md).
+            "OPTIONS": {
+                "socket_connect_timeout": env.float("REDIS_TIMEOUT_SECONDS", default=1.0),
+                "socket_timeout": env.float("REDIS_TIMEOUT_SECONDS", default=1.0),
+            },
         }
     }
 else:
