@@ -287,10 +287,27 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- HTTPS, cookies and security headers ---------------------------------------------------------
+# Production runs behind nginx (deploy/nginx.conf), which terminates TLS and sets
+# X-Forwarded-Proto; nginx is the only client gunicorn accepts that header from
+# (GUNICORN_FORWARDED_ALLOW_IPS). `manage.py check --deploy` is clean with DEBUG off
+# (clickserver/tests/test_deploy.py); each value can be overridden from the environment.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes reach gunicorn directly over plain HTTP (docker-compose, systemd health checks).
+SECURE_REDIRECT_EXEMPT = [r"^health/"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+# Covers only the subdomains of this server's own host name (e.g. *.analytics.example.com).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Preloading commits a whole registrable domain to HTTPS in every browser; that is the domain
+# owner's decision, not a default for a self-hosted subdomain (set DJANGO_SECURE_HSTS_PRELOAD=1).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
 
 LANGUAGE_CODE = "en-us"
