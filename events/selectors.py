@@ -8,7 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
 from clickserver.api import ApplicationError
-from events.models import Event, PipelineWatermark, Shop
+from events.models import Event, PipelineWatermark, Shop, ShopMembership
 
 # Write keys are public and looked up on every ingest request; a short process-local cache saves a
 # query per request. A rotated key stops working within this many seconds.
@@ -38,6 +38,17 @@ def shops_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Shop]:
     if getattr(user, "is_superuser", False):
         return Shop.objects.all()
     return Shop.objects.filter(memberships__user_id=user.pk)
+
+
+def shops_owned_by(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Shop]:
+    """The shops whose settings, members, keys and secrets this user may change."""
+    if not user.is_authenticated:
+        return Shop.objects.none()
+    if getattr(user, "is_superuser", False):
+        return Shop.objects.all()
+    return Shop.objects.filter(
+        memberships__user_id=user.pk, memberships__role=ShopMembership.Role.OWNER
+    )
 
 
 def shop_get_for_user(*, user: AbstractBaseUser | AnonymousUser, domain: str | None) -> Shop:

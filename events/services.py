@@ -47,6 +47,7 @@ from events.models import (
     Shop,
     ShopMembership,
     WebhookDelivery,
+    new_identity_secret,
     new_write_key,
 )
 from events.segment import segment_to_event
@@ -129,6 +130,13 @@ def shop_rotate_write_key(*, shop: Shop) -> Shop:
     """Give the shop a new public write key; the old one stops working at once."""
     shop.write_key = new_write_key()
     shop.save(update_fields=["write_key"])
+    return shop
+
+
+def shop_rotate_identity_secret(*, shop: Shop) -> Shop:
+    """A new identity secret; tokens the shop's server signed with the old one stop working."""
+    shop.identity_secret = new_identity_secret()
+    shop.save(update_fields=["identity_secret"])
     return shop
 
 
