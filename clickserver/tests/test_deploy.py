@@ -175,3 +175,24 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
     ]
     # Any warning (an unknown key, a bad value) counts: verify itself exits 0 on those.
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_a_former_secret_key_still_verifies_what_it_signed(tmp_path):
+    # docs/operations.md: rotate DJANGO_SECRET_KEY, keep the old one as a fallback for a while.
+    sign = "from django.core import signing; print(signing.dumps('session-of-alice'))"
+    signed = manage(
+        production_env(tmp_path, DJANGO_SECRET_KEY="old-" + "o" * 50),
+        "shell", "--no-imports", "-c", sign,
+    ).stdout.strip()  # fmt: skip
+    check = f"from django.core import signing; print(signing.loads({signed!r}))"
+
+    rotated = manage(
+        production_env(
+            tmp_path,
+            DJANGO_SECRET_KEY="new-" + "n" * 50,
+            DJANGO_SECRET_KEY_FALLBACKS="old-" + "o" * 50,
+        ),
+        "shell", "--no-imports", "-c", check,
+    )  # fmt: skip
+
+    assert rotated.stdout == "session-of-alice\n", rotated.stderr
