@@ -69,7 +69,9 @@ def server(request) -> Iterator[str]:
             try:
                 requests.get(f"{base}/health/", timeout=2)
                 break
-            except requests.ConnectionError:
+            # The master listens before its worker has booted: on a loaded machine the first
+            # request can wait longer than its timeout.
+            except (requests.ConnectionError, requests.ReadTimeout):
                 if time.monotonic() > deadline:
                     pytest.fail("gunicorn did not answer within 60 s")
                 time.sleep(0.2)

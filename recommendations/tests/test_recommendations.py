@@ -191,12 +191,14 @@ def test_storefront_endpoints_allow_cross_origin_calls(shop):
         headers={
             "Origin": "https://store.example",
             "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "x-write-key",
+            "Access-Control-Request-Headers": "x-write-key, x-identity-token",
         },
     )
 
     assert response.status_code == 200
     assert response["Access-Control-Allow-Origin"] == "*"
+    allowed = response["Access-Control-Allow-Headers"].split(", ")
+    assert {"x-write-key", "x-identity-token"} <= set(allowed)
 
 
 def test_affinity_rebuild_runs_daily_from_beat():
