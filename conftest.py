@@ -196,3 +196,24 @@ def browser():
         yield browser
         browser.close()
     os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+
+
+# Nothing listens on port 1: every connection is refused at once, as when Redis is down.
+REDIS_DOWN_URL = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def redis_down(settings):
+    """Point the cache and the rate limiter at a Redis that refuses connections."""
+    settings.REDIS_URL = REDIS_DOWN_URL
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": REDIS_DOWN_URL,
+            "KEY_PREFIX": "redis-down",
+            "OPTIONS": settings.CACHES["default"].get("OPTIONS", {}),
+        }
+    }
+    rate_limit_forget()
+    yield
+    rate_limit_forget()

@@ -53,6 +53,7 @@ def environment(var_dir: str) -> dict[str, str]:
         "CACHE_KEY_PREFIX": "bench-freshness",
         "DJANGO_SECRET_KEY": os.environ.get("DJANGO_SECRET_KEY", "bench"),
         "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
+        "DJANGO_SECURE_SSL_REDIRECT": "0",  # plain HTTP to gunicorn, no nginx in front
         "CLICKSERVER_VAR_DIR": var_dir,
         "INGEST_RATE_LIMIT_REQUESTS": "100000000",
         # The probes poll two analytics endpoints every 0.1 s, above the per-user read limit.

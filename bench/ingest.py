@@ -39,6 +39,7 @@ ENV = {
     "CELERY_BROKER_URL": os.environ.get("BENCH_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672//"),
     "CELERY_DEFAULT_QUEUE": "clickserver-bench",
     "DJANGO_SECRET_KEY": "bench",
+    "DJANGO_SECURE_SSL_REDIRECT": "0",  # plain HTTP to gunicorn, no nginx in front
     "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
     "INGEST_RATE_LIMIT_REQUESTS": "100000000",
 }

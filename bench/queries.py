@@ -25,6 +25,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clickserver.settings")
 os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
+os.environ.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")  # the test client speaks plain HTTP
 django.setup()
 
 from django.conf import settings  # noqa: E402

@@ -185,6 +185,7 @@ BENCH_ENV = {
     "CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//",
     "CACHE_KEY_PREFIX": "bench",
     "DJANGO_SECRET_KEY": "bench",
+    "DJANGO_SECURE_SSL_REDIRECT": "0",  # the benches speak plain HTTP to gunicorn
     "MODEL_DIR": str(ROOT / "var" / "bench-models"),
 }
 

@@ -12,8 +12,14 @@ The limit therefore holds across processes up to `SYNC_EVERY_HITS` unsynced hits
 P web processes a window admits at most limit + P × SYNC_EVERY_HITS hits, and exactly the limit
 when its own traffic is below one sync batch per `SYNC_EVERY_SECONDS`. The embedded mode (no
 REDIS_URL) adds to the local cache instead.
+
+Redis down never turns into an error answer: the limiter fails open to this process's own count
+(so the limit still holds per process), logs one warning per outage and process, and leaves Redis
+alone for `REDIS_RETRY_SECONDS` before it tries again, so an unreachable host costs one connect
+timeout per interval, not one per request.
 """
 
+import logging
 import math
 import threading
 import time
@@ -23,11 +29,17 @@ from functools import cache as memoize
 import redis
 from django.conf import settings
 from django.core.cache import cache
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
 
 SYNC_EVERY_HITS = 20
 SYNC_EVERY_SECONDS = 0.1
 # Within this fraction of the limit (and at least one sync batch) every hit goes to Redis.
 EXACT_MARGIN = 0.1
+REDIS_RETRY_SECONDS = 5.0
+# Short: a counter round trip takes under a millisecond, and a request must not wait on a dead host.
+REDIS_TIMEOUT_SECONDS = 0.25
 
 
 @dataclass(slots=True)
@@ -40,27 +52,61 @@ class _Window:
 
 _windows: dict[str, _Window] = {}
 _lock = threading.Lock()
+_redis_down_until = 0.0  # time.monotonic() before which Redis is not tried again
 
 
 def rate_limit_forget() -> None:
-    """Drop this process's counts (tests start each case afresh)."""
+    """Drop this process's counts and Redis client (tests start each case afresh)."""
+    global _redis_down_until
     with _lock:
         _windows.clear()
+        _redis_down_until = 0.0
+    _redis.cache_clear()
 
 
 @memoize
 def _redis() -> redis.Redis | None:
-    return redis.Redis.from_url(settings.REDIS_URL) if settings.REDIS_URL else None
+    if not settings.REDIS_URL:
+        return None
+    return redis.Redis.from_url(
+        settings.REDIS_URL,
+        socket_timeout=REDIS_TIMEOUT_SECONDS,
+        socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+    )
 
 
-def _add(cache_key: str, hits: int, window_seconds: int) -> int:
-    """Add `hits` to the shared counter; return its new total."""
-    client = _redis()
-    if client is not None:
+def _add_shared(client: redis.Redis, cache_key: str, hits: int, window_seconds: int) -> int | None:
+    """INCRBY the Redis counter; None while Redis is unavailable."""
+    global _redis_down_until
+    if time.monotonic() < _redis_down_until:
+        return None
+    try:
         total = int(client.incrby(cache_key, hits))
         if total == hits:  # this add created the counter
             client.expire(cache_key, window_seconds + 1)
-        return total
+    except RedisError as error:
+        with _lock:
+            was_up, _redis_down_until = (
+                _redis_down_until == 0.0,
+                time.monotonic() + REDIS_RETRY_SECONDS,
+            )
+        if was_up:
+            logger.warning(
+                "rate limit fails open: Redis unavailable (%s); counting in this process only",
+                error,
+            )
+        return None
+    if _redis_down_until:
+        _redis_down_until = 0.0
+        logger.warning("rate limit: Redis is back; counting across processes again")
+    return total
+
+
+def _add(cache_key: str, hits: int, window_seconds: int) -> int | None:
+    """Add `hits` to the shared counter; return its new total, None if it is unreachable."""
+    client = _redis()
+    if client is not None:
+        return _add_shared(client, cache_key, hits, window_seconds)
     # add() is atomic: only the first hit of a window creates the counter with its expiry.
     if cache.add(cache_key, hits, window_seconds + 1):
         return hits
@@ -130,5 +176,7 @@ def rate_limit_retry_after(*, key: str, limit: int, window_seconds: int) -> int 
         hits, window.pending, window.synced_at = window.pending, 0, now
     total = _add(_cache_key(key, number), hits, window_seconds)
     with _lock:
+        if total is None:  # Redis down: fail open to this process's own count
+            total = window.total + hits
         window.total = max(window.total, total)
     return None if total <= limit else retry_after

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import environ
 from celery.schedules import crontab
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -26,6 +27,9 @@ if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured("DJANGO_SECRET_KEY must be set when DJANGO_DEBUG is off.")
     SECRET_KEY = "insecure-development-key-only-used-with-DJANGO_DEBUG"
+# Rotation (docs/operations.md): the old key stays here until sessions and password-reset links
+# signed with it have expired, so a new key logs nobody out.
+SECRET_KEY_FALLBACKS = env.list("DJANGO_SECRET_KEY_FALLBACKS", default=[])
 
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
@@ -60,6 +64,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
 ]
 
 # The ingestion endpoints (events/ingest_urls.py) run only these (clickserver/wsgi.py): public
@@ -138,6 +143,12 @@ if REDIS_URL:
             "LOCATION": REDIS_URL,
             "KEY_PREFIX": env("CACHE_KEY_PREFIX", default="cs"),
             "TIMEOUT": 300,
+            # A dead Redis host must fail a cache call fast, not hold a request for the kernel's
+            # connect timeout (ingestion goes on without Redis: docs/ingestion.md).
+            "OPTIONS": {
+                "socket_connect_timeout": env.float("REDIS_TIMEOUT_SECONDS", default=1.0),
+                "socket_timeout": env.float("REDIS_TIMEOUT_SECONDS", default=1.0),
+            },
         }
     }
 else:
@@ -260,6 +271,7 @@ CORS_ALLOW_HEADERS = [
     # Segment's SDKs number their retries in this header; without it a browser's retry would
     # fail its CORS preflight.
     "x-retry-count",
+    "x-identity-token",
 ]
 
 REST_FRAMEWORK = {
@@ -319,11 +331,49 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 
+# --- HTTPS, cookies and security headers ---------------------------------------------------------
+# Production runs behind nginx (deploy/nginx.conf), which terminates TLS and sets
+# X-Forwarded-Proto; nginx is the only client gunicorn accepts that header from
+# (GUNICORN_FORWARDED_ALLOW_IPS). `manage.py check --deploy` is clean with DEBUG off
+# (clickserver/tests/test_deploy.py); each value can be overridden from the environment.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
+# Probes reach gunicorn directly over plain HTTP (docker-compose, systemd health checks).
+SECURE_REDIRECT_EXEMPT = [r"^health/"]
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+# Covers only the subdomains of this server's own host name (e.g. *.analytics.example.com).
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Preloading commits a whole registrable domain to HTTPS in every browser; that is the domain
+# owner's decision, not a default for a self-hosted subdomain (set DJANGO_SECURE_HSTS_PRELOAD=1).
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
 SESSION_COOKIE_SECURE = env.bool("DJANGO_SECURE_COOKIES", default=not DEBUG)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
+SESSION_COOKIE_HTTPONLY = True
 SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
 X_FRAME_OPTIONS = "DENY"
+# Content-Security-Policy (django-csp) on every page: the dashboard, the login and the admin load
+# scripts, styles, fonts and Chart.js from this origin only, and nothing inline runs (the
+# dashboard's data travels in a json_script block, which is data, not script). Checked in headless
+# Chromium by analytics/tests/test_dashboard_browser.py.
+CONTENT_SECURITY_POLICY = {
+    # Ingestion answers JSON to scripts, never a page, and runs without this middleware in
+    # production (INGEST_MIDDLEWARE): both stacks answer it the same.
+    "EXCLUDE_URL_PREFIXES": ["/events/", "/v1/"],
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "base-uri": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+        "img-src": [SELF, "data:"],
+        "object-src": [NONE],
+        "script-src": [SELF],
+        "style-src": [SELF],
+    },
+}
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

@@ -1,6 +1,7 @@
 from contextvars import ContextVar
 
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -46,10 +47,29 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
+def _is_owner(request: HttpRequest, shop: Shop | None) -> bool:
+    """Owners (and superusers) manage a shop: its settings, members, keys and secrets."""
+    if request.user.is_superuser:
+        return True
+    if shop is None:
+        return selectors.shops_owned_by(user=request.user).exists()
+    return selectors.shops_owned_by(user=request.user).filter(pk=shop.pk).exists()
+
+
 class ShopMembershipInline(admin.TabularInline):
     model = ShopMembership
     extra = 1
     autocomplete_fields = ["user"]
+
+    # Members and their roles are the shop's settings too: only its owners change them.
+    def has_add_permission(self, request, obj=None):
+        return super().has_add_permission(request, obj) and _is_owner(request, obj)
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and _is_owner(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and _is_owner(request, obj)
 
 
 @admin.register(Shop)
@@ -58,7 +78,31 @@ class ShopAdmin(admin.ModelAdmin):
     search_fields = ["domain", "name"]
     readonly_fields = ["write_key", "snippet_tag", "created_at"]
     inlines = [ShopMembershipInline]
-    actions = ["rotate_write_key"]
+    actions = ["rotate_write_key", "rotate_identity_secret"]
+    SECRETS = ["webhook_secret", "identity_secret"]
+
+    # A staff user sees the shops they belong to; analysts read them, owners change them.
+    def get_queryset(self, request):
+        shops = super().get_queryset(request)
+        return shops.filter(pk__in=selectors.shops_for_user(user=request.user).values("pk"))
+
+    def has_change_permission(self, request, obj=None):
+        return super().has_change_permission(request, obj) and _is_owner(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        return super().has_delete_permission(request, obj) and _is_owner(request, obj)
+
+    def get_exclude(self, request, obj=None):
+        # Secrets only for owners; the identity secret is generated, never typed in.
+        if obj is not None and _is_owner(request, obj):
+            return ["identity_secret"]
+        return self.SECRETS
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and _is_owner(request, obj):
+            fields.append("identity_secret")
+        return fields
 
     def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
         # snippet_tag needs the request's origin; a ContextVar keeps that per request and thread.
@@ -80,11 +124,27 @@ class ShopAdmin(admin.ModelAdmin):
         base_url = request.build_absolute_uri("/") if request else "/"
         return format_html("<code>{}</code>", snippet_tag(shop=shop, base_url=base_url))
 
+    def _owned(self, request: HttpRequest, queryset):
+        owned = [shop for shop in queryset if _is_owner(request, shop)]
+        if len(owned) != len(queryset):
+            raise PermissionDenied("Only the shop's owners can rotate its keys.")
+        return owned
+
     @admin.action(description="Rotate the write key (the old key stops working)")
     def rotate_write_key(self, request, queryset):
-        for shop in queryset:
+        for shop in self._owned(request, queryset):
             services.shop_rotate_write_key(shop=shop)
         self.message_user(request, f"Rotated {queryset.count()} write key(s).", messages.SUCCESS)
+
+    @admin.action(
+        description="Rotate the identity secret (identity tokens signed before stop working)"
+    )
+    def rotate_identity_secret(self, request, queryset):
+        for shop in self._owned(request, queryset):
+            services.shop_rotate_identity_secret(shop=shop)
+        self.message_user(
+            request, f"Rotated {queryset.count()} identity secret(s).", messages.SUCCESS
+        )
 
 
 @admin.register(Event)

@@ -5,8 +5,6 @@ in the body for sendBeacon). Responses come only after the batch has committed: 
 format, 200 for the Segment API, as Segment's and RudderStack's SDKs expect.
 """
 
-import base64
-import binascii
 from collections.abc import Callable
 from typing import Any
 
@@ -36,6 +34,7 @@ from clickserver.schema import PAGE, PAGE_SIZE, SHOP, error_responses, paginated
 from events import erasure, segment, selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
+from events.storefront_auth import shop_authenticate
 from events.validation import EventInvalid, parse_timestamp
 
 INGEST_RESPONSE = OpenApiResponse(
@@ -47,24 +46,6 @@ SEGMENT_INGEST_RESPONSE = OpenApiResponse(
 )
 
 
-def _write_key(request: HttpRequest, payload: Any) -> str:
-    key = request.headers.get("X-Write-Key", "")
-    authorization = request.headers.get("Authorization", "")
-    if not key and authorization.lower().startswith("basic "):
-        try:
-            decoded = base64.b64decode(authorization[6:].strip(), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError):
-            raise ApplicationError(
-                "Malformed Basic authorization.", code="not_authenticated", status=401
-            ) from None
-        key = decoded.split(":", 1)[0]
-    if not key and isinstance(payload, dict):
-        # writeKey: Segment's SDKs put it in the body as well as in the Authorization header.
-        body_key = payload.get("write_key", payload.get("writeKey"))
-        key = body_key if isinstance(body_key, str) else ""
-    return key
-
-
 def _client_ip(request: HttpRequest) -> str | None:
     # Behind nginx the client is the first X-Forwarded-For hop (deploy/nginx.conf sets it).
     forwarded = request.headers.get("X-Forwarded-For", "")
@@ -73,12 +54,7 @@ def _client_ip(request: HttpRequest) -> str | None:
 
 
 def _authenticate(request: HttpRequest, payload: Any) -> Shop:
-    key = _write_key(request, payload)
-    shop = selectors.shop_get_by_write_key(write_key=key) if key else None
-    if shop is None:
-        raise ApplicationError(
-            "Unknown or missing write key.", code="not_authenticated", status=401
-        )
+    shop = shop_authenticate(request=request, payload=payload)
     retry_after = rate_limit_retry_after(
         key=f"ingest:{shop.pk}",
         limit=settings.INGEST_RATE_LIMIT_REQUESTS,

@@ -19,6 +19,10 @@ def new_webhook_secret() -> str:
     return secrets.token_hex(32)
 
 
+def new_identity_secret() -> str:
+    return secrets.token_hex(32)
+
+
 class ConsentMode(models.TextChoices):
     NONE = "none", "No consent needed"
     REQUIRED = "required", "Track only after consent"
@@ -32,6 +36,9 @@ class Shop(models.Model):
     write_key = models.CharField(max_length=64, unique=True, default=new_write_key)
     # The Shopify app secret: webhook bodies are signed with it (HMAC-SHA256).
     webhook_secret = models.CharField(max_length=128, default=new_webhook_secret)
+    # Private to the shop's server: it signs a logged-in customer's user id with it so that a
+    # storefront may ask for that customer's recommendations (events/storefront_auth.py).
+    identity_secret = models.CharField(max_length=64, default=new_identity_secret)
     session_timeout_minutes = models.PositiveIntegerField(default=30)
     is_ip_anonymized = models.BooleanField(default=True)
     consent_mode = models.CharField(

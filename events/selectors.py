@@ -40,6 +40,17 @@ def shops_for_user(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Shop]:
     return Shop.objects.filter(memberships__user_id=user.pk)
 
 
+def shops_owned_by(*, user: AbstractBaseUser | AnonymousUser) -> QuerySet[Shop]:
+    """The shops whose settings, members, keys and secrets this user may change."""
+    if not user.is_authenticated:
+        return Shop.objects.none()
+    if getattr(user, "is_superuser", False):
+        return Shop.objects.all()
+    return Shop.objects.filter(
+        memberships__user_id=user.pk, memberships__role=ShopMembership.Role.OWNER
+    )
+
+
 def shop_get_for_user(*, user: AbstractBaseUser | AnonymousUser, domain: str | None) -> Shop:
     """The shop named by `domain` if the user is a member; the only one if they have one.
 

@@ -22,6 +22,7 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet, Sum
 from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 from rest_framework.authtoken.models import Token
 
 from clickserver.api import ApplicationError
@@ -46,6 +47,7 @@ from events.models import (
     Shop,
     ShopMembership,
     WebhookDelivery,
+    new_identity_secret,
     new_write_key,
 )
 from events.segment import segment_to_event
@@ -128,6 +130,13 @@ def shop_rotate_write_key(*, shop: Shop) -> Shop:
     """Give the shop a new public write key; the old one stops working at once."""
     shop.write_key = new_write_key()
     shop.save(update_fields=["write_key"])
+    return shop
+
+
+def shop_rotate_identity_secret(*, shop: Shop) -> Shop:
+    """A new identity secret; tokens the shop's server signed with the old one stop working."""
+    shop.identity_secret = new_identity_secret()
+    shop.save(update_fields=["identity_secret"])
     return shop
 
 
@@ -267,8 +276,13 @@ def events_process_schedule(*, shop_id: int) -> None:
     if now - _scheduled_at.get(shop_id, -PROCESS_DEBOUNCE_SECONDS) < PROCESS_DEBOUNCE_SECONDS:
         return
     _scheduled_at[shop_id] = now
-    if not cache.add(f"events:process-scheduled:{shop_id}", 1, PROCESS_DEBOUNCE_SECONDS):
-        return
+    try:
+        if not cache.add(f"events:process-scheduled:{shop_id}", 1, PROCESS_DEBOUNCE_SECONDS):
+            return
+    except RedisError:
+        # Redis down: enqueue anyway. The process-local clock above still spaces the tasks, a
+        # duplicate task finds nothing left to do, and the rate limiter logs the outage once.
+        pass
     countdown = settings.PIPELINE_SETTLE_SECONDS + PROCESS_DEBOUNCE_SECONDS + 0.2
     try:
         events_process_task.apply_async((shop_id,), countdown=countdown)

@@ -1,4 +1,9 @@
-"""Storefront recommendation endpoints, authenticated with the shop's public write key."""
+"""Storefront recommendation endpoints, authenticated with the shop's public write key.
+
+The personal ones answer for the browser's own anonymous id, or for a user id only with the
+X-Identity-Token the shop's server issued for it (events/storefront_auth.py): the write key is
+public, so a bare user id would hand anyone that customer's browsing history.
+"""
 
 from dataclasses import asdict
 
@@ -13,7 +18,7 @@ from clickserver.api import ApplicationError
 from clickserver.schema import error_responses, integer_schema
 from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
-from events.selectors import shop_get_by_write_key
+from events.storefront_auth import identity_token_is_valid, shop_authenticate
 from recommendations import selectors
 
 MAX_LIMIT = 50
@@ -45,10 +50,9 @@ class StorefrontApi(APIView):
     throttle_classes = [StorefrontThrottle]
 
     def shop(self, request) -> Shop:
-        key = request.headers.get("X-Write-Key") or request.query_params.get("write_key", "")
-        shop = shop_get_by_write_key(write_key=key) if key else None
+        shop = shop_authenticate(request=request)
         domain = request.query_params.get("shop")
-        if shop is None or (domain and domain != shop.domain):
+        if domain and domain != shop.domain:
             raise ApplicationError(
                 "Unknown or missing write key.", code="not_authenticated", status=401
             )
@@ -66,6 +70,14 @@ class StorefrontApi(APIView):
         if not anonymous_id and not user_id:
             raise ApplicationError(
                 "Give anonymous_id or user_id.", fields={"anonymous_id": ["required"]}
+            )
+        token = request.headers.get("X-Identity-Token", "")
+        if user_id and not identity_token_is_valid(shop=shop, user_id=user_id, token=token):
+            raise ApplicationError(
+                "A user_id needs the X-Identity-Token the shop's server issued for it.",
+                code="permission_denied",
+                status=403,
+                fields={"user_id": ["unverified"]},
             )
         return selectors.person_resolve(shop=shop, anonymous_id=anonymous_id, user_id=user_id)
 

@@ -52,6 +52,8 @@ def main() -> int:
     env.setdefault("CACHE_KEY_PREFIX", "cs-test")
     env.setdefault("PIPELINE_SETTLE_SECONDS", "0")
     env.setdefault("DJANGO_STATIC_MANIFEST", "0")
+    # The test client and live servers speak plain HTTP; production redirects to HTTPS.
+    env.setdefault("DJANGO_SECURE_SSL_REDIRECT", "0")
     args = [sys.executable, "-m", "pytest", *sys.argv[1:]]
     os.execve(sys.executable, args, env)
     return 0

@@ -4,7 +4,9 @@
 #
 #   scripts/system_deps.sh         what `make demo` needs: a C toolchain and the MySQL client
 #                                  headers for mysqlclient, pkg-config, venv, Node.js and npm
-#   scripts/system_deps.sh --dev   also Debian's Chromium and ChromeDriver for the browser tests
+#   scripts/system_deps.sh --dev   also Debian's Chromium and ChromeDriver for the browser tests,
+#                                  and nginx, systemd (systemd-analyze) and openssl, with which
+#                                  clickserver/tests/test_deploy.py checks deploy/
 #
 # As root it installs what is missing with apt-get; otherwise it prints the exact command to run
 # and fails, instead of leaving pip to stop at "pkg-config --exists mysqlclient".
@@ -13,7 +15,7 @@ python="${PYTHON:-python3}"
 
 packages=(build-essential pkg-config default-libmysqlclient-dev python3-venv python3-dev nodejs npm)
 if [ "${1:-}" = "--dev" ]; then
-  packages+=(chromium chromium-driver)
+  packages+=(chromium chromium-driver nginx systemd openssl)
 fi
 
 if ! command -v dpkg >/dev/null 2>&1; then
@@ -28,6 +30,10 @@ for package in "${packages[@]}"; do
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;
     # A Python built from source (pyenv, the python:3.11 images) has venv and its headers.
+    # Any nginx flavour (nginx-light, nginx-full, a newer build) can check the configuration.
+    nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && continue ;;
+    systemd) command -v systemd-analyze >/dev/null 2>&1 && continue ;;
+    openssl) command -v openssl >/dev/null 2>&1 && continue ;;
     python3-venv) "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 && continue ;;
     python3-dev)
       [ -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \

@@ -33,6 +33,27 @@ CHART_PAGES = {
     "live": ("/live/", []),
     "install": ("/install/", []),
 }
+# The dashboard's policy (clickserver/settings.py): nothing inline, nothing from another origin.
+# django-csp writes the directives in no fixed order.
+CSP = frozenset(
+    [
+        "default-src 'self'",
+        "base-uri 'self'",
+        "connect-src 'self'",
+        "font-src 'self'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+        "img-src 'self' data:",
+        "object-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+    ]
+)
+# Chromium also logs a violation as a console error; this names the directive and what it blocked.
+CSP_WATCH = (
+    "document.addEventListener('securitypolicyviolation', (e) =>"
+    " console.error('csp violation: ' + e.violatedDirective + ' ' + e.blockedURI));"
+)
 VIEWPORTS = {"desktop": {"width": 1366, "height": 900}, "mobile": {"width": 390, "height": 844}}
 # Chart.getChart(canvas) is the chart drawn on it; count its data points and painted pixels.
 CHART_STATE = """(id) => {
@@ -126,12 +147,15 @@ def test_every_page_renders_its_charts_at_desktop_and_mobile_width(
 ):
     settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
     states: dict[str, list[dict]] = {}
+    policies = set()
     for viewport, size in VIEWPORTS.items():
         context = browser.new_context(viewport=size)
+        context.add_init_script(CSP_WATCH)
         page = watch(context.new_page())
         log_in(page, live_server.url, "owner")
         for name, (path, canvases) in CHART_PAGES.items():
-            page.goto(f"{live_server.url}{path}?shop={seeded_shop.domain}")
+            response = page.goto(f"{live_server.url}{path}?shop={seeded_shop.domain}")
+            policies.add(frozenset(response.headers["content-security-policy"].split("; ")))
             states[f"{viewport}-{name}"] = wait_for_charts(page, canvases) if canvases else []
             page.wait_for_function("() => !document.body.innerText.includes('Loading…')")
             page.wait_for_load_state("networkidle")
@@ -144,6 +168,35 @@ def test_every_page_renders_its_charts_at_desktop_and_mobile_width(
         if any(s["points"] == 0 or s["painted"] < 500 for s in state)
     }
     assert empty == {}
+    assert policies == {CSP}
+    assert watch.problems == []
+
+
+def test_admin_and_api_docs_run_under_the_csp(browser, live_server, db, watch, settings):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    user_with_password("root", is_staff=True, is_superuser=True)
+    shop = ShopFactory()
+    context = browser.new_context()
+    context.add_init_script(CSP_WATCH)
+    page = watch(context.new_page())
+
+    log_in(page, live_server.url, "root")
+    policies = set()
+    for path in ("/admin/", "/admin/events/shop/", f"/admin/events/shop/{shop.pk}/change/"):
+        policy = page.goto(live_server.url + path).headers["content-security-policy"]
+        policies.add(frozenset(policy.split("; ")))
+        page.wait_for_load_state("networkidle")
+    docs_policy = page.goto(live_server.url + "/api/docs/").headers["content-security-policy"]
+    page.wait_for_selector(".swagger-ui .info .title")
+    title = page.inner_text(".swagger-ui .info .title")
+    context.close()
+
+    assert policies == {CSP}
+    # Swagger UI styles its elements inline; its scripts still come from this origin only.
+    assert frozenset(docs_policy.split("; ")) == CSP - {"style-src 'self'"} | {
+        "style-src 'self' 'unsafe-inline'"
+    }
+    assert title.startswith("clickserver API")
     assert watch.problems == []
 
 

@@ -82,3 +82,10 @@ def test_a_key_over_its_limit_is_refused_without_asking_redis(shared_counter):
 
     assert all(answer is not None for answer in answers)
     assert shared_counter("test:over") == before == 3
+
+
+def test_limit_fails_open_to_this_processs_count_while_redis_is_down(redis_down):
+    answers = hits("test:down", limit=30, count=35)
+
+    assert answers[:30] == [None] * 30
+    assert all(answer is not None and answer >= 1 for answer in answers[30:])

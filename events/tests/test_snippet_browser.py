@@ -309,3 +309,32 @@ def test_spa_navigation_json_ld_xhr_identify_and_order_element(context, store, s
     )
     assert len(purchase.event_id) == 36
     assert datetime.now(UTC) >= purchase.occurred_at
+
+
+def test_recommendations_send_the_key_in_a_header_and_the_browsers_own_id(
+    context, store, shop, process_all
+):
+    page = context.new_page()
+    requests = []
+    page.on("request", lambda request: requests.append(request))
+    page.goto(store("product"))
+    page.wait_for_function("() => document.cookie.includes('_cs_aid')")
+    page.evaluate("() => clickserver.flush()")
+    wait_for_events(shop, 2)
+    process_all(shop)
+
+    products = page.evaluate("() => clickserver.recommendations('pick_up_where_you_left_off')")
+    stranger = page.evaluate(
+        "() => clickserver.recommendations('pick_up_where_you_left_off', {userId: 'u-9'})"
+    )
+
+    assert [(p["product_id"], p["name"], p["reason"]) for p in products] == [
+        ("42", "Mug", "viewed")
+    ]
+    # A user id without the shop's identity token is not sent at all, so nothing comes back
+    # that the anonymous id would not also give.
+    assert [p["product_id"] for p in stranger] == ["42"]
+    anonymous_id = page.evaluate("() => clickserver.anonymousId()")
+    calls = [r for r in requests if "/api/pick_up_where_you_left_off/" in r.url]
+    assert [r.url.split("?", 1)[1] for r in calls] == [f"limit=10&anonymous_id={anonymous_id}"] * 2
+    assert {r.headers["x-write-key"] for r in calls} == {shop.write_key}

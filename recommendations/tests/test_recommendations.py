@@ -6,6 +6,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from events.models import Session
+from events.storefront_auth import identity_token_compute
 from events.tests.factories import EventFactory, PersonFactory, PersonIdentifierFactory
 from recommendations import selectors, services, tasks
 from recommendations.models import ProductAffinity
@@ -21,8 +22,9 @@ def _event(shop, product_id, event_type="product_view", *, at, person=None, **fi
     )
 
 
-def _get(key_shop, path, **params):
-    return APIClient().get(path, params, headers={"X-Write-Key": key_shop.write_key})
+def _get(key_shop, path, headers=None, **params):
+    headers = {"X-Write-Key": key_shop.write_key, **(headers or {})}
+    return APIClient().get(path, params, headers=headers)
 
 
 def _ids(response) -> list[str]:
@@ -65,7 +67,7 @@ def test_crowd_scores_weigh_event_types_and_decay_with_age(shop):
 
 
 @pytest.mark.django_db
-def test_crowd_favorites_with_query_param_key_and_catalogue_names(shop):
+def test_crowd_favorites_with_catalogue_names(shop):
     now = timezone.now()
     ProductFactory(shop=shop, product_id="A", title="Alpha", price="9.50")
     _event(shop, "A", "purchase", at=now - timedelta(minutes=1))
@@ -73,7 +75,7 @@ def test_crowd_favorites_with_query_param_key_and_catalogue_names(shop):
     ProductFactory(shop=shop, product_id="X", is_available=False)
     _event(shop, "X", "purchase", at=now - timedelta(minutes=1))
 
-    response = APIClient().get(PATHS[0], {"write_key": shop.write_key, "shop": shop.domain})
+    response = _get(shop, PATHS[0], shop=shop.domain)
 
     products = response.json()["products"]
     assert [(p["product_id"], p["name"], p["price"], p["reason"]) for p in products] == [
@@ -126,8 +128,9 @@ def test_pick_up_lists_unbought_products_most_recent_first(shop):
     _event(shop, "C", at=now - timedelta(minutes=20), person=person)
     _event(shop, "C", "purchase", at=now - timedelta(minutes=10), person=person)
     _event(shop, "D", at=now - timedelta(days=40), person=person)
+    token = identity_token_compute(shop=shop, user_id="u-1")
 
-    response = _get(shop, PATHS[2], user_id="u-1")
+    response = _get(shop, PATHS[2], headers={"X-Identity-Token": token}, user_id="u-1")
 
     assert _ids(response) == ["A", "B"]
     assert [p["reason"] for p in response.json()["products"]] == ["viewed", "carted"]
@@ -188,12 +191,14 @@ def test_storefront_endpoints_allow_cross_origin_calls(shop):
         headers={
             "Origin": "https://store.example",
             "Access-Control-Request-Method": "GET",
-            "Access-Control-Request-Headers": "x-write-key",
+            "Access-Control-Request-Headers": "x-write-key, x-identity-token",
         },
     )
 
     assert response.status_code == 200
     assert response["Access-Control-Allow-Origin"] == "*"
+    allowed = response["Access-Control-Allow-Headers"].split(", ")
+    assert {"x-write-key", "x-identity-token"} <= set(allowed)
 
 
 def test_affinity_rebuild_runs_daily_from_beat():

@@ -51,7 +51,8 @@
     Object.keys(attrs || {}).forEach(function (key) {
       if (key === "text") node.textContent = attrs[key];
       else if (key === "className") node.className = attrs[key];
-      else if (key === "style") node.setAttribute("style", attrs[key]);
+      // Through the CSSOM: the Content-Security-Policy (style-src 'self') blocks style attributes.
+      else if (key === "style") node.style.cssText = attrs[key];
       else node.setAttribute(key, attrs[key]);
     });
     (children || []).forEach(function (child) {

@@ -380,7 +380,29 @@
       }
     },
     flush: flush,
-    anonymousId: function () { return enabled() ? anonymousId() : null; }
+    anonymousId: function () { return enabled() ? anonymousId() : null; },
+    // Storefront recommendations (docs/recommendations.md), resolving to a list of products.
+    // The write key goes in a header, never the URL; the personal lists are asked for this
+    // browser's own anonymous id, and for a logged-in customer only with the identity token
+    // the shop's server issued for options.userId.
+    recommendations: function (kind, options) {
+      var o = options || {}, q = ['limit=' + (o.limit || 10)], h = { 'X-Write-Key': writeKey };
+      if (!/^(crowd_favorites|featured_collection|pick_up_where_you_left_off)$/.test(kind)) {
+        return Promise.reject(new Error('clickserver: unknown recommendations ' + kind));
+      }
+      if (kind !== 'crowd_favorites') {
+        if (!enabled()) return Promise.resolve([]);
+        q.push('anonymous_id=' + encodeURIComponent(anonymousId()));
+        if (o.userId && o.identityToken) {
+          q.push('user_id=' + encodeURIComponent(o.userId));
+          h['X-Identity-Token'] = o.identityToken;
+        }
+      }
+      var url = new URL('/api/' + kind + '/?' + q.join('&'), new URL(endpoint, loc.href));
+      return fetch(url.href, { headers: h, credentials: 'omit' })
+        .then(function (r) { return r.ok ? r.json() : { products: [] }; })
+        .then(function (body) { return body.products; });
+    }
   };
 
   if (d.readyState === 'loading') d.addEventListener('DOMContentLoaded', pageView);
