@@ -234,7 +234,7 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
 CORS_URLS_REGEX = (
-    r"^/((events|v1|snippet)/.*"
+    r"^/((events|v1|snippet|sourceConfig)/.*"
     r"|api/(crowd_favorites|featured_collection|pick_up_where_you_left_off)/.*)$"
 )
 CORS_ALLOW_ALL_ORIGINS = True  # storefronts are arbitrary origins; the write key is public anyway
@@ -247,6 +247,15 @@ CORS_ALLOW_HEADERS = [
     # Segment's SDKs number their retries in this header; without it a browser's retry would
     # fail its CORS preflight.
     "x-retry-count",
+    # RudderStack's JavaScript SDK sends these with every event, and the rsa-* ones when it
+    # retries or re-sends events recovered from storage.
+    "anonymousid",
+    "sentat",
+    "rsa-recovered",
+    "rsa-retry-attempt",
+    "rsa-since-last-attempt",
+    "rsa-since-first-attempt",
+    "rsa-retry-reason",
 ]
 
 REST_FRAMEWORK = {

@@ -224,6 +224,35 @@ class SegmentSettingsView(View):
         return response
 
 
+class RudderSourceConfigView(View):
+    """The source config RudderStack's JavaScript SDK fetches before it sends anything.
+
+    The SDK sends the write key both as the Basic-auth user name and in the `writeKey` query
+    parameter (it is public: it is in every storefront's page source). 401 with the error
+    envelope for an unknown or missing key, after which the SDK stays unloaded and sends nothing.
+    """
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        try:
+            key = _write_key(request, {"writeKey": request.GET.get("writeKey", "")})
+            shop = selectors.shop_get_by_write_key(write_key=key) if key else None
+            if shop is None:
+                raise ApplicationError(
+                    "Unknown or missing write key.", code="not_authenticated", status=401
+                )
+        except ApplicationError as error:
+            return error_http_response(error)
+        response = JsonResponse(
+            segment.rudderstack_source_config(
+                shop_id=shop.pk, shop_name=shop.name or shop.domain, write_key=shop.write_key
+            )
+        )
+        response["Cache-Control"] = f"public, max-age={snippet.SNIPPET_MAX_AGE_SECONDS}"
+        # The key may come only in the Authorization header, so the URL alone does not name it.
+        response["Vary"] = "Authorization"
+        return response
+
+
 def _shopify_shop(request: Request, body: bytes) -> Shop:
     """The shop named by X-Shopify-Shop-Domain, if the raw body is signed with its secret."""
     shop = selectors.shop_get_by_domain(domain=request.headers.get("X-Shopify-Shop-Domain", ""))
