@@ -258,7 +258,7 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
 
 # Storefront endpoints only: the erasure API is for the shop's owners, not for browsers.
 CORS_URLS_REGEX = (
-    r"^/(?!events/erasures/)((events|v1|snippet)/.*"
+    r"^/(?!events/erasures/)((events|v1|snippet|sourceConfig)/.*"
     r"|api/(crowd_favorites|featured_collection|pick_up_where_you_left_off)/.*)$"
 )
 CORS_ALLOW_ALL_ORIGINS = True  # storefronts are arbitrary origins; the write key is public anyway
@@ -272,6 +272,15 @@ CORS_ALLOW_HEADERS = [
     # fail its CORS preflight.
     "x-retry-count",
     "x-identity-token",
+    # RudderStack's JavaScript SDK sends these with every event, and the rsa-* ones when it
+    # retries or re-sends events recovered from storage.
+    "anonymousid",
+    "sentat",
+    "rsa-recovered",
+    "rsa-retry-attempt",
+    "rsa-since-last-attempt",
+    "rsa-since-first-attempt",
+    "rsa-retry-reason",
 ]
 
 REST_FRAMEWORK = {

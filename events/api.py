@@ -208,6 +208,31 @@ class SegmentSettingsView(View):
         return response
 
 
+class RudderSourceConfigView(View):
+    """The source config RudderStack's JavaScript SDK fetches before it sends anything.
+
+    The SDK sends the write key both as the Basic-auth user name and in the `writeKey` query
+    parameter; only the header counts, as everywhere (events/storefront_auth.py: a key in a URL
+    lands in access logs). 401 with the error envelope for an unknown or missing key, after which
+    the SDK stays unloaded and sends nothing.
+    """
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        try:
+            shop = shop_authenticate(request=request)
+        except ApplicationError as error:
+            return error_http_response(error)
+        response = JsonResponse(
+            segment.rudderstack_source_config(
+                shop_id=shop.pk, shop_name=shop.name or shop.domain, write_key=shop.write_key
+            )
+        )
+        response["Cache-Control"] = f"public, max-age={snippet.SNIPPET_MAX_AGE_SECONDS}"
+        # The key may come only in the Authorization header, so the URL alone does not name it.
+        response["Vary"] = "Authorization"
+        return response
+
+
 def _shopify_shop(request: Request, body: bytes) -> Shop:
     """The shop named by X-Shopify-Shop-Domain, if the raw body is signed with its secret."""
     shop = selectors.shop_get_by_domain(domain=request.headers.get("X-Shopify-Shop-Domain", ""))

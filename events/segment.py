@@ -138,3 +138,33 @@ def segment_cdn_settings(*, write_key: str, api_host: str, protocol: str) -> dic
         "legacyVideoPluginsEnabled": False,
         "remotePlugins": [],
     }
+
+
+def rudderstack_source_config(*, shop_id: int, shop_name: str, write_key: str) -> dict[str, Any]:
+    """What RudderStack's control plane serves its JavaScript SDK at /sourceConfig/.
+
+    The SDK checks `source.id`, `source.config` and `source.destinations` and stops if `enabled`
+    is false. No destinations, so it loads no device-mode integration code; stats collection
+    off, so it posts no error reports or metrics of its own. Where it sends events is the data
+    plane URL the shop passes to `load()`, not part of this answer.
+    """
+    source_id = f"clickserver-{shop_id}"
+    return {
+        "isHosted": False,
+        "source": {
+            "id": source_id,
+            "name": shop_name,
+            "writeKey": write_key,
+            "enabled": True,
+            "workspaceId": source_id,
+            "deleted": False,
+            "sourceDefinitionName": "Javascript",
+            "config": {
+                "statsCollection": {
+                    "errors": {"enabled": False},
+                    "metrics": {"enabled": False},
+                }
+            },
+            "destinations": [],
+        },
+    }

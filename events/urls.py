@@ -17,4 +17,6 @@ urlpatterns = [
         api.SegmentSettingsView.as_view(),
         name="segment-settings",
     ),
+    # RudderStack's JavaScript SDK appends /sourceConfig/ to its `configUrl` load option.
+    path("sourceConfig/", api.RudderSourceConfigView.as_view(), name="rudderstack-source-config"),
 ]

@@ -3,7 +3,7 @@
 Each SDK runs with its default settings (gzip, batching, retries) and only its host changed. The
 server is Django's threaded WSGI server (what runserver runs) around clickserver.wsgi.application,
 wrapped in a recorder that keeps what the server saw of every request: a retried batch shows as a
-message id seen twice, or as an X-Retry-Count header.
+message id seen twice, or as an X-Retry-Count header (Rsa-Retry-Attempt from RudderStack's JS SDK).
 """
 
 import gzip
@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import pytest
 import rudderstack.analytics
@@ -58,7 +59,7 @@ class Recorder:
         seen = SeenRequest(
             method=environ["REQUEST_METHOD"],
             path=environ["PATH_INFO"],
-            retry_count=environ.get("HTTP_X_RETRY_COUNT"),
+            retry_count=environ.get("HTTP_X_RETRY_COUNT", environ.get("HTTP_RSA_RETRY_ATTEMPT")),
             messages=messages_in(body),
         )
         with self.lock:
@@ -242,3 +243,60 @@ def test_analytics_js_takes_its_settings_from_here_and_delivers_every_message_on
         ("GET", f"/v1/projects/{shop.write_key}/settings", 200),
     ]
     assert {r.path for r in server.posts()} == {"/v1/t", "/v1/i", "/v1/p", "/v1/a"}
+
+
+RUDDER_CALLS = """async () => {
+    // ready() fires once the SDK has its source config; without one it never does.
+    await Promise.race([
+        new Promise((resolve) => rudderanalytics.ready(resolve)),
+        new Promise((resolve, reject) => setTimeout(() => reject(new Error('not ready')), 10000)),
+    ]);
+    rudderanalytics.track('Product Viewed', {product_id: 'p-1', price: 12.5});
+    rudderanalytics.identify('user-web', {plan: 'pro'});
+    rudderanalytics.page('Catalog', {category: 'mugs'});
+    rudderanalytics.alias('user-web-account');
+    for (let index = 0; index < 5; index++) {
+        rudderanalytics.track('Batch Item', {index});
+    }
+}"""
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.sdk_urls")
+def test_rudderstack_js_takes_its_source_config_from_here_and_delivers_every_message_once(
+    browser, server, shop
+):
+    if not sdk_urls.RUDDER_BUNDLE.is_file():
+        pytest.skip("needs @rudderstack/analytics-js from package.json (make install-dev)")
+    # The shop's page and the SDK's files come from another origin than clickserver (localhost
+    # against 127.0.0.1), so the source config and every event pass a real CORS preflight.
+    # Requests are recorded, not routed: Playwright answers preflights itself once it routes.
+    shop_origin = "http://localhost:" + server.url.rsplit(":", 1)[1]
+    context = browser.new_context()
+    requested: list[str] = []
+    context.on("request", lambda request: requested.append(request.url))
+    page = context.new_page()
+    query = urlencode({"sdk": shop_origin, "clickserver": server.url})
+    page.goto(f"{shop_origin}/rudder-shop/{shop.write_key}/?{query}")
+    page.wait_for_function("() => !Array.isArray(window.rudderanalytics)")
+    page.evaluate(RUDDER_CALLS)
+    # The page's own rudderanalytics.page() was buffered before the SDK loaded.
+    deadline = time.monotonic() + 10
+    while Event.objects.filter(shop=shop).count() < 10 and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    page.wait_for_timeout(1500)  # past the SDK's first retry delay (1 s), had it retried
+    context.close()
+
+    hosts = {urlsplit(url).hostname for url in requested}
+    assert hosts == {"localhost", "127.0.0.1"}, requested
+    assert_sent_once_and_stored_as_sent(server, shop, sent=10)
+    assert sorted({(r.method, r.path, r.status) for r in server.requests if r.method == "GET"}) == [
+        ("GET", f"/rudder-shop/{shop.write_key}/", 200),
+        ("GET", "/sourceConfig/", 200),
+        ("GET", "/v3/modern/rsa.bundled.mjs", 200),
+        ("GET", "/v3/modern/rsa.min.js", 200),
+    ]
+    posted = {"/v1/page", "/v1/track", "/v1/identify", "/v1/alias"}
+    assert {r.path for r in server.posts()} == posted
+    preflights = {(r.path, r.status) for r in server.requests if r.method == "OPTIONS"}
+    assert preflights == {(path, 200) for path in ["/sourceConfig/", *posted]}

@@ -280,3 +280,73 @@ def test_settings_point_analytics_js_at_this_server(shop, client):
     }
     assert (body["remotePlugins"], body["metrics"]) == ([], {"sampleRate": 0})
     assert unknown.status_code == 404
+
+
+@pytest.mark.django_db
+def test_source_config_names_the_shop_for_rudderstack_js_by_basic_auth(shop, client):
+    by_header = client.get(
+        f"/sourceConfig/?p=npm&v=3.34.1&writeKey={shop.write_key}",
+        headers=basic_auth(shop.write_key),
+    )
+
+    assert by_header.status_code == 200
+    assert by_header.json() == {
+        "isHosted": False,
+        "source": {
+            "id": f"clickserver-{shop.pk}",
+            "name": shop.name or shop.domain,
+            "writeKey": shop.write_key,
+            "enabled": True,
+            "workspaceId": f"clickserver-{shop.pk}",
+            "deleted": False,
+            "sourceDefinitionName": "Javascript",
+            "config": {
+                "statsCollection": {"errors": {"enabled": False}, "metrics": {"enabled": False}}
+            },
+            "destinations": [],
+        },
+    }
+    assert by_header["Vary"] == "Authorization, origin"
+
+
+@pytest.mark.django_db
+def test_source_config_refuses_an_unknown_missing_or_url_only_write_key(shop, client):
+    unknown = client.get("/sourceConfig/", headers=basic_auth("not-a-key"))
+    missing = client.get("/sourceConfig/")
+    # A key in the URL lands in access logs: it is not read, here as on every endpoint.
+    in_url_only = client.get(f"/sourceConfig/?writeKey={shop.write_key}")
+
+    for response in (unknown, missing, in_url_only):
+        assert response.status_code == 401
+        assert response.json() == {
+            "code": "not_authenticated",
+            "detail": "Unknown or missing write key.",
+            "fields": {},
+        }
+
+
+@pytest.mark.django_db
+def test_source_config_and_rudderstack_headers_pass_a_cross_origin_preflight(shop, client):
+    preflight = client.options(
+        "/sourceConfig/",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    event_preflight = client.options(
+        "/v1/track",
+        headers={
+            "Origin": "https://shop.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "anonymousid,authorization,content-type,sentat,"
+            "rsa-retry-attempt,rsa-since-last-attempt,rsa-since-first-attempt,rsa-retry-reason",
+        },
+    )
+
+    assert preflight.status_code == 200
+    assert preflight["Access-Control-Allow-Origin"] == "*"
+    assert event_preflight.status_code == 200
+    allowed = set(event_preflight["Access-Control-Allow-Headers"].split(", "))
+    assert {"anonymousid", "sentat", "rsa-retry-attempt", "rsa-retry-reason"} <= allowed
