@@ -244,6 +244,9 @@ class PipelineWatermark(models.Model):
     name = models.CharField(max_length=64, unique=True)
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+    # The last batch's failure (readiness reports the shop); cleared by the next batch that ends.
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=1024, blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.position}"

@@ -75,10 +75,20 @@ class ShopBacklog:
 
 
 @dataclass(frozen=True, slots=True)
+class StuckShop:
+    shop_id: int
+    domain: str
+    oldest_unprocessed_at: datetime | None
+    failed_at: datetime | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Backlog:
     events: int
     oldest_unprocessed_at: datetime | None
     is_capped: bool = False
+    stuck: tuple[StuckShop, ...] = ()
 
 
 def watermark_name(shop_id: int) -> str:
@@ -135,20 +145,37 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     )
 
 
-def processing_backlog() -> Backlog:
-    """Events not yet processed (beyond their shop's watermark), and the oldest one's time."""
-    positions = _pipeline_positions()
+def processing_backlog(*, stuck_before: datetime | None = None) -> Backlog:
+    """Events not yet processed (beyond their shop's watermark), and the oldest one's time.
+
+    With `stuck_before`, also the shops that are stuck: an unprocessed event received before
+    it, or a last batch that failed.
+    """
+    watermarks = {
+        int(name.partition(":")[2]): (position, failed_at, error)
+        for name, position, failed_at, error in PipelineWatermark.objects.filter(
+            name__startswith="events:"
+        ).values_list("name", "position", "failed_at", "error")
+    }
     total = 0
     is_capped = False
     oldest: datetime | None = None
-    for shop_id in Shop.objects.values_list("id", flat=True):
-        backlog = shop_backlog(shop_id=shop_id, position=positions.get(shop_id, 0))
+    stuck: list[StuckShop] = []
+    for shop_id, domain in Shop.objects.order_by("id").values_list("id", "domain"):
+        position, failed_at, error = watermarks.get(shop_id, (0, None, ""))
+        backlog = shop_backlog(shop_id=shop_id, position=position)
         total += backlog.events
         is_capped = is_capped or backlog.is_capped
         first = backlog.oldest_unprocessed_at
         if first and (oldest is None or first < oldest):
             oldest = first
-    return Backlog(events=total, oldest_unprocessed_at=oldest, is_capped=is_capped)
+        if stuck_before is not None and (
+            failed_at is not None or (first is not None and first < stuck_before)
+        ):
+            stuck.append(StuckShop(shop_id, domain, first, failed_at, error))
+    return Backlog(
+        events=total, oldest_unprocessed_at=oldest, is_capped=is_capped, stuck=tuple(stuck)
+    )
 
 
 def shop_get_by_domain(*, domain: str) -> Shop | None:
