@@ -204,6 +204,9 @@ class Event(models.Model):
             models.Index(fields=["shop", "received_at"], name="event_shop_received"),
             # The pipeline walks a shop's log in id order from its watermark.
             models.Index(fields=["shop", "id"], name="event_shop_id"),
+            # And looks below its watermark for events that no batch assigned: an insert that
+            # committed after the watermark passed its ids (docs/pipeline.md, "Stragglers").
+            models.Index(fields=["shop", "person", "id"], name="event_shop_person_id"),
         ]
 
     def __str__(self) -> str:

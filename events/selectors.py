@@ -110,21 +110,31 @@ def _pipeline_positions() -> dict[int, int]:
 
 
 def shops_with_backlog(*, settled_before: datetime) -> list[int]:
-    """Active shops with events received before `settled_before` beyond their watermark."""
+    """Active shops with unprocessed events received before `settled_before`."""
     positions = _pipeline_positions()
-    return [
-        shop_id
-        for shop_id in active_shop_ids()
-        if Event.objects.filter(
-            shop_id=shop_id, id__gt=positions.get(shop_id, 0), received_at__lt=settled_before
-        ).exists()
-    ]
+    shop_ids = []
+    for shop_id in active_shop_ids():
+        position = positions.get(shop_id, 0)
+        if (
+            Event.objects.filter(
+                shop_id=shop_id, id__gt=position, received_at__lt=settled_before
+            ).exists()
+            or Event.objects.filter(
+                shop_id=shop_id,
+                person__isnull=True,
+                id__lte=position,
+                received_at__lt=settled_before,
+            ).exists()
+        ):
+            shop_ids.append(shop_id)
+    return shop_ids
 
 
 def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     """Unprocessed events of one shop (at most BACKLOG_COUNT_CAP counted) and the oldest one.
 
-    Both queries walk the `(shop_id, id)` index from the watermark, never the whole log.
+    Every query walks an index range from the watermark ((shop_id, id) above it, (shop_id,
+    person_id, id) for stragglers below it), never the whole log.
     """
     if position is None:
         position = (
@@ -134,8 +144,19 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
             or 0
         )
     pending = Event.objects.filter(shop_id=shop_id, id__gt=position)
+    stragglers = Event.objects.filter(shop_id=shop_id, person__isnull=True, id__lte=position)
     count = pending.values("id")[:BACKLOG_COUNT_CAP].count()
-    oldest = pending.order_by("id").values_list("received_at", flat=True).first() if count else None
+    count += stragglers.values("id")[:BACKLOG_COUNT_CAP].count()
+    # The lowest id is the oldest insert among each side's rows.
+    firsts = (
+        [
+            queryset.order_by("id").values_list("received_at", flat=True).first()
+            for queryset in (stragglers, pending)
+        ]
+        if count
+        else []
+    )
+    oldest = min((at for at in firsts if at is not None), default=None)
     return ShopBacklog(
         shop_id=shop_id,
         position=position,

@@ -519,19 +519,34 @@ def _batch_process(
     assigned = AssignResult()
     with transaction.atomic(), _gc_paused():
         watermark = PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop_id))
-        # One query walks the (shop_id, id) index from the watermark and reads the whole rows:
-        # the batch is cut and read in a single round trip.
+        # Stragglers first: events below the watermark that no batch assigned, because their
+        # insert committed after the watermark had passed their ids. The (shop_id, person_id,
+        # id) index holds them as one short range, usually empty.
         rows = _events_fetch(
-            "shop_id = %s AND id > %s AND received_at < %s",
+            "shop_id = %s AND person_id IS NULL AND id <= %s AND received_at < %s",
             [shop_id, watermark.position, _db_value(settled_before)],
             columns=_BATCH_FIELDS,
             limit=batch_size + 1,
         )
+        # Then one query walks the (shop_id, id) index from the watermark and reads the whole
+        # rows: the batch is cut and read in a single round trip. Their ids all exceed the
+        # stragglers', so the batch stays in id order.
+        fresh = (
+            _events_fetch(
+                "shop_id = %s AND id > %s AND received_at < %s",
+                [shop_id, watermark.position, _db_value(settled_before)],
+                columns=_BATCH_FIELDS,
+                limit=batch_size + 1 - len(rows),
+            )
+            if len(rows) <= batch_size
+            else []
+        )
+        rows += fresh
         has_more = len(rows) > batch_size
         rows = rows[:batch_size]
         if rows:
             assigned = _rows_process(shop_id=shop_id, rows=rows, now=now)
-            watermark.position = rows[-1][0]
+            watermark.position = max(watermark.position, rows[-1][0])
         if rows or watermark.failed_at is not None:
             watermark.failed_at = None
             watermark.error = ""
