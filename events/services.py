@@ -846,6 +846,10 @@ def _batch_assign(*, shop_id: int, rows: list[tuple], now: datetime) -> AssignRe
     timeout = timedelta(minutes=shop.session_timeout_minutes)
     identity_rows = [(row[0], row[2], row[-3], row[-2], row[-1], row[1]) for row in rows]
     resolution = persons_resolve(shop_id=shop_id, events=identity_rows, now=now)
+    if len(resolution.event_person) < len(rows):
+        # Validation rejects such events; one stored anyway would stay unassigned below the
+        # watermark and be retaken by every batch as a straggler: `_rows_process` quarantines it.
+        raise ValueError("the event has no identifier")
 
     new_events: dict[int, list[EventRow]] = defaultdict(list)
     for row in rows:

@@ -158,3 +158,20 @@ def test_a_successful_batch_clears_the_failure(client, shop, monkeypatch, proces
     watermark.refresh_from_db()
     assert (watermark.failed_at, watermark.error) == (None, "")
     assert client.get("/health/ready/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_an_event_without_an_identifier_is_quarantined_not_left_unassigned(shop, process_all):
+    # Validation rejects such events now; a row stored without one must not be retaken by every
+    # batch as a straggler.
+    insert(shop, event_in("junk", T0, anonymous_id="undefined"), event_in("ok", T0))
+
+    processed = process_all(shop)
+
+    assert processed == 1
+    assert list(Event.objects.filter(shop=shop).values_list("event_id", flat=True)) == ["ok"]
+    kept = RejectedEvent.objects.get(shop=shop)
+    assert (kept.code, kept.detail) == (
+        "pipeline_failed",
+        "ValueError: the event has no identifier",
+    )
