@@ -341,7 +341,8 @@ def test_a_batch_the_server_keeps_failing_is_split_and_only_the_poison_event_dro
             break
     events = wait_for_events(shop, 4)
 
-    assert [e.type for e in events] == ["page_view", "product_view", "before", "after"]
+    # "before" and "after" went in separate requests: their clock-corrected times may swap.
+    assert sorted(e.type for e in events) == ["after", "before", "page_view", "product_view"]
     assert poisoned["requests"] == 3 + 3 + 3  # three tries of 3 events, then of 2, then of 1
     assert [w for w in warnings if w.startswith("clickserver:")] == [
         "clickserver: dropped event poison after 3 server errors"
