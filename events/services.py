@@ -474,6 +474,8 @@ POISON_ERRORS: tuple[type[Exception], ...] = (
     AttributeError,
     DataError,
 )
+# What fails a batch: those that escaped quarantine, and the database's own errors.
+BATCH_ERRORS: tuple[type[Exception], ...] = (DatabaseError, *POISON_ERRORS)
 
 
 def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessResult:
@@ -498,7 +500,7 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
         return _batch_process(
             shop_id=shop_id, now=now, settled_before=settled_before, batch_size=batch_size
         )
-    except (DatabaseError, *POISON_ERRORS) as error:
+    except BATCH_ERRORS as error:
         logger.error("shop %s: pipeline batch failed: %s", shop_id, _error_text(error))
         try:
             PipelineWatermark.objects.filter(name=watermark_name(shop_id)).update(
