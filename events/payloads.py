@@ -105,11 +105,15 @@ def _has_unrepresentable(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value not in _INTEGERS
 
 
-def _event_or_marker(event: Any) -> Any:
+def _is_unrepresentable(value: Any) -> bool:
     try:
-        return InvalidJsonEvent(event) if _has_unrepresentable(event) else event
+        return _has_unrepresentable(value)
     except RecursionError:  # nested deeper than the walk can follow: not storable either
-        return InvalidJsonEvent(event)
+        return True
+
+
+def _event_or_marker(event: Any) -> Any:
+    return InvalidJsonEvent(event) if _is_unrepresentable(event) else event
 
 
 def _tolerant_loads(body: bytes) -> Any:
@@ -125,7 +129,7 @@ def _tolerant_loads(body: bytes) -> Any:
         return _MALFORMED
     if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
         envelope = {key: value for key, value in payload.items() if key != "batch"}
-        if _has_unrepresentable(envelope):
+        if _is_unrepresentable(envelope):
             return _MALFORMED
         return {**envelope, "batch": [_event_or_marker(event) for event in payload["batch"]]}
     if isinstance(payload, dict):
@@ -134,7 +138,7 @@ def _tolerant_loads(body: bytes) -> Any:
             return payload
         write_key = payload.get("write_key")
         envelope = {"write_key": write_key} if isinstance(write_key, str) else {}
-        if _has_unrepresentable(envelope):
+        if _is_unrepresentable(envelope):
             return _MALFORMED
         return {**envelope, "batch": [event]}
     return _MALFORMED

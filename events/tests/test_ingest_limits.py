@@ -195,3 +195,15 @@ def test_the_insert_still_counts_duplicates_as_duplicates(shop):
 
     assert inserted == 1
     assert stored_ids(shop) == ["a", "b"]
+
+
+@pytest.mark.django_db
+def test_an_event_too_deep_to_inspect_beside_a_nan_is_rejected_alone(ingest_client, shop):
+    deep = b'{"event_id": "deep", "properties": {"x": ' + b"[" * 900 + b"]" * 900 + b"}}"
+    body = b'{"batch": [' + deep + b", " + orjson.dumps(GOOD) + b', {"v": NaN}]}'
+
+    response = ingest_client.post("/events/", body)
+
+    assert response.status_code == 202
+    assert rejected(response) == [(0, "invalid_json"), (2, "invalid_json")]
+    assert stored_ids(shop) == ["good"]
