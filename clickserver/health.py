@@ -1,5 +1,8 @@
 """Liveness and readiness probes for load balancers and orchestrators."""
 
+from datetime import datetime, timedelta
+
+from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.utils import timezone
@@ -54,8 +57,16 @@ class HealthApi(APIView):
         return Response({"status": "ok"})
 
 
+def _lag_seconds(now: datetime, oldest: datetime | None) -> float:
+    return round((now - oldest).total_seconds(), 1) if oldest else 0.0
+
+
 class ReadinessApi(APIView):
-    """Readiness: database, cache and broker reachable; the processing backlog and lag."""
+    """Readiness: database, cache and broker reachable; the processing backlog and lag.
+
+    503 also names each stuck shop: one whose oldest unprocessed event is older than
+    PIPELINE_STUCK_SECONDS, or whose last pipeline batch failed.
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
@@ -67,16 +78,27 @@ class ReadinessApi(APIView):
         }
     )
     def get(self, request):
+        now = timezone.now()
         checks = {"database": _check_database(), "cache": _check_cache(), "broker": _check_broker()}
         ready = all(value == "ok" for value in checks.values())
-        body: dict = {"status": "ok" if ready else "unavailable", "checks": checks}
+        body: dict = {"checks": checks}
         if checks["database"] == "ok":
-            backlog = processing_backlog()
-            oldest = backlog.oldest_unprocessed_at
+            backlog = processing_backlog(
+                stuck_before=now - timedelta(seconds=settings.PIPELINE_STUCK_SECONDS)
+            )
             body["backlog"] = {
                 "events": backlog.events,
-                "lag_seconds": round((timezone.now() - oldest).total_seconds(), 1)
-                if oldest
-                else 0.0,
+                "lag_seconds": _lag_seconds(now, backlog.oldest_unprocessed_at),
             }
+            body["stuck_shops"] = [
+                {
+                    "shop_id": shop.shop_id,
+                    "domain": shop.domain,
+                    "lag_seconds": _lag_seconds(now, shop.oldest_unprocessed_at),
+                    "error": shop.error,
+                }
+                for shop in backlog.stuck
+            ]
+            ready = ready and not backlog.stuck
+        body = {"status": "ok" if ready else "unavailable", **body}
         return Response(body, status=200 if ready else 503)

@@ -235,6 +235,8 @@ REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default
 # with a lower auto-increment id is never skipped by the watermark.
 PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20000)
+# Readiness answers 503 while a shop's oldest unprocessed event is older than this.
+PIPELINE_STUCK_SECONDS = env.int("PIPELINE_STUCK_SECONDS", default=900)
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;

@@ -211,6 +211,9 @@ class Event(models.Model):
             models.Index(fields=["shop", "received_at"], name="event_shop_received"),
             # The pipeline walks a shop's log in id order from its watermark.
             models.Index(fields=["shop", "id"], name="event_shop_id"),
+            # And looks below its watermark for events that no batch assigned: an insert that
+            # committed after the watermark passed its ids (docs/pipeline.md, "Stragglers").
+            models.Index(fields=["shop", "person", "id"], name="event_shop_person_id"),
         ]
 
     def __str__(self) -> str:
@@ -251,6 +254,9 @@ class PipelineWatermark(models.Model):
     name = models.CharField(max_length=64, unique=True)
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
+    # The last batch's failure (readiness reports the shop); cleared by the next batch that ends.
+    failed_at = models.DateTimeField(null=True, blank=True)
+    error = models.CharField(max_length=1024, blank=True, default="")
 
     def __str__(self) -> str:
         return f"{self.name} @ {self.position}"

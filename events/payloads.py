@@ -1,5 +1,7 @@
 """Decode an ingestion request body: size limits, gzip, JSON, sendBeacon's text/plain."""
 
+import json
+import math
 import zlib
 from typing import Any
 
@@ -8,6 +10,7 @@ from django.conf import settings
 from django.http import HttpRequest
 
 from clickserver.api import ApplicationError
+from events.validation import InvalidJsonEvent
 
 
 def _gunzip(body: bytes, limit: int) -> bytes:
@@ -70,7 +73,75 @@ def payload_decode(request: HttpRequest) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise ApplicationError(f"Malformed JSON: {error}", code="malformed_json") from None
+        # Only a body orjson refuses pays for the second, tolerant parse.
+        payload = _tolerant_loads(body)
+        if payload is _MALFORMED:
+            raise ApplicationError(f"Malformed JSON: {error}", code="malformed_json") from None
+        return payload
+
+
+_MALFORMED = object()
+# orjson, which stores properties, takes integers of 64 bits, signed or unsigned.
+_INTEGERS = range(-(2**63), 2**64)
+
+
+def _has_unrepresentable(value: Any) -> bool:
+    """Whether `value` holds what orjson and MariaDB refuse: NaN, ±Infinity (1e309 parses as
+    Infinity), an integer beyond 64 bits, or a string with a lone surrogate (not UTF-8)."""
+    if isinstance(value, dict):
+        return any(
+            _has_unrepresentable(key) or _has_unrepresentable(item) for key, item in value.items()
+        )
+    if isinstance(value, list):
+        return any(_has_unrepresentable(item) for item in value)
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    return isinstance(value, int) and not isinstance(value, bool) and value not in _INTEGERS
+
+
+def _is_unrepresentable(value: Any) -> bool:
+    try:
+        return _has_unrepresentable(value)
+    except RecursionError:  # nested deeper than the walk can follow: not storable either
+        return True
+
+
+def _event_or_marker(event: Any) -> Any:
+    return InvalidJsonEvent(event) if _is_unrepresentable(event) else event
+
+
+def _tolerant_loads(body: bytes) -> Any:
+    """Parse a body that orjson refused, putting an `InvalidJsonEvent` in place of each event
+    that holds NaN, ±Infinity, 1e309 or a lone surrogate, so that its neighbours still count.
+
+    A body that is not JSON even to the stdlib parser, or whose bad value lies outside the events
+    (in `sent_at`, say), gives `_MALFORMED`. A single event is returned as a batch of one.
+    """
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return _MALFORMED
+    if isinstance(payload, dict) and isinstance(payload.get("batch"), list):
+        envelope = {key: value for key, value in payload.items() if key != "batch"}
+        if _is_unrepresentable(envelope):
+            return _MALFORMED
+        return {**envelope, "batch": [_event_or_marker(event) for event in payload["batch"]]}
+    if isinstance(payload, dict):
+        event = _event_or_marker(payload)
+        if event is payload:
+            return payload
+        write_key = payload.get("write_key")
+        envelope = {"write_key": write_key} if isinstance(write_key, str) else {}
+        if _is_unrepresentable(envelope):
+            return _MALFORMED
+        return {**envelope, "batch": [event]}
+    return _MALFORMED
 
 
 def batch_unpack(payload: Any, *, key: str = "batch") -> tuple[list[Any], Any]:

@@ -86,10 +86,20 @@ class ShopBacklog:
 
 
 @dataclass(frozen=True, slots=True)
+class StuckShop:
+    shop_id: int
+    domain: str
+    oldest_unprocessed_at: datetime | None
+    failed_at: datetime | None
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
 class Backlog:
     events: int
     oldest_unprocessed_at: datetime | None
     is_capped: bool = False
+    stuck: tuple[StuckShop, ...] = ()
 
 
 def watermark_name(shop_id: int) -> str:
@@ -111,21 +121,31 @@ def _pipeline_positions() -> dict[int, int]:
 
 
 def shops_with_backlog(*, settled_before: datetime) -> list[int]:
-    """Active shops with events received before `settled_before` beyond their watermark."""
+    """Active shops with unprocessed events received before `settled_before`."""
     positions = _pipeline_positions()
-    return [
-        shop_id
-        for shop_id in active_shop_ids()
-        if Event.objects.filter(
-            shop_id=shop_id, id__gt=positions.get(shop_id, 0), received_at__lt=settled_before
-        ).exists()
-    ]
+    shop_ids = []
+    for shop_id in active_shop_ids():
+        position = positions.get(shop_id, 0)
+        if (
+            Event.objects.filter(
+                shop_id=shop_id, id__gt=position, received_at__lt=settled_before
+            ).exists()
+            or Event.objects.filter(
+                shop_id=shop_id,
+                person__isnull=True,
+                id__lte=position,
+                received_at__lt=settled_before,
+            ).exists()
+        ):
+            shop_ids.append(shop_id)
+    return shop_ids
 
 
 def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     """Unprocessed events of one shop (at most BACKLOG_COUNT_CAP counted) and the oldest one.
 
-    Both queries walk the `(shop_id, id)` index from the watermark, never the whole log.
+    Every query walks an index range from the watermark ((shop_id, id) above it, (shop_id,
+    person_id, id) for stragglers below it), never the whole log.
     """
     if position is None:
         position = (
@@ -135,8 +155,19 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
             or 0
         )
     pending = Event.objects.filter(shop_id=shop_id, id__gt=position)
+    stragglers = Event.objects.filter(shop_id=shop_id, person__isnull=True, id__lte=position)
     count = pending.values("id")[:BACKLOG_COUNT_CAP].count()
-    oldest = pending.order_by("id").values_list("received_at", flat=True).first() if count else None
+    count += stragglers.values("id")[:BACKLOG_COUNT_CAP].count()
+    # The lowest id is the oldest insert among each side's rows.
+    firsts = (
+        [
+            queryset.order_by("id").values_list("received_at", flat=True).first()
+            for queryset in (stragglers, pending)
+        ]
+        if count
+        else []
+    )
+    oldest = min((at for at in firsts if at is not None), default=None)
     return ShopBacklog(
         shop_id=shop_id,
         position=position,
@@ -146,20 +177,37 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     )
 
 
-def processing_backlog() -> Backlog:
-    """Events not yet processed (beyond their shop's watermark), and the oldest one's time."""
-    positions = _pipeline_positions()
+def processing_backlog(*, stuck_before: datetime | None = None) -> Backlog:
+    """Events not yet processed (beyond their shop's watermark), and the oldest one's time.
+
+    With `stuck_before`, also the shops that are stuck: an unprocessed event received before
+    it, or a last batch that failed.
+    """
+    watermarks = {
+        int(name.partition(":")[2]): (position, failed_at, error)
+        for name, position, failed_at, error in PipelineWatermark.objects.filter(
+            name__startswith="events:"
+        ).values_list("name", "position", "failed_at", "error")
+    }
     total = 0
     is_capped = False
     oldest: datetime | None = None
-    for shop_id in Shop.objects.values_list("id", flat=True):
-        backlog = shop_backlog(shop_id=shop_id, position=positions.get(shop_id, 0))
+    stuck: list[StuckShop] = []
+    for shop_id, domain in Shop.objects.order_by("id").values_list("id", "domain"):
+        position, failed_at, error = watermarks.get(shop_id, (0, None, ""))
+        backlog = shop_backlog(shop_id=shop_id, position=position)
         total += backlog.events
         is_capped = is_capped or backlog.is_capped
         first = backlog.oldest_unprocessed_at
         if first and (oldest is None or first < oldest):
             oldest = first
-    return Backlog(events=total, oldest_unprocessed_at=oldest, is_capped=is_capped)
+        if stuck_before is not None and (
+            failed_at is not None or (first is not None and first < stuck_before)
+        ):
+            stuck.append(StuckShop(shop_id, domain, first, failed_at, error))
+    return Backlog(
+        events=total, oldest_unprocessed_at=oldest, is_capped=is_capped, stuck=tuple(stuck)
+    )
 
 
 def shop_get_by_domain(*, domain: str) -> Shop | None:

@@ -3,6 +3,7 @@
 import functools
 import gc
 import ipaddress
+import json
 import logging
 import time
 import zoneinfo
@@ -19,7 +20,7 @@ import orjson
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, connection, transaction
+from django.db import DatabaseError, DataError, IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet, Sum
 from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
@@ -60,7 +61,14 @@ from events.sessionize import (
     order_key,
     sessionize,
 )
-from events.validation import EventIn, EventInvalid, event_validate
+from events.validation import (
+    UTM_FIELDS,
+    EventIn,
+    EventInvalid,
+    InvalidJsonEvent,
+    event_validate,
+    json_too_deep,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +174,9 @@ def _insert_sql(vendor: str) -> str:
     columns = ", ".join(connection.ops.quote_name(str(f.column)) for f in _EVENT_COLUMNS)
     placeholders = ", ".join(["%s"] * len(_EVENT_COLUMNS))
     if vendor == "mysql":
-        # IGNORE only skips the unique (shop, event_id) duplicates here: every other field was
-        # validated to fit before it reaches the database.
+        # IGNORE is meant to skip only the unique (shop, event_id) duplicates: every field was
+        # validated to fit. It would also skip a row that breaks a CHECK (a JSON document too
+        # deep, say) in a multi-row statement, so `_insert_mysql` verifies what it skipped.
         return f"INSERT IGNORE INTO {table} ({columns}) VALUES ({placeholders})"
     return (
         f"INSERT INTO {table} ({columns}) VALUES ({placeholders}) "
@@ -238,8 +247,33 @@ def _insert_mysql(shop_id: int, events: list[EventIn], received_at: datetime) ->
     ):
         for chunk in statements:
             cursor.execute(prefix + literal.columns(_event_columns(shop_id, chunk, received_at)))
-            inserted += max(cursor.rowcount, 0)
+            count = max(cursor.rowcount, 0)
+            if count < len(chunk):
+                _skipped_rows_check(cursor, shop_id=shop_id, events=chunk)
+            inserted += count
     return inserted
+
+
+def _skipped_rows_check(cursor: Any, *, shop_id: int, events: list[EventIn]) -> None:
+    """Raise unless every row that INSERT IGNORE skipped was a duplicate (its event_id stored).
+
+    Costs one indexed query, and only for a statement that skipped rows (a client's retry).
+    """
+    event_ids = sorted({event.event_id for event in events})
+    table = connection.ops.quote_name(Event._meta.db_table)
+    stored: set[str] = set()
+    for chunk in chunks(event_ids, CHUNK):
+        cursor.execute(
+            f"SELECT event_id FROM {table} WHERE shop_id = %s "
+            f"AND event_id IN ({', '.join(['%s'] * len(chunk))})",
+            [shop_id, *chunk],
+        )
+        stored.update(row[0].rstrip(" ") for row in cursor.fetchall())
+    # The column's utf8mb4_bin collation pads: "a " duplicates "a".
+    refused = [event_id for event_id in event_ids if event_id.rstrip(" ") not in stored]
+    if refused:
+        logger.error("shop %s: the database refused events %s", shop_id, refused[:10])
+        raise DataError(f"The database refused events {', '.join(refused[:10])}.")
 
 
 def events_insert(*, shop_id: int, events: list[EventIn], received_at: datetime) -> int:
@@ -321,7 +355,7 @@ def events_ingest(
             rejected_rows.append(
                 RejectedEvent(
                     shop=shop,
-                    payload=raw,
+                    payload=rejected_payload(raw),
                     format=format,
                     code=error.code,
                     detail=error.detail,
@@ -358,10 +392,39 @@ def _apply_request_context(event: EventIn, *, shop: Shop, request: RequestContex
         event.country = request.country
 
 
+def rejected_payload(raw: Any) -> Any:
+    """What a RejectedEvent keeps of a raw event: the value itself, or its JSON text where the
+    database's JSON column cannot hold it (JSON null, which the column reads as SQL NULL; NaN;
+    a lone surrogate; more than 31 levels). Only rejected events pay for these checks.
+    """
+    if isinstance(raw, InvalidJsonEvent):
+        raw = raw.raw
+    elif raw is not None and not json_too_deep(raw):
+        return raw
+    try:
+        # The stdlib writes NaN and escapes lone surrogates; its recursion limit is ~1000 levels.
+        return json.dumps(raw)
+    except (RecursionError, ValueError, TypeError):
+        return "<unreadable: nested beyond the JSON encoder's limit>"
+
+
+def _rejected_raw(payload: Any) -> Any:
+    """The raw event back from `rejected_payload`'s result."""
+    if not isinstance(payload, str):
+        return payload
+    try:
+        return json.loads(payload)
+    except (ValueError, RecursionError):
+        return payload
+
+
 def rejected_event_replay(*, rejected: RejectedEvent, now: datetime) -> IngestResult:
     """Run a rejected payload through ingestion again (after a fix in the validator or data)."""
     result = events_ingest(
-        shop=rejected.shop, events=[rejected.payload], received_at=now, format=rejected.format
+        shop=rejected.shop,
+        events=[_rejected_raw(rejected.payload)],
+        received_at=now,
+        format=rejected.format,
     )
     if not result.rejected:
         # The new rejection row (if any) replaces this one; a success marks this one replayed.
@@ -413,6 +476,22 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+# Errors that one stored event can cause in the pipeline's own code or data (an arithmetic
+# overflow, a value the code did not expect, a value the database refuses): the batch is retried
+# without that event, which is quarantined. Any other error (a lost connection, a deadlock)
+# fails the batch, to be retried whole.
+POISON_ERRORS: tuple[type[Exception], ...] = (
+    ArithmeticError,
+    ValueError,
+    TypeError,
+    LookupError,
+    AttributeError,
+    DataError,
+)
+# What fails a batch: those that escaped quarantine, and the database's own errors.
+BATCH_ERRORS: tuple[type[Exception], ...] = (DatabaseError, *POISON_ERRORS)
+
+
 def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessResult:
     """Process the next batch of a shop's events after its watermark, then advance it.
 
@@ -421,36 +500,165 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
     persons or sessions) and a failed batch leaves no trace: the retry starts again from the
     last committed position. Events younger than PIPELINE_SETTLE_SECONDS wait: an insert still
     committing may hold a lower id.
+
+    An event that makes the batch fail with one of POISON_ERRORS is quarantined
+    (`_rows_process`), so it never holds back the events behind it. A batch that fails anyway
+    is recorded on the watermark (readiness names the shop) and re-raised for the task's retry.
     """
     from django.conf import settings
 
     settled_before = now - timedelta(seconds=settings.PIPELINE_SETTLE_SECONDS)
     # Created outside the batch's transaction: two workers creating it at once must not abort it.
     PipelineWatermark.objects.get_or_create(name=watermark_name(shop_id))
+    try:
+        return _batch_process(
+            shop_id=shop_id, now=now, settled_before=settled_before, batch_size=batch_size
+        )
+    except BATCH_ERRORS as error:
+        logger.error("shop %s: pipeline batch failed: %s", shop_id, _error_text(error))
+        try:
+            PipelineWatermark.objects.filter(name=watermark_name(shop_id)).update(
+                failed_at=now, error=_error_text(error)
+            )
+        except DatabaseError:  # the database is away: readiness says so by itself
+            logger.warning("shop %s: could not record the failed batch", shop_id)
+        raise
+
+
+def _error_text(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"[:1024]
+
+
+def _batch_process(
+    *, shop_id: int, now: datetime, settled_before: datetime, batch_size: int
+) -> ProcessResult:
     assigned = AssignResult()
     with transaction.atomic(), _gc_paused():
         watermark = PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop_id))
-        # One query walks the (shop_id, id) index from the watermark and reads the whole rows:
-        # the batch is cut and read in a single round trip.
+        # Stragglers first: events below the watermark that no batch assigned, because their
+        # insert committed after the watermark had passed their ids. The (shop_id, person_id,
+        # id) index holds them as one short range, usually empty.
         rows = _events_fetch(
-            "shop_id = %s AND id > %s AND received_at < %s",
+            "shop_id = %s AND person_id IS NULL AND id <= %s AND received_at < %s",
             [shop_id, watermark.position, _db_value(settled_before)],
             columns=_BATCH_FIELDS,
             limit=batch_size + 1,
         )
+        # Then one query walks the (shop_id, id) index from the watermark and reads the whole
+        # rows: the batch is cut and read in a single round trip. Their ids all exceed the
+        # stragglers', so the batch stays in id order.
+        fresh = (
+            _events_fetch(
+                "shop_id = %s AND id > %s AND received_at < %s",
+                [shop_id, watermark.position, _db_value(settled_before)],
+                columns=_BATCH_FIELDS,
+                limit=batch_size + 1 - len(rows),
+            )
+            if len(rows) <= batch_size
+            else []
+        )
+        rows += fresh
         has_more = len(rows) > batch_size
         rows = rows[:batch_size]
         if rows:
+            assigned = _rows_process(shop_id=shop_id, rows=rows, now=now)
+            watermark.position = max(watermark.position, rows[-1][0])
+        if rows or watermark.failed_at is not None:
+            watermark.failed_at = None
+            watermark.error = ""
+            watermark.save(update_fields=["position", "failed_at", "error", "updated_at"])
+    return ProcessResult(
+        processed=assigned.events,
+        position=watermark.position,
+        has_more=has_more,
+        assigned=assigned,
+    )
+
+
+def _rows_process(*, shop_id: int, rows: list[tuple], now: datetime) -> AssignResult:
+    """Assign rows and record their orders; quarantine the rows that make this fail.
+
+    Each try runs in a savepoint. When a try fails with one of POISON_ERRORS, the rows are split
+    in halves and each half is tried again, down to the single rows that fail, which are
+    quarantined: k bad rows in n cost about 2·k·log2(n) extra tries, and a clean batch one
+    savepoint. Halves may be processed in any order: the pipeline gives the same sessions for
+    out-of-order events.
+    """
+    try:
+        with transaction.atomic():
             assigned = _batch_assign(shop_id=shop_id, rows=rows, now=now)
             # Only purchases become orders: naming just those spares an IN list of the whole
             # batch (~10 % of a batch's time when it was every event id).
             purchase_ids = [row[0] for row in rows if row[2] == PURCHASE_TYPE]
             orders_record_from_purchases(shop_id=shop_id, event_ids=purchase_ids)
-            watermark.position = rows[-1][0]
-            watermark.save(update_fields=["position", "updated_at"])
-    return ProcessResult(
-        processed=len(rows), position=watermark.position, has_more=has_more, assigned=assigned
+            return assigned
+    except POISON_ERRORS as error:
+        if len(rows) == 1:
+            _event_quarantine(shop_id=shop_id, event_pk=rows[0][0], error=error, now=now)
+            return AssignResult()
+    half = len(rows) // 2
+    first = _rows_process(shop_id=shop_id, rows=rows[:half], now=now)
+    second = _rows_process(shop_id=shop_id, rows=rows[half:], now=now)
+    return AssignResult(
+        events=first.events + second.events,
+        persons_created=first.persons_created + second.persons_created,
+        persons_merged=first.persons_merged + second.persons_merged,
+        sessions_created=first.sessions_created + second.sessions_created,
+        sessions_deleted=first.sessions_deleted + second.sessions_deleted,
     )
+
+
+def _event_quarantine(*, shop_id: int, event_pk: int, error: BaseException, now: datetime) -> None:
+    """Move an event the pipeline cannot process to the rejected events (admin, replay).
+
+    The one exception to an append-only log: kept, the event would stay unassigned below the
+    watermark, where the straggler pass would pick it up again on every batch. Its rejection
+    holds every stored field in our own format, so a replay after the fix re-ingests it.
+    """
+    event = Event.objects.get(pk=event_pk)
+    detail = _error_text(error)
+    RejectedEvent.objects.create(
+        shop_id=shop_id,
+        payload=_event_payload(event),
+        format=EventFormat.CLICKSERVER,
+        code="pipeline_failed",
+        detail=detail,
+        received_at=now,
+    )
+    event.delete()
+    logger.error("shop %s: event %s quarantined: %s", shop_id, event.event_id, detail)
+
+
+def _event_payload(event: Event) -> dict[str, Any]:
+    """A stored event in the ingestion format (docs/ingestion.md), empty fields left out."""
+    payload: dict[str, Any] = {
+        "event_id": event.event_id,
+        "type": event.type,
+        "anonymous_id": event.anonymous_id,
+        "user_id": event.user_id,
+        "timestamp": event.occurred_at.isoformat(),
+        "url": event.url,
+        "referrer": event.referrer,
+        "title": event.title,
+        "properties": event.properties,
+        "product": {
+            "id": event.product_id,
+            "name": event.product_name,
+            "category": event.product_category,
+            "price": None if event.product_price is None else str(event.product_price),
+            "quantity": event.product_quantity,
+        },
+        "order": {
+            "id": event.order_id,
+            "revenue": None if event.revenue is None else str(event.revenue),
+            "currency": event.currency,
+        },
+        "utm": {key.removeprefix("utm_"): getattr(event, key) for key in UTM_FIELDS},
+        "context": {"user_agent": event.user_agent, "ip": event.ip, "country": event.country},
+    }
+    for key in ("product", "order", "utm", "context"):
+        payload[key] = {k: v for k, v in payload[key].items() if v not in ("", None)}
+    return {key: value for key, value in payload.items() if value not in ("", None, {})}
 
 
 # The columns sessionisation reads, in EventRow's order after `id` and `occurred_at`.
@@ -654,6 +862,10 @@ def _batch_assign(*, shop_id: int, rows: list[tuple], now: datetime) -> AssignRe
     timeout = timedelta(minutes=shop.session_timeout_minutes)
     identity_rows = [(row[0], row[2], row[-3], row[-2], row[-1], row[1]) for row in rows]
     resolution = persons_resolve(shop_id=shop_id, events=identity_rows, now=now)
+    if len(resolution.event_person) < len(rows):
+        # Validation rejects such events; one stored anyway would stay unassigned below the
+        # watermark and be retaken by every batch as a straggler: `_rows_process` quarantines it.
+        raise ValueError("the event has no identifier")
 
     new_events: dict[int, list[EventRow]] = defaultdict(list)
     for row in rows:
@@ -937,6 +1149,17 @@ def _load_person_events(
     return loaded
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
+def _earlier(at: datetime, delta: timedelta) -> datetime:
+    """`at - delta`, or the first instant of the calendar where that would leave it.
+
+    Ingestion rejects times before 2000, but rows stored earlier may hold year 1.
+    """
+    return at - delta if at - _EARLIEST > delta else _EARLIEST
+
+
 def _restart_points(*, first_new: dict[int, datetime], timeout: timedelta) -> dict[int, datetime]:
     """For each person, the earliest session start that their new events can change.
 
@@ -949,14 +1172,14 @@ def _restart_points(*, first_new: dict[int, datetime], timeout: timedelta) -> di
     restart = dict(first_new)
     table = connection.ops.quote_name(Session._meta.db_table)
     for chunk in chunks(sorted(first_new), 500):
-        earliest = min(first_new[p] for p in chunk) - timeout
+        earliest = _earlier(min(first_new[p] for p in chunk), timeout)
         for person_id, started_at, ended_at in _select_in(
             f"SELECT person_id, started_at, ended_at FROM {table} "
             "WHERE started_at >= %s AND ended_at >= %s AND person_id IN (IN_LIST)",
             chunk,
-            params=[_db_value(earliest - MAX_SESSION_LENGTH), _db_value(earliest)],
+            params=[_db_value(_earlier(earliest, MAX_SESSION_LENGTH)), _db_value(earliest)],
         ):
-            if _aware_utc(ended_at) >= first_new[person_id] - timeout:
+            if _aware_utc(ended_at) >= _earlier(first_new[person_id], timeout):
                 restart[person_id] = min(restart[person_id], _aware_utc(started_at))
     return restart
 

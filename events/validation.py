@@ -25,7 +25,13 @@ MAX_SHORT = 255
 MAX_PRODUCT_ID = 128
 MAX_USER_AGENT = 512
 MAX_PROPERTIES_BYTES = 32 * 1024
+# MariaDB's JSON columns take documents at most 31 levels deep (json_valid() fails at 32, and the
+# column's CHECK constraint with it); properties are stored as one document, themselves level 1.
+MAX_JSON_DEPTH = 31
 MAX_FUTURE = timedelta(hours=23)
+# Nothing a shop tracks happened before this; older times are broken clocks or placeholders such
+# as 0001-01-01, whose arithmetic (session timeouts, restart points) would leave the calendar.
+MIN_OCCURRED_AT = datetime(2000, 1, 1, tzinfo=UTC)
 # Ids that SDKs and templates emit when they have no real id; they must never join two people.
 JUNK_IDS = frozenset(
     {"", "null", "none", "nil", "undefined", "0", "-1", "anonymous", "guest", "unknown", "nan"}
@@ -34,6 +40,19 @@ UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_conte
 TEXT_TYPES = (str, int, float)
 MAX_AMOUNT = Decimal("1e12")
 CENT = Decimal("0.01")
+
+
+class InvalidJsonEvent:
+    """An event whose JSON held a value JSON cannot carry (NaN, 1e309, a lone surrogate).
+
+    The body parser puts one in the event's place so that only this event is rejected; `raw` is
+    what the tolerant parser read, kept with the rejection.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
 
 
 class EventInvalid(Exception):
@@ -141,7 +160,10 @@ def parse_timestamp(value: Any, name: str = "timestamp") -> datetime:
             ) from None
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is in year 0 in UTC
+            raise EventInvalid("invalid_timestamp", f"{name} is out of range.") from None
     raise EventInvalid("invalid_timestamp", f"{name} must be ISO 8601 or Unix time.")
 
 
@@ -150,14 +172,41 @@ def occurred_at_for(
 ) -> datetime:
     """Correct the client clock: occurred_at = received_at − (sent_at − timestamp).
 
-    Events more than 23 hours in the future (after correction) take received_at.
+    Events more than 23 hours in the future (after correction) take received_at; events before
+    MIN_OCCURRED_AT (after correction) are rejected.
     """
     if timestamp is None:
         return received_at
-    occurred_at = timestamp if sent_at is None else received_at - (sent_at - timestamp)
+    try:
+        occurred_at = timestamp if sent_at is None else received_at - (sent_at - timestamp)
+    except OverflowError:  # a year-1 timestamp sent in year 9999
+        raise EventInvalid("invalid_timestamp", "timestamp is out of range.") from None
+    if occurred_at < MIN_OCCURRED_AT:
+        raise EventInvalid(
+            "invalid_timestamp", f"timestamp is before {MIN_OCCURRED_AT.date().isoformat()}."
+        )
     if occurred_at - received_at > MAX_FUTURE:
         return received_at
     return occurred_at
+
+
+def json_too_deep(value: Any, depth: int = MAX_JSON_DEPTH) -> bool:
+    """Whether objects and arrays in `value` nest more than `depth` levels (itself level 1).
+
+    Descends only into containers, so a flat object costs one pass over its values.
+    """
+    if type(value) is dict:
+        values: Any = value.values()
+    elif type(value) is list:
+        values = value
+    else:
+        return False
+    if depth < 1:
+        return True
+    for item in values:
+        if (type(item) is dict or type(item) is list) and json_too_deep(item, depth - 1):
+            return True
+    return False
 
 
 _NO_UTM: dict[str, str] = {}
@@ -182,6 +231,10 @@ def _utm_from_tagged_url(url: str) -> dict[str, str]:
 def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None = None) -> EventIn:
     """Validate one event in clickserver's own format (see docs/ingestion.md)."""
     if not isinstance(raw, dict):
+        if isinstance(raw, InvalidJsonEvent):
+            raise EventInvalid(
+                "invalid_json", "The event holds NaN, Infinity, 1e309 or a lone surrogate."
+            )
         raise EventInvalid("not_object", "Each event must be a JSON object.")
 
     event_type = raw.get("type", raw.get("event_type"))
@@ -211,6 +264,9 @@ def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None 
         properties = {}
     if not isinstance(properties, dict):
         raise EventInvalid("invalid_type", "properties must be an object.")
+    # Checked before the size: orjson cannot serialise 255 levels, and the database stores 31.
+    if properties and json_too_deep(properties):
+        raise EventInvalid("too_deep", f"properties nest more than {MAX_JSON_DEPTH} levels.")
     if properties and len(orjson.dumps(properties)) > MAX_PROPERTIES_BYTES:
         raise EventInvalid(
             "properties_too_large", f"properties are larger than {MAX_PROPERTIES_BYTES} bytes."

@@ -338,3 +338,41 @@ def test_recommendations_send_the_key_in_a_header_and_the_browsers_own_id(
     calls = [r for r in requests if "/api/pick_up_where_you_left_off/" in r.url]
     assert [r.url.split("?", 1)[1] for r in calls] == [f"limit=10&anonymous_id={anonymous_id}"] * 2
     assert {r.headers["x-write-key"] for r in calls} == {shop.write_key}
+
+
+def test_a_batch_the_server_keeps_failing_is_split_and_only_the_poison_event_dropped(
+    context, store, shop
+):
+    page = context.new_page()
+    warnings: list[str] = []
+    page.on("console", lambda m: warnings.append(m.text) if m.type == "warning" else None)
+    poisoned = {"requests": 0}
+
+    def answer_500_to_the_poison(route):
+        if '"type":"poison"' in (route.request.post_data or ""):
+            poisoned["requests"] += 1
+            route.fulfill(status=500, body="{}", content_type="application/json")
+        else:
+            route.continue_()
+
+    page.route("**/events/", answer_500_to_the_poison)
+    page.goto(store("product"))
+    wait_for_events(shop, 2)
+    page.evaluate(
+        "() => { clickserver.track('before'); clickserver.track('poison');"
+        " clickserver.track('after'); }"
+    )
+    # Each flush is one try; calling it skips the backoff's waits (which the timer keeps).
+    for _ in range(40):
+        page.evaluate("() => clickserver.flush()")
+        page.wait_for_timeout(150)
+        if page.evaluate("() => JSON.parse(localStorage.getItem('_cs_queue')).length") == 0:
+            break
+    events = wait_for_events(shop, 4)
+
+    # "before" and "after" went in separate requests: their clock-corrected times may swap.
+    assert sorted(e.type for e in events) == ["after", "before", "page_view", "product_view"]
+    assert poisoned["requests"] == 3 + 3 + 3  # three tries of 3 events, then of 2, then of 1
+    assert [w for w in warnings if w.startswith("clickserver:")] == [
+        "clickserver: dropped event poison after 3 server errors"
+    ]

@@ -17,6 +17,11 @@
   var nav = navigator, loc = w.location;
   var memory = []; // queue used when localStorage is unavailable
   var timer = 0, failures = 0, sending = false, lastUrl = '';
+  // A batch the server answers 5xx for SERVER_TRIES times in a row is halved (sendSize), down to
+  // the one event that fails alone, which is dropped with a console warning: one poison event
+  // must not hold the queue behind it for ever. Network errors and 429 are retried for ever.
+  var SERVER_TRIES = 3;
+  var sendSize = MAX_SEND, serverErrors = 0;
 
   var dnt = nav.doNotTrack === '1' || nav.doNotTrack === 'yes' || w.doNotTrack === '1' ||
     nav.msDoNotTrack === '1';
@@ -134,7 +139,7 @@
     if (sending || !enabled()) return;
     var q = loadQueue();
     if (!q.length) return;
-    var batch = q.slice(0, MAX_SEND);
+    var batch = q.slice(0, sendSize);
     var text = body(batch);
     sending = true;
     origFetch(endpoint, {
@@ -144,23 +149,43 @@
       // 4xx other than 429 will never succeed: drop the batch (the server kept rejected
       // events for inspection). 5xx and 429 are retried.
       if (r.ok || (r.status >= 400 && r.status < 500 && r.status !== 429)) return true;
+      if (r.status >= 500) serverErrors++;
       throw new Error('status ' + r.status);
     }).then(function () {
       sending = false;
       failures = 0;
-      var sent = {};
-      batch.forEach(function (e) { sent[e.event_id] = 1; });
-      var rest = loadQueue().filter(function (e) { return !sent[e.event_id]; });
-      saveQueue(rest);
-      if (rest.length) schedule(0);
+      serverErrors = 0;
+      removeSent(batch);
     }, function () {
       sending = false;
       failures++;
+      if (serverErrors >= SERVER_TRIES) {
+        serverErrors = 0;
+        failures = 0;
+        if (batch.length > 1) {
+          // Smaller batches stay until the poison is found, so the search is a bisection.
+          sendSize = Math.ceil(batch.length / 2);
+        } else {
+          w.console && console.warn('clickserver: dropped event ' + batch[0].type + ' after ' +
+            SERVER_TRIES + ' server errors');
+          sendSize = MAX_SEND;
+          removeSent(batch);
+          return;
+        }
+      }
       var delay = Math.min(60000, 1000 * Math.pow(2, failures)) * (0.5 + Math.random() / 2);
       clearTimeout(timer);
       timer = 0;
       schedule(delay);
     });
+  }
+
+  function removeSent(batch) {
+    var sent = {};
+    batch.forEach(function (e) { sent[e.event_id] = 1; });
+    var rest = loadQueue().filter(function (e) { return !sent[e.event_id]; });
+    saveQueue(rest);
+    if (rest.length) schedule(0);
   }
 
   // On pagehide the queue goes out by sendBeacon, but stays queued: a beacon's delivery is
