@@ -7,6 +7,8 @@ processed events with their sessions and rollups) is what the generated requests
 `MAX_EXAMPLES` bounds the cases per operation; both tests print how many cases they ran.
 """
 
+import contextlib
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -94,7 +96,11 @@ def credentials(db, fuzz_shop) -> dict[str, str]:
     return fuzz_shop
 
 
-schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
+# drf-spectacular prints its generation warnings while the schema is served; loading happens at
+# collection, where they would interleave with every test run's output (`manage.py spectacular
+# --validate` shows them).
+with contextlib.redirect_stderr(io.StringIO()):
+    schema = schemathesis.openapi.from_wsgi("/api/schema/", application)
 
 
 @schema.parametrize()
