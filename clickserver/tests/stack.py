@@ -35,8 +35,18 @@ DATABASE = "clickserver"
 _cleanups: list[Callable[[], None]] = []
 
 
-def missing_binaries() -> list[str]:
-    return [name for name in BINARIES if shutil.which(name) is None]
+def unavailable_reason() -> str | None:
+    """Why the private stack cannot run here, or None."""
+    missing = [name for name in BINARIES if shutil.which(name) is None]
+    if missing:
+        return (
+            f"the fault suite needs {', '.join(missing)} (Debian: mariadb-server, "
+            "redis-server, rabbitmq-server)"
+        )
+    if os.geteuid() != 0:
+        # Debian's rabbitmq-server wrapper runs a node only as root (dropping to rabbitmq).
+        return "the fault suite starts a private RabbitMQ node, which needs root here"
+    return None
 
 
 def free_port() -> int:
@@ -302,7 +312,10 @@ class Stack:
     """The private services and the three clickserver processes on them."""
 
     def __init__(self) -> None:
-        self.base = Path(tempfile.mkdtemp(prefix="cs-faults-", dir="/dev/shm"))
+        # tmpfs where there is one: fsync at every commit stays cheap, durability across a
+        # process kill is the same.
+        shm = "/dev/shm" if os.path.isdir("/dev/shm") else None
+        self.base = Path(tempfile.mkdtemp(prefix="cs-faults-", dir=shm))
         self.base.chmod(0o755)
         _cleanups.append(lambda: shutil.rmtree(self.base, ignore_errors=True))
         self.redis = PrivateRedis(self.base)
