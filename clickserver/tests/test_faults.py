@@ -222,11 +222,19 @@ def _caught_up(stack: Stack, shop_id: int, target: int) -> bool:
         return False
 
 
+def _top_id(stack: Stack, shop_id: int) -> int | None:
+    """The shop's newest event id; None while MariaDB is still recovering."""
+    try:
+        return _scalar(stack, "SELECT MAX(id) FROM events_event WHERE shop_id = %s", (shop_id,))
+    except MariaDBError:
+        return None
+
+
 def _converge(stack: Stack, shop_id: int, timeout: float) -> float | None:
     """Seconds until the pipeline and the rollups have reached every event stored by now."""
     started = time.monotonic()
-    wait_until(lambda: _max_id_known(stack, shop_id), timeout=timeout, what="MariaDB")
-    top = _scalar(stack, "SELECT MAX(id) FROM events_event WHERE shop_id = %s", (shop_id,))
+    wait_until(lambda: _top_id(stack, shop_id) is not None, timeout=timeout, what="MariaDB")
+    top = _top_id(stack, shop_id) or 0
     try:
         wait_until(
             lambda: _caught_up(stack, shop_id, top),
@@ -237,14 +245,6 @@ def _converge(stack: Stack, shop_id: int, timeout: float) -> float | None:
     except TimeoutError:
         return None
     return round(time.monotonic() - started, 2)
-
-
-def _max_id_known(stack: Stack, shop_id: int) -> bool:
-    try:
-        _scalar(stack, "SELECT MAX(id) FROM events_event WHERE shop_id = %s", (shop_id,))
-    except MariaDBError:  # MariaDB may still be recovering
-        return False
-    return True
 
 
 WORKER_TRANSACTION = (
