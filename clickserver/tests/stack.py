@@ -239,11 +239,15 @@ class PrivateMariaDB:
     def url(self, user: str = WEB_USER) -> str:
         return f"mysql://{user}@127.0.0.1:{self.port}/{DATABASE}"
 
-    def connect(self):
+    def connect(self, *, autocommit: bool = True):
         import MySQLdb
 
         return MySQLdb.connect(
-            host="127.0.0.1", port=self.port, user="root", database=DATABASE, autocommit=True
+            host="127.0.0.1",
+            port=self.port,
+            user="root",
+            database=DATABASE,
+            autocommit=autocommit,
         )
 
     def start(self) -> None:
@@ -363,7 +367,8 @@ class Stack:
             "DJANGO_ALLOWED_HOSTS": "127.0.0.1",
             "DJANGO_STATIC_MANIFEST": "0",
             "CLICKSERVER_VAR_DIR": str(self.base / "var"),
-            "PIPELINE_SETTLE_SECONDS": "0.5",
+            # Production's value (the test run sets 0 for its own in-process pipeline tests).
+            "PIPELINE_SETTLE_SECONDS": "2.0",
             # The sweep is the safety net for messages lost with a broker or a killed worker.
             "PIPELINE_SWEEP_SECONDS": "3",
             "DATABASE_CONN_MAX_AGE": "60",

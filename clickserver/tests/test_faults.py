@@ -19,7 +19,6 @@ var/faults.json and printed.
 """
 
 import json
-import signal
 import threading
 import time
 import uuid
@@ -68,6 +67,8 @@ class Sender:
     connection_errors: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     unexpected: list[str] = field(default_factory=list)
+    # First event id of each acknowledged batch → seconds its acknowledged request took.
+    request_seconds: dict[str, float] = field(default_factory=dict)
 
     def event(self, number: int) -> dict:
         # Consecutive events of a visitor are 20 s apart; the visitor comes back hours later
@@ -95,6 +96,7 @@ class Sender:
         deadline = time.monotonic() + BATCH_GIVE_UP_SECONDS
         backoff = 0.1
         while time.monotonic() < deadline:
+            posted = time.monotonic()
             try:
                 response = session.post(f"{self.base_url}/events/", data=body, timeout=10)
             except requests.RequestException:
@@ -109,6 +111,7 @@ class Sender:
                     ):
                         self.unexpected.append(response.text[:300])
                     self.duplicates_reported += answer["duplicates"]
+                    self.request_seconds[events[0]["event_id"]] = time.monotonic() - posted
                     return True
                 if status < 500 and status != 429:
                     self.unexpected.append(f"{status}: {response.text[:300]}")
@@ -247,52 +250,55 @@ def _converge(stack: Stack, shop_id: int, timeout: float) -> float | None:
     return round(time.monotonic() - started, 2)
 
 
-WORKER_TRANSACTION = (
-    "SELECT t.trx_rows_modified "
-    "FROM information_schema.INNODB_TRX t "
+WORKER_WAITING = (
+    "SELECT t.trx_rows_modified FROM information_schema.INNODB_TRX t "
     "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-    f"WHERE p.USER = '{stack_module.WORKER_USER}' AND t.trx_rows_modified > 0"
+    f"WHERE p.USER = '{stack_module.WORKER_USER}' AND t.trx_state = 'LOCK WAIT'"
 )
-MID_BATCH_TRIES = 5
 
 
-def _kill_worker_mid_batch(stack: Stack, fault: Fault) -> None:
-    """SIGKILL the worker's process group the moment it holds uncommitted pipeline writes.
+def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
+    """SIGKILL the worker's process group while it is inside a batch's transaction.
 
-    A batch of a few hundred events commits within tens of milliseconds, so each try first
-    freezes the worker (SIGSTOP) for two seconds while the stream goes on: the batch it takes
-    on waking is several times larger and its writes stay open long enough to be seen.
+    The test locks the shop's not yet processed event rows (READ COMMITTED: record locks only,
+    so ingestion goes on). The worker's next batch takes the watermark lock, reads those events,
+    writes persons and sessions and then waits to write the events' session ids: that wait,
+    seen in information_schema.INNODB_TRX under the worker's own user, is the moment of the kill.
+    The lock is released afterwards; the killed batch must roll back and be redone.
     """
-    connection = stack.mariadb.connect()
+    holder = stack.mariadb.connect(autocommit=False)
+    watcher = stack.mariadb.connect()
     row = None
     try:
-        with connection.cursor() as cursor:
-            for _ in range(MID_BATCH_TRIES):
-                stack.worker.signal_group(signal.SIGSTOP)
-                time.sleep(2)
-                stack.worker.signal_group(signal.SIGCONT)
-                deadline = time.monotonic() + 6
-                while row is None and time.monotonic() < deadline:
-                    cursor.execute(WORKER_TRANSACTION)
-                    row = cursor.fetchone()
-                    if row is None:
-                        time.sleep(0.002)
-                if row is not None:
-                    break
+        with holder.cursor() as hold, watcher.cursor() as watch:
+            hold.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            position = _position(stack, f"events:{shop_id}")
+            hold.execute(
+                "SELECT id FROM events_event WHERE shop_id = %s AND id > %s FOR UPDATE",
+                (shop_id, position),
+            )
+            deadline = time.monotonic() + 30
+            while row is None and time.monotonic() < deadline:
+                watch.execute(WORKER_WAITING)
+                row = watch.fetchone()
+                if row is None:
+                    time.sleep(0.01)
             stack.worker.kill()
+            holder.rollback()
     finally:
-        connection.close()
+        holder.close()
+        watcher.close()
     fault.detail = {"mid_batch": row is not None, "uncommitted_rows": row[0] if row else 0}
 
 
-def _inject(stack: Stack, fault: Fault, origin: float) -> None:
+def _inject(stack: Stack, fault: Fault, shop_id: int, origin: float) -> None:
     """Take the service down, keep it down OUTAGE_SECONDS, bring it back.
 
     `down_at` is taken once the service is really gone, `restarting_at` just before it is
     started again (from then on it may answer), `restored_at` once it listens again.
     """
     take_down, bring_back = {
-        "worker": (lambda: _kill_worker_mid_batch(stack, fault), stack.worker.start),
+        "worker": (lambda: _kill_worker_mid_batch(stack, fault, shop_id), stack.worker.start),
         "redis": (stack.redis.kill, stack.redis.start),
         "rabbitmq": (stack.rabbitmq.stop, stack.rabbitmq.start),
         "mariadb": (stack.mariadb.kill, stack.mariadb.start),
@@ -357,7 +363,7 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
     try:
         time.sleep(5)
         for fault in faults:
-            _inject(stack, fault, origin)
+            _inject(stack, fault, shop_id, origin)
             fault.converge_s = _converge(stack, shop_id, CONVERGE_SECONDS)
         wait_until(
             lambda: sum(s.sent for s in senders) >= MIN_EVENTS,
@@ -384,6 +390,15 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
         "(SELECT position FROM events_pipelinewatermark WHERE name = %s))",
         (shop_id, f"events:{shop_id}"),
     )
+    connection = stack.mariadb.connect()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, event_id, received_at FROM events_event WHERE shop_id = %s AND "
+            "session_id IS NULL ORDER BY id LIMIT 5",
+            (shop_id,),
+        )
+        unassigned = cursor.fetchall()
+    connection.close()
     unrolled = _scalar(
         stack,
         "SELECT COUNT(*) FROM events_event WHERE shop_id = %s AND id > "
@@ -416,6 +431,20 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
         duplicates_reported_by_server=sum(s.duplicates_reported for s in senders),
         unprocessed=unprocessed,
         not_in_rollups=unrolled,
+        # Diagnostics should any event stay unassigned: which, when received, and how long the
+        # request that stored its batch took.
+        unassigned_sample=[
+            {
+                "id": row_id,
+                "event_id": event_id,
+                "received_at": received_at.isoformat(),
+                "batch_request_s": _batch_seconds(senders, event_id),
+            }
+            for row_id, event_id, received_at in unassigned
+        ],
+        max_request_s=round(
+            max((t for s in senders for t in s.request_seconds.values()), default=0), 2
+        ),
         client_retries=sum(s.retries for s in senders),
         client_connection_errors=sum(s.connection_errors for s in senders),
         http_statuses={str(k): v for k, v in sorted(statuses.items())},
@@ -454,6 +483,15 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
         faults=faults,
         figures=figures,
     )
+
+
+def _batch_seconds(senders: list[Sender], event_id: str) -> float | None:
+    prefix, _, number = event_id.rpartition("-")
+    first = f"{prefix}-{int(number) // BATCH * BATCH}"
+    for sender in senders:
+        if first in sender.request_seconds:
+            return round(sender.request_seconds[first], 2)
+    return None
 
 
 def _web_answers(stack: Stack) -> bool:
