@@ -251,19 +251,22 @@ def _converge(stack: Stack, shop_id: int, timeout: float) -> float | None:
 
 
 WORKER_WAITING = (
-    "SELECT t.trx_rows_modified FROM information_schema.INNODB_TRX t "
+    "SELECT t.trx_rows_modified, LEFT(COALESCE(t.trx_query, ''), 60) "
+    "FROM information_schema.INNODB_TRX t "
     "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-    f"WHERE p.USER = '{stack_module.WORKER_USER}' AND t.trx_state = 'LOCK WAIT'"
+    f"WHERE p.USER = '{stack_module.WORKER_USER}' AND t.trx_state = 'LOCK WAIT' "
+    # Not the second worker process queueing for the watermark behind the first one.
+    "AND COALESCE(t.trx_query, '') NOT LIKE '%events_pipelinewatermark%'"
 )
 
 
 def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
     """SIGKILL the worker's process group while it is inside a batch's transaction.
 
-    The test locks the shop's not yet processed event rows (READ COMMITTED: record locks only,
-    so ingestion goes on). The worker's next batch takes the watermark lock, reads those events,
-    writes persons and sessions and then waits to write the events' session ids: that wait,
-    seen in information_schema.INNODB_TRX under the worker's own user, is the moment of the kill.
+    The test locks the shop's newest unprocessed event row (READ COMMITTED: a record lock only,
+    so ingestion goes on). The batch that reaches it takes the watermark lock, reads its events,
+    writes persons and sessions and then waits to write that event's session id: the wait, seen
+    in information_schema.INNODB_TRX under the worker's own user, is the moment of the kill.
     The lock is released afterwards; the killed batch must roll back and be redone.
     """
     holder = stack.mariadb.connect(autocommit=False)
@@ -273,11 +276,14 @@ def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
         with holder.cursor() as hold, watcher.cursor() as watch:
             hold.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             position = _position(stack, f"events:{shop_id}")
+            # The newest unprocessed row: the batch that reaches it has updated the rows before
+            # it (in id order) when it waits.
             hold.execute(
-                "SELECT id FROM events_event WHERE shop_id = %s AND id > %s FOR UPDATE",
+                "SELECT id FROM events_event WHERE shop_id = %s AND id > %s "
+                "ORDER BY id DESC LIMIT 1 FOR UPDATE",
                 (shop_id, position),
             )
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 45
             while row is None and time.monotonic() < deadline:
                 watch.execute(WORKER_WAITING)
                 row = watch.fetchone()
@@ -288,7 +294,11 @@ def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
     finally:
         holder.close()
         watcher.close()
-    fault.detail = {"mid_batch": row is not None, "uncommitted_rows": row[0] if row else 0}
+    fault.detail = {
+        "mid_batch": row is not None,
+        "uncommitted_rows": row[0] if row else 0,
+        "waiting_in": row[1] if row else "",
+    }
 
 
 def _inject(stack: Stack, fault: Fault, shop_id: int, origin: float) -> None:
@@ -361,7 +371,13 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
 
     faults = [Fault(name) for name in ("worker", "redis", "rabbitmq", "mariadb")]
     try:
-        time.sleep(5)
+        # The faults begin once the worker has processed a first batch (it has started).
+        wait_until(
+            lambda: _position(stack, f"events:{shop_id}") > 0,
+            timeout=90,
+            what="the worker's first batch",
+            every=0.5,
+        )
         for fault in faults:
             _inject(stack, fault, shop_id, origin)
             fault.converge_s = _converge(stack, shop_id, CONVERGE_SECONDS)
