@@ -250,13 +250,11 @@ def _converge(stack: Stack, shop_id: int, timeout: float) -> float | None:
     return round(time.monotonic() - started, 2)
 
 
-WORKER_WAITING = (
-    "SELECT t.trx_rows_modified, LEFT(COALESCE(t.trx_query, ''), 60) "
+WORKER_TRANSACTIONS = (
+    "SELECT t.trx_state, t.trx_rows_modified, LEFT(COALESCE(t.trx_query, ''), 60) "
     "FROM information_schema.INNODB_TRX t "
     "JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id "
-    f"WHERE p.USER = '{stack_module.WORKER_USER}' AND t.trx_state = 'LOCK WAIT' "
-    # Not the second worker process queueing for the watermark behind the first one.
-    "AND COALESCE(t.trx_query, '') NOT LIKE '%events_pipelinewatermark%'"
+    f"WHERE p.USER = '{stack_module.WORKER_USER}'"
 )
 
 
@@ -271,7 +269,8 @@ def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
     """
     holder = stack.mariadb.connect(autocommit=False)
     watcher = stack.mariadb.connect()
-    row = None
+    inside: list[tuple] = []
+    transactions: list[tuple] = []
     try:
         with holder.cursor() as hold, watcher.cursor() as watch:
             hold.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
@@ -284,20 +283,27 @@ def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
                 (shop_id, position),
             )
             deadline = time.monotonic() + 45
-            while row is None and time.monotonic() < deadline:
-                watch.execute(WORKER_WAITING)
-                row = watch.fetchone()
-                if row is None:
-                    time.sleep(0.01)
+            while not inside and time.monotonic() < deadline:
+                watch.execute(WORKER_TRANSACTIONS)
+                transactions = watch.fetchall()
+                # Waiting for a lock inside a batch (on the held event row, or on the watermark
+                # behind its sibling's batch), or holding uncommitted writes.
+                inside = [t for t in transactions if t[0] == "LOCK WAIT" or t[1] > 0]
+                if not inside:
+                    # InnoDB refreshes its INNODB_TRX snapshot only when it has not been read
+                    # for 0.1 s: polling faster would keep reading the same stale snapshot.
+                    time.sleep(0.15)
             stack.worker.kill()
             holder.rollback()
     finally:
         holder.close()
         watcher.close()
     fault.detail = {
-        "mid_batch": row is not None,
-        "uncommitted_rows": row[0] if row else 0,
-        "waiting_in": row[1] if row else "",
+        "mid_batch": bool(inside),
+        "worker_transactions": [
+            {"state": state, "uncommitted_rows": rows, "statement": statement}
+            for state, rows, statement in transactions
+        ],
     }
 
 
