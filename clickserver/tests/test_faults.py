@@ -6,8 +6,9 @@ touched) and gunicorn + a Celery worker + beat on them. Two client threads strea
 unique ids in batches of 100, retrying each batch like an SDK (connection error, 5xx or 429 →
 back off and re-send the same event ids; 202 → acknowledged). Meanwhile, one after the other:
 
-- the worker is killed with SIGKILL while it holds a pipeline transaction with uncommitted writes
-  (seen in information_schema.INNODB_TRX under the worker's own MariaDB user), then restarted;
+- the worker is killed with SIGKILL inside a batch's transaction (holding uncommitted writes, or
+  waiting on an event row the test keeps locked; seen in information_schema.INNODB_TRX under the
+  worker's own MariaDB user), then restarted;
 - Redis is killed (SIGKILL: no persistence, every key is lost) and restarted;
 - RabbitMQ is stopped (`rabbitmqctl stop`) and started again;
 - MariaDB is killed with SIGKILL (crash recovery on restart) and restarted.
