@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 DEMO_ENV := DJANGO_DEBUG=1 DJANGO_SECURE_COOKIES=0
 
-.PHONY: system-deps system-deps-dev install install-dev assets migrate demo test check lint typecheck worker beat web bench bench-full clean
+.PHONY: system-deps system-deps-dev install install-dev assets migrate demo test test-faults test-fuzz check lint typecheck worker beat web bench bench-full clean
 
 $(PY): | system-deps
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,12 @@ demo: install-dev migrate ## seed a demo shop and run web + worker + beat on the
 
 test: install-dev ## the test suite (real services when reachable; REQUIRE_SERVICES=1 to insist)
 	$(PY) scripts/run_tests.py
+
+test-faults: install-dev ## only the fault-injection suite (docs/testing.md)
+	$(PY) scripts/run_tests.py -m faults -s
+
+test-fuzz: install-dev ## only the fuzzing (docs/testing.md)
+	$(PY) scripts/run_tests.py -m fuzz -s
 
 check: install-dev lint typecheck test
 

@@ -1,7 +1,9 @@
 """Fixtures shared by every app's tests."""
 
+import json
 import os
 import shutil
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -39,6 +41,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "services" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def fuzz_cases():
+    """Cases each fuzz test ran (hypothesis examples, schemathesis calls): var/fuzz.json."""
+    counts: Counter[str] = Counter()
+    yield counts
+    if counts:
+        figures = {"cases": dict(sorted(counts.items())), "total": sum(counts.values())}
+        path = Path(__file__).parent / "var" / "fuzz.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(figures, indent=2) + "\n")
+        print("\nfuzz figures: " + json.dumps(figures))
 
 
 @pytest.fixture
