@@ -103,11 +103,6 @@ def _assert_invalid(error: ApplicationError, params: dict[str, str]) -> None:
     assert set(error.fields) <= set(params) | {"steps", "start"}
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch api-hardening: a period at the calendar's edge (end=0001-01-01, or "
-    "compare=previous before it) raises OverflowError, a 500",
-)
 @FUZZ
 @given(params=PERIOD_PARAMS)
 def test_period_parser_parses_or_answers_400(user, shop, params, fuzz_cases):
@@ -146,11 +141,6 @@ def test_funnel_and_interval_parsers_parse_or_answer_400(params, interval, fuzz_
         assert parsed in ("hour", "day", "week", "month")
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch api-hardening: a period at the calendar's edge (end=0001-01-01, or "
-    "compare=previous before it) raises OverflowError, a 500",
-)
 @HTTP_FUZZ
 @given(params=ENDPOINT_PARAMS)
 def test_analytics_endpoints_answer_200_or_400(api_client, shop, params, fuzz_cases):

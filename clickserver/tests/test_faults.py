@@ -561,11 +561,6 @@ def test_rollups_equal_a_rebuild(fault_run):
     assert fault_run.audit["rollups"]["HourlyRollup"]["rows"] > 0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch edge-privacy: with Redis down, ingestion answers 500 (write-key "
-    "cache, rate limit and scheduling flag read Redis) instead of serving or answering 503",
-)
 def test_web_answers_only_2xx_503_or_429(fault_run):
     unexpected = {
         status: count

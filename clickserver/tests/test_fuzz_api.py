@@ -111,11 +111,6 @@ def test_api_answers_no_server_error(case, credentials, fuzz_cases):
     _with_shop(case).call_and_validate(headers=credentials, checks=[not_a_server_error])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch api-hardening: the OpenAPI schema does not yet describe the query "
-    "parameters, bodies, responses and error statuses of every operation",
-)
 @schema.parametrize()
 @FUZZ_SETTINGS
 def test_api_conforms_to_its_schema(case, credentials, fuzz_cases):

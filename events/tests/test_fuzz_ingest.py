@@ -142,11 +142,6 @@ def _assert_every_event_accounted(response, batch: list, before: int, shop) -> N
     assert RejectedEvent.objects.filter(shop=shop).count() - before == len(body["rejected"])
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch ingest-fixes: a null event in a batch is stored as a RejectedEvent "
-    "with a NULL payload, an IntegrityError and a 500",
-)
 @pytest.mark.django_db
 @HTTP_FUZZ
 @given(batch=st.lists(EVENTS, min_size=1, max_size=5))
@@ -159,11 +154,6 @@ def test_events_endpoint_answers_202_for_any_json_events(ingest_client, shop, ba
     _assert_every_event_accounted(response, batch, before, shop)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="fixed on branch ingest-fixes: a null event in a batch is stored as a RejectedEvent "
-    "with a NULL payload, an IntegrityError and a 500",
-)
 @pytest.mark.django_db
 @HTTP_FUZZ
 @given(batch=st.lists(SEGMENT_MESSAGES, min_size=1, max_size=5))
