@@ -13,9 +13,10 @@ from django.http import QueryDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.params import MAX_DAYS, funnel_params_parse, interval_parse, query_parse
+from analytics.params import funnel_params_parse, interval_parse, query_parse
 from analytics.selectors import FunnelParams
 from clickserver.api import ApplicationError
+from clickserver.params import MAX_DAYS
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db]
 
