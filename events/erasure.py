@@ -27,16 +27,15 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.conf import settings
 from django.db import models, transaction
 from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncHour
-from django.utils.module_loading import import_string
 from kombu.exceptions import OperationalError as BrokerError
 
 from clickserver.api import ApplicationError
 from clickserver.chunking import chunks
 from events import identity
+from events.follow_ups import FollowUp, follow_ups_read
 from events.models import (
     Checkout,
     ErasureRequest,
@@ -89,19 +88,8 @@ CASCADED = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ErasureFollowUp:
-    stage: str
-    task_path: str
-    scope: str
-
-
-def erasure_follow_ups() -> list[ErasureFollowUp]:
-    stages = [ErasureFollowUp(*entry) for entry in settings.ERASURE_FOLLOW_UPS]
-    unknown = [stage.scope for stage in stages if stage.scope not in (DAYS_SCOPE, SHOP_SCOPE)]
-    if unknown:
-        raise ValueError(f"ERASURE_FOLLOW_UPS: unknown scope {unknown}")
-    return stages
+def erasure_follow_ups() -> list[FollowUp]:
+    return follow_ups_read("ERASURE_FOLLOW_UPS", kinds=(DAYS_SCOPE, SHOP_SCOPE))
 
 
 def _subject_key(*, user_id: str | None, anonymous_id: str | None, email: str | None) -> Key:
@@ -503,8 +491,8 @@ def erasures_complete(*, shop_id: int, now: datetime) -> CompleteResult:
     if len(named) < len(pending):
         days = None
     for follow_up in erasure_follow_ups():
-        task = import_string(follow_up.task_path)
-        args: list[Any] = [shop_id, days] if follow_up.scope == DAYS_SCOPE else [shop_id]
+        task = follow_up.task
+        args: list[Any] = [shop_id, days] if follow_up.kind == DAYS_SCOPE else [shop_id]
         task.apply(args=args, throw=True)
     ErasureRequest.objects.filter(pk__in=[pk for pk, _ in pending]).update(completed_at=now)
     return CompleteResult(requests=len(pending), days=None if days is None else len(days))

@@ -24,7 +24,8 @@ CATCH_UP = "catch_up"
 class FollowUp:
     stage: str
     task_path: str
-    when: str
+    # PIPELINE_FOLLOW_UPS: when it runs; ERASURE_FOLLOW_UPS (events/erasure.py): what it takes.
+    kind: str
 
     @property
     def task(self) -> Task:
@@ -38,18 +39,23 @@ class StageResult:
     seconds: float
 
 
-def follow_ups() -> list[FollowUp]:
-    stages = [FollowUp(*entry) for entry in settings.PIPELINE_FOLLOW_UPS]
-    unknown = [stage.when for stage in stages if stage.when not in (PER_BATCH, CATCH_UP)]
+def follow_ups_read(setting: str, *, kinds: tuple[str, ...]) -> list[FollowUp]:
+    """A setting's list of (stage, task path, kind), checked before anything is sent."""
+    stages = [FollowUp(*entry) for entry in getattr(settings, setting)]
+    unknown = [stage.kind for stage in stages if stage.kind not in kinds]
     if unknown:
-        raise ValueError(f"PIPELINE_FOLLOW_UPS: unknown 'when' {unknown}")
+        raise ValueError(f"{setting}: unknown kind {unknown}, expected one of {list(kinds)}")
     return stages
+
+
+def follow_ups() -> list[FollowUp]:
+    return follow_ups_read("PIPELINE_FOLLOW_UPS", kinds=(PER_BATCH, CATCH_UP))
 
 
 def follow_ups_enqueue(*, shop_id: int) -> None:
     """Send the per-batch stages; `delay` runs them inline when CELERY_TASK_ALWAYS_EAGER is set."""
     for follow_up in follow_ups():
-        if follow_up.when == PER_BATCH:
+        if follow_up.kind == PER_BATCH:
             follow_up.task.delay(shop_id)
 
 

@@ -163,5 +163,5 @@ def test_import_without_process_says_what_to_run_next(shop, tmp_path):
     PIPELINE_FOLLOW_UPS=[("rollups", "analytics.tasks.rollups_refresh_task", "hourly")]
 )
 def test_follow_ups_refuse_an_unknown_schedule():
-    with pytest.raises(ValueError, match="unknown 'when'"):
+    with pytest.raises(ValueError, match="PIPELINE_FOLLOW_UPS: unknown kind"):
         follow_ups()
