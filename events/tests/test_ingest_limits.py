@@ -41,7 +41,7 @@ def test_a_null_event_is_rejected_and_kept_beside_its_valid_neighbour(ingest_cli
 
     response = ingest_client.post(path, {"batch": [None, neighbour]})
 
-    assert response.status_code == 202
+    assert response.status_code == (202 if path == "/events/" else 200)
     assert rejected(response) == [(0, "not_object")]
     assert stored_ids(shop) == ["good"]
     assert RejectedEvent.objects.get(shop=shop).payload == "null"
@@ -82,7 +82,7 @@ def test_a_year_one_timestamp_through_segment_track_is_rejected(ingest_client, s
 
     response = ingest_client.post("/v1/track", message)
 
-    assert response.status_code == 202
+    assert response.status_code == 200  # the Segment API answers 200, as Segment does
     assert rejected(response) == [(0, "invalid_timestamp")]
     assert stored_ids(shop) == []
 
@@ -109,7 +109,7 @@ def test_a_single_segment_message_with_nan_is_rejected_with_a_code(ingest_client
 
     response = ingest_client.post("/v1/track", body)
 
-    assert response.status_code == 202
+    assert response.status_code == 200  # the Segment API answers 200, as Segment does
     assert rejected(response) == [(0, "invalid_json")]
 
 
@@ -157,7 +157,7 @@ def test_segment_properties_or_traits_300_deep_are_rejected(ingest_client, shop,
 
     response = ingest_client.post("/v1/batch", json.dumps({"batch": [message]}).encode())
 
-    assert response.status_code == 202
+    assert response.status_code == 200  # the Segment API answers 200, as Segment does
     assert rejected(response) == [(0, "too_deep")]
 
 

@@ -8,10 +8,12 @@ from events.models import ConsentMode, Event
 from events.snippet import CONFIG_PLACEHOLDER, SOURCE_PATH
 
 
-def test_snippet_source_is_at_most_6_kb_gzipped():
+def test_snippet_source_is_at_most_6_5_kb_gzipped():
     source = SOURCE_PATH.read_bytes()
 
-    assert len(gzip.compress(source, compresslevel=9)) <= 6 * 1024
+    # 6 KB until the snippet learnt to split a batch the server keeps failing and to ask for
+    # recommendations with the browser's own id (5.5 → 6.1 KB); every storefront page loads it.
+    assert len(gzip.compress(source, compresslevel=9)) <= 6.5 * 1024
     assert source.count(CONFIG_PLACEHOLDER.encode()) == 1
 
 
