@@ -8,10 +8,20 @@ set (before prometheus_client is first imported: it picks its value store at imp
 process writes its counters to memory-mapped files in that directory and a scrape sums them over
 every process, dead ones included, so a counter never goes back when gunicorn recycles a worker.
 Without it each process keeps its own counters, which is right for a single process (runserver,
-one Celery worker) and only there.
+a Celery worker with a solo or threads pool) and only there.
+
+The pipeline's counters grow in the Celery worker's processes, not gunicorn's: a worker started
+with METRICS_WORKER_BIND serves its own (bearer METRICS_TOKEN only) from a thread of its main
+process, which forks the pool, so its directory must be its own, not gunicorn's.
 """
 
+import hmac
+import logging
 import os
+import threading
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     REGISTRY,
@@ -72,6 +82,8 @@ BATCHES_FAILED = PIPELINE_BATCHES.labels(outcome="failed")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+logger = logging.getLogger(__name__)
+
 
 def status_class(status: int) -> str:
     return "5xx" if status >= 500 else "4xx" if status >= 400 else "2xx"
@@ -93,3 +105,51 @@ def metrics_render(*, collectors: tuple = ()) -> bytes:
     for collector in collectors:
         registry.register(collector)
     return generate_latest(registry)
+
+
+def bearer_matches(authorization: str, token: str) -> bool:
+    """Whether an Authorization header carries `token`; constant time, never for an empty one."""
+    scheme, _, given = authorization.partition(" ")
+    return (
+        bool(token)
+        and scheme.lower() == "bearer"
+        and hmac.compare_digest(given.strip().encode(), token.encode())
+    )
+
+
+def metrics_wsgi_app(*, token: str) -> Callable[[dict, Callable], Iterable[bytes]]:
+    """/metrics for a process without Django's URLs (the Celery worker): the token or 404."""
+
+    def app(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        if not bearer_matches(environ.get("HTTP_AUTHORIZATION", ""), token):
+            start_response("404 Not Found", [("Content-Type", "text/plain")])
+            return [b"Not found.\n"]
+        body = metrics_render()
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
+        return [body]
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # one line per scrape is noise
+        pass
+
+
+def metrics_serve(*, bind: str, token: str) -> WSGIServer:
+    """Serve `metrics_wsgi_app` on `bind` ("host:port") from a daemon thread; returns the server."""
+    host, _, port = bind.rpartition(":")
+    server = make_server(
+        host,
+        int(port),
+        metrics_wsgi_app(token=token),
+        server_class=_ThreadingServer,
+        handler_class=_QuietHandler,
+    )
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
+    logger.info("metrics: serving /metrics on %s:%s", *server.server_address[:2])
+    return server
