@@ -1,21 +1,31 @@
-"""Liveness and readiness probes for load balancers and orchestrators."""
+"""Liveness and readiness probes for load balancers and orchestrators; metrics for Prometheus."""
 
+import logging
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
+from csp.decorators import csp_exempt
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
+from django.http import Http404, HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.decorators import method_decorator
+from django.views import View
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from kombu.exceptions import OperationalError as BrokerError
+from prometheus_client.core import GaugeMetricFamily, Metric
 from redis.exceptions import RedisError
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.celery import app
+from clickserver.metrics import CONTENT_TYPE, bearer_matches, metrics_render
 from events.selectors import processing_backlog
+
+logger = logging.getLogger(__name__)
 
 
 def _check_database() -> str:
@@ -102,3 +112,59 @@ class ReadinessApi(APIView):
             ready = ready and not backlog.stuck
         body = {"status": "ok" if ready else "unavailable", **body}
         return Response(body, status=200 if ready else 503)
+
+
+class BacklogCollector:
+    """The pipeline backlog, read at scrape time with readiness's query.
+
+    That query is bounded: a few index-range reads per shop, each shop's count capped at
+    BACKLOG_COUNT_CAP. A database that does not answer leaves these metrics out of the scrape
+    (and the scrape itself up), so `absent()` and readiness tell of it, not a failed scrape.
+    """
+
+    def collect(self) -> Iterator[Metric]:
+        now = timezone.now()
+        try:
+            backlog = processing_backlog(
+                stuck_before=now - timedelta(seconds=settings.PIPELINE_STUCK_SECONDS)
+            )
+        except DatabaseError as error:
+            logger.warning("metrics: pipeline backlog unavailable: %s", error)
+            return
+        yield GaugeMetricFamily(
+            "clickserver_pipeline_backlog_events",
+            "Events not yet processed (each shop's count capped at BACKLOG_COUNT_CAP).",
+            value=backlog.events,
+        )
+        yield GaugeMetricFamily(
+            "clickserver_pipeline_backlog_lag_seconds",
+            "Age of the oldest unprocessed event; 0 without a backlog.",
+            value=_lag_seconds(now, backlog.oldest_unprocessed_at),
+        )
+        yield GaugeMetricFamily(
+            "clickserver_pipeline_stuck_shops",
+            "Shops whose backlog is older than PIPELINE_STUCK_SECONDS or whose last batch failed.",
+            value=len(backlog.stuck),
+        )
+
+
+def _metrics_allowed(request: HttpRequest) -> bool:
+    if bearer_matches(request.headers.get("Authorization", ""), settings.METRICS_TOKEN):
+        return True
+    user = getattr(request, "user", None)
+    return bool(user is not None and user.is_active and user.is_staff)
+
+
+# A plain view, outside the OpenAPI schema (it is no API for clients) and outside the CSP (a
+# text/plain answer runs nothing).
+@method_decorator(csp_exempt(), name="dispatch")
+class MetricsView(View):
+    """Prometheus text format, for a bearer METRICS_TOKEN or a staff session; 404 for anyone
+    else, so that the endpoint is not public by default."""
+
+    def get(self, request: HttpRequest) -> HttpResponse:
+        if not _metrics_allowed(request):
+            raise Http404
+        return HttpResponse(
+            metrics_render(collectors=(BacklogCollector(),)), content_type=CONTENT_TYPE
+        )

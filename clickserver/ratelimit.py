@@ -14,7 +14,8 @@ when its own traffic is below one sync batch per `SYNC_EVERY_SECONDS`. The embed
 REDIS_URL) adds to the local cache instead.
 
 Redis down never turns into an error answer: the limiter fails open to this process's own count
-(so the limit still holds per process), logs one warning per outage and process, and leaves Redis
+(so the limit still holds per process), logs one warning per outage and process, counts every
+count that failed open in `clickserver_ratelimit_redis_unavailable_total`, and leaves Redis
 alone for `REDIS_RETRY_SECONDS` before it tries again, so an unreachable host costs one connect
 timeout per interval, not one per request.
 """
@@ -30,6 +31,8 @@ import redis
 from django.conf import settings
 from django.core.cache import cache
 from redis.exceptions import RedisError
+
+from clickserver.metrics import RATELIMIT_REDIS_UNAVAILABLE
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +82,7 @@ def _add_shared(client: redis.Redis, cache_key: str, hits: int, window_seconds: 
     """INCRBY the Redis counter; None while Redis is unavailable."""
     global _redis_down_until
     if time.monotonic() < _redis_down_until:
+        RATELIMIT_REDIS_UNAVAILABLE.inc()
         return None
     try:
         total = int(client.incrby(cache_key, hits))
@@ -95,6 +99,7 @@ def _add_shared(client: redis.Redis, cache_key: str, hits: int, window_seconds: 
                 "rate limit fails open: Redis unavailable (%s); counting in this process only",
                 error,
             )
+        RATELIMIT_REDIS_UNAVAILABLE.inc()
         return None
     if _redis_down_until:
         _redis_down_until = 0.0

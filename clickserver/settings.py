@@ -230,6 +230,10 @@ INGEST_MAX_BODY_BYTES = 512 * 1024
 INGEST_MAX_DECOMPRESSED_BYTES = env.int("INGEST_MAX_DECOMPRESSED_BYTES", default=2 * 1024 * 1024)
 INGEST_RATE_LIMIT_REQUESTS = env.int("INGEST_RATE_LIMIT_REQUESTS", default=2000)
 INGEST_RATE_LIMIT_WINDOW_SECONDS = env.int("INGEST_RATE_LIMIT_WINDOW_SECONDS", default=1)
+# GET /metrics answers a request bearing this token (or a staff session); without it, 404.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# host:port where a Celery worker serves its own /metrics (the pipeline's counters), token only.
+METRICS_WORKER_BIND = env("METRICS_WORKER_BIND", default="")
 REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default=30)
 # The pipeline leaves the newest seconds of the log alone so that an insert still committing
 # with a lower auto-increment id is never skipped by the watermark.
@@ -350,7 +354,8 @@ AUTH_PASSWORD_VALIDATORS = [
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=not DEBUG)
 # Probes reach gunicorn directly over plain HTTP (docker-compose, systemd health checks).
-SECURE_REDIRECT_EXEMPT = [r"^health/"]
+# So does Prometheus: each web instance is its own scrape target (see docs/operations.md).
+SECURE_REDIRECT_EXEMPT = [r"^health/", r"^metrics$"]
 SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 # Covers only the subdomains of this server's own host name (e.g. *.analytics.example.com).
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)

@@ -26,6 +26,7 @@ from kombu.exceptions import OperationalError as BrokerError
 from redis.exceptions import RedisError
 from rest_framework.authtoken.models import Token
 
+from clickserver import metrics
 from clickserver.api import ApplicationError
 from clickserver.chunking import chunks
 from events import erasure, identity, shopify
@@ -511,10 +512,11 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
     # Created outside the batch's transaction: two workers creating it at once must not abort it.
     PipelineWatermark.objects.get_or_create(name=watermark_name(shop_id))
     try:
-        return _batch_process(
+        result = _batch_process(
             shop_id=shop_id, now=now, settled_before=settled_before, batch_size=batch_size
         )
     except BATCH_ERRORS as error:
+        metrics.BATCHES_FAILED.inc()
         logger.error("shop %s: pipeline batch failed: %s", shop_id, _error_text(error))
         try:
             PipelineWatermark.objects.filter(name=watermark_name(shop_id)).update(
@@ -523,6 +525,9 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
         except DatabaseError:  # the database is away: readiness says so by itself
             logger.warning("shop %s: could not record the failed batch", shop_id)
         raise
+    metrics.BATCHES_PROCESSED.inc()
+    metrics.PIPELINE_EVENTS_PROCESSED.inc(result.processed)
+    return result
 
 
 def _error_text(error: BaseException) -> str:
@@ -626,6 +631,8 @@ def _event_quarantine(*, shop_id: int, event_pk: int, error: BaseException, now:
         received_at=now,
     )
     event.delete()
+    # Counted once the batch commits: a batch that fails anyway rolls the quarantine back.
+    transaction.on_commit(metrics.PIPELINE_EVENTS_QUARANTINED.inc)
     logger.error("shop %s: event %s quarantined: %s", shop_id, event.event_id, detail)
 
 

@@ -59,10 +59,12 @@ def test_production_settings_redirect_to_https_behind_the_proxy_with_hsts(tmp_pa
     local = manage(production_env(tmp_path, DJANGO_DEBUG="1"), "shell", "--no-imports", "-c", code)
 
     assert result.stdout == (
-        "True ('HTTP_X_FORWARDED_PROTO', 'https') 31536000 True True True True ['^health/']\n"
+        "True ('HTTP_X_FORWARDED_PROTO', 'https') 31536000 True True True True "
+        "['^health/', '^metrics$']\n"
     ), result.stderr
     assert local.stdout == (
-        "False ('HTTP_X_FORWARDED_PROTO', 'https') 0 True False False True ['^health/']\n"
+        "False ('HTTP_X_FORWARDED_PROTO', 'https') 0 True False False True "
+        "['^health/', '^metrics$']\n"
     ), local.stderr
 
 

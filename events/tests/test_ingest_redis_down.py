@@ -5,7 +5,9 @@ import logging
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import REGISTRY
 
+from clickserver import ratelimit
 from events import selectors
 from events.models import Event
 
@@ -45,3 +47,21 @@ def test_events_ingested_while_redis_is_down_are_left_for_the_sweep(
     assert backlog == [shop.pk]
     assert processed == 1
     assert Event.objects.get(shop=shop).session_id is not None
+
+
+def redis_unavailable_count() -> float:
+    return REGISTRY.get_sample_value("clickserver_ratelimit_redis_unavailable_total") or 0.0
+
+
+def test_every_count_that_fails_open_is_counted_in_the_metric(redis_down):
+    before = redis_unavailable_count()
+
+    # A limit this low sends every hit to Redis: the first finds it refusing connections, the
+    # next two are answered from this process's count without trying it again.
+    answers = [
+        ratelimit.rate_limit_retry_after(key="metrics-test", limit=5, window_seconds=60)
+        for _ in range(3)
+    ]
+
+    assert answers == [None, None, None]
+    assert redis_unavailable_count() - before == 3.0

@@ -5,6 +5,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.db import DatabaseError
+from prometheus_client import REGISTRY
 
 from events import identity, services
 from events.models import Event, PipelineWatermark, RejectedEvent
@@ -175,3 +176,67 @@ def test_an_event_without_an_identifier_is_quarantined_not_left_unassigned(shop,
         "pipeline_failed",
         "ValueError: the event has no identifier",
     )
+
+
+def pipeline_counts() -> dict[str, float]:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    return {
+        "processed": sample("clickserver_pipeline_batches_total", outcome="processed"),
+        "failed": sample("clickserver_pipeline_batches_total", outcome="failed"),
+        "events": sample("clickserver_pipeline_events_processed_total"),
+        "quarantined": sample("clickserver_pipeline_events_quarantined_total"),
+    }
+
+
+@pytest.mark.django_db
+def test_the_pipeline_counts_its_batches_and_quarantined_events(
+    shop, poison, django_capture_on_commit_callbacks
+):
+    insert(
+        shop,
+        event_in("a1", T0, anonymous_id="a"),
+        event_in("p", T0, anonymous_id="poison"),
+        event_in("b1", T0, anonymous_id="b"),
+    )
+    before = pipeline_counts()
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
+
+    after = pipeline_counts()
+    assert {name: after[name] - before[name] for name in after} == {
+        "processed": 1.0,
+        "failed": 0.0,
+        "events": 2.0,
+        "quarantined": 1.0,
+    }
+
+
+@pytest.mark.django_db
+def test_a_failed_batch_is_counted_and_no_quarantine_it_rolled_back(
+    shop, poison, monkeypatch, django_capture_on_commit_callbacks
+):
+    real = services.orders_record_from_purchases
+
+    def fail_after_the_quarantine(**kwargs):
+        if RejectedEvent.objects.filter(shop=shop).exists():
+            raise DatabaseError("lost connection")
+        return real(**kwargs)
+
+    monkeypatch.setattr(services, "orders_record_from_purchases", fail_after_the_quarantine)
+    insert(shop, event_in("p", T0, anonymous_id="poison"), event_in("a1", T0, anonymous_id="a"))
+    before = pipeline_counts()
+
+    with django_capture_on_commit_callbacks(execute=True), pytest.raises(DatabaseError):
+        services.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
+
+    after = pipeline_counts()
+    assert {name: after[name] - before[name] for name in after} == {
+        "processed": 0.0,
+        "failed": 1.0,
+        "events": 0.0,
+        "quarantined": 0.0,
+    }
+    assert RejectedEvent.objects.filter(shop=shop).count() == 0
