@@ -12,6 +12,7 @@ from django.views.defaults import page_not_found
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
@@ -141,7 +142,8 @@ class Pagination(PageNumberPagination):
         """`page_size` from 1 to 1000, else a 400 (DRF would quietly clamp or ignore it)."""
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
-            return self.page_size
+            page_size: int = api_settings.PAGE_SIZE  # set in REST_FRAMEWORK: never None here
+            return page_size
         if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
             message = f"must be an integer from 1 to {self.max_page_size}"
             raise ApplicationError(

@@ -315,7 +315,7 @@ def lstm_predict(model: Any, batch: SequenceBatch, *, batch_size: int = 1024) ->
     return model.predict(batch.inputs(), batch_size=batch_size, verbose=0).reshape(-1)
 
 
-def lstm_calibrate(model: Any, validation: SequenceBatch) -> tuple[Any, dict[str, float]]:
+def lstm_calibrate(model: Any, validation: SequenceBatch) -> tuple[Any, dict[str, Any]]:
     """Platt scaling on validation: class weights inflate the raw output (a balanced model says
     ~0.5 for a typical session), so the exported model maps its logit `z` to
     `sigmoid(a * z + b)`, fitted on the validation split's prefixes (what live scoring sees),
