@@ -4,6 +4,7 @@ import logging
 from typing import Any
 
 import orjson
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import InterfaceError
 from django.db import OperationalError as DatabaseOperationalError
@@ -12,7 +13,6 @@ from django.views.defaults import page_not_found
 from rest_framework import exceptions
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
-from rest_framework.settings import api_settings
 from rest_framework.views import exception_handler as drf_exception_handler
 
 logger = logging.getLogger(__name__)
@@ -135,6 +135,7 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
 
 
 class Pagination(PageNumberPagination):
+    page_size: int = settings.API_PAGE_SIZE
     page_size_query_param = "page_size"
     max_page_size = 1000
 
@@ -142,8 +143,7 @@ class Pagination(PageNumberPagination):
         """`page_size` from 1 to 1000, else a 400 (DRF would quietly clamp or ignore it)."""
         raw = request.query_params.get(self.page_size_query_param)
         if raw is None:
-            page_size: int = api_settings.PAGE_SIZE  # set in REST_FRAMEWORK: never None here
-            return page_size
+            return self.page_size
         if not raw.isdigit() or not 1 <= int(raw) <= self.max_page_size:
             message = f"must be an integer from 1 to {self.max_page_size}"
             raise ApplicationError(

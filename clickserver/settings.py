@@ -289,6 +289,7 @@ CORS_ALLOW_HEADERS = [
     "rsa-retry-reason",
 ]
 
+API_PAGE_SIZE = 100
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "clickserver.throttles.TokenAuthentication",
@@ -300,7 +301,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "clickserver.api.exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "clickserver.api.Pagination",
-    "PAGE_SIZE": 100,
+    "PAGE_SIZE": API_PAGE_SIZE,
     "DEFAULT_THROTTLE_CLASSES": [
         "clickserver.throttles.ReadThrottle",
         "clickserver.throttles.ExportThrottle",
