@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,15 +36,36 @@ from segments import selectors, services
 CSV_MAX_ROWS = 100_000
 
 
+def csv_paging_check(request, paginator: Pagination) -> None:
+    """Reject the `page`/`page_size` that the JSON table would reject, with the same answers.
+
+    A CSV export is the whole table, so neither selects anything there; but the schema gives
+    every format the same parameters, and a value that is wrong for one is wrong for all.
+    """
+    paginator.get_page_size(request)
+    raw = request.query_params.get(paginator.page_query_param)
+    # Blank is page 1 for the JSON table too (DRF reads `page or 1`).
+    if not raw or raw in paginator.last_page_strings:
+        return
+    # As Django's Paginator.validate_number reads it (which the JSON path calls).
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise NotFound(paginator.invalid_page_message.format(page_number=raw, message=""))
+
+
 class TableApi(APIView):
     renderer_classes = [JSONRenderer, CsvRenderer]
     pagination_class = Pagination
     csv_name = "segments"
 
     def table(self, request, queryset: QuerySet, to_rows: Callable[..., list[Any]]) -> Response:
-        if request.accepted_renderer.format == "csv":
-            return Response([asdict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
         paginator = self.pagination_class()
+        if request.accepted_renderer.format == "csv":
+            csv_paging_check(request, paginator)
+            return Response([asdict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([asdict(row) for row in to_rows(page=page)])
 
@@ -69,7 +91,7 @@ def table_schema(name: str, description: str, *extra: OpenApiParameter):
 
 
 class SegmentInSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
+    name = serializers.CharField(min_length=1, max_length=255)
     rules = serializers.JSONField(help_text="A rule group; see docs/segments.md.")
 
 
