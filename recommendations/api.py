@@ -29,8 +29,12 @@ KEY_PARAMETERS = [
     OpenApiParameter("limit", integer_schema(low=1, high=MAX_LIMIT, default=10)),
 ]
 PERSON_PARAMETERS = [
-    OpenApiParameter("anonymous_id", str, description="Give this or `user_id`."),
-    OpenApiParameter("user_id", str, description="Give this or `anonymous_id`."),
+    OpenApiParameter(
+        "anonymous_id", str, description="Give this or `user_id` (a blank one counts as not given)."
+    ),
+    OpenApiParameter(
+        "user_id", str, description="Give this or `anonymous_id` (a blank one counts as not given)."
+    ),
 ]
 
 
