@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
 from rest_framework.renderers import JSONRenderer
@@ -30,7 +30,8 @@ from clickserver.schema import (
     paginated,
 )
 from events.selectors import shop_get_for_user
-from segments import selectors, services
+from segments import builtin, selectors, services
+from segments.rules import RULES_SCHEMA
 
 # A CSV export is the whole table, not a page, up to this many rows.
 CSV_MAX_ROWS = 100_000
@@ -90,9 +91,28 @@ def table_schema(name: str, description: str, *extra: OpenApiParameter):
     )
 
 
+@extend_schema_field(RULES_SCHEMA)
+class RulesField(serializers.JSONField):
+    """Any JSON here; `services.segment_create` checks the grammar the schema states."""
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        # Built-in segments' names are taken in every shop (`services.segment_create`).
+        "not": {"enum": sorted(builtin.NAMES.values())},
+        "description": "Unique among the shop's segments (else a 400).",
+    }
+)
+class SegmentNameField(serializers.CharField):
+    pass
+
+
 class SegmentInSerializer(serializers.Serializer):
-    name = serializers.CharField(min_length=1, max_length=255)
-    rules = serializers.JSONField(help_text="A rule group; see docs/segments.md.")
+    name = SegmentNameField(min_length=1, max_length=255)
+    rules = RulesField(help_text="A rule group; see docs/segments.md.")
 
 
 class SegmentOutSerializer(serializers.Serializer):
