@@ -15,6 +15,7 @@ from analytics.params import (
     INTERVALS,
     MAX_WINDOW_SECONDS,
     PRODUCT_ORDERS,
+    STEPS_PATTERN,
     choice_param,
     funnel_params_parse,
     int_param,
@@ -128,7 +129,10 @@ class FunnelApi(AnalyticsApi):
     @analytics_schema(
         "Conversion through ordered steps.",
         OpenApiParameter(
-            "steps", str, required=True, description="2 to 10 comma-separated event types."
+            "steps",
+            {"type": "string", "pattern": STEPS_PATTERN},
+            required=True,
+            description="2 to 10 comma-separated event types (blank items are skipped).",
         ),
         OpenApiParameter(
             "step_filters", str, description='JSON: a list or {"<index or type>": {…}}.'
@@ -138,7 +142,11 @@ class FunnelApi(AnalyticsApi):
         OpenApiParameter(
             "window", integer_schema(low=0, high=MAX_WINDOW_SECONDS), description="Seconds."
         ),
-        OpenApiParameter("breakdown", choice_schema("", *BREAKDOWNS, default="")),
+        OpenApiParameter(
+            "breakdown",
+            choice_schema("", *BREAKDOWNS, default=""),
+            description="Only with `unit=session`.",
+        ),
     )
     def get(self, request):
         params = funnel_params_parse(request.query_params)

@@ -16,6 +16,10 @@ from events.selectors import shop_get_for_user
 MAX_WINDOW_SECONDS = 90 * 24 * 3600
 INTERVALS = ("hour", "day", "week", "month")
 PRODUCT_ORDERS = ("views", "carts", "purchases", "revenue", "abandoned_carts", "units")
+# What `funnel_params_parse` accepts as `steps`, for the schema: 2 to 10 comma-separated items
+# that are not blank after stripping, blank items anywhere in between (they are skipped).
+_STEP = r"\s*[^\s,][^,]*"
+STEPS_PATTERN = rf"^(?:\s*,)*(?:{_STEP},(?:\s*,)*){{1,9}}{_STEP}(?:,\s*)*$"
 
 
 def int_param(params: QueryDict, name: str, *, default: int, low: int, high: int) -> int:

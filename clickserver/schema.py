@@ -9,6 +9,7 @@ parameter it reads and every status it answers. Statuses, per kind of endpoint:
 
 from typing import Any
 
+from drf_spectacular.openapi import AutoSchema
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, inline_serializer
 from rest_framework import serializers
@@ -69,7 +70,8 @@ START = OpenApiParameter(
     "start",
     OpenApiTypes.DATE,
     description="First local day, inclusive (default: 29 days before `end`); from 2000-01-01 to "
-    "today + 366 days, at most 1098 days before `end`.",
+    "today + 366 days, at most 1098 days before `end` (today when `end` is not given), and not "
+    "after `end`.",
 )
 END = OpenApiParameter(
     "end",
@@ -99,3 +101,18 @@ def paginated(name: str, rows: serializers.BaseSerializer) -> serializers.Serial
             "results": rows,
         },
     )
+
+
+class BodyRequiredSchema(AutoSchema):
+    """For a view that answers 400 to an empty body: its request body is `required`.
+
+    drf-spectacular marks a body required only for a serializer with a required field, so a
+    free-form object (the ingestion endpoints) or optional-only fields (erasures) come out
+    optional, and clients and fuzzers send an empty POST as if it were valid.
+    """
+
+    def _get_request_body(self, direction: str = "request") -> dict[str, Any] | None:
+        body = super()._get_request_body(direction)
+        if body is not None:
+            body["required"] = True
+        return body

@@ -32,7 +32,14 @@ from rest_framework.views import APIView
 from clickserver import metrics
 from clickserver.api import ENVELOPE_ERRORS, ApplicationError, Pagination, error_http_response
 from clickserver.ratelimit import rate_limit_retry_after
-from clickserver.schema import PAGE, PAGE_SIZE, SHOP, error_responses, paginated
+from clickserver.schema import (
+    PAGE,
+    PAGE_SIZE,
+    SHOP,
+    BodyRequiredSchema,
+    error_responses,
+    paginated,
+)
 from events import erasure, segment, selectors, services, shopify, snippet
 from events.models import EventFormat, Shop
 from events.payloads import batch_unpack, payload_decode
@@ -138,6 +145,7 @@ def _events_count(result: services.IngestResult) -> None:
 # The base of the ingestion endpoints: route them with `as_ingest_view()`, not `as_view()`. (A
 # comment, not a docstring: drf-spectacular would show it as each subclass's description.)
 class IngestApi(APIView):
+    schema = BodyRequiredSchema()
     authentication_classes: list = []
     permission_classes = [AllowAny]
     format: str = EventFormat.CLICKSERVER
@@ -324,13 +332,30 @@ class SnippetView(View):
 class ErasureListApi(APIView):
     """`POST` erases one person by user id, anonymous id or email; `GET` lists the requests."""
 
+    schema = BodyRequiredSchema()
+
     class InputSerializer(serializers.Serializer):
         class Meta:
             ref_name = "ErasureInput"  # the schema's component name: every API has an "Input"
 
-        user_id = serializers.CharField(required=False, max_length=255)
-        anonymous_id = serializers.CharField(required=False, max_length=255)
-        email = serializers.CharField(required=False, max_length=320)
+        user_id = serializers.CharField(
+            required=False,
+            min_length=1,
+            max_length=255,
+            help_text="Give exactly one of `user_id`, `anonymous_id`, `email`.",
+        )
+        anonymous_id = serializers.CharField(
+            required=False,
+            min_length=1,
+            max_length=255,
+            help_text="Give exactly one of `anonymous_id`, `user_id`, `email`.",
+        )
+        email = serializers.CharField(
+            required=False,
+            min_length=1,
+            max_length=320,
+            help_text="Give exactly one of `email`, `user_id`, `anonymous_id`.",
+        )
 
     class OutputSerializer(serializers.Serializer):
         class Meta:

@@ -28,7 +28,11 @@ class ConversionScoreListApi(APIView):
     @extend_schema(
         parameters=[
             SHOP,
-            OpenApiParameter("session", int, description="Only this session's scores."),
+            OpenApiParameter(
+                "session",
+                {"type": "integer", "minimum": 1},
+                description="Only this session's scores.",
+            ),
             PAGE,
             PAGE_SIZE,
         ],

@@ -23,23 +23,34 @@ from recommendations import selectors
 
 MAX_LIMIT = 50
 KEY_PARAMETERS = [
+    # Never in the query string (events/storefront_auth.py): URLs end up in access logs.
     OpenApiParameter("X-Write-Key", str, OpenApiParameter.HEADER, description="The write key."),
-    OpenApiParameter("write_key", str, description="The write key, if not in the header."),
     OpenApiParameter("shop", str, description="Must be the write key's shop if given."),
     OpenApiParameter("limit", integer_schema(low=1, high=MAX_LIMIT, default=10)),
 ]
 PERSON_PARAMETERS = [
-    OpenApiParameter("anonymous_id", str, description="Give this or `user_id`."),
-    OpenApiParameter("user_id", str, description="Give this or `anonymous_id`."),
+    OpenApiParameter(
+        "anonymous_id", str, description="Give this or `user_id` (a blank one counts as not given)."
+    ),
+    OpenApiParameter(
+        "user_id", str, description="Give this or `anonymous_id` (a blank one counts as not given)."
+    ),
+    OpenApiParameter(
+        "X-Identity-Token",
+        str,
+        OpenApiParameter.HEADER,
+        description="The token the shop's server issued for `user_id`; without it a `user_id` "
+        "is a 403.",
+    ),
 ]
 
 
-def storefront_schema(*extra: OpenApiParameter):
+def storefront_schema(*extra: OpenApiParameter, statuses: tuple[int, ...] = ()):
     return extend_schema(
         parameters=[*KEY_PARAMETERS, *extra],
         responses={
             200: OpenApiResponse(OpenApiTypes.OBJECT, description='{"products": [...]}'),
-            **error_responses(400, 401, 429, 503),
+            **error_responses(400, 401, *statuses, 429, 503),
         },
     )
 
@@ -94,7 +105,7 @@ class CrowdFavoritesApi(StorefrontApi):
 
 
 class FeaturedCollectionApi(StorefrontApi):
-    @storefront_schema(*PERSON_PARAMETERS)
+    @storefront_schema(*PERSON_PARAMETERS, statuses=(403,))
     def get(self, request):
         shop, limit = self.shop(request), self.limit(request)
         person_id = self.person_id(request, shop)
@@ -107,7 +118,7 @@ class FeaturedCollectionApi(StorefrontApi):
 
 
 class PickUpWhereYouLeftOffApi(StorefrontApi):
-    @storefront_schema(*PERSON_PARAMETERS)
+    @storefront_schema(*PERSON_PARAMETERS, statuses=(403,))
     def get(self, request):
         shop, limit = self.shop(request), self.limit(request)
         person_id = self.person_id(request, shop)

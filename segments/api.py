@@ -8,8 +8,9 @@ from zoneinfo import ZoneInfo
 
 from django.db.models import QuerySet
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -29,10 +30,31 @@ from clickserver.schema import (
     paginated,
 )
 from events.selectors import shop_get_for_user
-from segments import selectors, services
+from segments import builtin, selectors, services
+from segments.rules import RULES_SCHEMA
 
 # A CSV export is the whole table, not a page, up to this many rows.
 CSV_MAX_ROWS = 100_000
+
+
+def csv_paging_check(request, paginator: Pagination) -> None:
+    """Reject the `page`/`page_size` that the JSON table would reject, with the same answers.
+
+    A CSV export is the whole table, so neither selects anything there; but the schema gives
+    every format the same parameters, and a value that is wrong for one is wrong for all.
+    """
+    paginator.get_page_size(request)
+    raw = request.query_params.get(paginator.page_query_param)
+    # Blank is page 1 for the JSON table too (DRF reads `page or 1`).
+    if not raw or raw in paginator.last_page_strings:
+        return
+    # As Django's Paginator.validate_number reads it (which the JSON path calls).
+    try:
+        number = int(raw)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise NotFound(paginator.invalid_page_message.format(page_number=raw, message=""))
 
 
 class TableApi(APIView):
@@ -41,9 +63,10 @@ class TableApi(APIView):
     csv_name = "segments"
 
     def table(self, request, queryset: QuerySet, to_rows: Callable[..., list[Any]]) -> Response:
-        if request.accepted_renderer.format == "csv":
-            return Response([asdict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
         paginator = self.pagination_class()
+        if request.accepted_renderer.format == "csv":
+            csv_paging_check(request, paginator)
+            return Response([asdict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([asdict(row) for row in to_rows(page=page)])
 
@@ -68,9 +91,28 @@ def table_schema(name: str, description: str, *extra: OpenApiParameter):
     )
 
 
+@extend_schema_field(RULES_SCHEMA)
+class RulesField(serializers.JSONField):
+    """Any JSON here; `services.segment_create` checks the grammar the schema states."""
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        # Built-in segments' names are taken in every shop (`services.segment_create`).
+        "not": {"enum": sorted(builtin.NAMES.values())},
+        "description": "Unique among the shop's segments (else a 400).",
+    }
+)
+class SegmentNameField(serializers.CharField):
+    pass
+
+
 class SegmentInSerializer(serializers.Serializer):
-    name = serializers.CharField(max_length=255)
-    rules = serializers.JSONField(help_text="A rule group; see docs/segments.md.")
+    name = SegmentNameField(min_length=1, max_length=255)
+    rules = RulesField(help_text="A rule group; see docs/segments.md.")
 
 
 class SegmentOutSerializer(serializers.Serializer):

@@ -185,6 +185,70 @@ def rules_parse(raw: Any) -> Group:
     return node
 
 
+def _rules_schema() -> dict[str, Any]:
+    """The grammar above as an OpenAPI 3.0 schema, nesting unrolled to `MAX_DEPTH` (no $ref).
+
+    Everything `rules_parse` checks except `min_count` <= `max_count` (one key against another).
+    """
+    name = {"type": "string", "pattern": NAME_RE.pattern}
+    days = {"type": "integer", "minimum": 1, "maximum": MAX_WINDOW_DAYS}
+    scalar = {"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "boolean"}]}
+    values = {
+        "equals": scalar,
+        "in": {"type": "array", "items": scalar, "minItems": 1, "maxItems": MAX_ITEMS},
+    }
+    # `equals` or `in`, not both: `_values`.
+    one_value = {"oneOf": [{"required": ["equals"]}, {"required": ["in"]}]}
+    count = {"type": "integer", "minimum": 0, "maximum": 10**6}
+    conditions = [
+        {
+            "type": "object",
+            "properties": {
+                "event": name,
+                "min_count": count,
+                "max_count": count,
+                "within_days": days,
+            },
+            "required": ["event", "within_days"],
+            "additionalProperties": False,
+        },
+        {
+            "type": "object",
+            "properties": {"property": name, **values, "within_days": {**days, "nullable": True}},
+            "required": ["property"],
+            "additionalProperties": False,
+            **one_value,
+        },
+        {
+            "type": "object",
+            "properties": {"trait": name, **values},
+            "required": ["trait"],
+            "additionalProperties": False,
+            **one_value,
+        },
+    ]
+
+    def group(depth: int) -> dict[str, Any]:
+        item = {"anyOf": [*([group(depth + 1)] if depth + 1 < MAX_DEPTH else []), *conditions]}
+        items = {"type": "array", "items": item, "minItems": 1, "maxItems": MAX_ITEMS}
+        return {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "properties": {op: items},
+                    "required": [op],
+                    "additionalProperties": False,
+                }
+                for op in ("all", "any")
+            ]
+        }
+
+    return {**group(0), "description": "A rule group; see docs/segments.md."}
+
+
+RULES_SCHEMA = _rules_schema()
+
+
 def _events_in_window(*, shop_id: int, now: datetime, days: int | None) -> Any:
     events = Event.objects.filter(shop_id=shop_id, person__isnull=False, occurred_at__lt=now)
     if days is not None:

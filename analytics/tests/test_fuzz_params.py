@@ -5,6 +5,7 @@ included, integers as text, JSON step filters, any Unicode) for the shared parse
 (analytics/params.py) and through the endpoints themselves.
 """
 
+import re
 from types import SimpleNamespace
 
 import orjson
@@ -13,7 +14,12 @@ from django.http import QueryDict
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from analytics.params import funnel_params_parse, interval_parse, query_parse
+from analytics.params import (
+    STEPS_PATTERN,
+    funnel_params_parse,
+    interval_parse,
+    query_parse,
+)
 from analytics.selectors import FunnelParams
 from clickserver.api import ApplicationError
 from clickserver.params import MAX_DAYS
@@ -153,3 +159,19 @@ def test_analytics_endpoints_answer_200_or_400(api_client, shop, params, fuzz_ca
     assert response.status_code in (200, 400), (response.status_code, response.content[:300])
     if response.status_code == 400:
         assert set(response.json()) == {"code", "detail", "fields"}
+
+
+@FUZZ
+@given(steps=st.text(alphabet="ab, \t\n\u3000", max_size=40) | TEXT)
+def test_the_schema_steps_pattern_matches_what_the_funnel_parser_accepts(steps, fuzz_cases):
+    # The schema at /api/schema/ states `steps` by this pattern: clients and schemathesis take
+    # whatever it matches as valid, and whatever it does not as a request that must fail.
+    fuzz_cases["test_the_schema_steps_pattern_matches_what_the_funnel_parser_accepts"] += 1
+    try:
+        funnel_params_parse(_query_dict({"steps": steps}))
+    except ApplicationError:
+        accepted = False
+    else:
+        accepted = True
+
+    assert bool(re.search(STEPS_PATTERN, steps)) is accepted

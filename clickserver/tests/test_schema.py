@@ -84,12 +84,11 @@ def test_segment_create_documents_its_body(schema):
     assert _error_codes(operation) == {"400", "401", "404", "429", "503"}
 
 
-def test_storefront_endpoints_document_the_write_key_and_limit(schema):
-    operation = _operation(schema, "/api/featured_collection/")
+def test_storefront_endpoints_document_the_write_key_header_and_limit(schema):
+    operation = _operation(schema, "/api/crowd_favorites/")
 
-    assert _parameters(operation) == {
-        "X-Write-Key", "write_key", "shop", "limit", "anonymous_id", "user_id"
-    }  # fmt: skip
+    # Never a `write_key` query parameter: the key is not read from URLs.
+    assert _parameters(operation) == {"X-Write-Key", "shop", "limit"}
     assert _error_codes(operation) == {"400", "401", "429", "503"}
 
 
@@ -97,3 +96,31 @@ def test_ingestion_documents_its_refusals(schema):
     operation = _operation(schema, "/events/", "post")
 
     assert _error_codes(operation) == {"400", "401", "413", "415", "429", "503"}
+
+
+@pytest.mark.parametrize("path", ["/api/featured_collection/", "/api/pick_up_where_you_left_off/"])
+def test_personal_storefront_endpoints_document_the_identity_token_and_its_403(schema, path):
+    operation = _operation(schema, path)
+
+    assert _parameters(operation) == {
+        "X-Write-Key",
+        "X-Identity-Token",
+        "shop",
+        "limit",
+        "anonymous_id",
+        "user_id",
+    }
+    assert _error_codes(operation) == {"400", "401", "403", "429", "503"}
+
+
+def test_bodies_the_api_rejects_when_empty_are_required(schema):
+    required = {
+        f"POST {path}"
+        for path, methods in schema["paths"].items()
+        if methods.get("post", {}).get("requestBody", {}).get("required")
+    }
+
+    # Shopify's webhooks are signed: the signature, not our schema, says what a body may be.
+    assert {
+        f"POST {path}" for path, methods in schema["paths"].items() if "post" in methods
+    } - required == {"POST /events/shopify_webhook_purchase/", "POST /webhooks/shopify/"}

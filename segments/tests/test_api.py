@@ -1,3 +1,5 @@
+import csv
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -287,3 +289,54 @@ def test_an_api_path_that_matches_no_route_is_a_404_envelope(api_client):
 
     assert response.status_code == 404
     assert response.json() == {"code": "not_found", "detail": "Not found.", "fields": {}}
+
+
+def _csv_rows(response) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(response.content.decode())))
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page_size", ["null", "0", "1001", ""])
+def test_a_csv_export_rejects_the_page_size_a_json_page_rejects(api_client, shop, page_size):
+    response = api_client.get(
+        "/segments/identified-users-list",
+        {"shop": shop.domain, "format": "csv", "page": "2", "page_size": page_size},
+    )
+
+    assert response.status_code == 400
+    assert [(row["code"], row["detail"]) for row in _csv_rows(response)] == [
+        ("invalid", "page_size: must be an integer from 1 to 1000")
+    ]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("page", ["false", "0", "-1", "1.0"])
+def test_a_csv_export_rejects_the_page_a_json_page_rejects(api_client, shop, page):
+    csv_answer = api_client.get(
+        "/segments/identified-users-list", {"shop": shop.domain, "format": "csv", "page": page}
+    )
+    json_answer = api_client.get(
+        "/segments/identified-users-list", {"shop": shop.domain, "page": page}
+    )
+
+    assert json_answer.status_code == 404
+    assert json_answer.json() == {"code": "not_found", "detail": "Invalid page.", "fields": {}}
+    assert csv_answer.status_code == 404
+    assert [(row["code"], row["detail"]) for row in _csv_rows(csv_answer)] == [
+        ("not_found", "Invalid page.")
+    ]
+
+
+@pytest.mark.django_db
+def test_a_csv_export_is_the_whole_table_whatever_page_it_is_given(api_client, shop):
+    _identified(shop, "alice", last_seen=T)
+    _identified(shop, "bob", last_seen=T + timedelta(days=1))
+
+    response = api_client.get(
+        "/segments/identified-users-list",
+        {"shop": shop.domain, "format": "csv", "page": "17524", "page_size": "1"},
+    )
+
+    assert response.status_code == 200
+    assert response["Content-Disposition"] == 'attachment; filename="identified_users.csv"'
+    assert sorted(row["user_id"] for row in _csv_rows(response)) == ["alice", "bob"]

@@ -1,10 +1,18 @@
 from datetime import UTC, datetime, timedelta
 
+import jsonschema
 import pytest
 
 from events.models import Person
 from events.tests.factories import EventFactory, PersonFactory
-from segments.rules import EventCondition, Group, RuleError, rules_parse, rules_to_q
+from segments.rules import (
+    RULES_SCHEMA,
+    EventCondition,
+    Group,
+    RuleError,
+    rules_parse,
+    rules_to_q,
+)
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
 CART_NO_PURCHASE_NEWSLETTER = {
@@ -16,50 +24,90 @@ CART_NO_PURCHASE_NEWSLETTER = {
 }
 
 
-@pytest.mark.parametrize(
-    ("rules", "message"),
-    [
-        ([], "rules: must be an object"),
-        ({"event": "purchase", "within_days": 7}, "rules: the top level must be a group"),
-        ({"all": []}, "rules.all: must be a list of 1 to 50 items"),
-        ({"all": [{"event": "purchase"}]}, "rules.all[0]: an event condition needs 'within_days'"),
-        (
-            {"all": [{"event": "purchase", "within_days": 0}]},
-            "rules.all[0].within_days: must be an integer from 1 to 730",
-        ),
-        (
-            {"all": [{"event": "purchase", "within_days": True}]},
-            "rules.all[0].within_days: must be an integer from 1 to 730",
-        ),
-        (
-            {"any": [{"event": "purchase", "within_days": 7, "min_count": 3, "max_count": 1}]},
-            "rules.any[0]: min_count is greater than max_count",
-        ),
-        (
-            {"all": [{"event": "purchase", "within_days": 7, "color": "red"}]},
-            "rules.all[0]: unknown keys: color",
-        ),
-        (
-            {"all": [{"property": "utm_source"}]},
-            "rules.all[0]: needs exactly one of 'equals' or 'in'",
-        ),
-        (
-            {"all": [{"property": "bad name", "equals": "x"}]},
-            "rules.all[0].property: must be 1-64 characters",
-        ),
-        ({"all": [{"colour": "red"}]}, "rules.all[0]: must be a group"),
-        (
-            {"all": [{"any": [{"all": [{"any": [{"all": [{"trait": "a", "equals": 1}]}]}]}]}]},
-            "rules.all[0].any[0].all[0].any[0]: groups nest at most 4 deep",
-        ),
-        ({"all": [], "any": []}, "rules: a group has exactly one key"),
-    ],
-)
+INVALID_RULES = [
+    ([], "rules: must be an object"),
+    ({"event": "purchase", "within_days": 7}, "rules: the top level must be a group"),
+    ({"all": []}, "rules.all: must be a list of 1 to 50 items"),
+    ({"all": [{"event": "purchase"}]}, "rules.all[0]: an event condition needs 'within_days'"),
+    (
+        {"all": [{"event": "purchase", "within_days": 0}]},
+        "rules.all[0].within_days: must be an integer from 1 to 730",
+    ),
+    (
+        {"all": [{"event": "purchase", "within_days": True}]},
+        "rules.all[0].within_days: must be an integer from 1 to 730",
+    ),
+    (
+        {"any": [{"event": "purchase", "within_days": 7, "min_count": 3, "max_count": 1}]},
+        "rules.any[0]: min_count is greater than max_count",
+    ),
+    (
+        {"all": [{"event": "purchase", "within_days": 7, "color": "red"}]},
+        "rules.all[0]: unknown keys: color",
+    ),
+    (
+        {"all": [{"property": "utm_source"}]},
+        "rules.all[0]: needs exactly one of 'equals' or 'in'",
+    ),
+    (
+        {"all": [{"property": "bad name", "equals": "x"}]},
+        "rules.all[0].property: must be 1-64 characters",
+    ),
+    ({"all": [{"colour": "red"}]}, "rules.all[0]: must be a group"),
+    (
+        {"all": [{"any": [{"all": [{"any": [{"all": [{"trait": "a", "equals": 1}]}]}]}]}]},
+        "rules.all[0].any[0].all[0].any[0]: groups nest at most 4 deep",
+    ),
+    ({"all": [], "any": []}, "rules: a group has exactly one key"),
+]
+
+
+@pytest.mark.parametrize(("rules", "message"), INVALID_RULES)
 def test_rules_parse_rejects_invalid_rules(rules, message):
     with pytest.raises(RuleError) as error:
         rules_parse(rules)
 
     assert message in str(error.value)
+
+
+def _as_json_schema(schema):
+    """OpenAPI 3.0's `nullable` as JSON Schema's `type` list, for `jsonschema` to check."""
+    if isinstance(schema, list):
+        return [_as_json_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _as_json_schema(value) for key, value in schema.items() if key != "nullable"}
+    if schema.get("nullable"):
+        out["type"] = [schema["type"], "null"]
+    return out
+
+
+RULES_VALIDATOR = jsonschema.Draft7Validator(_as_json_schema(RULES_SCHEMA))
+
+
+@pytest.mark.parametrize(
+    ("rules", "message"),
+    # The one rule the schema cannot state: a key compared with another.
+    [case for case in INVALID_RULES if "min_count is greater" not in case[1]],
+)
+def test_the_rules_schema_rejects_what_rules_parse_rejects(rules, message):
+    assert RULES_VALIDATOR.is_valid(rules) is False
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        CART_NO_PURCHASE_NEWSLETTER,
+        {"any": [{"trait": "plan", "in": ["gold", 1, 2.5, True]}]},
+        {"all": [{"property": "country", "equals": "DE", "within_days": None}]},
+        {"all": [{"any": [{"all": [{"any": [{"event": "x", "within_days": 730}]}]}]}]},
+        {"all": [{"event": "a.b:c-d_e", "min_count": 0, "max_count": 10**6, "within_days": 1}]},
+    ],
+)
+def test_the_rules_schema_admits_what_rules_parse_accepts(rules):
+    rules_parse(rules)
+
+    assert RULES_VALIDATOR.is_valid(rules) is True
 
 
 def test_rules_parse_defaults_an_event_condition_to_at_least_once():
