@@ -1185,6 +1185,7 @@ class LiveEvent:
     user_id: str
     url: str
     product_id: str
+    product_name: str
     country: str
 
 

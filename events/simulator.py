@@ -310,7 +310,9 @@ class Simulator:
             }
         )
         yield order
-        yield self.journey(end - timedelta(minutes=20), bot=True, visitor=self._newcomer())
+        # 400 views a few seconds apart, ending by `end`: history never runs into the future.
+        bot = self.journey(end - timedelta(minutes=45), bot=True, visitor=self._newcomer())
+        yield [event for event in bot if datetime.fromisoformat(event["timestamp"]) < end]
 
     def _newcomer(self) -> Visitor:
         # Anomalies are one-off visitors: not in `visitors`, so live traffic never picks them.

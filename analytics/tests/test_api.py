@@ -243,6 +243,10 @@ def test_live_stream_after_id(store, api_client):
     ).json()
 
     assert len(first["rows"]) == 3
+    assert set(first["rows"][0]) == {
+        "id", "type", "occurred_at", "anonymous_id", "user_id", "url", "product_id",
+        "product_name", "country",
+    }  # fmt: skip
     assert rest["rows"] == []
 
 

@@ -509,6 +509,7 @@
   /* ---------------------------------------------------------------- Live */
 
   function describe(event) {
+    if (event.product_name) return event.product_name;
     if (event.product_id) return "Product " + event.product_id;
     try { return new URL(event.url).pathname; } catch (e) { return event.url || "—"; }
   }
