@@ -29,11 +29,11 @@ for package in "${packages[@]}"; do
     # Node.js and npm from elsewhere (nvm, NodeSource, a newer image) serve as well as Debian's.
     nodejs) command -v node >/dev/null 2>&1 && continue ;;
     npm) command -v npm >/dev/null 2>&1 && continue ;;
-    # A Python built from source (pyenv, the python:3.11 images) has venv and its headers.
     # Any nginx flavour (nginx-light, nginx-full, a newer build) can check the configuration.
     nginx) command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] && continue ;;
     systemd) command -v systemd-analyze >/dev/null 2>&1 && continue ;;
     openssl) command -v openssl >/dev/null 2>&1 && continue ;;
+    # A Python built from source (pyenv, the python:3.11 images) has venv and its headers.
     python3-venv) "$python" -c 'import ensurepip, venv' >/dev/null 2>&1 && continue ;;
     python3-dev)
       [ -f "$("$python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ] \
