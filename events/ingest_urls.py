@@ -13,24 +13,19 @@ urlpatterns = [
     path("events/", api.EventIngestApi.as_ingest_view(), name="events-ingest"),
     path("events/purchase/", api.PurchaseIngestApi.as_ingest_view(), name="events-purchase"),
     path("events/add_cart/", api.AddCartIngestApi.as_ingest_view(), name="events-add-cart"),
-    path("v1/batch", api.SegmentIngestApi.as_ingest_view(), name="segment-batch"),
-    *[
-        path(
-            f"v1/{kind}",
-            api.SegmentIngestApi.as_ingest_view(forced_type=kind),
-            name=f"segment-{kind}",
-        )
-        for kind in SEGMENT_TYPES
-    ],
     # analytics.js posts to the first letter of each path (/v1/t, /v1/p, ...; /v1/b when it
     # batches), as Segment's API accepts.
-    path("v1/b", api.SegmentIngestApi.as_ingest_view(), name="segment-b"),
+    *[
+        path(f"v1/{name}", api.SegmentIngestApi.as_ingest_view(), name=f"segment-{name}")
+        for name in ("batch", "b")
+    ],
     *[
         path(
-            f"v1/{kind[0]}",
+            f"v1/{name}",
             api.SegmentIngestApi.as_ingest_view(forced_type=kind),
-            name=f"segment-{kind[0]}",
+            name=f"segment-{name}",
         )
         for kind in SEGMENT_TYPES
+        for name in (kind, kind[0])
     ],
 ]
