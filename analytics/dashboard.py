@@ -18,7 +18,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from clickserver.api import ApplicationError, error_http_response
+from clickserver.errors import ApplicationError, error_http_response
 from clickserver.params import period_days_parse
 from events.models import Shop
 from events.selectors import shop_get_for_user, shops_for_user

@@ -2,9 +2,8 @@
 
 Rollups are derived: a local day touched by new data is deleted and recomputed whole (its hours,
 its visitors and its products), so late events land in the right bucket and reruns are harmless.
-Progress is kept in `PipelineWatermark` rows named `analytics:<shop_id>` (Event.id),
-`analytics-orders:<shop_id>` (Order.updated_at in microseconds) and `analytics-refunds:<shop_id>`
-(Refund.id).
+Progress is kept in a shop's `PipelineWatermark` rows of the jobs `analytics` (Event.id),
+`analytics-orders` (Order.updated_at in microseconds) and `analytics-refunds` (Refund.id).
 """
 
 import time
@@ -44,7 +43,16 @@ from analytics.periods import (
 )
 from analytics.session_arrays import PackSession, paths_pack
 from clickserver.chunking import chunks
-from events.models import Event, Order, OrderLine, PipelineWatermark, Refund, Session, Shop
+from events.models import (
+    Event,
+    Order,
+    OrderLine,
+    PipelineJob,
+    PipelineWatermark,
+    Refund,
+    Session,
+    Shop,
+)
 
 EVENT_COUNT_FIELDS = {
     "page_view": "pageview_count",
@@ -184,9 +192,9 @@ class RefreshResult:
     days: int
 
 
-def _watermark(name: str) -> PipelineWatermark:
-    PipelineWatermark.objects.get_or_create(name=name)
-    return PipelineWatermark.objects.select_for_update().get(name=name)
+def _watermark(job: PipelineJob, shop_id: int) -> PipelineWatermark:
+    PipelineWatermark.objects.get_or_create(job=job, shop_id=shop_id)
+    return PipelineWatermark.objects.select_for_update().get(job=job, shop_id=shop_id)
 
 
 def _events_processed_position(shop_id: int) -> int:
@@ -196,7 +204,7 @@ def _events_processed_position(shop_id: int) -> int:
     event counts as processed.
     """
     position = (
-        PipelineWatermark.objects.filter(name=f"events:{shop_id}")
+        PipelineWatermark.objects.filter(job=PipelineJob.EVENTS, shop_id=shop_id)
         .values_list("position", flat=True)
         .first()
     )
@@ -215,9 +223,9 @@ def rollups_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
     shop = Shop.objects.get(pk=shop_id)
     tz = ZoneInfo(shop.timezone)
     with transaction.atomic():
-        events_mark = _watermark(f"analytics:{shop_id}")
-        orders_mark = _watermark(f"analytics-orders:{shop_id}")
-        refunds_mark = _watermark(f"analytics-refunds:{shop_id}")
+        events_mark = _watermark(PipelineJob.ANALYTICS, shop_id)
+        orders_mark = _watermark(PipelineJob.ANALYTICS_ORDERS, shop_id)
+        refunds_mark = _watermark(PipelineJob.ANALYTICS_REFUNDS, shop_id)
         upto = _events_processed_position(shop_id)
         touched: set[datetime] = set()
 
@@ -301,17 +309,19 @@ def rollups_rebuild(*, shop_id: int, now: datetime) -> RebuildResult:
             model.objects.filter(shop_id=shop_id).delete()
         newest_order = Order.objects.filter(shop_id=shop_id).aggregate(m=Max("updated_at"))["m"]
         positions = {
-            f"analytics:{shop_id}": _events_processed_position(shop_id),
-            f"analytics-orders:{shop_id}": int(newest_order.timestamp() * 1e6)
+            PipelineJob.ANALYTICS: _events_processed_position(shop_id),
+            PipelineJob.ANALYTICS_ORDERS: int(newest_order.timestamp() * 1e6)
             if newest_order
             else 0,
-            f"analytics-refunds:{shop_id}": Refund.objects.filter(shop_id=shop_id).aggregate(
+            PipelineJob.ANALYTICS_REFUNDS: Refund.objects.filter(shop_id=shop_id).aggregate(
                 m=Max("id")
             )["m"]
             or 0,
         }
-        for name, position in positions.items():
-            PipelineWatermark.objects.update_or_create(name=name, defaults={"position": position})
+        for job, position in positions.items():
+            PipelineWatermark.objects.update_or_create(
+                job=job, shop_id=shop_id, defaults={"position": position}
+            )
     shop = Shop.objects.get(pk=shop_id)
     tz = ZoneInfo(shop.timezone)
     bounds = [

@@ -1,13 +1,13 @@
-"""Cross-cutting API pieces: the error envelope, the application error, pagination."""
+"""Cross-cutting DRF pieces: the error envelope handler, pagination, the API's 404.
 
-import logging
+The application error itself lives in clickserver/errors.py, which domain code imports.
+"""
+
 from typing import Any
 
 import orjson
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
-from django.db import InterfaceError
-from django.db import OperationalError as DatabaseOperationalError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views.defaults import page_not_found
 from rest_framework import exceptions
@@ -15,27 +15,7 @@ from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-logger = logging.getLogger(__name__)
-
-
-class ApplicationError(Exception):
-    """A rule was broken; services raise it and the API renders it in the envelope."""
-
-    def __init__(
-        self,
-        detail: str,
-        *,
-        code: str = "invalid",
-        status: int = 400,
-        fields: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.code = code
-        self.status = status
-        self.fields = fields or {}
-        self.headers = headers or {}
+from clickserver.errors import ApplicationError, known_error
 
 
 def error_response(
@@ -59,49 +39,9 @@ def _flatten(detail: Any) -> Any:
     return str(detail)
 
 
-# Errors rendered in the envelope by this module rather than by DRF's defaults.
-ENVELOPE_ERRORS = (ApplicationError, DatabaseOperationalError, InterfaceError)
-
-
-def _known_error(exc: Exception) -> ApplicationError | None:
-    """The application error that `exc` stands for, if it is one we render ourselves."""
-    if isinstance(exc, ApplicationError):
-        return exc
-    if isinstance(exc, DatabaseOperationalError | InterfaceError):
-        # Nothing was acknowledged; the client retries later.
-        logger.warning("database unavailable: %s", exc)
-        return ApplicationError(
-            "Storage is unavailable; retry later.",
-            code="unavailable",
-            status=503,
-            headers={"Retry-After": "5"},
-        )
-    return None
-
-
-def error_http_response(exc: Exception, *, with_message: bool = False) -> HttpResponse:
-    """The envelope for one of ENVELOPE_ERRORS, for a plain Django view (the ingestion hot path).
-
-    `with_message` repeats `detail` as `message`: Segment's and RudderStack's SDKs build their
-    error from `code` and `message`, and RudderStack's Python SDK fails on a body without both.
-    """
-    error = _known_error(exc)
-    if error is None:
-        raise TypeError(f"{type(exc).__name__} is not one of ENVELOPE_ERRORS") from exc
-    body = {"code": error.code, "detail": error.detail, "fields": error.fields}
-    if with_message:
-        body["message"] = error.detail
-    return HttpResponse(
-        orjson.dumps(body),
-        status=error.status,
-        headers=error.headers,
-        content_type="application/json",
-    )
-
-
 def exception_handler(exc: Exception, context: dict) -> Response | None:
     """Render every error as {"code", "detail", "fields"}."""
-    error = _known_error(exc)
+    error = known_error(exc)
     if error is not None:
         return error_response(
             error.detail,

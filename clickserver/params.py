@@ -9,7 +9,7 @@ conversion, and a decade-long span would scan every rollup of a shop.
 from collections.abc import Mapping
 from datetime import date, timedelta
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 3 * 366

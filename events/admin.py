@@ -16,6 +16,7 @@ from events.models import (
     OrderLine,
     Person,
     PersonIdentifier,
+    PipelineJob,
     PipelineWatermark,
     PrivacyRequest,
     Product,
@@ -300,13 +301,14 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(PipelineWatermark)
 class PipelineWatermarkAdmin(ReadOnlyAdmin):
-    list_display = ["name", "position", "updated_at", "pending_events", "lag"]
+    list_display = ["job", "shop", "position", "updated_at", "pending_events", "lag"]
+    list_filter = ["job"]
+    list_select_related = ["shop"]
 
     def _backlog(self, watermark: PipelineWatermark) -> selectors.ShopBacklog | None:
-        prefix, _, shop_id = watermark.name.partition(":")
-        if prefix != "events" or not shop_id.isdigit():
+        if watermark.job != PipelineJob.EVENTS:
             return None
-        return selectors.shop_backlog(shop_id=int(shop_id), position=watermark.position)
+        return selectors.shop_backlog(shop_id=watermark.shop_id, position=watermark.position)
 
     @admin.display(description="Pending events")
     def pending_events(self, watermark: PipelineWatermark) -> str:

@@ -30,7 +30,8 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver import metrics
-from clickserver.api import ENVELOPE_ERRORS, ApplicationError, Pagination, error_http_response
+from clickserver.api import Pagination
+from clickserver.errors import ENVELOPE_ERRORS, ApplicationError, error_http_response
 from clickserver.ratelimit import rate_limit_retry_after
 from clickserver.schema import (
     PAGE,

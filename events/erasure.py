@@ -32,8 +32,8 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import TruncHour
 from kombu.exceptions import OperationalError as BrokerError
 
-from clickserver.api import ApplicationError
 from clickserver.chunking import chunks
+from clickserver.errors import ApplicationError
 from events import identity
 from events.follow_ups import FollowUp, follow_ups_read
 from events.models import (
@@ -44,6 +44,7 @@ from events.models import (
     Order,
     Person,
     PersonIdentifier,
+    PipelineJob,
     PipelineWatermark,
     PrivacyRequest,
     Product,
@@ -53,7 +54,6 @@ from events.models import (
     Shop,
     WebhookDelivery,
 )
-from events.selectors import watermark_name
 from events.validation import clean_id
 
 logger = logging.getLogger(__name__)
@@ -370,12 +370,12 @@ def _erase(
     order_ids: list[str] | None = None,
 ) -> ErasureRequest:
     # Created outside the transaction, as events_process does, so that creating it cannot abort.
-    PipelineWatermark.objects.get_or_create(name=watermark_name(shop.pk))
+    PipelineWatermark.objects.get_or_create(job=PipelineJob.EVENTS, shop_id=shop.pk)
     with transaction.atomic():
         # The pipeline holds this lock while it stitches a batch: taking it here means a batch
         # cannot read the person's events, then write sessions and a person for them after
         # they are gone. Nothing else writes a shop's persons or sessions.
-        PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop.pk))
+        PipelineWatermark.objects.select_for_update().get(job=PipelineJob.EVENTS, shop_id=shop.pk)
         ids = _identity_of(shop=shop, keys=keys, person_ids=person_ids or [])
         rows = _rows_of(shop=shop, ids=ids, order_ids=order_ids or [])
         # Children before parents: deleting a person first would null the person (and session)
@@ -438,7 +438,7 @@ def shop_erase(*, shop: Shop, keep_delivery_id: int, now: datetime) -> ErasureRe
             )["rows"],
             "privacy_requests": _deleted(PrivacyRequest.objects.filter(shop=shop))["rows"],
         }
-        PipelineWatermark.objects.filter(name=watermark_name(shop.pk)).delete()
+        PipelineWatermark.objects.filter(job=PipelineJob.EVENTS, shop_id=shop.pk).delete()
         shop.is_active = False
         shop.save(update_fields=["is_active"])
         request = ErasureRequest.objects.create(

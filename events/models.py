@@ -248,18 +248,33 @@ class RejectedEvent(models.Model):
         return f"{self.code}: {self.detail[:60]}"
 
 
-class PipelineWatermark(models.Model):
-    """How far a batched job has read the event log (by Event.id), Zulip FillState style."""
+class PipelineJob(models.TextChoices):
+    """The batched jobs that keep a watermark per shop."""
 
-    name = models.CharField(max_length=64, unique=True)
+    EVENTS = "events", "sessions and identity (Event.id)"
+    ANALYTICS = "analytics", "rollups from events (Event.id)"
+    ANALYTICS_ORDERS = "analytics-orders", "rollups from orders (updated_at, µs since 1970)"
+    ANALYTICS_REFUNDS = "analytics-refunds", "rollups from refunds (Refund.id)"
+
+
+class PipelineWatermark(models.Model):
+    """How far a batched job has read its log for one shop, Zulip FillState style."""
+
+    job = models.CharField(max_length=32, choices=PipelineJob.choices)
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="watermarks")
     position = models.BigIntegerField(default=0)
     updated_at = models.DateTimeField(auto_now=True)
     # The last batch's failure (readiness reports the shop); cleared by the next batch that ends.
     failed_at = models.DateTimeField(null=True, blank=True)
     error = models.CharField(max_length=1024, blank=True, default="")
 
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "shop"], name="uniq_watermark_job_shop"),
+        ]
+
     def __str__(self) -> str:
-        return f"{self.name} @ {self.position}"
+        return f"{self.job} of shop {self.shop_id} @ {self.position}"
 
 
 class Product(models.Model):

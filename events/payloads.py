@@ -9,7 +9,7 @@ import orjson
 from django.conf import settings
 from django.http import HttpRequest
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events.validation import InvalidJsonEvent
 
 

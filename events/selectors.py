@@ -7,8 +7,16 @@ from datetime import datetime, timedelta
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, QuerySet
 
-from clickserver.api import ApplicationError
-from events.models import ErasureRequest, Event, PipelineWatermark, Session, Shop, ShopMembership
+from clickserver.errors import ApplicationError
+from events.models import (
+    ErasureRequest,
+    Event,
+    PipelineJob,
+    PipelineWatermark,
+    Session,
+    Shop,
+    ShopMembership,
+)
 
 # Write keys are public and looked up on every ingest request; a short process-local cache saves a
 # query per request. A rotated key stops working within this many seconds.
@@ -102,11 +110,6 @@ class Backlog:
     stuck: tuple[StuckShop, ...] = ()
 
 
-def watermark_name(shop_id: int) -> str:
-    """The PipelineWatermark row of a shop's sessions/identity pipeline."""
-    return f"events:{shop_id}"
-
-
 def active_shop_ids() -> list[int]:
     """The shops the periodic sweeps (pipeline, rollups, segments, models) work for."""
     return list(Shop.objects.filter(is_active=True).values_list("id", flat=True))
@@ -114,10 +117,10 @@ def active_shop_ids() -> list[int]:
 
 def _pipeline_positions() -> dict[int, int]:
     """Each shop's pipeline watermark, in one query (0 for a shop never processed)."""
-    rows = PipelineWatermark.objects.filter(name__startswith="events:").values_list(
-        "name", "position"
+    rows = PipelineWatermark.objects.filter(job=PipelineJob.EVENTS).values_list(
+        "shop_id", "position"
     )
-    return {int(name.partition(":")[2]): position for name, position in rows}
+    return dict(rows)
 
 
 def shops_with_backlog(*, settled_before: datetime) -> list[int]:
@@ -149,7 +152,7 @@ def shop_backlog(*, shop_id: int, position: int | None = None) -> ShopBacklog:
     """
     if position is None:
         position = (
-            PipelineWatermark.objects.filter(name=watermark_name(shop_id))
+            PipelineWatermark.objects.filter(job=PipelineJob.EVENTS, shop_id=shop_id)
             .values_list("position", flat=True)
             .first()
             or 0
@@ -184,10 +187,10 @@ def processing_backlog(*, stuck_before: datetime | None = None) -> Backlog:
     it, or a last batch that failed.
     """
     watermarks = {
-        int(name.partition(":")[2]): (position, failed_at, error)
-        for name, position, failed_at, error in PipelineWatermark.objects.filter(
-            name__startswith="events:"
-        ).values_list("name", "position", "failed_at", "error")
+        shop_id: (position, failed_at, error)
+        for shop_id, position, failed_at, error in PipelineWatermark.objects.filter(
+            job=PipelineJob.EVENTS
+        ).values_list("shop_id", "position", "failed_at", "error")
     }
     total = 0
     is_capped = False

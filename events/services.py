@@ -27,8 +27,8 @@ from redis.exceptions import RedisError
 from rest_framework.authtoken.models import Token
 
 from clickserver import metrics
-from clickserver.api import ApplicationError
 from clickserver.chunking import chunks
+from clickserver.errors import ApplicationError
 from events import erasure, identity, shopify
 from events.importers import ImportItem, OrderIn, RefundIn
 from events.models import (
@@ -40,6 +40,7 @@ from events.models import (
     OrderLine,
     Person,
     PersonIdentifier,
+    PipelineJob,
     PipelineWatermark,
     PrivacyRequest,
     Product,
@@ -53,7 +54,6 @@ from events.models import (
     new_write_key,
 )
 from events.segment import segment_to_event
-from events.selectors import watermark_name
 from events.sessionize import (
     MAX_SESSION_LENGTH,
     PURCHASE_TYPE,
@@ -510,7 +510,7 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
 
     settled_before = now - timedelta(seconds=settings.PIPELINE_SETTLE_SECONDS)
     # Created outside the batch's transaction: two workers creating it at once must not abort it.
-    PipelineWatermark.objects.get_or_create(name=watermark_name(shop_id))
+    PipelineWatermark.objects.get_or_create(job=PipelineJob.EVENTS, shop_id=shop_id)
     try:
         result = _batch_process(
             shop_id=shop_id, now=now, settled_before=settled_before, batch_size=batch_size
@@ -519,7 +519,7 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
         metrics.BATCHES_FAILED.inc()
         logger.error("shop %s: pipeline batch failed: %s", shop_id, _error_text(error))
         try:
-            PipelineWatermark.objects.filter(name=watermark_name(shop_id)).update(
+            PipelineWatermark.objects.filter(job=PipelineJob.EVENTS, shop_id=shop_id).update(
                 failed_at=now, error=_error_text(error)
             )
         except DatabaseError:  # the database is away: readiness says so by itself
@@ -539,7 +539,9 @@ def _batch_process(
 ) -> ProcessResult:
     assigned = AssignResult()
     with transaction.atomic(), _gc_paused():
-        watermark = PipelineWatermark.objects.select_for_update().get(name=watermark_name(shop_id))
+        watermark = PipelineWatermark.objects.select_for_update().get(
+            job=PipelineJob.EVENTS, shop_id=shop_id
+        )
         # Stragglers first: events below the watermark that no batch assigned, because their
         # insert committed after the watermark had passed their ids. The (shop_id, person_id,
         # id) index holds them as one short range, usually empty.
@@ -1325,7 +1327,9 @@ def sessions_rebuild(*, shop_id: int) -> AssignResult:
     person_ids = list(Person.objects.filter(shop_id=shop_id).values_list("id", flat=True))
     created = deleted = 0
     with transaction.atomic():
-        PipelineWatermark.objects.select_for_update().filter(name=watermark_name(shop_id)).first()
+        PipelineWatermark.objects.select_for_update().filter(
+            job=PipelineJob.EVENTS, shop_id=shop_id
+        ).first()
         for chunk in chunks(person_ids, 500):
             chunk_created, chunk_deleted = _sessions_recompute(
                 shop_id=shop_id,

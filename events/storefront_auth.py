@@ -19,7 +19,7 @@ from typing import Any
 
 from django.http import HttpRequest
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events.models import Shop
 from events.selectors import shop_get_by_write_key
 

@@ -14,7 +14,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from clickserver.schema import error_responses, integer_schema
 from clickserver.throttles import StorefrontThrottle
 from events.models import Shop

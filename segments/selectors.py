@@ -18,7 +18,7 @@ from django.db.models import (
 )
 from django.db.models.functions import Coalesce
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events.models import Order, Person, Session, Shop
 from segments.models import Segment, SegmentMembership
 

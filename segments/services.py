@@ -10,7 +10,7 @@ from typing import Any
 from django.db import transaction
 from django.db.models import Count, F, Max, Sum
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events.models import Event, Order, Person, Session, Shop
 from segments import builtin
 from segments.models import Segment, SegmentMembership

@@ -21,7 +21,7 @@ from analytics.params import (
     query_parse,
 )
 from analytics.selectors import FunnelParams
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from clickserver.params import MAX_DAYS
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db]

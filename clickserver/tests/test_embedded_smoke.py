@@ -21,7 +21,7 @@ print(result.accepted)
 """
 WATERMARK = """
 from events.models import Event, PipelineWatermark
-w = PipelineWatermark.objects.filter(name__startswith="events:").first()
+w = PipelineWatermark.objects.filter(job="events").first()
 print(w.position if w else 0, Event.objects.order_by("-id").values_list("id", flat=True).first())
 """
 

@@ -122,7 +122,7 @@ def fuzz_shop(django_db_setup, django_db_blocker):
         token = Token.objects.create(user=owner)
     yield {"Authorization": f"Token {token.key}", "X-Write-Key": shop.write_key}
     with django_db_blocker.unblock():
-        PipelineWatermark.objects.filter(name__endswith=f":{shop.pk}").delete()
+        PipelineWatermark.objects.filter(shop=shop).delete()
         shop.delete()
         owner.delete()
 

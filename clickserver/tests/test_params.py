@@ -2,7 +2,7 @@ from datetime import date
 
 import pytest
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from clickserver.params import period_days_parse
 
 TODAY = date(2026, 1, 10)

@@ -6,7 +6,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events import erasure, services
 from events.models import (
     ErasureRequest,

@@ -10,7 +10,7 @@ from django.db import connection
 from django.test import RequestFactory, override_settings
 from django.utils import timezone
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events.models import Event, RejectedEvent
 from events.payloads import payload_decode
 

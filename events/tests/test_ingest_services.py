@@ -9,8 +9,7 @@ from django.db import connection
 from django.test import Client
 
 from clickserver.celery import app
-from events.models import Event, PipelineWatermark
-from events.services import watermark_name
+from events.models import Event, PipelineJob, PipelineWatermark
 
 pytestmark = pytest.mark.services
 
@@ -71,7 +70,7 @@ def test_a_committed_batch_reaches_a_worker_through_rabbitmq(shop, ingest_client
     deadline = time.monotonic() + 30
     position = 0
     while time.monotonic() < deadline:
-        watermark = PipelineWatermark.objects.filter(name=watermark_name(shop.pk)).first()
+        watermark = PipelineWatermark.objects.filter(job=PipelineJob.EVENTS, shop=shop).first()
         position = watermark.position if watermark else 0
         if position == last_id:
             break

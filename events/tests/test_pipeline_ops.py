@@ -11,7 +11,7 @@ from django.db import connection
 from django.urls import reverse
 
 from events import selectors, services
-from events.models import Event, IdentifierKind, PipelineWatermark, Session
+from events.models import Event, IdentifierKind, PipelineJob, PipelineWatermark, Session
 from events.tasks import events_process_task
 from events.tests.factories import event_in
 
@@ -83,7 +83,7 @@ def test_admin_shows_backlog_and_person_graph(admin_client, shop, process_all, s
     process_all(shop)
     insert_more = event_in("pending", T0, anonymous_id="a0")
     services.events_insert(shop_id=shop.pk, events=[insert_more], received_at=RECEIVED)
-    watermark = PipelineWatermark.objects.get(name=services.watermark_name(shop.pk))
+    watermark = PipelineWatermark.objects.get(job=PipelineJob.EVENTS, shop=shop)
 
     watermarks = admin_client.get(reverse("admin:events_pipelinewatermark_changelist"))
     persons = admin_client.get(reverse("admin:events_person_changelist") + "?q=a1")

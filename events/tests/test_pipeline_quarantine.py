@@ -8,8 +8,7 @@ from django.db import DatabaseError
 from prometheus_client import REGISTRY
 
 from events import identity, services
-from events.models import Event, PipelineWatermark, RejectedEvent
-from events.selectors import watermark_name
+from events.models import Event, PipelineJob, PipelineWatermark, RejectedEvent
 from events.tests.factories import event_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -143,14 +142,14 @@ def test_readiness_answers_503_naming_a_shop_whose_last_batch_failed(
     assert response.status_code == 503
     [stuck] = response.json()["stuck_shops"]
     assert (stuck["shop_id"], stuck["error"]) == (shop.pk, "DatabaseError: lost connection")
-    watermark = PipelineWatermark.objects.get(name=watermark_name(shop.pk))
+    watermark = PipelineWatermark.objects.get(job=PipelineJob.EVENTS, shop=shop)
     assert watermark.failed_at == NOW
 
 
 @pytest.mark.django_db
 def test_a_successful_batch_clears_the_failure(client, shop, monkeypatch, process_all):
     watermark = PipelineWatermark.objects.create(
-        name=watermark_name(shop.pk), failed_at=NOW, error="DatabaseError: lost connection"
+        job=PipelineJob.EVENTS, shop=shop, failed_at=NOW, error="DatabaseError: lost connection"
     )
     insert(shop, event_in("e", T0), received_at=datetime.now(tz=UTC))
 

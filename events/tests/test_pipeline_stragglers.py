@@ -11,8 +11,7 @@ import pytest
 from django.db import connection, transaction
 
 from events import selectors, services
-from events.models import Event, PipelineWatermark
-from events.selectors import watermark_name
+from events.models import Event, PipelineJob, PipelineWatermark
 from events.tests.factories import event_in
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -73,7 +72,7 @@ def test_an_insert_committed_after_the_watermark_passed_its_ids_is_processed(
         shop_id=shop.pk, events=[event_in("fast", T0 + timedelta(minutes=1))], received_at=RECEIVED
     )
     process_all(shop)
-    slow_id_below = PipelineWatermark.objects.get(name=watermark_name(shop.pk)).position
+    slow_id_below = PipelineWatermark.objects.get(job=PipelineJob.EVENTS, shop=shop).position
     assert unassigned(shop) == []  # "slow" is not visible yet
 
     slow_insert()

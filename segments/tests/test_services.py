@@ -2,7 +2,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events.tests.factories import EventFactory, PersonFactory
 from segments import services
 from segments.models import Segment, SegmentMembership

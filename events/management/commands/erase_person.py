@@ -2,7 +2,7 @@ import orjson
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from clickserver.api import ApplicationError
+from clickserver.errors import ApplicationError
 from events import erasure, selectors
 
 
