@@ -94,7 +94,7 @@ def test_admin_shows_backlog_and_person_graph(admin_client, shop, process_all, s
     )
 
     assert watermarks.status_code == 200
-    assert watermark.name in watermarks.text
+    assert watermark.get_job_display() in watermarks.text
     assert '<td class="field-pending_events">1</td>' in watermarks.text
     assert persons.context["cl"].result_count == 1
     assert person.status_code == 200
