@@ -212,15 +212,19 @@ def _scalar(stack: Stack, sql: str, params: tuple = ()) -> int:
         connection.close()
 
 
-def _position(stack: Stack, name: str) -> int:
-    return _scalar(stack, "SELECT position FROM events_pipelinewatermark WHERE name = %s", (name,))
+def _position(stack: Stack, job: str, shop_id: int) -> int:
+    return _scalar(
+        stack,
+        "SELECT position FROM events_pipelinewatermark WHERE job = %s AND shop_id = %s",
+        (job, shop_id),
+    )
 
 
 def _caught_up(stack: Stack, shop_id: int, target: int) -> bool:
     try:
         return (
-            _position(stack, f"events:{shop_id}") >= target
-            and _position(stack, f"analytics:{shop_id}") >= target
+            _position(stack, "events", shop_id) >= target
+            and _position(stack, "analytics", shop_id) >= target
         )
     except MariaDBError:  # MariaDB may still be recovering: keep polling
         return False
@@ -275,7 +279,7 @@ def _kill_worker_mid_batch(stack: Stack, fault: Fault, shop_id: int) -> None:
     try:
         with holder.cursor() as hold, watcher.cursor() as watch:
             hold.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
-            position = _position(stack, f"events:{shop_id}")
+            position = _position(stack, "events", shop_id)
             # The newest unprocessed row: the batch that reaches it has updated the rows before
             # it (in id order) when it waits.
             hold.execute(
@@ -380,7 +384,7 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
     try:
         # The faults begin once the worker has processed a first batch (it has started).
         wait_until(
-            lambda: _position(stack, f"events:{shop_id}") > 0,
+            lambda: _position(stack, "events", shop_id) > 0,
             timeout=90,
             what="the worker's first batch",
             every=0.5,
@@ -410,8 +414,8 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
     unprocessed = _scalar(
         stack,
         "SELECT COUNT(*) FROM events_event WHERE shop_id = %s AND (session_id IS NULL OR id > "
-        "(SELECT position FROM events_pipelinewatermark WHERE name = %s))",
-        (shop_id, f"events:{shop_id}"),
+        "(SELECT position FROM events_pipelinewatermark WHERE job = 'events' AND shop_id = %s))",
+        (shop_id, shop_id),
     )
     connection = stack.mariadb.connect()
     with connection.cursor() as cursor:
@@ -425,8 +429,8 @@ def _run(stack: Stack, run_started: float) -> FaultRun:
     unrolled = _scalar(
         stack,
         "SELECT COUNT(*) FROM events_event WHERE shop_id = %s AND id > "
-        "(SELECT position FROM events_pipelinewatermark WHERE name = %s)",
-        (shop_id, f"analytics:{shop_id}"),
+        "(SELECT position FROM events_pipelinewatermark WHERE job = 'analytics' AND shop_id = %s)",
+        (shop_id, shop_id),
     )
     # The worker and beat stop first: the audit rebuilds rollups and sessions and must not race
     # a refresh.
