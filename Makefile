@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 MANAGE := $(PY) manage.py
 DEMO_ENV := DJANGO_DEBUG=1 DJANGO_SECURE_COOKIES=0
 
-.PHONY: system-deps system-deps-dev install install-dev assets migrate demo test test-faults test-fuzz check lint typecheck worker beat web bench bench-full clean
+.PHONY: system-deps system-deps-dev system-deps-bench install install-dev assets migrate demo test test-faults test-fuzz check lint typecheck worker beat web bench bench-full clean
 
 $(PY): | system-deps
 	$(PYTHON) -m venv $(VENV)
@@ -62,10 +62,13 @@ worker:
 beat:
 	$(VENV)/bin/celery -A clickserver beat -l info
 
-bench:
+system-deps-bench:
+	@PYTHON=$(PYTHON) bash scripts/system_deps.sh --bench
+
+bench: install-dev system-deps-bench ## the quick benchmarks (bench/README.md)
 	$(PY) bench/run.py --quick
 
-bench-full:
+bench-full: install-dev system-deps-bench
 	$(PY) bench/run.py --full
 
 clean:

@@ -7,6 +7,7 @@
 #   scripts/system_deps.sh --dev   also Debian's Chromium and ChromeDriver for the browser tests,
 #                                  and nginx, systemd (systemd-analyze) and openssl, with which
 #                                  clickserver/tests/test_deploy.py checks deploy/
+#   scripts/system_deps.sh --bench also wrk, the HTTP load generator bench/ingest.py drives
 #
 # As root it installs what is missing with apt-get; otherwise it prints the exact command to run
 # and fails, instead of leaving pip to stop at "pkg-config --exists mysqlclient".
@@ -14,9 +15,10 @@ set -euo pipefail
 python="${PYTHON:-python3}"
 
 packages=(build-essential pkg-config default-libmysqlclient-dev python3-venv python3-dev nodejs npm)
-if [ "${1:-}" = "--dev" ]; then
-  packages+=(chromium chromium-driver nginx systemd openssl)
-fi
+case "${1:-}" in
+  --dev) packages+=(chromium chromium-driver nginx systemd openssl) ;;
+  --bench) packages+=(wrk) ;;
+esac
 
 if ! command -v dpkg >/dev/null 2>&1; then
   echo "system-deps: not a Debian system; install the equivalents of: ${packages[*]}" >&2
