@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
+from scipy import optimize, stats
 
 ALPHA = 0.05
 POWER = 0.8
@@ -552,10 +552,20 @@ def power_at(*, std: float, mde: float, n_per_arm: float, alpha: float = ALPHA) 
 def sample_size_per_arm(
     *, std: float, mde: float, alpha: float = ALPHA, power: float = POWER
 ) -> int:
-    """Units per arm for equal arms: n = 2 σ² (z₁₋α/₂ + z_power)² / δ², rounded up."""
+    """Units per arm (equal arms) for ``power`` at ``mde``, rounded up.
+
+    Starts from n₀ = 2 σ² (z₁₋α/₂ + z_power)² / δ² (one tail) and solves ``power_at(n) = power``
+    with both tails counted, so it agrees with statsmodels' NormalIndPower.
+    """
     z_alpha = float(stats.norm.ppf(1 - alpha / 2))
     z_power = float(stats.norm.ppf(power))
-    return math.ceil(2 * std**2 * (z_alpha + z_power) ** 2 / mde**2)
+    one_tail = 2 * std**2 * (z_alpha + z_power) ** 2 / mde**2
+    exact = optimize.brentq(
+        lambda n: power_at(std=std, mde=mde, n_per_arm=n, alpha=alpha) - power,
+        one_tail / 2,
+        one_tail,
+    )
+    return math.ceil(exact)
 
 
 def proportion_std(rate: float) -> float:
