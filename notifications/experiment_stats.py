@@ -360,6 +360,8 @@ def cuped_moments_from_sums(
     xy_sum: float,
 ) -> CupedMoments:
     """From SQL aggregates Σy, Σy², Σx, Σx², Σxy (sample (co)variances, ddof = 1)."""
+    if n < 2:
+        raise ValueError("CUPED needs at least two units per arm")
     return CupedMoments(
         n=n,
         mean_y=y_sum / n,
@@ -467,6 +469,8 @@ def bayesian(
     effect: Effect, *, prior: GaussianPrior | None = None, alpha: float = ALPHA
 ) -> BayesianResult:
     """Normal approximation: posterior of the effect from its estimate, standard error and prior."""
+    if effect.std_error == 0:
+        raise ValueError("the Bayesian view needs a non-zero standard error")
     prior = prior or GaussianPrior()
     data_precision = 1 / effect.std_error**2
     prior_precision = 1 / prior.variance if prior.proper else 0.0

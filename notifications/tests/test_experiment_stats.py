@@ -333,6 +333,18 @@ def test_bayesian_matches_growthbook_with_flat_and_stated_priors():
     assert (round(stated.risk_control, 5), round(stated.risk_treatment, 5)) == (0.05186, 0.00123)
 
 
+def test_degenerate_inputs_are_refused_or_flat():
+    empty = es.arm_from_conversions(n=100, conversions=0)
+
+    flat = es.compare(empty, empty)
+
+    assert (flat.estimate, flat.ci_low, flat.ci_high, flat.p_value) == (0.0, 0.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="non-zero control mean"):
+        es.compare(empty, empty, relative=True)
+    with pytest.raises(ValueError, match="non-zero standard error"):
+        es.bayesian(es.absolute_effect(empty, empty))
+
+
 # -- simulations --------------------------------------------------------------------------------
 
 
