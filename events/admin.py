@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from events import erasure, selectors, services
+from events import selectors
 from events.models import (
     Checkout,
     ErasureRequest,
@@ -26,6 +26,9 @@ from events.models import (
     ShopMembership,
     WebhookDelivery,
 )
+from events.services import erasure
+from events.services.ingest import rejected_event_replay
+from events.services.shops import shop_rotate_identity_secret, shop_rotate_write_key
 from events.snippet import snippet_tag
 
 _admin_request: ContextVar[HttpRequest | None] = ContextVar("admin_request", default=None)
@@ -134,7 +137,7 @@ class ShopAdmin(admin.ModelAdmin):
     @admin.action(description="Rotate the write key (the old key stops working)")
     def rotate_write_key(self, request, queryset):
         for shop in self._owned(request, queryset):
-            services.shop_rotate_write_key(shop=shop)
+            shop_rotate_write_key(shop=shop)
         self.message_user(request, f"Rotated {queryset.count()} write key(s).", messages.SUCCESS)
 
     @admin.action(
@@ -142,7 +145,7 @@ class ShopAdmin(admin.ModelAdmin):
     )
     def rotate_identity_secret(self, request, queryset):
         for shop in self._owned(request, queryset):
-            services.shop_rotate_identity_secret(shop=shop)
+            shop_rotate_identity_secret(shop=shop)
         self.message_user(
             request, f"Rotated {queryset.count()} identity secret(s).", messages.SUCCESS
         )
@@ -173,7 +176,7 @@ class RejectedEventAdmin(admin.ModelAdmin):
         now = timezone.now()
         accepted = rejected = 0
         for row in queryset.filter(replayed_at__isnull=True):
-            result = services.rejected_event_replay(rejected=row, now=now)
+            result = rejected_event_replay(rejected=row, now=now)
             accepted += result.accepted + result.duplicates
             rejected += len(result.rejected)
         self.message_user(
