@@ -1,5 +1,6 @@
 from contextvars import ContextVar
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
@@ -28,7 +29,13 @@ from events.models import (
 )
 from events.services import erasure
 from events.services.ingest import rejected_event_replay
-from events.services.shops import shop_rotate_identity_secret, shop_rotate_write_key
+from events.services.shops import (
+    shop_create,
+    shop_rotate_identity_secret,
+    shop_rotate_write_key,
+    shop_timezone_validate,
+    shop_update,
+)
 from events.snippet import snippet_tag
 
 _admin_request: ContextVar[HttpRequest | None] = ContextVar("admin_request", default=None)
@@ -76,8 +83,25 @@ class ShopMembershipInline(admin.TabularInline):
         return super().has_delete_permission(request, obj) and _is_owner(request, obj)
 
 
+class ShopAdminForm(forms.ModelForm):
+    class Meta:
+        model = Shop
+        fields = "__all__"  # noqa: DJ007 (ShopAdmin narrows them: exclude, readonly, add_fields)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "timezone" in cleaned:  # the rule `shop_create` and `shop_update` apply
+            shop_timezone_validate(cleaned["timezone"])
+        return cleaned
+
+
 @admin.register(Shop)
 class ShopAdmin(admin.ModelAdmin):
+    """Adding a shop is `shop_create` (owner, API token); changing one is `shop_update`."""
+
+    form = ShopAdminForm
+    # What `shop_create` takes; the rest is set by changing the created shop.
+    add_fields = ["domain", "name", "timezone", "currency"]
     list_display = ["domain", "name", "timezone", "currency", "is_active", "created_at"]
     search_fields = ["domain", "name"]
     readonly_fields = ["write_key", "snippet_tag", "created_at"]
@@ -95,6 +119,33 @@ class ShopAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and _is_owner(request, obj)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.add_fields
+        return super().get_fields(request, obj)
+
+    def get_inlines(self, request, obj):
+        # The creator becomes the new shop's owner (`shop_create`); members come after.
+        return [] if obj is None else super().get_inlines(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            shop_update(
+                shop=obj, data={name: form.cleaned_data[name] for name in form.changed_data}
+            )
+            return
+        created = shop_create(
+            domain=obj.domain,
+            owner_username=request.user.get_username(),
+            name=obj.name,
+            timezone=obj.timezone,
+            currency=obj.currency,
+        )
+        # The admin goes on with the form's instance (change log, redirect): make it the shop.
+        obj.pk = created.shop.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
 
     def get_exclude(self, request, obj=None):
         # Secrets only for owners; the identity secret is generated, never typed in.
@@ -163,12 +214,16 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(RejectedEvent)
 class RejectedEventAdmin(admin.ModelAdmin):
+    """View-only: a rejected payload is evidence; the replay action re-ingests it as it is."""
+
     list_display = ["received_at", "shop", "code", "detail", "format", "replayed_at"]
     list_filter = ["shop", "code", "format"]
-    readonly_fields = ["shop", "code", "detail", "format", "received_at", "replayed_at"]
     actions = ["replay"]
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     @admin.action(description="Replay through ingestion")
