@@ -268,7 +268,7 @@ class PersonAdmin(ReadOnlyAdmin):
         return request.user.has_perm("events.delete_person")
 
     # Delete means erase: the events, orders and derived rows go too, and the days they touched
-    # are recomputed (events/erasure.py); a plain row delete would leave them behind.
+    # are recomputed (events/services/erasure.py); a plain row delete would leave them behind.
     def delete_model(self, request, obj: Person) -> None:
         erasure.person_erase(person=obj, now=timezone.now())
 

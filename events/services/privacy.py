@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.db.models import Q, QuerySet
 
@@ -114,27 +115,7 @@ def shopify_customer_export(
             )
         ),
         "sessions": list(scope.sessions.values("id", "started_at", "ended_at", "entry_url")),
-        "orders": [
-            {
-                "order_id": o.order_id,
-                "placed_at": o.placed_at,
-                "currency": o.currency,
-                "total": o.total,
-                "refunded_amount": o.refunded_amount,
-                "is_cancelled": o.is_cancelled,
-                "lines": [
-                    {
-                        "product_id": li.product_id,
-                        "sku": li.sku,
-                        "name": li.name,
-                        "quantity": li.quantity,
-                        "unit_price": li.unit_price,
-                    }
-                    for li in o.lines.all()
-                ],
-            }
-            for o in orders
-        ],
+        "orders": [_order_export(o) for o in orders],
         "checkouts": list(
             scope.checkouts.values(
                 "kind", "token", "total", "currency", "created_at", "completed_at"
@@ -150,3 +131,24 @@ def shopify_customer_export(
         requested_at=now,
         completed_at=now,
     )
+
+
+def _order_export(order: Order) -> dict[str, Any]:
+    return {
+        "order_id": order.order_id,
+        "placed_at": order.placed_at,
+        "currency": order.currency,
+        "total": order.total,
+        "refunded_amount": order.refunded_amount,
+        "is_cancelled": order.is_cancelled,
+        "lines": [
+            {
+                "product_id": li.product_id,
+                "sku": li.sku,
+                "name": li.name,
+                "quantity": li.quantity,
+                "unit_price": li.unit_price,
+            }
+            for li in order.lines.all()
+        ],
+    }

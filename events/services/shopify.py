@@ -10,6 +10,7 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q, Sum
@@ -187,26 +188,31 @@ def shopify_order_upsert(
         | Q(kind=Checkout.Kind.CART, token=order.cart_token or None)
     ).update(completed_at=order.placed_at)
     if emits_purchase:
-        event = {
-            # Deterministic: orders/create, /paid and /updated all carry the same order.
-            "event_id": f"shopify-order-{order.order_id}",
-            "type": "purchase",
-            "anonymous_id": anonymous_id
-            or pseudo_anonymous_id(customer_id=order.customer_id, order_id=order.order_id),
-            "timestamp": order.placed_at.isoformat(),
-            "order": {
-                "id": order.order_id,
-                "revenue": str(order.total),
-                "currency": order.currency,
-            },
-            "properties": {
-                "source": "shopify",
-                "shopify_customer_id": order.customer_id,
-                "email_hash": order.email_hash,
-            },
-        }
+        event = _purchase_event(order=order, anonymous_id=anonymous_id)
         events_ingest(shop=shop, events=[event], received_at=now)
     return row
+
+
+def _purchase_event(*, order: shopify.OrderIn, anonymous_id: str) -> dict[str, Any]:
+    """The order's purchase event, in the ingestion format."""
+    return {
+        # Deterministic: orders/create, /paid and /updated all carry the same order.
+        "event_id": f"shopify-order-{order.order_id}",
+        "type": "purchase",
+        "anonymous_id": anonymous_id
+        or pseudo_anonymous_id(customer_id=order.customer_id, order_id=order.order_id),
+        "timestamp": order.placed_at.isoformat(),
+        "order": {
+            "id": order.order_id,
+            "revenue": str(order.total),
+            "currency": order.currency,
+        },
+        "properties": {
+            "source": "shopify",
+            "shopify_customer_id": order.customer_id,
+            "email_hash": order.email_hash,
+        },
+    }
 
 
 def _order_refunded_amount_refresh(*, order: Order) -> None:
