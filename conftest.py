@@ -16,8 +16,9 @@ from rest_framework.test import APIClient
 
 from clickserver.celery import app
 from clickserver.ratelimit import rate_limit_forget
-from events import services
 from events.selectors import write_key_cache_clear
+from events.services.ingest import process_schedule_forget
+from events.services.pipeline import events_process
 from events.shopify import signature_compute
 from events.tests.factories import ShopFactory, UserFactory
 
@@ -68,7 +69,7 @@ def _fresh_caches():
     cache.clear()
     write_key_cache_clear()
     rate_limit_forget()
-    services.process_schedule_forget()
+    process_schedule_forget()
     yield
     write_key_cache_clear()
 
@@ -130,7 +131,7 @@ def process_all():
     def run(shop, *, batch_size: int = 1000) -> int:
         processed = 0
         while True:
-            result = services.events_process(shop_id=shop.pk, now=now, batch_size=batch_size)
+            result = events_process(shop_id=shop.pk, now=now, batch_size=batch_size)
             processed += result.processed
             if not result.has_more:
                 return processed

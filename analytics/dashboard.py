@@ -22,7 +22,7 @@ from clickserver.errors import ApplicationError, error_http_response
 from clickserver.params import period_days_parse
 from events.models import Shop
 from events.selectors import shop_get_for_user, shops_for_user
-from events.services import events_ingest
+from events.services.ingest import events_ingest
 from events.simulator import Simulator
 from events.snippet import snippet_tag
 

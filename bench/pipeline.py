@@ -49,8 +49,12 @@ from django.conf import settings  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
 from bench.buffer_pool import buffer_pool_apply, buffer_pool_option  # noqa: E402
-from events import selectors, services  # noqa: E402
+from events import selectors  # noqa: E402
 from events.models import Event, Person, Session  # noqa: E402
+from events.services.ingest import events_insert, events_process_schedule  # noqa: E402
+from events.services.pipeline import events_process  # noqa: E402
+from events.services.shops import shop_create  # noqa: E402
+from events.sql import events_assign  # noqa: E402
 from events.validation import EventIn  # noqa: E402
 
 START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -116,7 +120,7 @@ def raw_assign_rate(*, shop_id: int, rows: int) -> dict:
         )
     started = time.perf_counter()
     with transaction.atomic():
-        services._events_assign(assigned)
+        events_assign(assigned)
     seconds = time.perf_counter() - started
     # The same statement onto rows that already hold ids (each row gets its neighbour's pair,
     # then its own back): an in-place update. NULL → id makes InnoDB rewrite every row, which
@@ -124,8 +128,8 @@ def raw_assign_rate(*, shop_id: int, rows: int) -> dict:
     rotated = [(row[0], *assigned[index - 1][1:]) for index, row in enumerate(assigned)]
     started = time.perf_counter()
     with transaction.atomic():
-        services._events_assign(rotated)
-        services._events_assign(assigned)
+        events_assign(rotated)
+        events_assign(assigned)
     in_place_seconds = (time.perf_counter() - started) / 2
     return {
         "rows": len(assigned),
@@ -163,7 +167,7 @@ def worker_stop(worker: subprocess.Popen) -> None:
 
 def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) -> dict:
     """Lag of a real worker while events arrive at `rate` per second."""
-    shop = services.shop_create(
+    shop = shop_create(
         domain=f"bench-lag-{uuid.uuid4().hex[:8]}.example", owner_username="bench"
     ).shop
     events = generate(int(rate * seconds) + 1, persons=persons, seed=seed + 1)
@@ -193,14 +197,14 @@ def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) ->
     )
     try:
         # Warm-up: the worker is ready once it has processed one event.
-        services.events_insert(shop_id=shop.pk, events=events[:1], received_at=datetime.now(UTC))
-        services.events_process_schedule(shop_id=shop.pk)
+        events_insert(shop_id=shop.pk, events=events[:1], received_at=datetime.now(UTC))
+        events_process_schedule(shop_id=shop.pk)
         ready = time.perf_counter()
         while selectors.shop_backlog(shop_id=shop.pk).events:
             if time.perf_counter() - ready > 120:
                 raise SystemExit("bench: the Celery worker processed nothing in 120 s")
             time.sleep(0.5)
-            services.events_process_schedule(shop_id=shop.pk)
+            events_process_schedule(shop_id=shop.pk)
         samples: list[float] = []
         tick = 0.1
         per_tick = max(int(rate * tick), 1)
@@ -210,10 +214,10 @@ def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) ->
         while (elapsed := time.perf_counter() - started) < seconds and position < len(events):
             due = min(int(elapsed * rate) + per_tick, len(events))
             if due > position:
-                services.events_insert(
+                events_insert(
                     shop_id=shop.pk, events=events[position:due], received_at=datetime.now(UTC)
                 )
-                services.events_process_schedule(shop_id=shop.pk)
+                events_process_schedule(shop_id=shop.pk)
                 position = due
             if time.perf_counter() >= next_sample:
                 oldest = selectors.shop_backlog(shop_id=shop.pk).oldest_unprocessed_at
@@ -226,7 +230,7 @@ def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) ->
         while selectors.shop_backlog(shop_id=shop.pk).events:
             if time.perf_counter() - drain_started > 300:
                 break
-            services.events_process_schedule(shop_id=shop.pk)
+            events_process_schedule(shop_id=shop.pk)
             time.sleep(0.5)
         drain = time.perf_counter() - drain_started
     finally:
@@ -264,19 +268,17 @@ def main() -> None:
 
     load_before = os.getloadavg()[0]
     domain = f"bench-{uuid.uuid4().hex[:8]}.example"
-    shop = services.shop_create(domain=domain, owner_username="bench").shop
+    shop = shop_create(domain=domain, owner_username="bench").shop
     events = generate(args.events, persons=args.persons, seed=args.seed)
     received_at = datetime.now(UTC) - timedelta(hours=1)
     for start in range(0, len(events), 2000):
-        services.events_insert(
-            shop_id=shop.pk, events=events[start : start + 2000], received_at=received_at
-        )
+        events_insert(shop_id=shop.pk, events=events[start : start + 2000], received_at=received_at)
 
     now = datetime.now(UTC)
     started = time.perf_counter()
     processed = 0
     while True:
-        result = services.events_process(shop_id=shop.pk, now=now, batch_size=args.batch_size)
+        result = events_process(shop_id=shop.pk, now=now, batch_size=args.batch_size)
         processed += result.processed
         if not result.has_more:
             break

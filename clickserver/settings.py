@@ -251,7 +251,8 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
-# What an erasure recomputes once the person's raw rows are gone (events/erasure.py), in order:
+# What an erasure recomputes once the person's raw rows are gone (events/services/erasure.py), and
+# a session rebuild once the sessions changed (events/follow_ups.py `recompute_run`), in order:
 # (stage, task path, scope). "days": the task gets (shop_id, ISO local days or None for all);
 # "shop": it gets (shop_id). Named, not imported, for the same reason as above.
 ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [

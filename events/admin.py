@@ -1,5 +1,6 @@
 from contextvars import ContextVar
 
+from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest
@@ -7,7 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from events import erasure, selectors, services
+from events import selectors
 from events.models import (
     Checkout,
     ErasureRequest,
@@ -25,6 +26,15 @@ from events.models import (
     Shop,
     ShopMembership,
     WebhookDelivery,
+)
+from events.services import erasure
+from events.services.ingest import rejected_event_replay
+from events.services.shops import (
+    shop_create,
+    shop_rotate_identity_secret,
+    shop_rotate_write_key,
+    shop_timezone_validate,
+    shop_update,
 )
 from events.snippet import snippet_tag
 
@@ -73,8 +83,25 @@ class ShopMembershipInline(admin.TabularInline):
         return super().has_delete_permission(request, obj) and _is_owner(request, obj)
 
 
+class ShopAdminForm(forms.ModelForm):
+    class Meta:
+        model = Shop
+        fields = "__all__"  # noqa: DJ007 (ShopAdmin narrows them: exclude, readonly, add_fields)
+
+    def clean(self):
+        cleaned = super().clean()
+        if "timezone" in cleaned:  # the rule `shop_create` and `shop_update` apply
+            shop_timezone_validate(cleaned["timezone"])
+        return cleaned
+
+
 @admin.register(Shop)
 class ShopAdmin(admin.ModelAdmin):
+    """Adding a shop is `shop_create` (owner, API token); changing one is `shop_update`."""
+
+    form = ShopAdminForm
+    # What `shop_create` takes; the rest is set by changing the created shop.
+    add_fields = ["domain", "name", "timezone", "currency"]
     list_display = ["domain", "name", "timezone", "currency", "is_active", "created_at"]
     search_fields = ["domain", "name"]
     readonly_fields = ["write_key", "snippet_tag", "created_at"]
@@ -92,6 +119,33 @@ class ShopAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return super().has_delete_permission(request, obj) and _is_owner(request, obj)
+
+    def get_fields(self, request, obj=None):
+        if obj is None:
+            return self.add_fields
+        return super().get_fields(request, obj)
+
+    def get_inlines(self, request, obj):
+        # The creator becomes the new shop's owner (`shop_create`); members come after.
+        return [] if obj is None else super().get_inlines(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        if change:
+            shop_update(
+                shop=obj, data={name: form.cleaned_data[name] for name in form.changed_data}
+            )
+            return
+        created = shop_create(
+            domain=obj.domain,
+            owner_username=request.user.get_username(),
+            name=obj.name,
+            timezone=obj.timezone,
+            currency=obj.currency,
+        )
+        # The admin goes on with the form's instance (change log, redirect): make it the shop.
+        obj.pk = created.shop.pk
+        obj.refresh_from_db()
+        obj._state.adding = False
 
     def get_exclude(self, request, obj=None):
         # Secrets only for owners; the identity secret is generated, never typed in.
@@ -134,7 +188,7 @@ class ShopAdmin(admin.ModelAdmin):
     @admin.action(description="Rotate the write key (the old key stops working)")
     def rotate_write_key(self, request, queryset):
         for shop in self._owned(request, queryset):
-            services.shop_rotate_write_key(shop=shop)
+            shop_rotate_write_key(shop=shop)
         self.message_user(request, f"Rotated {queryset.count()} write key(s).", messages.SUCCESS)
 
     @admin.action(
@@ -142,7 +196,7 @@ class ShopAdmin(admin.ModelAdmin):
     )
     def rotate_identity_secret(self, request, queryset):
         for shop in self._owned(request, queryset):
-            services.shop_rotate_identity_secret(shop=shop)
+            shop_rotate_identity_secret(shop=shop)
         self.message_user(
             request, f"Rotated {queryset.count()} identity secret(s).", messages.SUCCESS
         )
@@ -160,12 +214,16 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(RejectedEvent)
 class RejectedEventAdmin(admin.ModelAdmin):
+    """View-only: a rejected payload is evidence; the replay action re-ingests it as it is."""
+
     list_display = ["received_at", "shop", "code", "detail", "format", "replayed_at"]
     list_filter = ["shop", "code", "format"]
-    readonly_fields = ["shop", "code", "detail", "format", "received_at", "replayed_at"]
     actions = ["replay"]
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False
 
     @admin.action(description="Replay through ingestion")
@@ -173,7 +231,7 @@ class RejectedEventAdmin(admin.ModelAdmin):
         now = timezone.now()
         accepted = rejected = 0
         for row in queryset.filter(replayed_at__isnull=True):
-            result = services.rejected_event_replay(rejected=row, now=now)
+            result = rejected_event_replay(rejected=row, now=now)
             accepted += result.accepted + result.duplicates
             rejected += len(result.rejected)
         self.message_user(
@@ -210,7 +268,7 @@ class PersonAdmin(ReadOnlyAdmin):
         return request.user.has_perm("events.delete_person")
 
     # Delete means erase: the events, orders and derived rows go too, and the days they touched
-    # are recomputed (events/erasure.py); a plain row delete would leave them behind.
+    # are recomputed (events/services/erasure.py); a plain row delete would leave them behind.
     def delete_model(self, request, obj: Person) -> None:
         erasure.person_erase(person=obj, now=timezone.now())
 

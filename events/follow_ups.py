@@ -1,5 +1,8 @@
 """What runs after the pipeline has processed events: one list, two ways to run it.
 
+And what recomputes the aggregates once derived rows changed under them (an erasure, a shop's
+sessions rebuilt): `settings.ERASURE_FOLLOW_UPS`, run by `recompute_run`.
+
 The list is `settings.PIPELINE_FOLLOW_UPS`. The worker enqueues the per-batch stages after every
 batch it processes (`follow_ups_enqueue`); `manage.py process_events` runs every stage in its own
 process once it has caught up (`follow_ups_run`), so that a user who imports and processes history
@@ -18,13 +21,16 @@ from django.utils.module_loading import import_string
 
 PER_BATCH = "batch"
 CATCH_UP = "catch_up"
+# What a recompute follow-up receives besides the shop id: the affected days, or nothing.
+DAYS_SCOPE = "days"
+SHOP_SCOPE = "shop"
 
 
 @dataclass(frozen=True, slots=True)
 class FollowUp:
     stage: str
     task_path: str
-    # PIPELINE_FOLLOW_UPS: when it runs; ERASURE_FOLLOW_UPS (events/erasure.py): what it takes.
+    # PIPELINE_FOLLOW_UPS: when it runs; ERASURE_FOLLOW_UPS (`recompute_run`): what it takes.
     kind: str
 
     @property
@@ -74,3 +80,15 @@ def follow_ups_run(
         if on_stage is not None:
             on_stage(result)
     return results
+
+
+def recompute_follow_ups() -> list[FollowUp]:
+    return follow_ups_read("ERASURE_FOLLOW_UPS", kinds=(DAYS_SCOPE, SHOP_SCOPE))
+
+
+def recompute_run(*, shop_id: int, days: list[str] | None) -> None:
+    """Run every recompute stage in this process, in order, for these ISO local days (all of the
+    shop's days when None); a failing stage raises."""
+    for follow_up in recompute_follow_ups():
+        args: list[Any] = [shop_id, days] if follow_up.kind == DAYS_SCOPE else [shop_id]
+        follow_up.task.apply(args=args, throw=True)

@@ -346,3 +346,12 @@ def privacy_subject_parse(payload: dict[str, Any]) -> PrivacySubject:
         email_hash=email_hash(customer.get("email")),
         order_ids=[id_text(o) for o in orders if id_text(o)],
     )
+
+
+def pseudo_anonymous_id(*, customer_id: str, order_id: str = "") -> str:
+    """An anonymous id for server-side events with no browser id: per customer, else per order.
+
+    Events need an identity; the identity pipeline joins these to the browser's person through
+    the shopify_customer_id / email_hash properties.
+    """
+    return f"shopify-customer-{customer_id}" if customer_id else f"shopify-order-{order_id}"

@@ -7,8 +7,13 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from events import erasure, selectors, services
+from events import selectors
 from events.follow_ups import follow_ups_enqueue
+from events.services import erasure
+from events.services.ingest import rejected_events_prune
+from events.services.pipeline import events_process
+from events.services.sessions import shop_sessions_rebuild
+from events.services.shopify import shopify_webhook_process, shopify_webhooks_sweep
 
 
 @shared_task(
@@ -16,7 +21,7 @@ from events.follow_ups import follow_ups_enqueue
 )
 def events_process_task(shop_id: int) -> int:
     """Process one batch of a shop's new events; chain itself while a backlog remains."""
-    result = services.events_process(
+    result = events_process(
         shop_id=shop_id, now=timezone.now(), batch_size=settings.PIPELINE_BATCH_SIZE
     )
     if result.processed:
@@ -38,7 +43,7 @@ def events_process_sweep_task() -> int:
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=3)
 def rejected_events_prune_task() -> int:
-    return services.rejected_events_prune(
+    return rejected_events_prune(
         now=timezone.now(), retention_days=settings.REJECTED_EVENT_RETENTION_DAYS
     )
 
@@ -47,13 +52,13 @@ def rejected_events_prune_task() -> int:
     autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=8
 )
 def shopify_webhook_process_task(delivery_id: int) -> None:
-    services.shopify_webhook_process(delivery_id=delivery_id, now=timezone.now())
+    shopify_webhook_process(delivery_id=delivery_id, now=timezone.now())
 
 
 @shared_task
 def shopify_webhooks_sweep_task() -> int:
     """Safety net for deliveries whose task was lost; schedule it in CELERY_BEAT_SCHEDULE."""
-    return services.shopify_webhooks_sweep(now=timezone.now())
+    return shopify_webhooks_sweep(now=timezone.now())
 
 
 @shared_task(
@@ -62,6 +67,14 @@ def shopify_webhooks_sweep_task() -> int:
 def erasures_complete_task(shop_id: int) -> int:
     """Recompute what the shop's pending erasures touched; returns how many it completed."""
     return erasure.erasures_complete(shop_id=shop_id, now=timezone.now()).requests
+
+
+@shared_task(
+    autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=8
+)
+def shop_sessions_rebuild_task(shop_id: int) -> int:
+    """Re-sessionise a shop after its session timeout changed; returns the sessions created."""
+    return shop_sessions_rebuild(shop_id=shop_id).sessions_created
 
 
 @shared_task

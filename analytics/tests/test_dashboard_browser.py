@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from analytics.services import rollups_rebuild
 from events.models import Event
-from events.services import events_ingest
+from events.services.ingest import events_ingest
 from events.simulator import Simulator
 from events.tests.factories import ShopFactory, UserFactory
 

@@ -31,8 +31,9 @@ from analytics.models import (
 )
 from analytics.services import rollups_refresh
 from conftest import SHARED_DATA
-from events import erasure, services
 from events.models import ErasureRequest, Event, Order, Person, Session
+from events.services import erasure
+from events.services.ingest import events_insert
 from events.tests.factories import ShopFactory, UserFactory, event_in
 
 NOW = datetime(2026, 2, 1, tzinfo=UTC)
@@ -235,7 +236,7 @@ def test_erased_person_leaves_every_answer_as_if_never_imported(tmp_path, name):
 
 @pytest.mark.django_db
 def test_whole_shop_erasure_empties_every_rollup(shop, process_all):
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[
             event_in("e1", datetime(2026, 1, 5, 12, tzinfo=UTC)),

@@ -25,7 +25,7 @@ django.setup()
 from analytics import models as analytics_models  # noqa: E402
 from analytics.services import rollups_rebuild  # noqa: E402
 from events.models import Event, Session  # noqa: E402
-from events.services import sessions_rebuild  # noqa: E402
+from events.services.sessions import sessions_rebuild  # noqa: E402
 
 ROLLUP_MODELS = (
     analytics_models.HourlyRollup,

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 INGEST = """
 from django.utils import timezone
 from events.models import Shop
-from events.services import events_ingest
+from events.services.ingest import events_ingest
 shop = Shop.objects.get(domain="embedded.example")
 result = events_ingest(shop=shop, received_at=timezone.now(), events=[
     {"event_id": f"e-{i}", "type": "page_view", "anonymous_id": "a"} for i in range(5)])

@@ -22,8 +22,9 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from analytics.services import rollups_rebuild
 from clickserver.wsgi import application
-from events import services
 from events.models import PipelineWatermark
+from events.services.ingest import events_ingest
+from events.services.pipeline import events_process
 from events.tests.factories import ShopFactory, UserFactory
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.django_db]
@@ -116,8 +117,8 @@ def fuzz_shop(django_db_setup, django_db_blocker):
             }
             for n in range(40)
         ]
-        services.events_ingest(shop=shop, events=events, received_at=NOW)
-        services.events_process(shop_id=shop.pk, now=NOW + timedelta(days=1), batch_size=1000)
+        events_ingest(shop=shop, events=events, received_at=NOW)
+        events_process(shop_id=shop.pk, now=NOW + timedelta(days=1), batch_size=1000)
         rollups_rebuild(shop_id=shop.pk, now=NOW)
         token = Token.objects.create(user=owner)
     yield {"Authorization": f"Token {token.key}", "X-Write-Key": shop.write_key}

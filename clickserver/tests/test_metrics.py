@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clickserver import metrics
-from events import services
+from events.services.ingest import events_insert
 from events.tests.factories import UserFactory, event_in
 
 TOKEN = "a-metrics-token-of-at-least-32-characters"
@@ -95,7 +95,7 @@ def test_metrics_is_not_found_for_a_user_who_is_not_staff(client, settings, user
 @pytest.mark.django_db
 def test_metrics_reports_the_pipeline_backlog(client, settings, shop):
     settings.METRICS_TOKEN = TOKEN
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[event_in("b-1", T0), event_in("b-2", T0)],
         received_at=datetime(2026, 1, 6, tzinfo=UTC),

@@ -7,7 +7,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from events.models import Event, RejectedEvent, Shop, ShopMembership
-from events.services import events_ingest
+from events.services.ingest import events_ingest
 
 
 @pytest.mark.django_db

@@ -7,7 +7,6 @@ from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from clickserver.errors import ApplicationError
-from events import erasure, services
 from events.models import (
     ErasureRequest,
     Event,
@@ -18,6 +17,8 @@ from events.models import (
     Session,
     ShopMembership,
 )
+from events.services import erasure
+from events.services.ingest import events_ingest, events_insert
 from events.tests.factories import UserFactory, event_in
 
 T0 = datetime(2026, 1, 5, 23, 30, tzinfo=UTC)
@@ -31,7 +32,7 @@ def at(minutes: float) -> datetime:
 @pytest.fixture
 def two_shoppers(shop, process_all):
     """Ann browses, signs in as u-ann and buys across midnight UTC; Bob only browses."""
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[
             event_in("a1", at(0), anonymous_id="aid-ann"),
@@ -98,7 +99,7 @@ def test_persons_erase_finds_the_person_by_any_of_their_identifiers(shop, two_sh
 
 @pytest.mark.django_db
 def test_persons_erase_by_email_matches_the_stored_hash(shop, process_all):
-    services.events_ingest(
+    events_ingest(
         shop=shop,
         events=[
             {"event_id": "i1", "type": "identify", "anonymous_id": "aid-cy",
@@ -118,7 +119,7 @@ def test_persons_erase_by_email_matches_the_stored_hash(shop, process_all):
 
 @pytest.mark.django_db
 def test_persons_erase_removes_unprocessed_events_and_rejected_payloads(shop, two_shoppers):
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk, events=[event_in("a4", at(60), anonymous_id="aid-ann")], received_at=T0
     )
     RejectedEvent.objects.create(
@@ -280,7 +281,7 @@ def test_admin_cannot_delete_raw_events(admin_client, shop, two_shoppers):
 def test_persons_erase_keeps_another_users_events_from_a_shared_browser(
     shop, two_shoppers, process_all
 ):
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[
             event_in("s1", at(90), anonymous_id="aid-ann", user_id="u-bob", type="identify"),
@@ -289,7 +290,7 @@ def test_persons_erase_keeps_another_users_events_from_a_shared_browser(
         received_at=at(96),
     )
     process_all(shop)
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[event_in("s3", at(97), anonymous_id="aid-ann", user_id="u-bob")],
         received_at=at(98),

@@ -8,9 +8,8 @@ import orjson
 import pytest
 from django.db import DataError
 
-from events import services
 from events.models import Event, RejectedEvent
-from events.services import rejected_event_replay
+from events.services.ingest import events_insert, rejected_event_replay
 from events.tests.factories import event_in
 
 GOOD = {"event_id": "good", "type": "page_view", "anonymous_id": "a"}
@@ -179,15 +178,15 @@ def test_the_insert_raises_when_the_database_refuses_a_row_for_a_reason_other_th
     deep = event_in("deep", at, properties=nested(40))  # past the validator, as a bug would
 
     with pytest.raises(DataError, match="deep"):
-        services.events_insert(shop_id=shop.pk, events=[event_in("ok", at), deep], received_at=at)
+        events_insert(shop_id=shop.pk, events=[event_in("ok", at), deep], received_at=at)
 
 
 @pytest.mark.django_db
 def test_the_insert_still_counts_duplicates_as_duplicates(shop):
     at = datetime(2026, 1, 5, tzinfo=UTC)
-    services.events_insert(shop_id=shop.pk, events=[event_in("a", at)], received_at=at)
+    events_insert(shop_id=shop.pk, events=[event_in("a", at)], received_at=at)
 
-    inserted = services.events_insert(
+    inserted = events_insert(
         shop_id=shop.pk,
         events=[event_in("a", at), event_in("b", at), event_in("b", at)],
         received_at=at,

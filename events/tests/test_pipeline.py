@@ -6,8 +6,10 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
-from events import services
 from events.models import Event, Order, Person, PersonIdentifier, Session
+from events.services.ingest import events_ingest, events_insert
+from events.services.pipeline import events_process
+from events.services.sessions import sessions_rebuild
 from events.tests.factories import ShopFactory, event_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -19,7 +21,7 @@ def minutes(value: float) -> datetime:
 
 
 def insert(shop, *events) -> None:
-    services.events_insert(shop_id=shop.pk, events=list(events), received_at=RECEIVED)
+    events_insert(shop_id=shop.pk, events=list(events), received_at=RECEIVED)
 
 
 def session_snapshot(shop) -> list[tuple]:
@@ -167,7 +169,7 @@ def test_incremental_batches_equal_one_full_recompute(shop, process_all):
 
 
 def _rebuilt(shop) -> list[tuple]:
-    services.sessions_rebuild(shop_id=shop.pk)
+    sessions_rebuild(shop_id=shop.pk)
     return session_snapshot(shop)
 
 
@@ -304,12 +306,12 @@ def test_two_concurrent_workers_give_the_same_result_as_one(mysql_only):
     arrange(double)
     now = datetime(2100, 1, 1, tzinfo=UTC)
 
-    while services.events_process(shop_id=single.pk, now=now, batch_size=100).has_more:
+    while events_process(shop_id=single.pk, now=now, batch_size=100).has_more:
         pass
 
     def worker():
         try:
-            while services.events_process(shop_id=double.pk, now=now, batch_size=100).has_more:
+            while events_process(shop_id=double.pk, now=now, batch_size=100).has_more:
                 pass
         finally:
             connection.close()
@@ -349,7 +351,7 @@ def test_a_shop_batch_never_waits_on_another_shops_locked_events(mysql_only):
     with connection.cursor() as cursor:
         cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
     try:
-        result = services.events_process(
+        result = events_process(
             shop_id=shop.pk, now=datetime(2100, 1, 1, tzinfo=UTC), batch_size=1000
         )
     finally:
@@ -425,7 +427,7 @@ def test_written_text_keeps_quotes_backslashes_percent_signs_and_emoji(shop, pro
 @pytest.mark.django_db
 def test_purchase_events_become_orders_once(shop, process_all):
     at = "2026-03-01T10:00:00+00:00"
-    services.events_ingest(
+    events_ingest(
         shop=shop,
         received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
         events=[

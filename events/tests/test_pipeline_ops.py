@@ -10,8 +10,12 @@ from django.core.management import call_command
 from django.db import connection
 from django.urls import reverse
 
-from events import selectors, services
+from clickserver.sql import Literals
+from events import selectors
 from events.models import Event, IdentifierKind, PipelineJob, PipelineWatermark, Session
+from events.services.ingest import events_insert
+from events.services.pipeline import events_process
+from events.sql import events_fetch
 from events.tasks import events_process_task
 from events.tests.factories import event_in
 
@@ -20,7 +24,7 @@ RECEIVED = datetime(2026, 1, 6, tzinfo=UTC)
 
 
 def insert(shop, count: int) -> None:
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[
             event_in(f"e{index}", T0 + timedelta(minutes=index), anonymous_id=f"a{index % 3}")
@@ -51,7 +55,7 @@ def test_process_events_command_catches_up_and_summarises(shop):
 def test_backlog_counts_pending_events_and_the_oldest(shop, process_all):
     insert(shop, 4)
     process_all(shop)
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk, events=[event_in("late", T0)], received_at=RECEIVED + timedelta(hours=1)
     )
 
@@ -82,7 +86,7 @@ def test_admin_shows_backlog_and_person_graph(admin_client, shop, process_all, s
     insert(shop, 3)
     process_all(shop)
     insert_more = event_in("pending", T0, anonymous_id="a0")
-    services.events_insert(shop_id=shop.pk, events=[insert_more], received_at=RECEIVED)
+    events_insert(shop_id=shop.pk, events=[insert_more], received_at=RECEIVED)
     watermark = PipelineWatermark.objects.get(job=PipelineJob.EVENTS, shop=shop)
 
     watermarks = admin_client.get(reverse("admin:events_pipelinewatermark_changelist"))
@@ -121,16 +125,12 @@ def test_process_task_runs_the_pipeline_and_chains_while_a_backlog_remains(
 def test_batches_are_cut_by_id_leave_unsettled_events_and_keep_gc_enabled(shop, settings):
     settings.PIPELINE_SETTLE_SECONDS = 2
     insert(shop, 3)
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk, events=[event_in("fresh", T0)], received_at=RECEIVED + timedelta(hours=1)
     )
 
-    first = services.events_process(
-        shop_id=shop.pk, now=RECEIVED + timedelta(seconds=3), batch_size=2
-    )
-    second = services.events_process(
-        shop_id=shop.pk, now=RECEIVED + timedelta(seconds=3), batch_size=2
-    )
+    first = events_process(shop_id=shop.pk, now=RECEIVED + timedelta(seconds=3), batch_size=2)
+    second = events_process(shop_id=shop.pk, now=RECEIVED + timedelta(seconds=3), batch_size=2)
 
     assert (first.processed, first.has_more, second.processed, second.has_more) == (
         2,
@@ -154,10 +154,10 @@ def test_multi_row_literals_match_the_value_by_value_ones():
         # A str subclass (a TextChoices member) reads as its value.
         (3, IdentifierKind.USER_ID, T0, T0, None, True, Decimal("12.5"), {}),
     ]
-    literal = services._Literals()
+    literal = Literals()
     by_value = ", ".join("(" + ", ".join(map(literal, row)) + ")" for row in rows)
 
-    by_column = services._Literals().rows(rows)
+    by_column = Literals().rows(rows)
 
     assert by_column == by_value
     assert by_column.startswith("(1, 'it\\'s', '2026-01-05 12:00:00', '2026-01-05 12:00:00', NULL")
@@ -173,7 +173,7 @@ def test_inserted_events_keep_every_value_column_by_column(shop):
         event_in("c", RECEIVED.astimezone(berlin), revenue=Decimal("-0.50"), properties={"k": 1}),
     ]
 
-    inserted = services.events_insert(shop_id=shop.pk, events=events, received_at=RECEIVED)
+    inserted = events_insert(shop_id=shop.pk, events=events, received_at=RECEIVED)
 
     assert inserted == 3
     stored = Event.objects.filter(shop=shop).order_by("event_id")
@@ -190,13 +190,13 @@ def test_inserted_events_keep_every_value_column_by_column(shop):
 
 @pytest.mark.django_db
 def test_event_rows_read_occurred_at_as_aware_utc(shop):
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk,
         events=[event_in("a", T0), event_in("b", T0 + timedelta(microseconds=250))],
         received_at=RECEIVED,
     )
 
-    rows = services._events_fetch("shop_id = %s", [shop.pk], columns=("id", "occurred_at", "type"))
+    rows = events_fetch("shop_id = %s", [shop.pk], columns=("id", "occurred_at", "type"))
 
     assert [row[1] for row in rows] == [T0, T0 + timedelta(microseconds=250)]
     assert {row[1].tzinfo for row in rows} == {UTC}

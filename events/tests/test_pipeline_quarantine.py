@@ -7,8 +7,10 @@ import pytest
 from django.db import DatabaseError
 from prometheus_client import REGISTRY
 
-from events import identity, services
+from events import identity
 from events.models import Event, PipelineJob, PipelineWatermark, RejectedEvent
+from events.services import orders, pipeline
+from events.services.ingest import events_insert, rejected_event_replay
 from events.tests.factories import event_in
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -17,7 +19,7 @@ NOW = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def insert(shop, *events, received_at: datetime = RECEIVED) -> None:
-    services.events_insert(shop_id=shop.pk, events=list(events), received_at=received_at)
+    events_insert(shop_id=shop.pk, events=list(events), received_at=received_at)
 
 
 def unassigned(shop) -> list[str]:
@@ -72,7 +74,7 @@ def test_an_event_the_pipeline_cannot_process_is_quarantined_and_its_neighbours_
     )
     insert(shop, event_in("a2", T0 + timedelta(minutes=1), anonymous_id="a"))
 
-    with caplog.at_level(logging.ERROR, logger="events.services"):
+    with caplog.at_level(logging.ERROR, logger="events.services.pipeline"):
         processed = process_all(shop, batch_size=3)
 
     assert processed == 3
@@ -102,7 +104,7 @@ def test_a_quarantined_event_replays_once_the_pipeline_can_process_it(
     process_all(shop)
     monkeypatch.undo()
 
-    services.rejected_event_replay(rejected=RejectedEvent.objects.get(shop=shop), now=RECEIVED)
+    rejected_event_replay(rejected=RejectedEvent.objects.get(shop=shop), now=RECEIVED)
     process_all(shop)
 
     event = Event.objects.get(shop=shop)
@@ -132,11 +134,11 @@ def test_readiness_answers_503_naming_a_shop_whose_last_batch_failed(
     def fail(**kwargs):
         raise DatabaseError("lost connection")
 
-    monkeypatch.setattr(services, "_batch_assign", fail)
+    monkeypatch.setattr(pipeline, "_batch_assign", fail)
     insert(shop, event_in("e", T0), received_at=datetime.now(tz=UTC))
 
     with pytest.raises(DatabaseError):
-        services.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
+        pipeline.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
     response = client.get("/health/ready/")
 
     assert response.status_code == 503
@@ -202,7 +204,7 @@ def test_the_pipeline_counts_its_batches_and_quarantined_events(
     before = pipeline_counts()
 
     with django_capture_on_commit_callbacks(execute=True):
-        services.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
+        pipeline.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
 
     after = pipeline_counts()
     assert {name: after[name] - before[name] for name in after} == {
@@ -217,19 +219,19 @@ def test_the_pipeline_counts_its_batches_and_quarantined_events(
 def test_a_failed_batch_is_counted_and_no_quarantine_it_rolled_back(
     shop, poison, monkeypatch, django_capture_on_commit_callbacks
 ):
-    real = services.orders_record_from_purchases
+    real = orders.orders_record_from_purchases
 
     def fail_after_the_quarantine(**kwargs):
         if RejectedEvent.objects.filter(shop=shop).exists():
             raise DatabaseError("lost connection")
         return real(**kwargs)
 
-    monkeypatch.setattr(services, "orders_record_from_purchases", fail_after_the_quarantine)
+    monkeypatch.setattr(pipeline, "orders_record_from_purchases", fail_after_the_quarantine)
     insert(shop, event_in("p", T0, anonymous_id="poison"), event_in("a1", T0, anonymous_id="a"))
     before = pipeline_counts()
 
     with django_capture_on_commit_callbacks(execute=True), pytest.raises(DatabaseError):
-        services.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
+        pipeline.events_process(shop_id=shop.pk, now=NOW, batch_size=10)
 
     after = pipeline_counts()
     assert {name: after[name] - before[name] for name in after} == {

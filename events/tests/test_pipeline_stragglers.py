@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db import connection, transaction
 
-from events import selectors, services
+from events import selectors
 from events.models import Event, PipelineJob, PipelineWatermark
+from events.services.ingest import events_insert
 from events.tests.factories import event_in
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
@@ -37,7 +38,7 @@ def slow_insert(shop):
     def hold() -> None:
         try:
             with transaction.atomic():
-                services.events_insert(
+                events_insert(
                     shop_id=shop.pk,
                     events=[event_in("slow", T0, anonymous_id="slow-visitor")],
                     received_at=RECEIVED,
@@ -68,7 +69,7 @@ def slow_insert(shop):
 def test_an_insert_committed_after_the_watermark_passed_its_ids_is_processed(
     shop, slow_insert, process_all
 ):
-    services.events_insert(
+    events_insert(
         shop_id=shop.pk, events=[event_in("fast", T0 + timedelta(minutes=1))], received_at=RECEIVED
     )
     process_all(shop)

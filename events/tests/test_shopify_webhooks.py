@@ -5,7 +5,7 @@ from decimal import Decimal
 import orjson
 import pytest
 
-from events import services, shopify
+from events import shopify
 from events.models import (
     Checkout,
     ErasureRequest,
@@ -21,6 +21,8 @@ from events.models import (
     Shop,
     WebhookDelivery,
 )
+from events.services.ingest import events_ingest
+from events.services.shopify import shopify_webhook_process, shopify_webhooks_sweep
 
 NOW = datetime(2026, 4, 2, 12, 0, tzinfo=UTC)
 ORDER_ID = "820982911946154500"
@@ -172,8 +174,8 @@ def test_delivery_is_stored_and_left_for_the_worker(shopify_client, payloads, sh
     assert delivery.customer_id == CUSTOMER_ID
     assert Order.objects.count() == 0
 
-    services.shopify_webhook_process(delivery_id=delivery.pk, now=NOW)
-    services.shopify_webhook_process(delivery_id=delivery.pk, now=NOW)
+    shopify_webhook_process(delivery_id=delivery.pk, now=NOW)
+    shopify_webhook_process(delivery_id=delivery.pk, now=NOW)
 
     delivery.refresh_from_db()
     assert delivery.processed_at == NOW
@@ -185,8 +187,8 @@ def test_sweep_processes_deliveries_whose_task_was_lost(shopify_client, payloads
     shopify_client.post("orders/create", load(payloads, "orders_create"), webhook_id="lost")
     WebhookDelivery.objects.update(received_at=datetime(2026, 4, 2, 11, 58, tzinfo=UTC))
 
-    swept = services.shopify_webhooks_sweep(now=NOW)
-    swept_again = services.shopify_webhooks_sweep(now=NOW)
+    swept = shopify_webhooks_sweep(now=NOW)
+    swept_again = shopify_webhooks_sweep(now=NOW)
 
     assert (swept, swept_again) == (1, 0)
     assert Order.objects.get().order_id == ORDER_ID
@@ -475,7 +477,7 @@ def seed_customer(shop, *, customer_id: str, email: str, anonymous_id: str) -> P
         shop=shop, person=person, kind="anonymous_id", value=anonymous_id
     )
     session = Session.objects.create(shop=shop, person=person, started_at=NOW, ended_at=NOW)
-    services.events_ingest(
+    events_ingest(
         shop=shop,
         events=[
             {"event_id": f"{anonymous_id}-1", "type": "page_view", "anonymous_id": anonymous_id},
@@ -601,7 +603,7 @@ def test_customers_redact_erases_only_that_customer(deliver, shop, two_customers
 
 @pytest.mark.django_db
 def test_shop_redact_erases_all_the_shops_data(deliver, shop, other_shop, two_customers):
-    services.events_ingest(
+    events_ingest(
         shop=other_shop,
         events=[{"event_id": "x", "type": "page_view", "anonymous_id": "a"}],
         received_at=NOW,

@@ -3,7 +3,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import IntegrityError
 
-from events.services import shop_create
+from events.services.shops import shop_create
 
 
 class Command(BaseCommand):

@@ -3,7 +3,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
 from clickserver.errors import ApplicationError
-from events import erasure, selectors
+from events import selectors
+from events.services import erasure
 
 
 class Command(BaseCommand):

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from events import importers
 from events.models import Shop
-from events.services import events_import
+from events.services.imports import events_import
 
 
 class Command(BaseCommand):

@@ -7,9 +7,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 from tqdm import tqdm
 
-from events import selectors, services
+from events import selectors
 from events.follow_ups import StageResult, follow_ups, follow_ups_run
 from events.models import Person, Session, Shop
+from events.services.pipeline import events_process
 
 # How long to wait for events younger than PIPELINE_SETTLE_SECONDS before giving up on them.
 SETTLE_GRACE_SECONDS = 5.0
@@ -60,9 +61,7 @@ class Command(BaseCommand):
         idle_since: float | None = None
         settle_wait = settings.PIPELINE_SETTLE_SECONDS + SETTLE_GRACE_SECONDS
         while True:
-            result = services.events_process(
-                shop_id=shop.pk, now=timezone.now(), batch_size=batch_size
-            )
+            result = events_process(shop_id=shop.pk, now=timezone.now(), batch_size=batch_size)
             progress.update(result.processed)
             totals["events"] += result.processed
             totals["sessions_created"] += result.assigned.sessions_created

@@ -34,8 +34,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from clickserver.chunking import chunks
 from clickserver.errors import ApplicationError
-from events import identity
-from events.follow_ups import FollowUp, follow_ups_read
+from events import follow_ups, identity
 from events.models import (
     Checkout,
     ErasureRequest,
@@ -78,18 +77,11 @@ PAYLOAD_ID_KEYS = frozenset(
         "email",
     }
 )
-# What the follow-up receives besides the shop id: the affected days, or nothing.
-DAYS_SCOPE = "days"
-SHOP_SCOPE = "shop"
 # Rows removed through the person's cascades, reported under these names.
 CASCADED = {
     "segments.SegmentMembership": "segment_memberships",
     "notifications.ConversionScore": "conversion_scores",
 }
-
-
-def erasure_follow_ups() -> list[FollowUp]:
-    return follow_ups_read("ERASURE_FOLLOW_UPS", kinds=(DAYS_SCOPE, SHOP_SCOPE))
 
 
 def _subject_key(*, user_id: str | None, anonymous_id: str | None, email: str | None) -> Key:
@@ -490,9 +482,6 @@ def erasures_complete(*, shop_id: int, now: datetime) -> CompleteResult:
     days: list[str] | None = sorted({day for request_days in named for day in request_days})
     if len(named) < len(pending):
         days = None
-    for follow_up in erasure_follow_ups():
-        task = follow_up.task
-        args: list[Any] = [shop_id, days] if follow_up.kind == DAYS_SCOPE else [shop_id]
-        task.apply(args=args, throw=True)
+    follow_ups.recompute_run(shop_id=shop_id, days=days)
     ErasureRequest.objects.filter(pk__in=[pk for pk, _ in pending]).update(completed_at=now)
     return CompleteResult(requests=len(pending), days=None if days is None else len(days))

@@ -1,0 +1,60 @@
+"""Orders from purchase events: the pipeline records an Order for each purchase it processes."""
+
+from events.models import Event, Order, Shop
+
+
+def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
+    """Record an Order for each purchase event (snippet, API, Segment) that has none yet.
+
+    Revenue is counted from orders, so a shop that only tracks purchases in the browser still
+    has revenue. The order id is the event's order id, or the event id when it carries none.
+    An order that already exists (a Shopify webhook, an import, a repeated purchase event) is
+    left as it is, apart from gaining the buyer when it had none. Runs after identity, so
+    `person_id` is set.
+    """
+    purchases = list(
+        Event.objects.filter(id__in=event_ids, type="purchase")
+        .order_by("id")
+        .values_list(
+            "event_id", "order_id", "revenue", "currency", "occurred_at", "person_id",
+            "anonymous_id", "user_id", "country",
+        )
+    )  # fmt: skip
+    if not purchases:
+        return 0
+    currency = Shop.objects.filter(pk=shop_id).values_list("currency", flat=True).first() or ""
+    orders: dict[str, Order] = {}
+    for (event_id, order_id, revenue, event_currency, occurred_at, person_id, anonymous_id,
+         user_id, country) in purchases:  # fmt: skip
+        key = order_id or f"event:{event_id}"
+        # The first purchase event of an order describes it; repeats change nothing.
+        orders.setdefault(
+            key,
+            Order(
+                shop_id=shop_id,
+                order_id=key,
+                person_id=person_id,
+                anonymous_id=anonymous_id,
+                user_id=user_id,
+                placed_at=occurred_at,
+                currency=event_currency or currency,
+                total=revenue or 0,
+                country=country,
+                source=Order.Source.API,
+            ),
+        )
+    existing = dict(
+        Order.objects.filter(shop_id=shop_id, order_id__in=list(orders)).values_list(
+            "order_id", "person_id"
+        )
+    )
+    Order.objects.bulk_create(
+        [order for key, order in orders.items() if key not in existing], ignore_conflicts=True
+    )
+    buyers: dict[int, list[str]] = {}
+    for key, person_id in existing.items():
+        if person_id is None and orders[key].person_id is not None:
+            buyers.setdefault(orders[key].person_id, []).append(key)
+    for person_id, keys in buyers.items():
+        Order.objects.filter(shop_id=shop_id, order_id__in=keys).update(person_id=person_id)
+    return len(orders) - len(existing)
