@@ -51,7 +51,7 @@ lint:
 	$(VENV)/bin/ruff format --check .
 
 typecheck:
-	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */selectors.py */tasks.py)
+	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */services/*.py */selectors.py */selectors/*.py */tasks.py */sql.py */cache.py)
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi
