@@ -44,6 +44,28 @@ def _object(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _event_type(message: dict[str, Any], kind: Any) -> str | None:
+    if kind == "track":
+        name = message.get("event")
+        return ECOMMERCE_TYPES.get(name, name) if isinstance(name, str) else None
+    return MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
+
+
+def _properties(message: dict[str, Any], kind: Any, context: dict[str, Any]) -> dict[str, Any]:
+    """Our `properties`: a track's or page's own, or what identify, alias and group carry."""
+    if kind == "identify":
+        traits = message.get("traits", context.get("traits"))
+        return {"traits": traits} if isinstance(traits, dict) else {}
+    if kind == "alias":
+        return {"previous_id": message.get("previousId")}
+    if kind == "group":
+        return {"group_id": message.get("groupId"), "traits": message.get("traits")}
+    properties = dict(_object(message.get("properties")))
+    if kind in ("page", "screen") and message.get("name"):
+        properties.setdefault("name", message.get("name"))
+    return properties
+
+
 def segment_to_event(message: Any, *, message_type: str | None = None) -> Any:
     """Map one Segment message to our raw event dict; non-objects pass through to be rejected."""
     if not isinstance(message, dict):
@@ -53,24 +75,8 @@ def segment_to_event(message: Any, *, message_type: str | None = None) -> Any:
     page = _object(context.get("page"))
     campaign = _object(context.get("campaign"))
     location = _object(context.get("location"))
-    properties = dict(_object(message.get("properties")))
-
-    if kind == "track":
-        name = message.get("event")
-        event_type = ECOMMERCE_TYPES.get(name, name) if isinstance(name, str) else None
-    else:
-        event_type = MESSAGE_TYPES.get(kind) if isinstance(kind, str) else None
-
-    if kind == "identify":
-        traits = message.get("traits", context.get("traits"))
-        properties = {"traits": traits} if isinstance(traits, dict) else {}
-    elif kind == "alias":
-        properties = {"previous_id": message.get("previousId")}
-    elif kind == "group":
-        properties = {"group_id": message.get("groupId"), "traits": message.get("traits")}
-    if kind in ("page", "screen") and message.get("name"):
-        properties.setdefault("name", message.get("name"))
-
+    event_type = _event_type(message, kind)
+    properties = _properties(message, kind, context)
     event: dict[str, Any] = {
         "type": event_type,
         "event_id": message.get("messageId"),

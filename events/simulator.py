@@ -200,88 +200,57 @@ class Simulator:
         """
         rng = self.rng
         visitor = visitor or self.visitor_for(at)
-        anonymous_id, user_id = visitor.anonymous_id, visitor.user_id
         loyal = visitor.purchases > 0
         source = rng.choices(SOURCES, weights=SOURCE_WEIGHTS)[0]
         context = {
             "user_agent": "python-requests/2.32 (bot)" if bot else rng.choice(USER_AGENTS),
             "country": rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS)[0],
         }
-        events: list[dict] = []
-        clock = at
-
-        def emit(event_type: str, path: str, **extra) -> None:
-            nonlocal clock
-            events.append(
-                {
-                    "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
-                    "type": event_type,
-                    "anonymous_id": anonymous_id,
-                    "user_id": user_id,
-                    "timestamp": clock.isoformat(),
-                    "url": self._url(path, source)
-                    if not events
-                    else f"https://{self.domain}{path}",
-                    "referrer": "https://www.google.com/" if source[0] == "google" else "",
-                    "context": context,
-                    **extra,
-                }
-            )
-            clock += timedelta(seconds=rng.randint(2, 8) if bot else rng.randint(8, 150))
-
-        def view(product: Product) -> None:
-            viewed.append(product)
-            emit(
-                "product_view",
-                f"/products/{product.id}",
-                title=product.name,
-                product={"id": product.id, "name": product.name, "category": product.category,
-                         "price": str(product.price)},
-            )  # fmt: skip
-
-        favourite = rng.choice(self.products)
-        viewed: list[Product] = []
-        if not bot and source[0] and rng.random() < LANDING_ON_PRODUCT:
-            view(favourite)
-        else:
-            emit("page_view", "/", title="Home")
-        views = 400 if bot else rng.choices([0, 1, 2, 3, 4, 6], weights=[25, 30, 20, 12, 8, 5])[0]
-        for _ in range(views):
-            view(favourite if rng.random() < 0.3 else rng.choice(self.products))
+        visit = _Visit(self, visitor, bot=bot, source=source, context=context, clock=at)
+        self._browse(visit)
         visitor.visits += 1
-        if bot or not viewed or rng.random() > (0.45 if loyal else 0.3):
-            self._schedule_return(visitor, clock)
-            return events
-        cart = viewed[-1]
+        if not (bot or not visit.viewed or rng.random() > (0.45 if loyal else 0.3)):
+            self._buy(visit, loyal=loyal)
+        self._schedule_return(visitor, visit.clock)
+        return visit.events
+
+    def _browse(self, visit: "_Visit") -> None:
+        rng = self.rng
+        favourite = rng.choice(self.products)
+        if not visit.bot and visit.source[0] and rng.random() < LANDING_ON_PRODUCT:
+            visit.view(favourite)
+        else:
+            visit.emit("page_view", "/", title="Home")
+        views = (
+            400 if visit.bot else rng.choices([0, 1, 2, 3, 4, 6], weights=[25, 30, 20, 12, 8, 5])[0]
+        )
+        for _ in range(views):
+            visit.view(favourite if rng.random() < 0.3 else rng.choice(self.products))
+
+    def _buy(self, visit: "_Visit", *, loyal: bool) -> None:
+        """The last product viewed into the cart, then maybe a checkout and a purchase."""
+        rng = self.rng
+        cart = visit.viewed[-1]
         quantity = rng.choices([1, 2, 3], weights=[75, 20, 5])[0]
-        emit(
-            "add_to_cart",
-            f"/products/{cart.id}",
-            product={"id": cart.id, "name": cart.name, "category": cart.category,
-                     "price": str(cart.price), "quantity": quantity},
-        )  # fmt: skip
+        line = {"id": cart.id, "name": cart.name, "category": cart.category,
+                "price": str(cart.price), "quantity": quantity}  # fmt: skip
+        visit.emit("add_to_cart", f"/products/{cart.id}", product=dict(line))
         if rng.random() > (0.75 if loyal else 0.6):
-            self._schedule_return(visitor, clock)
-            return events
-        emit("checkout_started", "/checkout")
+            return
+        visit.emit("checkout_started", "/checkout")
         if rng.random() > 0.7:
-            self._schedule_return(visitor, clock)
-            return events
-        if not user_id:
-            user_id = visitor.user_id = f"customer-{rng.randrange(10**6):06d}"
-            emit("identify", "/checkout", properties={"traits": {"plan": "customer"}})
-            events[-1]["user_id"] = user_id
-        emit(
+            return
+        if not visit.visitor.user_id:
+            visit.visitor.user_id = f"customer-{rng.randrange(10**6):06d}"
+            visit.emit("identify", "/checkout", properties={"traits": {"plan": "customer"}})
+        visit.emit(
             "purchase",
             "/checkout/thank-you",
             order={"id": f"#{rng.randrange(10**8)}", "revenue": str(cart.price * quantity),
                    "currency": "USD"},
-            product={"id": cart.id, "name": cart.name, "category": cart.category,
-                     "price": str(cart.price), "quantity": quantity},
+            product=dict(line),
         )  # fmt: skip
-        visitor.purchases += 1
-        self._schedule_return(visitor, clock)
-        return events
+        visit.visitor.purchases += 1
 
     def history(self, *, visitors: int, days: int, end: datetime) -> Iterator[list[dict]]:
         """`visitors` visits over the `days` days before `end`, oldest first.
@@ -317,3 +286,52 @@ class Simulator:
     def _newcomer(self) -> Visitor:
         # Anomalies are one-off visitors: not in `visitors`, so live traffic never picks them.
         return Visitor(anonymous_id=str(uuid.UUID(int=self.rng.getrandbits(128))))
+
+
+class _Visit:
+    """One visit's events as they are emitted: its clock, source, context and products viewed."""
+
+    def __init__(
+        self,
+        simulator: Simulator,
+        visitor: Visitor,
+        *,
+        bot: bool,
+        source: tuple[str, str],
+        context: dict,
+        clock: datetime,
+    ) -> None:
+        self.simulator, self.visitor, self.bot = simulator, visitor, bot
+        self.source, self.context, self.clock = source, context, clock
+        self.events: list[dict] = []
+        self.viewed: list[Product] = []
+
+    def emit(self, event_type: str, path: str, **extra: object) -> None:
+        simulator, rng = self.simulator, self.simulator.rng
+        self.events.append(
+            {
+                "event_id": str(uuid.UUID(int=rng.getrandbits(128))),
+                "type": event_type,
+                "anonymous_id": self.visitor.anonymous_id,
+                "user_id": self.visitor.user_id,
+                # Only the landing page carries the campaign's UTM tags.
+                "url": simulator._url(path, self.source)
+                if not self.events
+                else f"https://{simulator.domain}{path}",
+                "timestamp": self.clock.isoformat(),
+                "referrer": "https://www.google.com/" if self.source[0] == "google" else "",
+                "context": self.context,
+                **extra,
+            }
+        )
+        self.clock += timedelta(seconds=rng.randint(2, 8) if self.bot else rng.randint(8, 150))
+
+    def view(self, product: Product) -> None:
+        self.viewed.append(product)
+        self.emit(
+            "product_view",
+            f"/products/{product.id}",
+            title=product.name,
+            product={"id": product.id, "name": product.name, "category": product.category,
+                     "price": str(product.price)},
+        )  # fmt: skip

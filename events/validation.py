@@ -249,19 +249,40 @@ def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None 
     if not anonymous_id and not user_id:
         raise EventInvalid("missing_identity", "anonymous_id or user_id is required.")
 
+    event = EventIn(
+        event_id=event_id,
+        type=event_type.strip(),
+        occurred_at=_occurred_at(raw, received_at=received_at, sent_at=sent_at),
+        anonymous_id=anonymous_id,
+        user_id=user_id,
+        url=_text(raw, "url", MAX_URL),
+        referrer=_text(raw, "referrer", MAX_URL),
+        title=_text(raw, "title", MAX_TITLE),
+        properties=_properties(raw),
+    )
+    _product_apply(event, raw.get("product"))
+    _order_apply(event, raw.get("order"))
+    _utm_apply(event, raw)
+    _context_apply(event, raw.get("context") or {})
+    return event
+
+
+def _occurred_at(raw: dict, *, received_at: datetime, sent_at: datetime | None) -> datetime:
     own_sent_at = raw.get("sent_at")
     if own_sent_at is not None:
         sent_at = parse_timestamp(own_sent_at, "sent_at")
     timestamp = raw.get("timestamp")
-    occurred_at = occurred_at_for(
+    return occurred_at_for(
         parse_timestamp(timestamp) if timestamp is not None else None,
         sent_at=sent_at,
         received_at=received_at,
     )
 
+
+def _properties(raw: dict) -> dict:
     properties = raw.get("properties", raw.get("data"))
     if properties is None:
-        properties = {}
+        return {}
     if not isinstance(properties, dict):
         raise EventInvalid("invalid_type", "properties must be an object.")
     # Checked before the size: orjson cannot serialise 255 levels, and the database stores 31.
@@ -271,37 +292,33 @@ def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None 
         raise EventInvalid(
             "properties_too_large", f"properties are larger than {MAX_PROPERTIES_BYTES} bytes."
         )
+    return properties
 
-    event = EventIn(
-        event_id=event_id,
-        type=event_type.strip(),
-        occurred_at=occurred_at,
-        anonymous_id=anonymous_id,
-        user_id=user_id,
-        url=_text(raw, "url", MAX_URL),
-        referrer=_text(raw, "referrer", MAX_URL),
-        title=_text(raw, "title", MAX_TITLE),
-        properties=properties,
-    )
 
-    product = raw.get("product")
-    if product is not None:
-        if not isinstance(product, dict):
-            raise EventInvalid("invalid_type", "product must be an object.")
-        event.product_id = _text(product, "id", MAX_PRODUCT_ID, name="product.id")
-        event.product_name = _text(product, "name", MAX_SHORT, name="product.name")
-        event.product_category = _text(product, "category", MAX_SHORT, name="product.category")
-        event.product_price = _decimal(product.get("price"), "product.price")
-        event.product_quantity = _integer(product.get("quantity"), "product.quantity")
+def _product_apply(event: EventIn, product: Any) -> None:
+    if product is None:
+        return
+    if not isinstance(product, dict):
+        raise EventInvalid("invalid_type", "product must be an object.")
+    event.product_id = _text(product, "id", MAX_PRODUCT_ID, name="product.id")
+    event.product_name = _text(product, "name", MAX_SHORT, name="product.name")
+    event.product_category = _text(product, "category", MAX_SHORT, name="product.category")
+    event.product_price = _decimal(product.get("price"), "product.price")
+    event.product_quantity = _integer(product.get("quantity"), "product.quantity")
 
-    order = raw.get("order")
-    if order is not None:
-        if not isinstance(order, dict):
-            raise EventInvalid("invalid_type", "order must be an object.")
-        event.order_id = _text(order, "id", MAX_PRODUCT_ID, name="order.id")
-        event.revenue = _decimal(order.get("revenue"), "order.revenue")
-        event.currency = _text(order, "currency", 3, name="order.currency").upper()
 
+def _order_apply(event: EventIn, order: Any) -> None:
+    if order is None:
+        return
+    if not isinstance(order, dict):
+        raise EventInvalid("invalid_type", "order must be an object.")
+    event.order_id = _text(order, "id", MAX_PRODUCT_ID, name="order.id")
+    event.revenue = _decimal(order.get("revenue"), "order.revenue")
+    event.currency = _text(order, "currency", 3, name="order.currency").upper()
+
+
+def _utm_apply(event: EventIn, raw: dict) -> None:
+    """UTM fields from `utm`, the top-level `utm_*` keys, or else the URL's query string."""
     utm = raw.get("utm") or {}
     if not isinstance(utm, dict):
         raise EventInvalid("invalid_type", "utm must be an object.")
@@ -316,7 +333,8 @@ def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None 
         for key, value in from_url.items():
             setattr(event, key, value)
 
-    context = raw.get("context") or {}
+
+def _context_apply(event: EventIn, context: Any) -> None:
     if not isinstance(context, dict):
         raise EventInvalid("invalid_type", "context must be an object.")
     event.user_agent = _text(context, "user_agent", MAX_USER_AGENT, name="context.user_agent")
@@ -327,4 +345,3 @@ def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None 
             event.ip = str(ipaddress.ip_address(str(ip)))
         except ValueError:
             raise EventInvalid("invalid_ip", "context.ip is not an IP address.") from None
-    return event
