@@ -62,6 +62,8 @@ def _spread(values: list[float]) -> dict[str, float]:
     }
 
 
+# Long on purpose: arguments, one training per seed, then the table; splitting it would only
+# pass the parsed arguments around.
 def main() -> None:
     defaults = TrainingConfig()
     parser = argparse.ArgumentParser()

@@ -165,6 +165,8 @@ def worker_stop(worker: subprocess.Popen) -> None:
         worker.wait()
 
 
+# Long on purpose: the worker, the sender and the sampler share one timeline; keeping them in
+# one function keeps their start, stop and clean-up in one place.
 def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) -> dict:
     """Lag of a real worker while events arrive at `rate` per second."""
     shop = shop_create(

@@ -83,6 +83,8 @@ def reset_shop() -> Shop:
     return Shop.objects.create(domain=DOMAIN, name="bench")
 
 
+# Long on purpose: events, sessions, persons and orders are generated from the same random
+# draws so that their ids and times agree; split, the arrays would travel between functions.
 def generate(shop: Shop, *, events: int, days: int, seed: int) -> dict[str, int]:
     rng = np.random.default_rng(seed)
     start = END - timedelta(days=days)
@@ -198,6 +200,8 @@ def timed(client: APIClient, path: str, before=None) -> float:
     return elapsed
 
 
+# Long on purpose: the run reads top to bottom as the procedure it measures (load, rebuild,
+# cold and warm samples, funnel), each step timed.
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
