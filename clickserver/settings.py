@@ -200,6 +200,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "events.tasks.erasures_complete_sweep_task",
         "schedule": timedelta(minutes=5),
     },
+    "sessions-rebuild-sweep": {
+        "task": "events.tasks.shop_sessions_rebuild_sweep_task",
+        "schedule": timedelta(minutes=5),
+    },
     "analytics-rollups-sweep": {
         "task": "analytics.tasks.rollups_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
@@ -239,6 +243,8 @@ REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default
 # with a lower auto-increment id is never skipped by the watermark.
 PIPELINE_SETTLE_SECONDS = env.float("PIPELINE_SETTLE_SECONDS", default=2.0)
 PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20000)
+# A shop's session-timeout change waits this long for its rebuild before the sweep resends it.
+SESSIONS_REBUILD_SWEEP_AFTER_MINUTES = env.int("SESSIONS_REBUILD_SWEEP_AFTER_MINUTES", default=30)
 # Readiness answers 503 while a shop's oldest unprocessed event is older than this.
 PIPELINE_STUCK_SECONDS = env.int("PIPELINE_STUCK_SECONDS", default=900)
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task

@@ -40,6 +40,9 @@ class Shop(models.Model):
     # storefront may ask for that customer's recommendations (events/storefront_auth.py).
     identity_secret = models.CharField(max_length=64, default=new_identity_secret)
     session_timeout_minutes = models.PositiveIntegerField(default=30)
+    # Set when the timeout changes, cleared once every session is rebuilt with it: the sweep
+    # sends the rebuild again if its message was lost (events/tasks.py).
+    sessions_rebuild_requested_at = models.DateTimeField(null=True, blank=True, editable=False)
     is_ip_anonymized = models.BooleanField(default=True)
     consent_mode = models.CharField(
         max_length=16, choices=ConsentMode.choices, default=ConsentMode.NONE

@@ -283,6 +283,15 @@ def erasure_requests_list(*, shop: Shop) -> QuerySet[ErasureRequest]:
     return ErasureRequest.objects.filter(shop=shop).order_by("-requested_at", "-id")
 
 
+def shops_awaiting_sessions_rebuild(*, requested_before: datetime) -> list[int]:
+    """Shops whose session timeout changed before then and whose sessions are not rebuilt."""
+    return list(
+        Shop.objects.filter(sessions_rebuild_requested_at__lt=requested_before)
+        .values_list("pk", flat=True)
+        .order_by("pk")
+    )
+
+
 def erasures_pending_shop_ids() -> list[int]:
     """Shops with an erasure whose derived data is not yet recomputed."""
     return list(

@@ -78,6 +78,22 @@ def shop_sessions_rebuild_task(shop_id: int) -> int:
 
 
 @shared_task
+def shop_sessions_rebuild_sweep_task() -> int:
+    """Safety net: a rebuild whose message was lost (broker down at the change) is sent again.
+
+    Only requests older than SESSIONS_REBUILD_SWEEP_AFTER_MINUTES, so that a rebuild still in the
+    queue or running is not sent twice.
+    """
+    requested_before = timezone.now() - timedelta(
+        minutes=settings.SESSIONS_REBUILD_SWEEP_AFTER_MINUTES
+    )
+    shop_ids = selectors.shops_awaiting_sessions_rebuild(requested_before=requested_before)
+    for shop_id in shop_ids:
+        shop_sessions_rebuild_task.delay(shop_id)
+    return len(shop_ids)
+
+
+@shared_task
 def erasures_complete_sweep_task() -> int:
     """Safety net: an erasure whose recompute message was lost stays pending until this runs."""
     shop_ids = selectors.erasures_pending_shop_ids()

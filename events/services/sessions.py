@@ -221,7 +221,17 @@ def sessions_rebuild(*, shop_id: int) -> AssignResult:
 
 def shop_sessions_rebuild(*, shop_id: int) -> AssignResult:
     """Re-sessionise a shop (its session timeout changed), then recompute every aggregate built
-    from its sessions through the recompute follow-ups (rollups of all days, segments, ...)."""
+    from its sessions through the recompute follow-ups (rollups of all days, segments, ...).
+
+    The shop's rebuild request is cleared only if no newer change came in meanwhile.
+    """
+    requested_at = Shop.objects.values_list("sessions_rebuild_requested_at", flat=True).get(
+        pk=shop_id
+    )
     result = sessions_rebuild(shop_id=shop_id)
     follow_ups.recompute_run(shop_id=shop_id, days=None)
+    if requested_at is not None:
+        Shop.objects.filter(pk=shop_id, sessions_rebuild_requested_at=requested_at).update(
+            sessions_rebuild_requested_at=None
+        )
     return result

@@ -9,6 +9,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils import timezone
 from kombu.exceptions import OperationalError as BrokerError
 from rest_framework.authtoken.models import Token
 
@@ -89,8 +90,12 @@ def shop_update(*, shop: Shop, data: Mapping[str, Any]) -> Shop:
     for name, value in data.items():
         setattr(shop, name, value)
     shop.full_clean()
-    shop.save(update_fields=sorted(data))
+    update_fields = set(data)
     if shop.session_timeout_minutes != stored_timeout:
+        shop.sessions_rebuild_requested_at = timezone.now()
+        update_fields.add("sessions_rebuild_requested_at")
+    shop.save(update_fields=sorted(update_fields))
+    if "sessions_rebuild_requested_at" in update_fields:
         shop_id = shop.pk
         transaction.on_commit(lambda: shop_sessions_rebuild_schedule(shop_id=shop_id))
     return shop
@@ -103,6 +108,7 @@ def shop_sessions_rebuild_schedule(*, shop_id: int) -> None:
     try:
         shop_sessions_rebuild_task.delay(shop_id)
     except BrokerError:
+        # The shop's sessions_rebuild_requested_at stays set: the sweep sends it again.
         logger.error("broker unavailable; shop %s keeps its old sessions until rebuilt", shop_id)
 
 
