@@ -46,9 +46,10 @@ test-fuzz: install-dev ## only the fuzzing (docs/testing.md)
 
 check: install-dev lint typecheck test
 
-lint:
+lint: ## ruff, and the layering contracts of pyproject.toml [tool.importlinter]
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 typecheck:
 	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */services/*.py */selectors.py */selectors/*.py */tasks.py */sql.py */cache.py)

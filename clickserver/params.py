@@ -7,7 +7,8 @@ conversion, and a decade-long span would scan every rollup of a shop.
 """
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
 
 from clickserver.errors import ApplicationError
 
@@ -48,3 +49,8 @@ def period_days_parse(params: Mapping[str, str], *, today: date) -> tuple[date, 
     if (end - start).days >= MAX_DAYS:
         raise invalid("start", f"the period is limited to {MAX_DAYS} days")
     return start, end
+
+
+def local_midnight(day: date, tz: ZoneInfo) -> datetime:
+    """The UTC instant a shop-local day starts at: the bound of a half-open `[start, end)`."""
+    return datetime.combine(day, time.min, tzinfo=tz).astimezone(UTC)

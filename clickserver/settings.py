@@ -247,6 +247,9 @@ PIPELINE_BATCH_SIZE = env.int("PIPELINE_BATCH_SIZE", default=20000)
 SESSIONS_REBUILD_SWEEP_AFTER_MINUTES = env.int("SESSIONS_REBUILD_SWEEP_AFTER_MINUTES", default=30)
 # Readiness answers 503 while a shop's oldest unprocessed event is older than this.
 PIPELINE_STUCK_SECONDS = env.int("PIPELINE_STUCK_SECONDS", default=900)
+# Readiness and /metrics read the pipeline backlog through this selector (clickserver/health.py);
+# named, not imported, so that clickserver imports no app.
+HEALTH_BACKLOG = "events.selectors.processing_backlog"
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;

@@ -17,6 +17,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.throttling import BaseThrottle
 
 from clickserver.ratelimit import rate_limit_peek, rate_limit_reset, rate_limit_retry_after
+from clickserver.write_key import write_key_from_request
 
 # Keys and usernames in a limiter key are clipped: a client must not grow our Redis keys.
 MAX_KEY_PART = 150
@@ -78,13 +79,16 @@ class ExportThrottle(_Throttle):
 
 
 class StorefrontThrottle(_Throttle):
-    """Public storefront endpoints, per write key and client address (the key is public)."""
+    """Public storefront endpoints, per write key and client address (the key is public).
+
+    The key is read as the shop check reads it (header or Basic auth), never from the query
+    string; a request without one still counts, under an empty key, for its address."""
 
     limit_setting = "STOREFRONT_RATE_LIMIT_REQUESTS"
     window_setting = "STOREFRONT_RATE_LIMIT_WINDOW_SECONDS"
 
     def key(self, request: Any, view: Any) -> str | None:
-        write_key = request.headers.get("X-Write-Key") or request.query_params.get("write_key", "")
+        write_key = write_key_from_request(request=request)
         return f"storefront:{write_key[:MAX_KEY_PART]}:{client_ip(request)}"
 
 

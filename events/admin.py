@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from clickserver.admin import ReadOnlyAdmin
 from events import selectors
 from events.models import (
     Checkout,
@@ -39,23 +40,6 @@ from events.services.shops import (
 from events.snippet import snippet_tag
 
 _admin_request: ContextVar[HttpRequest | None] = ContextVar("admin_request", default=None)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """Raw and derived data is written by the pipeline only.
-
-    Deleting is writing too: a deleted event or session would leave rollups, bitmaps and
-    segments counting it. People are removed through the erasure service (PersonAdmin).
-    """
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 def _is_owner(request: HttpRequest, shop: Shop | None) -> bool:

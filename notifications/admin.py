@@ -1,21 +1,29 @@
+"""The model registry and the live scores in the admin: read-only, since training and scoring
+write them; a version is activated through `model_version_activate`."""
+
 from django.contrib import admin, messages
 
+from clickserver.admin import ReadOnlyAdmin
 from notifications import services
 from notifications.models import ConversionScore, ModelVersion
 
 
 @admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
+class ModelVersionAdmin(ReadOnlyAdmin):
     list_display = ("name", "version", "shop", "is_active", "trained_at", "roc_auc", "path")
     list_filter = ("name", "is_active", "shop")
-    readonly_fields = ("name", "version", "shop", "path", "metrics", "trained_at", "is_active")
     actions = ["activate"]
 
     @admin.display(description="Test ROC-AUC")
     def roc_auc(self, obj: ModelVersion) -> float | None:
         return (obj.metrics.get("metrics") or {}).get("roc_auc")
 
-    @admin.action(description="Activate the selected version")
+    def has_activate_permission(self, request) -> bool:
+        # Activating changes which version scores a shop: it takes the change permission that
+        # the read-only form itself does not grant.
+        return request.user.has_perm("notifications.change_modelversion")
+
+    @admin.action(description="Activate the selected version", permissions=["activate"])
     def activate(self, request, queryset):
         for model_version in queryset:
             services.model_version_activate(model_version=model_version)
@@ -23,7 +31,7 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 
 @admin.register(ConversionScore)
-class ConversionScoreAdmin(admin.ModelAdmin):
+class ConversionScoreAdmin(ReadOnlyAdmin):
     list_display = ("session", "shop", "person", "score", "model_version", "scored_at")
     list_filter = ("shop",)
     raw_id_fields = ("session", "person", "model_version")

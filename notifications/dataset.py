@@ -132,6 +132,26 @@ def _frame_normalise(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _running_totals(log: pd.DataFrame) -> pd.DataFrame:
+    """After each of the person's events (`log` in time order): how much of everything so far."""
+    by_person = log.groupby("person_key", sort=False)
+    first_of_session = ~log.duplicated("session_key")
+
+    def running_count(flags: pd.Series) -> pd.Series:
+        return flags.astype(np.int64).groupby(log["person_key"], sort=False).cumsum()
+
+    return pd.DataFrame(
+        {
+            "person_key": log["person_key"],
+            "at": log["occurred_at"],
+            "sessions": running_count(first_of_session),
+            "events": by_person.cumcount() + 1,
+            "carts": running_count(log["type"].eq("add_to_cart")),
+            "purchases": running_count(log["type"].eq(PURCHASE)),
+        }
+    )
+
+
 def context_build(frame: pd.DataFrame, *, history: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per session of `frame`: its person's history strictly before the session's first event.
 
@@ -146,24 +166,7 @@ def context_build(frame: pd.DataFrame, *, history: pd.DataFrame | None = None) -
         return pd.DataFrame(columns=list(CONTEXT_FEATURES), index=empty, dtype=np.float32)
     log = frame if history is None else _frame_normalise(history)
     log = log.sort_values(["occurred_at", "person_key", "session_key"], kind="stable")
-    log = log.reset_index(drop=True)
-    by_person = log.groupby("person_key", sort=False)
-    first_of_session = ~log.duplicated("session_key")
-
-    def running_count(flags: pd.Series) -> pd.Series:
-        return flags.astype(np.int64).groupby(log["person_key"], sort=False).cumsum()
-
-    # After each of the person's events (in time order): how much of everything so far.
-    running = pd.DataFrame(
-        {
-            "person_key": log["person_key"],
-            "at": log["occurred_at"],
-            "sessions": running_count(first_of_session),
-            "events": by_person.cumcount() + 1,
-            "carts": running_count(log["type"].eq("add_to_cart")),
-            "purchases": running_count(log["type"].eq(PURCHASE)),
-        }
-    )
+    running = _running_totals(log.reset_index(drop=True))
     starts = (
         frame.groupby("session_key", sort=False)
         .agg(person_key=("person_key", "first"), started_at=("occurred_at", "min"))

@@ -256,6 +256,8 @@ def lstm_build(config: TrainingConfig, *, aggregates_train: np.ndarray | None = 
     `aggregates_train` (`aggregate_features` of the training split) sets their normalisation,
     which is stored in the model, so serving sends the raw inputs.
     """
+    # One function on purpose (~60 lines): the functional graph reads whole, input to output, and
+    # its layer names are what lstm_calibrate and the exported signature rely on.
     import keras
 
     event_type = keras.Input(shape=(MAX_LEN,), dtype="int32", name="event_type")
@@ -349,7 +351,6 @@ def train_and_evaluate(
     import keras
 
     config = config if config is not None else TrainingConfig()
-    epochs = config.epochs
     say = progress or (lambda message: None)
     if len(split.train) == 0 or len(split.validation) == 0 or len(split.test) == 0:
         raise ValueError("every part of the split needs sessions")
@@ -360,12 +361,50 @@ def train_and_evaluate(
     test = prefixes_expand(split.test)
     model = lstm_build(config, aggregates_train=aggregate_features(train))
     started = time.monotonic()
+    _lstm_fit(model, split=split, train=train, validation=validation, config=config, say=say)
+    say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
+    model, calibration = lstm_calibrate(model, validation)
+    test_prefixes = calibration_report(
+        labels=test.labels, scores=lstm_predict(model, test), weights=test.sample_weights()
+    )
+    # On prefixes only: a finished session's score conditions on "nothing more happened", which
+    # the model is never asked live, so its calibration would measure a question nobody asks.
+    calibration.update(target_ece=TARGET_ECE, test=test_prefixes.as_dict())
+    say(f"test calibration (prefixes): ECE {test_prefixes.ece}, Brier {test_prefixes.brier}")
+    lstm, lstm_validation = _evaluate(split, lambda batch: lstm_predict(model, batch))
+    validation_auc = {"lstm": lstm_validation}
+    baselines = baselines_evaluate(split, validation_roc_auc=validation_auc)
+    card = {
+        **_card_data(split, train_prefixes=len(train)),
+        "config": asdict(config),
+        "metrics": asdict(lstm),
+        "calibration": calibration,
+        "baselines": baselines,
+        # Validation ROC-AUC of every model: what model choices may be based on (never test).
+        "validation": validation_auc,
+        "signature": SIGNATURE,
+    }
+    return TrainingResult(model=model, card=card)
+
+
+def _lstm_fit(
+    model: Any,
+    *,
+    split: Split,
+    train: SequenceBatch,
+    validation: SequenceBatch,
+    config: TrainingConfig,
+    say: Progress,
+) -> None:
+    """Class-weighted fit on the prefixes, early-stopped on validation AUC when it has both
+    classes; `say` hears each epoch."""
+    import keras
 
     class Report(keras.callbacks.Callback):
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
             logs = logs or {}
             say(
-                f"epoch {epoch + 1}/{epochs}: loss {logs.get('loss', 0):.4f} "
+                f"epoch {epoch + 1}/{config.epochs}: loss {logs.get('loss', 0):.4f} "
                 f"val_auc {logs.get('val_auc', 0):.4f}"
             )
 
@@ -387,19 +426,11 @@ def train_and_evaluate(
         callbacks=callbacks,
         verbose=0,
     )
-    say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
-    model, calibration = lstm_calibrate(model, validation)
-    test_prefixes = calibration_report(
-        labels=test.labels, scores=lstm_predict(model, test), weights=test.sample_weights()
-    )
-    # On prefixes only: a finished session's score conditions on "nothing more happened", which
-    # the model is never asked live, so its calibration would measure a question nobody asks.
-    calibration.update(target_ece=TARGET_ECE, test=test_prefixes.as_dict())
-    say(f"test calibration (prefixes): ECE {test_prefixes.ece}, Brier {test_prefixes.brier}")
-    lstm, lstm_validation = _evaluate(split, lambda batch: lstm_predict(model, batch))
-    validation_auc = {"lstm": lstm_validation}
-    baselines = baselines_evaluate(split, validation_roc_auc=validation_auc)
-    card = {
+
+
+def _card_data(split: Split, *, train_prefixes: int) -> dict[str, Any]:
+    """What the model card says of the data: its time window, sizes and class balance."""
+    return {
         "name": "conversion",
         "data_window": {
             "train_from": _iso(split.train.started_at.min()),
@@ -411,7 +442,7 @@ def train_and_evaluate(
             "train": len(split.train),
             "validation": len(split.validation),
             "test": len(split.test),
-            "train_prefixes": len(train),
+            "train_prefixes": train_prefixes,
         },
         "class_balance": {
             part: round(float(batch.labels.mean()), 4)
@@ -421,15 +452,7 @@ def train_and_evaluate(
                 ("test", split.test),
             )
         },
-        "config": asdict(config),
-        "metrics": asdict(lstm),
-        "calibration": calibration,
-        "baselines": baselines,
-        # Validation ROC-AUC of every model: what model choices may be based on (never test).
-        "validation": validation_auc,
-        "signature": SIGNATURE,
     }
-    return TrainingResult(model=model, card=card)
 
 
 def _iso(value: np.datetime64) -> str:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
 
@@ -104,12 +105,7 @@ def scores_refresh(*, shop_id: int, now: datetime) -> int:
     sessions = dict(live.values_list("id", "person_id"))
     if not sessions:
         return 0
-    frame = selectors.events_frame(shop=shop, session_ids=list(sessions), until=now)
-    if frame.empty:
-        return 0
-    # The pipeline may not have flagged a purchase it has just assigned; the events have it.
-    bought = set(frame.loc[frame["type"].eq(dataset.PURCHASE), "session_key"].astype(str))
-    frame = frame[~frame["session_key"].astype(str).isin(bought)]
+    frame = _unbought_events(shop=shop, session_ids=list(sessions), now=now)
     if frame.empty:
         return 0
     event_counts = frame.groupby(frame["session_key"].astype(str)).size()
@@ -133,7 +129,7 @@ def scores_refresh(*, shop_id: int, now: datetime) -> int:
             for key, score in scored
         ]
     )
-    ScoreSample.objects.bulk_create(
+    _samples_insert(
         [
             ScoreSample(
                 shop=shop,
@@ -144,16 +140,19 @@ def scores_refresh(*, shop_id: int, now: datetime) -> int:
                 scored_at=now,
             )
             for key, score in scored
-        ],
-        batch_size=1000,
-        # A prefix already scored keeps its first score (what was shown at the time): on the
-        # unique key the "update" rewrites event_count with itself. Unlike INSERT IGNORE this
-        # swallows nothing but that key's conflict.
-        update_conflicts=True,
-        update_fields=["event_count"],
-        unique_fields=_conflict_target(["session", "event_count"]),
+        ]
     )
     return len(scored)
+
+
+def _unbought_events(*, shop: Shop, session_ids: list[int], now: datetime) -> pd.DataFrame:
+    """The sessions' events up to `now`, without the sessions that hold a purchase."""
+    frame = selectors.events_frame(shop=shop, session_ids=session_ids, until=now)
+    if frame.empty:
+        return frame
+    # The pipeline may not have flagged a purchase it has just assigned; the events have it.
+    bought = set(frame.loc[frame["type"].eq(dataset.PURCHASE), "session_key"].astype(str))
+    return frame[~frame["session_key"].astype(str).isin(bought)]
 
 
 def _conflict_target(fields: list[str]) -> list[str] | None:
@@ -169,4 +168,17 @@ def _scores_upsert(rows: list[ConversionScore]) -> None:
         update_conflicts=True,
         update_fields=fields,
         unique_fields=_conflict_target(["session"]),
+    )
+
+
+def _samples_insert(rows: list[ScoreSample]) -> None:
+    ScoreSample.objects.bulk_create(
+        rows,
+        batch_size=1000,
+        # A prefix already scored keeps its first score (what was shown at the time): on the
+        # unique key the "update" rewrites event_count with itself. Unlike INSERT IGNORE this
+        # swallows nothing but that key's conflict.
+        update_conflicts=True,
+        update_fields=["event_count"],
+        unique_fields=_conflict_target(["session", "event_count"]),
     )

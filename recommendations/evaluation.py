@@ -7,6 +7,7 @@ one, and the lists built from everything the person did before it are scored at 
 
 import random
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -56,8 +57,55 @@ class Evaluation:
         }
 
 
+# One event as read here: (person_id, session_id, type, product_id, occurred_at).
+Row = tuple[int, int, str, str, datetime]
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What the first part of the log teaches: co-occurrence neighbours and crowd scores."""
+
+    neighbours: dict[str, list[tuple[str, float]]]
+    crowd: dict[str, float]
+    catalogue: list[str]
+
+
 def recommendations_evaluate(*, shop_id: int, k: int = 10, seed: int = 0) -> Evaluation:
-    rows = list(
+    rows = _events_read(shop_id=shop_id)
+    result = Evaluation(
+        k=k, scores={name: Score() for name in ("featured_collection", "crowd_favorites", "random")}
+    )
+    if not rows:
+        return result
+    cutoff = _cutoff(rows)
+    train = [r for r in rows if r[4] < cutoff]
+    result.cutoff, result.train_events = cutoff, len(train)
+    trained = _train(train, cutoff=cutoff)
+    rng = random.Random(seed)
+    for history, target in _test_cases(rows, cutoff=cutoff):
+        bought = {r[3] for r in history if r[2] == "purchase"}
+        seeds = list(dict.fromkeys(r[3] for r in reversed(history)))[:SEEDS]
+        popular = [
+            r.product_id for r in ranking.top(trained.crowd, limit=k + len(bought), exclude=bought)
+        ]
+        featured = ranking.featured_rank(
+            seeds=seeds, neighbours=trained.neighbours, fallback=popular, exclude=bought, limit=k
+        )
+        catalogue = trained.catalogue
+        candidates = [
+            pid
+            for pid in rng.sample(catalogue, min(len(catalogue), k + len(bought)))
+            if pid not in bought
+        ]
+        result.test_sessions += 1
+        result.scores["featured_collection"].add([r.product_id for r in featured], target)
+        result.scores["crowd_favorites"].add(popular[:k], target)
+        result.scores["random"].add(candidates[:k], target)
+    return result
+
+
+def _events_read(*, shop_id: int) -> list[Row]:
+    return list(
         Event.objects.filter(
             shop_id=shop_id,
             type__in=list(ranking.WEIGHTS),
@@ -68,33 +116,37 @@ def recommendations_evaluate(*, shop_id: int, k: int = 10, seed: int = 0) -> Eva
         .order_by("occurred_at", "id")
         .values_list("person_id", "session_id", "type", "product_id", "occurred_at")[:MAX_EVENTS]
     )
-    result = Evaluation(
-        k=k, scores={name: Score() for name in ("featured_collection", "crowd_favorites", "random")}
-    )
-    if not rows:
-        return result
+
+
+def _cutoff(rows: list[Row]) -> datetime:
     # The 0.1 % tails are ignored when measuring the span: a few events with broken clocks (years
     # off in public data sets) would otherwise put the whole log on one side of the cutoff.
     tail = len(rows) // 1000
     start, end = rows[tail][4], rows[-1 - tail][4]
-    cutoff = start + (end - start) * (1 - TEST_SHARE)
-    result.cutoff = cutoff
-    train = [r for r in rows if r[4] < cutoff]
-    result.train_events = len(train)
+    return start + (end - start) * (1 - TEST_SHARE)
 
+
+def _train(train: list[Row], *, cutoff: datetime) -> Trained:
     train_sessions: dict[int, list[str]] = defaultdict(list)
     for _, session_id, _, product_id, _ in train:
         train_sessions[session_id].append(product_id)
     table = ranking.affinity_from_sessions(train_sessions.values())
-    neighbours = {pid: [(o, s) for o, s, _ in rows_] for pid, rows_ in table.items()}
     since = cutoff - timedelta(days=CROWD_WINDOW_DAYS)
-    crowd = ranking.crowd_scores(
-        (pid, t, (cutoff.date() - at.date()).days, 1) for _, _, t, pid, at in train if at >= since
+    return Trained(
+        neighbours={pid: [(o, s) for o, s, _ in rows_] for pid, rows_ in table.items()},
+        crowd=ranking.crowd_scores(
+            (pid, t, (cutoff.date() - at.date()).days, 1)
+            for _, _, t, pid, at in train
+            if at >= since
+        ),
+        catalogue=sorted({r[3] for r in train}),
     )
-    catalogue = sorted({r[3] for r in train})
-    rng = random.Random(seed)
 
-    by_person: dict[int, list[tuple]] = defaultdict(list)
+
+def _test_cases(rows: list[Row], *, cutoff: datetime) -> Iterator[tuple[list[Row], str]]:
+    """(the person's history before it, the hidden product) for each test session with at least
+    two viewed/carted products, in a fixed order (the random baseline's draws follow it)."""
+    by_person: dict[int, list[Row]] = defaultdict(list)
     session_start: dict[int, datetime] = {}
     for row in rows:
         by_person[row[0]].append(row)
@@ -106,24 +158,5 @@ def recommendations_evaluate(*, shop_id: int, k: int = 10, seed: int = 0) -> Eva
             if session_start[session_id] >= cutoff and event_type in BROWSE_TYPES:
                 tests[session_id].append(i)
         for indexes in tests.values():
-            if len(indexes) < 2:
-                continue
-            history, target = events[: indexes[-1]], events[indexes[-1]][3]
-            bought = {r[3] for r in history if r[2] == "purchase"}
-            seeds = list(dict.fromkeys(r[3] for r in reversed(history)))[:SEEDS]
-            popular = [
-                r.product_id for r in ranking.top(crowd, limit=k + len(bought), exclude=bought)
-            ]
-            featured = ranking.featured_rank(
-                seeds=seeds, neighbours=neighbours, fallback=popular, exclude=bought, limit=k
-            )
-            candidates = [
-                pid
-                for pid in rng.sample(catalogue, min(len(catalogue), k + len(bought)))
-                if pid not in bought
-            ]
-            result.test_sessions += 1
-            result.scores["featured_collection"].add([r.product_id for r in featured], target)
-            result.scores["crowd_favorites"].add(popular[:k], target)
-            result.scores["random"].add(candidates[:k], target)
-    return result
+            if len(indexes) >= 2:
+                yield events[: indexes[-1]], events[indexes[-1]][3]

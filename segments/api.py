@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -16,7 +16,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.api import Pagination
-from clickserver.params import period_days_parse
+from clickserver.params import local_midnight, period_days_parse
 from clickserver.renderers import CsvRenderer
 from clickserver.schema import (
     END,
@@ -75,10 +75,7 @@ def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
     """`start`/`end` ISO dates in the shop's timezone, both inclusive, as a half-open UTC range."""
     zone = ZoneInfo(tz)
     start, end = period_days_parse(params, today=timezone.now().astimezone(zone).date())
-    return (
-        datetime.combine(start, time(), zone),
-        datetime.combine(end + timedelta(days=1), time(), zone),
-    )
+    return local_midnight(start, zone), local_midnight(end + timedelta(days=1), zone)
 
 
 def table_schema(name: str, description: str, *extra: OpenApiParameter):

@@ -119,46 +119,9 @@ def _parse(raw: Any, path: str, depth: int) -> Node:
     if not isinstance(raw, dict):
         raise RuleError(path, "must be an object")
     if "all" in raw or "any" in raw:
-        if len(raw) != 1:
-            raise RuleError(path, "a group has exactly one key, 'all' or 'any'")
-        if depth >= MAX_DEPTH:
-            raise RuleError(path, f"groups nest at most {MAX_DEPTH} deep")
-        op = next(iter(raw))
-        items = raw[op]
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
-            raise RuleError(f"{path}.{op}", f"must be a list of 1 to {MAX_ITEMS} items")
-        return Group(
-            op=op,
-            items=tuple(
-                _parse(item, f"{path}.{op}[{i}]", depth + 1) for i, item in enumerate(items)
-            ),
-        )
+        return _group_parse(raw, path, depth)
     if "event" in raw:
-        _unknown(raw, EVENT_KEYS, path)
-        if "within_days" not in raw:
-            raise RuleError(path, "an event condition needs 'within_days'")
-        low = (
-            _int(raw["min_count"], f"{path}.min_count", low=0, high=10**6)
-            if "min_count" in raw
-            else None
-        )
-        high = (
-            _int(raw["max_count"], f"{path}.max_count", low=0, high=10**6)
-            if "max_count" in raw
-            else None
-        )
-        if low is None and high is None:
-            low = 1
-        if low is not None and high is not None and low > high:
-            raise RuleError(path, "min_count is greater than max_count")
-        return EventCondition(
-            event=_name(raw["event"], f"{path}.event"),
-            min_count=low,
-            max_count=high,
-            within_days=_int(
-                raw["within_days"], f"{path}.within_days", low=1, high=MAX_WINDOW_DAYS
-            ),
-        )
+        return _event_parse(raw, path)
     if "property" in raw:
         _unknown(raw, PROPERTY_KEYS, path)
         days = raw.get("within_days")
@@ -174,6 +137,47 @@ def _parse(raw: Any, path: str, depth: int) -> Node:
         return TraitCondition(trait=_name(raw["trait"], f"{path}.trait"), values=_values(raw, path))
     raise RuleError(
         path, "must be a group ('all'/'any') or a condition ('event'/'property'/'trait')"
+    )
+
+
+def _group_parse(raw: dict, path: str, depth: int) -> Group:
+    if len(raw) != 1:
+        raise RuleError(path, "a group has exactly one key, 'all' or 'any'")
+    if depth >= MAX_DEPTH:
+        raise RuleError(path, f"groups nest at most {MAX_DEPTH} deep")
+    op = next(iter(raw))
+    items = raw[op]
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_ITEMS:
+        raise RuleError(f"{path}.{op}", f"must be a list of 1 to {MAX_ITEMS} items")
+    return Group(
+        op=op,
+        items=tuple(_parse(item, f"{path}.{op}[{i}]", depth + 1) for i, item in enumerate(items)),
+    )
+
+
+def _event_parse(raw: dict, path: str) -> EventCondition:
+    _unknown(raw, EVENT_KEYS, path)
+    if "within_days" not in raw:
+        raise RuleError(path, "an event condition needs 'within_days'")
+    low = (
+        _int(raw["min_count"], f"{path}.min_count", low=0, high=10**6)
+        if "min_count" in raw
+        else None
+    )
+    high = (
+        _int(raw["max_count"], f"{path}.max_count", low=0, high=10**6)
+        if "max_count" in raw
+        else None
+    )
+    if low is None and high is None:
+        low = 1
+    if low is not None and high is not None and low > high:
+        raise RuleError(path, "min_count is greater than max_count")
+    return EventCondition(
+        event=_name(raw["event"], f"{path}.event"),
+        min_count=low,
+        max_count=high,
+        within_days=_int(raw["within_days"], f"{path}.within_days", low=1, high=MAX_WINDOW_DAYS),
     )
 
 

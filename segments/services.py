@@ -163,7 +163,8 @@ def segments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
         try:
             person_ids = _rule_members(segment=segment, now=now)
         except RuleError as exc:
-            # Rules are validated on create; one edited badly in the admin must not stop the rest.
+            # Rules are validated on every write (API and admin); a row saved before that was so
+            # must not stop the rest.
             logger.warning("segment %s has invalid rules, skipped: %s", segment.pk, exc)
             continue
         a, r = _memberships_sync(segment=segment, person_ids=person_ids, now=now)
@@ -175,18 +176,43 @@ def segments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
     return result
 
 
-def segment_create(*, shop: Shop, name: str, rules: Any, now: datetime) -> Segment:
-    """Create a rule segment and materialise its members at once."""
+def segment_validate(*, shop: Shop, name: str, rules: Any, segment: Segment | None = None) -> None:
+    """The rules a rule segment's writes keep, for the API and the admin alike: rules in the
+    grammar of segments/rules.py, a name unique in the shop (built-in names are taken).
+    `segment` is the one being edited, if any."""
     try:
         rules_parse(rules)
     except RuleError as exc:
         raise ApplicationError("Invalid segment rules.", fields={"rules": [str(exc)]}) from None
-    if name in builtin.NAMES.values() or Segment.objects.filter(shop=shop, name=name).exists():
+    others = Segment.objects.filter(shop=shop, name=name)
+    if segment is not None:
+        others = others.exclude(pk=segment.pk)
+    if name in builtin.NAMES.values() or others.exists():
         raise ApplicationError(
             "A segment with this name already exists.",
             code="duplicate",
             fields={"name": ["already exists"]},
         )
+
+
+def segment_create(*, shop: Shop, name: str, rules: Any, now: datetime) -> Segment:
+    """Create a rule segment and materialise its members at once."""
+    segment_validate(shop=shop, name=name, rules=rules)
     segment = Segment.objects.create(shop=shop, name=name, kind=Segment.Kind.RULE, rules=rules)
+    _memberships_sync(segment=segment, person_ids=_rule_members(segment=segment, now=now), now=now)
+    return segment
+
+
+def segment_update(*, segment: Segment, name: str, rules: Any, now: datetime) -> Segment:
+    """Rename a rule segment or change its rules, and materialise its members at once."""
+    if segment.kind != Segment.Kind.RULE:
+        raise ApplicationError(
+            "Built-in segments are computed, not edited.",
+            code="permission_denied",
+            status=403,
+        )
+    segment_validate(shop=segment.shop, name=name, rules=rules, segment=segment)
+    segment.name, segment.rules = name, rules
+    segment.save(update_fields=["name", "rules"])
     _memberships_sync(segment=segment, person_ids=_rule_members(segment=segment, now=now), now=now)
     return segment

@@ -1,9 +1,10 @@
-from datetime import date
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from clickserver.errors import ApplicationError
-from clickserver.params import period_days_parse
+from clickserver.params import local_midnight, period_days_parse
 
 TODAY = date(2026, 1, 10)
 
@@ -54,3 +55,11 @@ def test_period_days_parse_rejects_days_outside_the_bounds(params, field, messag
         f"{field}: {message}",
         {field: [message]},
     )
+
+
+def test_local_midnight_is_the_utc_instant_the_local_day_starts():
+    berlin = ZoneInfo("Europe/Berlin")
+
+    # Winter (UTC+1) and the day after the spring change (UTC+2).
+    assert local_midnight(date(2026, 1, 10), berlin) == datetime(2026, 1, 9, 23, tzinfo=UTC)
+    assert local_midnight(date(2026, 3, 30), berlin) == datetime(2026, 3, 29, 22, tzinfo=UTC)

@@ -1,5 +1,7 @@
 """Each request limit, hit: read APIs, CSV exports, bad tokens, storefront endpoints, logins."""
 
+import base64
+
 import pytest
 from django.test import Client, override_settings
 from rest_framework.authtoken.models import Token
@@ -83,6 +85,21 @@ def test_storefront_endpoints_are_limited_per_write_key_and_ip(shop, other_shop)
     assert int(refused.headers["Retry-After"]) >= 1
     assert refused.json()["code"] == RATE_LIMITED
     assert (other_ip.status_code, other_key.status_code) == (200, 200)
+
+
+@override_settings(STOREFRONT_RATE_LIMIT_REQUESTS=2)
+def test_storefront_limit_reads_the_key_as_the_shop_check_does_never_from_the_query(shop):
+    path = "/api/crowd_favorites/"
+    visitor = APIClient(REMOTE_ADDR="203.0.113.7")
+    basic = base64.b64encode(f"{shop.write_key}:".encode()).decode()
+
+    statuses = _get_many(visitor, path, 2, HTTP_X_WRITE_KEY=shop.write_key)
+    same_key_by_basic_auth = visitor.get(path, HTTP_AUTHORIZATION=f"Basic {basic}")
+    in_the_query = visitor.get(path, {"write_key": shop.write_key})
+
+    assert statuses == [200, 200]
+    assert same_key_by_basic_auth.status_code == 429
+    assert in_the_query.status_code == 401
 
 
 def _login_client(settings) -> Client:
