@@ -70,7 +70,8 @@ def metric_validate(value: Any) -> tuple[dict[str, str], list[str]]:
 def metrics_validate(values: Any) -> tuple[list[dict[str, str]], list[str]]:
     if not isinstance(values, Sequence) or isinstance(values, str) or len(values) > MAX_METRICS:
         return [], [f"a list of at most {MAX_METRICS} metrics"]
-    cleaned, errors = [], []
+    cleaned: list[dict[str, str]] = []
+    errors: list[str] = []
     for index, value in enumerate(values):
         metric, problems = metric_validate(value)
         errors.extend(f"[{index}]: {problem}" for problem in problems)

@@ -56,7 +56,7 @@ def _number(value: Any) -> float | None:
 def _field_clean(*, shop: Shop, name: str, value: Any) -> tuple[Any, list[str]]:
     """One field's cleaned value and its errors; a dispatch over the fields, hence the returns."""
     if name == "key":
-        ok = isinstance(value, str) and rules.SLUG.match(value)
+        ok = isinstance(value, str) and rules.SLUG.match(value) is not None
         return value, [] if ok else ["a slug of 1-64 letters, digits, '-' or '_'"]
     if name == "name":
         ok = isinstance(value, str) and 0 < len(value.strip()) <= NAME_MAX
@@ -111,25 +111,27 @@ def _variants_clean(variants: Sequence[VariantIn]) -> list[VariantIn]:
     return cleaned
 
 
-def _key_check_free(*, shop: Shop, key: str, exclude_id: int | None = None) -> None:
-    live = Experiment.objects.filter(shop=shop, live_key=key).exclude(pk=exclude_id)
-    if live.exists():
-        raise ApplicationError(
-            f"A draft or running experiment already uses the key {key!r}; stop it first.",
-            code="conflict",
-            fields={"key": ["in use by a draft or running experiment"]},
-        )
-
-
-def _key_conflict(exc: IntegrityError, key: str) -> ApplicationError:
-    """The race `_key_check_free` cannot see: a concurrent create of the same key."""
-    if "uniq_experiment_live_key" not in str(exc):
-        raise exc
+def _key_in_use(key: str) -> ApplicationError:
     return ApplicationError(
         f"A draft or running experiment already uses the key {key!r}; stop it first.",
         code="conflict",
         fields={"key": ["in use by a draft or running experiment"]},
     )
+
+
+def _key_check_free(*, shop: Shop, key: str, exclude_id: int | None = None) -> None:
+    live = Experiment.objects.filter(shop=shop, live_key=key)
+    if exclude_id is not None:
+        live = live.exclude(pk=exclude_id)
+    if live.exists():
+        raise _key_in_use(key)
+
+
+def _key_conflict(exc: IntegrityError, key: str) -> ApplicationError:
+    """The race `_key_check_free` cannot see: a concurrent write of the same key."""
+    if "uniq_experiment_live_key" not in str(exc):
+        raise exc
+    return _key_in_use(key)
 
 
 def _cache_drop_on_commit(shop_id: int) -> None:
