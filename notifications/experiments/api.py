@@ -25,7 +25,11 @@ from notifications.models import Experiment
 
 DECIDE_PARAMETERS = [
     OpenApiParameter("X-Write-Key", str, OpenApiParameter.HEADER, description="The write key."),
-    OpenApiParameter("anonymous_id", str, description="The browser's anonymous id."),
+    OpenApiParameter(
+        "anonymous_id",
+        str,
+        description="The browser's anonymous id. Give this, `user_id` or `session_id`.",
+    ),
     OpenApiParameter(
         "user_id", str, description="The logged-in customer's id (needs X-Identity-Token)."
     ),
@@ -100,19 +104,40 @@ class VariantSerializer(serializers.Serializer):
 
 
 class ExperimentInSerializer(serializers.Serializer):
-    key = serializers.CharField(max_length=64)
+    key = serializers.CharField(
+        max_length=64,
+        help_text="A slug (letters, digits, '-', '_'); no other draft or running experiment of "
+        "the shop may use it. It is part of the assignment hash.",
+    )
     name = serializers.CharField(max_length=255)
     hypothesis = serializers.CharField(required=False, allow_blank=True)
-    unit = serializers.CharField(max_length=8)
-    holdout_share = serializers.FloatField(required=False)
-    targeting = serializers.JSONField(required=False)
-    primary_metric = serializers.JSONField()
-    secondary_metrics = serializers.JSONField(required=False)
-    guardrail_metrics = serializers.JSONField(required=False)
-    winsor_percentile = serializers.FloatField(required=False)
+    unit = serializers.CharField(max_length=8, help_text="person or session.")
+    holdout_share = serializers.FloatField(
+        required=False, help_text="From 0 up to (not including) 1; default 0."
+    )
+    targeting = serializers.JSONField(
+        required=False,
+        help_text='{"segment": id, "score_min": 0-1, "score_max": 0-1, "device": [desktop|mobile|'
+        'tablet], "source": [utm_source], "visitor": "new"|"returning"}, each optional.',
+    )
+    primary_metric = serializers.JSONField(
+        help_text='{"kind": conversion|revenue_per_unit|aov|add_to_cart_rate|bounce} or '
+        '{"kind": "custom_event_count", "event": name}.'
+    )
+    secondary_metrics = serializers.JSONField(required=False, help_text="A list of metrics.")
+    guardrail_metrics = serializers.JSONField(required=False, help_text="A list of metrics.")
+    winsor_percentile = serializers.FloatField(
+        required=False, help_text="Revenue cap percentile, 50 to 100; default 99.9."
+    )
     is_sequential = serializers.BooleanField(required=False)
-    planned_mde = serializers.FloatField(required=False, allow_null=True)
-    variants = VariantSerializer(many=True)
+    planned_mde = serializers.FloatField(
+        required=False, allow_null=True, help_text="Relative, > 0 (0.05 = +5 %)."
+    )
+    variants = VariantSerializer(
+        many=True,
+        help_text="2 to 20, distinct slug keys, exactly one is_control; positive weights, "
+        "normalised to sum to 1. On a running experiment new variants start a new phase.",
+    )
 
 
 class ExperimentOutSerializer(serializers.ModelSerializer):

@@ -151,11 +151,14 @@ def variants_validate(variants: Sequence[VariantIn]) -> tuple[list[VariantIn], E
         errors.append("weights must be positive numbers")
     if errors:
         return [], {"variants": errors}
-    total = math.fsum(weights)
-    return [
+    total = sum(weights)
+    normalised = [
         VariantIn(key=v.key, weight=v.weight / total, is_control=v.is_control, name=v.name)
         for v in variants
-    ], {}
+    ]
+    if not math.isfinite(total) or not all(v.weight > 0 for v in normalised):
+        return [], {"variants": ["weights too far apart to normalise"]}
+    return normalised, {}
 
 
 def arms_from(variants: Sequence[Mapping[str, Any]]) -> tuple[Arm, ...]:

@@ -137,6 +137,24 @@ def test_create_stores_a_draft_with_normalised_weights(shop):
             },
             "variants",
         ),
+        (
+            {
+                "variants": [
+                    VariantIn(key="control", weight=1e308, is_control=True),
+                    VariantIn(key="b", weight=1e308),
+                ]
+            },
+            "variants",
+        ),
+        (
+            {
+                "variants": [
+                    VariantIn(key="control", weight=1e6, is_control=True),
+                    VariantIn(key="b", weight=1e-320),
+                ]
+            },
+            "variants",
+        ),
         ({"primary_metric": {"kind": "happiness"}}, "primary_metric"),
         ({"primary_metric": {"kind": "custom_event_count"}}, "primary_metric"),
         ({"primary_metric": {"kind": "aov", "event": "x"}}, "primary_metric"),
