@@ -100,7 +100,7 @@ class ExperimentStatus(models.TextChoices):
 class Experiment(models.Model):
     """An A/B/n test of one shop (docs/experiments.md); written only by notifications/experiments.
 
-    `targeting` and the metrics are JSON validated by `notifications.experiments.spec`. `phase` is
+    `targeting` and the metrics are JSON validated by `notifications.experiments.rules`. `phase` is
     0 until the first start; each start and each change of the running variants opens a new
     `ExperimentPhase`, and the phase number is part of every assignment hash.
     """

@@ -17,10 +17,11 @@ from rest_framework.views import APIView
 from clickserver.errors import ApplicationError
 from clickserver.schema import MEMBER_ERRORS, SHOP, choice_schema, error_responses
 from clickserver.throttles import StorefrontThrottle
+from events.models import Shop
 from events.selectors import shop_get_for_user
 from events.storefront_auth import identity_token_is_valid, shop_authenticate
 from notifications.experiments import selectors, services
-from notifications.experiments.rules import DEVICES, VISITORS, VariantIn, Visitor
+from notifications.experiments.rules import DEVICES, VISITORS, UnitTraits, VariantIn
 from notifications.models import Experiment
 
 DECIDE_PARAMETERS = [
@@ -70,30 +71,38 @@ class ExperimentDecideApi(APIView):
     def get(self, request):
         shop = shop_authenticate(request=request)
         params = request.query_params
-        ids = selectors.UnitIds(
-            anonymous_id=params.get("anonymous_id", ""),
-            user_id=params.get("user_id", ""),
-            session_id=params.get("session_id", ""),
-        )
-        if not (ids.anonymous_id or ids.user_id or ids.session_id):
-            raise ApplicationError(
-                "Give anonymous_id, user_id or session_id.", fields={"anonymous_id": ["required"]}
-            )
-        token = request.headers.get("X-Identity-Token", "")
-        if ids.user_id and not identity_token_is_valid(shop=shop, user_id=ids.user_id, token=token):
-            raise ApplicationError(
-                "A user_id needs the X-Identity-Token the shop's server issued for it.",
-                code="permission_denied",
-                status=403,
-                fields={"user_id": ["unverified"]},
-            )
-        visitor = Visitor(
+        traits = UnitTraits(
             device=params.get("device") or None,
             source=params.get("source") or None,
             visitor=params.get("visitor") or None,
         )
-        decisions = selectors.experiments_decide(shop=shop, ids=ids, visitor=visitor)
-        return Response({"experiments": decisions})
+        ids = unit_ids_parse(request, shop=shop)
+        return Response(
+            {"experiments": selectors.experiments_decide(shop=shop, ids=ids, traits=traits)}
+        )
+
+
+def unit_ids_parse(request, *, shop: Shop) -> selectors.UnitIds:
+    """The ids the request speaks for: at least one, and a user id only with its token."""
+    params = request.query_params
+    ids = selectors.UnitIds(
+        anonymous_id=params.get("anonymous_id", ""),
+        user_id=params.get("user_id", ""),
+        session_id=params.get("session_id", ""),
+    )
+    if not (ids.anonymous_id or ids.user_id or ids.session_id):
+        raise ApplicationError(
+            "Give anonymous_id, user_id or session_id.", fields={"anonymous_id": ["required"]}
+        )
+    token = request.headers.get("X-Identity-Token", "")
+    if ids.user_id and not identity_token_is_valid(shop=shop, user_id=ids.user_id, token=token):
+        raise ApplicationError(
+            "A user_id needs the X-Identity-Token the shop's server issued for it.",
+            code="permission_denied",
+            status=403,
+            fields={"user_id": ["unverified"]},
+        )
+    return ids
 
 
 class VariantSerializer(serializers.Serializer):

@@ -36,7 +36,7 @@ class VariantIn:
 
 
 @dataclass(frozen=True, slots=True)
-class Visitor:
+class UnitTraits:
     """What is known of the unit asking for its variants; None where it is not known."""
 
     device: str | None = None
@@ -165,22 +165,22 @@ def arms_from(variants: Sequence[Mapping[str, Any]]) -> tuple[Arm, ...]:
     return tuple(Arm(key=v["key"], weight=v["weight"]) for v in variants)
 
 
-def targeting_admits(targeting: Mapping[str, Any], visitor: Visitor) -> bool:
+def targeting_admits(targeting: Mapping[str, Any], traits: UnitTraits) -> bool:
     """Whether the unit is in the targeted population; an unknown attribute never matches."""
-    if "device" in targeting and visitor.device not in targeting["device"]:
+    if "device" in targeting and traits.device not in targeting["device"]:
         return False
-    if "source" in targeting and (visitor.source or "").lower() not in targeting["source"]:
+    if "source" in targeting and (traits.source or "").lower() not in targeting["source"]:
         return False
-    if "visitor" in targeting and visitor.visitor != targeting["visitor"]:
+    if "visitor" in targeting and traits.visitor != targeting["visitor"]:
         return False
     if "segment" in targeting and (
-        visitor.segment_ids is None or targeting["segment"] not in visitor.segment_ids
+        traits.segment_ids is None or targeting["segment"] not in traits.segment_ids
     ):
         return False
     if "score_min" in targeting or "score_max" in targeting:
-        if visitor.score is None:
+        if traits.score is None:
             return False
-        return targeting.get("score_min", 0.0) <= visitor.score <= targeting.get("score_max", 1.0)
+        return targeting.get("score_min", 0.0) <= traits.score <= targeting.get("score_max", 1.0)
     return True
 
 

@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 from clickserver.errors import ApplicationError
 from events.models import Shop
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
-from notifications.experiments.rules import Visitor, needs_person_lookup, targeting_admits
+from notifications.experiments.rules import UnitTraits, needs_person_lookup, targeting_admits
 from notifications.models import ConversionScore, Experiment, ExperimentStatus
 from recommendations.selectors import person_resolve
 from segments.models import SegmentMembership
@@ -97,16 +97,16 @@ def _person_facts(*, shop: Shop, ids: UnitIds) -> tuple[frozenset[int], float | 
     return segment_ids, score
 
 
-def experiments_decide(*, shop: Shop, ids: UnitIds, visitor: Visitor) -> dict[str, str | None]:
+def experiments_decide(*, shop: Shop, ids: UnitIds, traits: UnitTraits) -> dict[str, str | None]:
     """Each running experiment's variant for this unit: None when held out, not targeted, or
     when the request does not carry the experiment's unit (a session id for a session test)."""
     running = experiments_running(shop_id=shop.pk)
     if any(needs_person_lookup(e.targeting) for e in running):
         segment_ids, score = _person_facts(shop=shop, ids=ids)
-        visitor = Visitor(
-            device=visitor.device,
-            source=visitor.source,
-            visitor=visitor.visitor,
+        traits = UnitTraits(
+            device=traits.device,
+            source=traits.source,
+            visitor=traits.visitor,
             segment_ids=segment_ids,
             score=score,
         )
@@ -118,7 +118,7 @@ def experiments_decide(*, shop: Shop, ids: UnitIds, visitor: Visitor) -> dict[st
             user_id=ids.user_id,
             session_id=ids.session_id,
         )
-        if unit_id is None or not targeting_admits(experiment.targeting, visitor):
+        if unit_id is None or not targeting_admits(experiment.targeting, traits):
             decisions[experiment.key] = None
             continue
         decisions[experiment.key] = variant_assign(
