@@ -379,6 +379,16 @@ def test_the_list_costs_a_fixed_number_of_queries(api_client, shop, django_asser
 
 
 @pytest.mark.django_db
+def test_an_unknown_experiment_path_is_a_404_in_the_envelope(api_client, shop):
+    response = api_client.get("/experiments/nope/")
+
+    assert (response.status_code, response.json()) == (
+        404,
+        {"code": "not_found", "detail": "Not found.", "fields": {}},
+    )
+
+
+@pytest.mark.django_db
 def test_the_api_needs_a_signed_in_user(shop):
     response = APIClient().get("/experiments/")
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.db import IntegrityError
 
 from clickserver.errors import ApplicationError
 from notifications.experiments import services
@@ -497,3 +498,19 @@ def test_stopping_a_draft_discards_it(shop):
         None,
         0,
     )
+
+
+@pytest.mark.django_db
+def test_the_database_keeps_one_live_experiment_per_key(shop):
+    """The guard behind the service's check, for two creates that race past it."""
+    create(shop)
+
+    with pytest.raises(IntegrityError):
+        Experiment.objects.create(
+            shop=shop,
+            key="checkout-button",
+            live_key="checkout-button",
+            name="Racer",
+            unit="person",
+            primary_metric=CONVERSION,
+        )
