@@ -78,23 +78,36 @@ def experiments_running(*, shop_id: int) -> list[RunningExperiment]:
     return running
 
 
-def _person_facts(*, shop: Shop, ids: UnitIds) -> tuple[frozenset[int], float | None]:
-    """The person's segments and latest conversion score (none for an unknown person)."""
+def _traits_with_person_facts(
+    *, shop: Shop, ids: UnitIds, traits: UnitTraits, running: list[RunningExperiment]
+) -> UnitTraits:
+    """The request's traits plus what the database knows of the person, read only as far as a
+    running experiment targets it: membership of the targeted segments, the latest score."""
+    segments = {e.targeting["segment"] for e in running if "segment" in e.targeting}
+    wants_score = any("score_min" in e.targeting or "score_max" in e.targeting for e in running)
     person_id = person_resolve(shop=shop, anonymous_id=ids.anonymous_id, user_id=ids.user_id)
-    if person_id is None:
-        return frozenset(), None
-    segment_ids = frozenset(
-        SegmentMembership.objects.filter(person_id=person_id, segment__shop=shop).values_list(
-            "segment_id", flat=True
+    segment_ids: frozenset[int] = frozenset()
+    score = None
+    if person_id is not None and segments:
+        segment_ids = frozenset(
+            SegmentMembership.objects.filter(
+                person_id=person_id, segment_id__in=segments
+            ).values_list("segment_id", flat=True)
         )
+    if person_id is not None and wants_score:
+        score = (
+            ConversionScore.objects.filter(shop=shop, person_id=person_id)
+            .order_by("-scored_at")
+            .values_list("score", flat=True)
+            .first()
+        )
+    return UnitTraits(
+        device=traits.device,
+        source=traits.source,
+        visitor=traits.visitor,
+        segment_ids=segment_ids,
+        score=score,
     )
-    score = (
-        ConversionScore.objects.filter(shop=shop, person_id=person_id)
-        .order_by("-scored_at")
-        .values_list("score", flat=True)
-        .first()
-    )
-    return segment_ids, score
 
 
 def experiments_decide(*, shop: Shop, ids: UnitIds, traits: UnitTraits) -> dict[str, str | None]:
@@ -102,14 +115,7 @@ def experiments_decide(*, shop: Shop, ids: UnitIds, traits: UnitTraits) -> dict[
     when the request does not carry the experiment's unit (a session id for a session test)."""
     running = experiments_running(shop_id=shop.pk)
     if any(needs_person_lookup(e.targeting) for e in running):
-        segment_ids, score = _person_facts(shop=shop, ids=ids)
-        traits = UnitTraits(
-            device=traits.device,
-            source=traits.source,
-            visitor=traits.visitor,
-            segment_ids=segment_ids,
-            score=score,
-        )
+        traits = _traits_with_person_facts(shop=shop, ids=ids, traits=traits, running=running)
     decisions: dict[str, str | None] = {}
     for experiment in running:
         unit_id = unit_id_build(

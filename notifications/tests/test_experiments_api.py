@@ -393,3 +393,20 @@ def test_the_api_needs_a_signed_in_user(shop):
     response = APIClient().get("/experiments/")
 
     assert response.status_code == 401
+
+
+@pytest.mark.django_db
+def test_segment_targeting_reads_the_person_and_the_targeted_membership_only(
+    shop, django_assert_num_queries
+):
+    segment = Segment.objects.create(shop=shop, name="VIP")
+    running(shop, targeting={"segment": segment.pk})
+    member = PersonFactory(shop=shop)
+    PersonIdentifierFactory(person=member, kind="anonymous_id", value="visitor-2")
+    SegmentMembership.objects.create(segment=segment, person=member, since=T0)
+    decide(shop, {"anonymous_id": "visitor-2"})
+
+    with django_assert_num_queries(2):
+        response = decide(shop, {"anonymous_id": "visitor-2"})
+
+    assert response.json() == {"experiments": {"checkout-button": "one-click"}}
