@@ -94,7 +94,15 @@ class Pagination(PageNumberPagination):
 
 # The API's URL prefixes: a path under one that matches no route is a 404 in the envelope, not
 # Django's HTML page, so that clients and the schema's fuzzers see one error format.
-API_PREFIXES = ("/analytics/", "/segments/", "/notifications/", "/api/", "/events/", "/v1/")
+API_PREFIXES = (
+    "/analytics/",
+    "/segments/",
+    "/notifications/",
+    "/experiments/",
+    "/api/",
+    "/events/",
+    "/v1/",
+)
 
 
 def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:

@@ -84,3 +84,111 @@ class ScoreSample(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.session_id} after {self.event_count} events: {self.score:.3f}"
+
+
+class ExperimentUnit(models.TextChoices):
+    PERSON = "person", "Person (after identity stitching)"
+    SESSION = "session", "Session"
+
+
+class ExperimentStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    STOPPED = "stopped", "Stopped"
+
+
+class Experiment(models.Model):
+    """An A/B/n test of one shop (docs/experiments.md); written only by notifications/experiments.
+
+    `targeting` and the metrics are JSON validated by `notifications.experiments.rules`. `phase` is
+    0 until the first start; each start and each change of the running variants opens a new
+    `ExperimentPhase`, and the phase number is part of every assignment hash.
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="experiments")
+    key = models.SlugField(max_length=64)
+    # `key` while draft or running, NULL once stopped: the unique (shop, live_key) keeps one live
+    # experiment per key (MariaDB has no partial unique indexes; NULLs never collide).
+    live_key = models.CharField(max_length=64, null=True, blank=True, editable=False)  # noqa: DJ001
+    name = models.CharField(max_length=255)
+    hypothesis = models.TextField(blank=True, default="")
+    unit = models.CharField(max_length=8, choices=ExperimentUnit.choices)
+    holdout_share = models.FloatField(default=0.0)
+    targeting = models.JSONField(default=dict, blank=True)
+    primary_metric = models.JSONField()
+    secondary_metrics = models.JSONField(default=list, blank=True)
+    guardrail_metrics = models.JSONField(default=list, blank=True)
+    winsor_percentile = models.FloatField(default=99.9)
+    is_sequential = models.BooleanField(default=True)
+    # Relative minimum detectable effect on the primary metric (0.05 = +5 %), for the power check.
+    planned_mde = models.FloatField(null=True, blank=True)
+    status = models.CharField(
+        max_length=8, choices=ExperimentStatus.choices, default=ExperimentStatus.DRAFT
+    )
+    phase = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "live_key"], name="uniq_experiment_live_key"),
+            models.CheckConstraint(
+                condition=models.Q(holdout_share__gte=0, holdout_share__lt=1),
+                name="experiment_holdout_share_range",
+            ),
+        ]
+        indexes = [models.Index(fields=["shop", "status"], name="experiment_shop_status")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"
+
+
+class Variant(models.Model):
+    """One arm; `weight` is its normalised share of the non-held-out units (weights sum to 1)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="variants")
+    key = models.SlugField(max_length=64)
+    name = models.CharField(max_length=255, blank=True, default="")
+    weight = models.FloatField()
+    is_control = models.BooleanField(default=False)
+    # The order in which cumulative weights are laid out on [0, 1): part of the assignment.
+    position = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["experiment", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "key"], name="uniq_variant_key"),
+            models.UniqueConstraint(
+                fields=["experiment", "position"], name="uniq_variant_position"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.weight:.3f}{', control' if self.is_control else ''})"
+
+
+class ExperimentPhase(models.Model):
+    """A stretch of a running experiment with fixed variants and weights, analysed on its own.
+
+    `variants` snapshots [{"key", "weight", "is_control"}] in position order, and `holdout_share`
+    the holdout, as they were for the whole phase.
+    """
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="phases")
+    number = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    variants = models.JSONField()
+    holdout_share = models.FloatField()
+
+    class Meta:
+        ordering = ["experiment", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "number"], name="uniq_experiment_phase")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.experiment_id} phase {self.number}"

@@ -1,6 +1,13 @@
 from django.urls import path
 
 from notifications.api import ConversionScoreListApi, ConversionScoreLiveApi
+from notifications.experiments.api import (
+    ExperimentDecideApi,
+    ExperimentDetailApi,
+    ExperimentListApi,
+    ExperimentStartApi,
+    ExperimentStopApi,
+)
 
 urlpatterns = [
     path("notifications/scores/", ConversionScoreListApi.as_view(), name="conversion-scores"),
@@ -8,5 +15,16 @@ urlpatterns = [
         "notifications/scores/live/",
         ConversionScoreLiveApi.as_view(),
         name="conversion-scores-live",
+    ),
+    path("experiments/", ExperimentListApi.as_view(), name="experiments"),
+    path("experiments/decide/", ExperimentDecideApi.as_view(), name="experiments-decide"),
+    path("experiments/<int:experiment_id>/", ExperimentDetailApi.as_view(), name="experiment"),
+    path(
+        "experiments/<int:experiment_id>/start/",
+        ExperimentStartApi.as_view(),
+        name="experiment-start",
+    ),
+    path(
+        "experiments/<int:experiment_id>/stop/", ExperimentStopApi.as_view(), name="experiment-stop"
     ),
 ]

@@ -51,6 +51,10 @@ PERIOD_RULE = (
     "at most 1098 days apart"
 )
 PERSON_RULE = "anonymous_id or user_id: at least one not blank"
+EXPERIMENT_RULE = (
+    "variants: distinct slug keys, exactly one control; key: a slug no live experiment uses; "
+    "metrics and targeting as docs/experiments.md"
+)
 CROSS_PARAMETER_RULES = {
     **{
         f"GET /analytics/{name}/": PERIOD_RULE
@@ -74,6 +78,9 @@ CROSS_PARAMETER_RULES = {
     "GET /api/pick_up_where_you_left_off/": PERSON_RULE,
     "POST /events/erasures/": "exactly one of user_id, anonymous_id, email",
     "POST /segments/": "rules: min_count <= max_count; name: unique among the shop's segments",
+    "GET /experiments/decide/": "anonymous_id, user_id or session_id: at least one not blank",
+    "POST /experiments/": EXPERIMENT_RULE,
+    "PATCH /experiments/{experiment_id}/": EXPERIMENT_RULE,
 }
 
 

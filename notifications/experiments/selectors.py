@@ -1,0 +1,137 @@
+"""Reads of experiments: the shop's list, one experiment, and the variants a unit gets now.
+
+`experiments_decide` serves the storefront on every page view, so the running experiments of a
+shop are read from the Django cache (one key per shop, dropped by every service write once it
+commits, and expiring after CACHE_SECONDS to bound what a write racing a refill leaves behind);
+the database is touched only when an experiment targets a segment or a score band.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from django.core.cache import cache
+from django.db.models import QuerySet
+
+from clickserver.errors import ApplicationError
+from events.models import Shop
+from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
+from notifications.experiments.rules import UnitTraits, needs_person_lookup, targeting_admits
+from notifications.models import ConversionScore, Experiment, ExperimentStatus
+from recommendations.selectors import person_resolve
+from segments.models import SegmentMembership
+
+CACHE_SECONDS = 60
+
+
+@dataclass(frozen=True, slots=True)
+class RunningExperiment:
+    key: str
+    phase: int
+    unit: str
+    holdout_share: float
+    targeting: dict[str, Any]
+    arms: tuple[Arm, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UnitIds:
+    anonymous_id: str = ""
+    user_id: str = ""
+    session_id: str = ""
+
+
+def running_cache_key(shop_id: int) -> str:
+    return f"experiments:running:{shop_id}"
+
+
+def experiments_list(*, shop: Shop) -> QuerySet[Experiment]:
+    return Experiment.objects.filter(shop=shop).prefetch_related("variants")
+
+
+def experiment_get(*, shop: Shop, experiment_id: int) -> Experiment:
+    """The shop's experiment; another shop's answers 404 like a missing one."""
+    experiment = (
+        Experiment.objects.filter(shop=shop, pk=experiment_id).prefetch_related("variants").first()
+    )
+    if experiment is None:
+        raise ApplicationError("No such experiment.", code="not_found", status=404)
+    return experiment
+
+
+def experiments_running(*, shop_id: int) -> list[RunningExperiment]:
+    running = cache.get(running_cache_key(shop_id))
+    if running is None:
+        running = [
+            RunningExperiment(
+                key=e.key,
+                phase=e.phase,
+                unit=e.unit,
+                holdout_share=e.holdout_share,
+                targeting=e.targeting,
+                arms=tuple(Arm(key=v.key, weight=v.weight) for v in e.variants.all()),
+            )
+            for e in Experiment.objects.filter(shop_id=shop_id, status=ExperimentStatus.RUNNING)
+            .order_by("key")
+            .prefetch_related("variants")
+        ]
+        cache.set(running_cache_key(shop_id), running, CACHE_SECONDS)
+    return running
+
+
+def _traits_with_person_facts(
+    *, shop: Shop, ids: UnitIds, traits: UnitTraits, running: list[RunningExperiment]
+) -> UnitTraits:
+    """The request's traits plus what the database knows of the person, read only as far as a
+    running experiment targets it: membership of the targeted segments, the latest score."""
+    segments = {e.targeting["segment"] for e in running if "segment" in e.targeting}
+    wants_score = any("score_min" in e.targeting or "score_max" in e.targeting for e in running)
+    person_id = person_resolve(shop=shop, anonymous_id=ids.anonymous_id, user_id=ids.user_id)
+    segment_ids: frozenset[int] = frozenset()
+    score = None
+    if person_id is not None and segments:
+        segment_ids = frozenset(
+            SegmentMembership.objects.filter(
+                person_id=person_id, segment_id__in=segments
+            ).values_list("segment_id", flat=True)
+        )
+    if person_id is not None and wants_score:
+        score = (
+            ConversionScore.objects.filter(shop=shop, person_id=person_id)
+            .order_by("-scored_at")
+            .values_list("score", flat=True)
+            .first()
+        )
+    return UnitTraits(
+        device=traits.device,
+        source=traits.source,
+        visitor=traits.visitor,
+        segment_ids=segment_ids,
+        score=score,
+    )
+
+
+def experiments_decide(*, shop: Shop, ids: UnitIds, traits: UnitTraits) -> dict[str, str | None]:
+    """Each running experiment's variant for this unit: None when held out, not targeted, or
+    when the request does not carry the experiment's unit (a session id for a session test)."""
+    running = experiments_running(shop_id=shop.pk)
+    if any(needs_person_lookup(e.targeting) for e in running):
+        traits = _traits_with_person_facts(shop=shop, ids=ids, traits=traits, running=running)
+    decisions: dict[str, str | None] = {}
+    for experiment in running:
+        unit_id = unit_id_build(
+            unit=experiment.unit,
+            anonymous_id=ids.anonymous_id,
+            user_id=ids.user_id,
+            session_id=ids.session_id,
+        )
+        if unit_id is None or not targeting_admits(experiment.targeting, traits):
+            decisions[experiment.key] = None
+            continue
+        decisions[experiment.key] = variant_assign(
+            key=experiment.key,
+            phase=experiment.phase,
+            unit_id=unit_id,
+            arms=experiment.arms,
+            holdout_share=experiment.holdout_share,
+        )
+    return decisions
