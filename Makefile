@@ -52,7 +52,7 @@ lint: ## ruff, and the layering contracts of pyproject.toml [tool.importlinter]
 	$(VENV)/bin/lint-imports
 
 typecheck:
-	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */services/*.py */selectors.py */selectors/*.py */tasks.py */sql.py */cache.py)
+	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */services/*.py */*/services.py */selectors.py */selectors/*.py */*/selectors.py */tasks.py */sql.py */cache.py)
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi
