@@ -33,4 +33,5 @@ class Query:
 
 
 def ratio(part: float | Decimal, whole: float | Decimal) -> float:
+    """`part / whole` to six places; 0.0 when `whole` is 0."""
     return round(float(part) / float(whole), 6) if whole else 0.0
