@@ -10,7 +10,7 @@ from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from analytics import selectors
+from analytics.cache import answer_cached
 from analytics.params import (
     INTERVALS,
     MAX_WINDOW_SECONDS,
@@ -23,7 +23,17 @@ from analytics.params import (
     query_parse,
 )
 from analytics.renderers import CsvRenderer
-from analytics.selectors import BREAKDOWNS, Query
+from analytics.selectors.carts import abandoned_carts_get
+from analytics.selectors.counts import session_count_get, user_count_get, visit_conversion_get
+from analytics.selectors.funnels import funnel_compute
+from analytics.selectors.geography import geography_get
+from analytics.selectors.insights import insights_get
+from analytics.selectors.kpis import kpis_get
+from analytics.selectors.live import live_get
+from analytics.selectors.products import product_visits_get, products_get
+from analytics.selectors.query import BREAKDOWNS, Query
+from analytics.selectors.retention import retention_get
+from analytics.selectors.trends import trends_get
 from clickserver.schema import (
     END,
     FORMAT,
@@ -80,12 +90,10 @@ class AnalyticsApi(APIView):
         name = type(self).__name__
         # The cache holds the answer as plain data: `asdict` deep-copies every nested row and
         # was most of a warm request's time. Cached values are shared, hence the shallow copy.
-        data = {**selectors.cached(name, query, params, lambda: asdict(compute(query)))}
+        data = {**answer_cached(name, query, params, lambda: asdict(compute(query)))}
         if compare:
             before = replace(query, period=query.period.previous())
-            data["previous"] = selectors.cached(
-                name, before, params, lambda: asdict(compute(before))
-            )
+            data["previous"] = answer_cached(name, before, params, lambda: asdict(compute(before)))
         return Response(data)
 
 
@@ -94,7 +102,7 @@ class SessionCountApi(AnalyticsApi):
 
     @analytics_schema("Sessions that started in the period.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.session_count_get(query=q))
+        return self.answer(request, lambda q: session_count_get(query=q))
 
 
 class UserCountApi(AnalyticsApi):
@@ -102,7 +110,7 @@ class UserCountApi(AnalyticsApi):
 
     @analytics_schema("Distinct persons with an event in the period.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.user_count_get(query=q))
+        return self.answer(request, lambda q: user_count_get(query=q))
 
 
 class VisitConversionApi(AnalyticsApi):
@@ -110,7 +118,7 @@ class VisitConversionApi(AnalyticsApi):
 
     @analytics_schema("Sessions, converted sessions and their rate.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.visit_conversion_get(query=q))
+        return self.answer(request, lambda q: visit_conversion_get(query=q))
 
 
 class ProductVisitsApi(AnalyticsApi):
@@ -119,7 +127,7 @@ class ProductVisitsApi(AnalyticsApi):
     @analytics_schema("Views per product.", limit_parameter(default=50, high=1000))
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=50, low=1, high=1000)
-        compute = lambda q: selectors.product_visits_get(query=q, limit=limit)  # noqa: E731
+        compute = lambda q: product_visits_get(query=q, limit=limit)  # noqa: E731
         return self.answer(request, compute, limit=limit)
 
 
@@ -150,7 +158,7 @@ class FunnelApi(AnalyticsApi):
     )
     def get(self, request):
         params = funnel_params_parse(request.query_params)
-        compute = lambda q: selectors.funnel_compute(query=q, params=params)  # noqa: E731
+        compute = lambda q: funnel_compute(query=q, params=params)  # noqa: E731
         return self.answer(request, compute, funnel=params)
 
 
@@ -159,7 +167,7 @@ class KpisApi(AnalyticsApi):
 
     @analytics_schema("Revenue, orders, conversion, abandonment, CLV, sessions, visitors.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.kpis_get(query=q))
+        return self.answer(request, lambda q: kpis_get(query=q))
 
 
 class TrendsApi(AnalyticsApi):
@@ -171,7 +179,7 @@ class TrendsApi(AnalyticsApi):
     )
     def get(self, request):
         interval = interval_parse(request.query_params)
-        compute = lambda q: selectors.trends_get(query=q, interval=interval)  # noqa: E731
+        compute = lambda q: trends_get(query=q, interval=interval)  # noqa: E731
         return self.answer(request, compute, interval=interval)
 
 
@@ -180,7 +188,7 @@ class InsightsApi(AnalyticsApi):
 
     @analytics_schema("Findings in plain language and the facts behind them.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.insights_get(query=q))
+        return self.answer(request, lambda q: insights_get(query=q))
 
 
 class ProductsApi(AnalyticsApi):
@@ -194,7 +202,7 @@ class ProductsApi(AnalyticsApi):
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=50, low=1, high=1000)
         order = choice_param(request.query_params, "order_by", PRODUCT_ORDERS, "views")
-        compute = lambda q: selectors.products_get(query=q, order_by=order, limit=limit)  # noqa: E731
+        compute = lambda q: products_get(query=q, order_by=order, limit=limit)  # noqa: E731
         return self.answer(request, compute, limit=limit, order_by=order)
 
 
@@ -204,7 +212,7 @@ class AbandonedCartsApi(AnalyticsApi):
     @analytics_schema("Abandonment and the recovery list.", limit_parameter(default=100, high=1000))
     def get(self, request):
         limit = int_param(request.query_params, "limit", default=100, low=1, high=1000)
-        compute = lambda q: selectors.abandoned_carts_get(query=q, limit=limit)  # noqa: E731
+        compute = lambda q: abandoned_carts_get(query=q, limit=limit)  # noqa: E731
         return self.answer(request, compute, limit=limit)
 
 
@@ -213,7 +221,7 @@ class RetentionApi(AnalyticsApi):
 
     @analytics_schema("Weekly cohorts of new visitors and their return.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.retention_get(query=q))
+        return self.answer(request, lambda q: retention_get(query=q))
 
 
 class GeographyApi(AnalyticsApi):
@@ -221,7 +229,7 @@ class GeographyApi(AnalyticsApi):
 
     @analytics_schema("Sessions, conversion and revenue per country.")
     def get(self, request):
-        return self.answer(request, lambda q: selectors.geography_get(query=q))
+        return self.answer(request, lambda q: geography_get(query=q))
 
 
 class LiveApi(AnalyticsApi):
@@ -240,4 +248,4 @@ class LiveApi(AnalyticsApi):
         shop = shop_get_for_user(user=request.user, domain=params.get("shop"))
         since_id = int_param(params, "since_id", default=0, low=0, high=2**63 - 1)
         limit = int_param(params, "limit", default=50, low=1, high=500)
-        return Response(asdict(selectors.live_get(shop=shop, since_id=since_id, limit=limit)))
+        return Response(asdict(live_get(shop=shop, since_id=since_id, limit=limit)))

@@ -10,6 +10,32 @@ from django.db import models
 
 from events.models import Session, Shop
 
+# The summed columns of `RollupCounts` and of `ProductCounts`, in the order reads unpack them.
+ROLLUP_COUNTS = (
+    "session_count",
+    "converted_session_count",
+    "bounce_count",
+    "cart_session_count",
+    "abandoned_session_count",
+    "abandoned_value",
+    "pageview_count",
+    "product_view_count",
+    "add_to_cart_count",
+    "checkout_count",
+    "purchase_count",
+)
+PRODUCT_SUMS = (
+    "view_count",
+    "cart_count",
+    "abandoned_cart_count",
+    "purchase_count",
+    "order_count",
+    "units",
+    "revenue",
+)
+# The event types that put a session in the cart counts (`cart_session_count`, `SessionPath`).
+CART_TYPES = ("add_to_cart", "checkout_started")
+
 
 class RollupCounts(models.Model):
     """Session and event counts of one bucket, split by the session's source/device/country.

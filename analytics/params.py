@@ -7,9 +7,10 @@ import orjson
 from django.http import QueryDict
 from django.utils import timezone
 
-from analytics.funnels import StepSpec
+from analytics.funnel_levels import StepSpec
 from analytics.periods import Period
-from analytics.selectors import BREAKDOWNS, Filters, FunnelParams, Query
+from analytics.selectors.funnels import FunnelParams
+from analytics.selectors.query import BREAKDOWNS, Filters, Query
 from clickserver.params import invalid, period_days_parse
 from events.selectors import shop_get_for_user
 

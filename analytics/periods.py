@@ -6,6 +6,11 @@ from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 HOUR = timedelta(hours=1)
+MICROSECOND = timedelta(microseconds=1)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A session lasts at most 24 h after its start (plus the inactivity timeout of its last event),
+# so its events lie within this much of its start.
+SESSION_SPAN = timedelta(hours=25)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +57,11 @@ def hour_ceil(moment: datetime) -> datetime:
 
 def local_date(moment: datetime, tz: ZoneInfo) -> date:
     return moment.astimezone(tz).date()
+
+
+def day_of(hour: datetime, period: Period) -> date:
+    """The local day of an hour bucket; an hour straddling the period start counts in it."""
+    return local_date(max(hour, period.start), period.tz)
 
 
 def day_runs(days: Iterable[date]) -> Iterator[tuple[date, date]]:

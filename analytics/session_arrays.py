@@ -13,8 +13,8 @@ with every session's events in funnel order (time, then id) as columns:
 
 `funnel_counts` evaluates a funnel without a window whose steps are distinct event types without
 property filters (the common dashboard funnel) over these columns, with exactly the semantics of
-`analytics.funnels.unit_level`: deepest step over all chains (t1 <= … <= tk, ties allowed, each
-event used once), strict mode, and the fastest full chain's duration for the median.
+`analytics.funnel_levels.unit_level`: deepest step over all chains (t1 <= … <= tk, ties allowed,
+each event used once), strict mode, and the fastest full chain's duration for the median.
 """
 
 import struct

@@ -4,20 +4,20 @@ from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
-from analytics import services
+from analytics.services.rollups import rollups_days_recompute, rollups_refresh
 from events.selectors import active_shop_ids
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def rollups_refresh_task(shop_id: int) -> int:
     """Fold newly processed events, orders and refunds into the shop's rollups."""
-    return services.rollups_refresh(shop_id=shop_id, now=timezone.now()).days
+    return rollups_refresh(shop_id=shop_id, now=timezone.now()).days
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def rollups_days_recompute_task(shop_id: int, days: list[str] | None) -> int:
     """Recompute the named local days (ISO dates; None: every day), e.g. after an erasure."""
-    return services.rollups_days_recompute(
+    return rollups_days_recompute(
         shop_id=shop_id,
         days=None if days is None else [date.fromisoformat(day) for day in days],
         now=timezone.now(),

@@ -33,7 +33,8 @@ from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 from rest_framework.test import APIClient  # noqa: E402
 
-from analytics.services import rollups_generation_bump, rollups_rebuild  # noqa: E402
+from analytics.cache import rollups_generation_bump  # noqa: E402
+from analytics.services.rollups import rollups_rebuild  # noqa: E402
 from bench.buffer_pool import buffer_pool_apply, buffer_pool_option  # noqa: E402
 from events.models import Event, Order, Person, Session, Shop, ShopMembership  # noqa: E402
 

@@ -14,6 +14,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clickserver.cache import cached
 from clickserver.errors import ApplicationError
 from clickserver.schema import error_responses, integer_schema
 from clickserver.throttles import StorefrontThrottle
@@ -101,7 +102,8 @@ class CrowdFavoritesApi(StorefrontApi):
     def get(self, request):
         shop, limit = self.shop(request), self.limit(request)
         compute = lambda: selectors.crowd_favorites_get(shop=shop, now=timezone.now(), limit=limit)  # noqa: E731
-        return self.answer(selectors.cached(f"recs:crowd:{shop.pk}:{limit}", compute))
+        key = f"recs:crowd:{shop.pk}:{limit}"
+        return self.answer(cached(key, compute, timeout=selectors.CACHE_SECONDS))
 
 
 class FeaturedCollectionApi(StorefrontApi):
@@ -112,9 +114,8 @@ class FeaturedCollectionApi(StorefrontApi):
         compute = lambda: selectors.featured_collection_get(  # noqa: E731
             shop=shop, person_id=person_id, now=timezone.now(), limit=limit
         )
-        return self.answer(
-            selectors.cached(f"recs:featured:{shop.pk}:{person_id}:{limit}", compute)
-        )
+        key = f"recs:featured:{shop.pk}:{person_id}:{limit}"
+        return self.answer(cached(key, compute, timeout=selectors.CACHE_SECONDS))
 
 
 class PickUpWhereYouLeftOffApi(StorefrontApi):
@@ -125,4 +126,5 @@ class PickUpWhereYouLeftOffApi(StorefrontApi):
         compute = lambda: selectors.pick_up_get(  # noqa: E731
             shop=shop, person_id=person_id, now=timezone.now(), limit=limit
         )
-        return self.answer(selectors.cached(f"recs:pickup:{shop.pk}:{person_id}:{limit}", compute))
+        key = f"recs:pickup:{shop.pk}:{person_id}:{limit}"
+        return self.answer(cached(key, compute, timeout=selectors.CACHE_SECONDS))

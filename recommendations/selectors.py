@@ -1,11 +1,9 @@
 """Every read of the recommendations app: the merged catalogue and the three storefront lists."""
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.core.cache import cache
 from django.db.models import Count, Max, Q
 from django.db.models.functions import TruncDate
 
@@ -13,6 +11,8 @@ from events.models import Event, IdentifierKind, OrderLine, PersonIdentifier, Pr
 from recommendations import ranking
 from recommendations.models import ProductAffinity
 
+# Storefronts call the recommendation endpoints on every page view; a few minutes of staleness
+# is fine.
 CACHE_SECONDS = 300
 CROWD_WINDOW_DAYS = 30
 PERSON_WINDOW_DAYS = 30
@@ -210,12 +210,3 @@ def pick_up_get(
             ranked.append(ranking.Ranked(pid, 0.0, "carted" if carts else "viewed"))
             last[pid] = at
     return _render(shop=shop, ranked=ranked[: limit * 2], now=now, limit=limit, last=last)
-
-
-def cached(key: str, compute: Callable[[], list[Recommendation]]) -> list[Recommendation]:
-    """Storefronts call these on every page view; a few minutes of staleness is fine."""
-    value = cache.get(key)
-    if value is None:
-        value = compute()
-        cache.set(key, value, CACHE_SECONDS)
-    return value

@@ -2,7 +2,6 @@
 
 from dataclasses import dataclass, fields
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import (
@@ -19,6 +18,7 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from clickserver.errors import ApplicationError
+from clickserver.money import money_format
 from events.models import Order, Person, Session, Shop
 from segments.models import Segment, SegmentMembership
 
@@ -71,10 +71,6 @@ class IdentifiedSessionRow:
     country: str
     is_converted: bool
     revenue: str
-
-
-def _money(value: Decimal | int | None) -> str:
-    return f"{Decimal(value or 0):.2f}"
 
 
 def _out(segment: Segment) -> SegmentOut:
@@ -171,7 +167,7 @@ def identified_user_rows(*, page: list[tuple]) -> list[IdentifiedUserRow]:
             last_seen_at=last,
             session_count=sessions,
             order_count=orders,
-            revenue=_money(revenue),
+            revenue=money_format(revenue),
         )
         for pid, uid, first, last, sessions, orders, revenue in page
     ]
@@ -204,4 +200,6 @@ def identified_sessions_query(*, shop: Shop, start: datetime, end: datetime) -> 
 def identified_session_rows(*, page: list[tuple]) -> list[IdentifiedSessionRow]:
     names = [f.name for f in fields(IdentifiedSessionRow)]
     rows = [dict(zip(names, row, strict=True)) for row in page]
-    return [IdentifiedSessionRow(**{**row, "revenue": _money(row["revenue"])}) for row in rows]
+    return [
+        IdentifiedSessionRow(**{**row, "revenue": money_format(row["revenue"])}) for row in rows
+    ]

@@ -5,7 +5,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from analytics.params import PRODUCT_ORDERS
-from analytics.services import rollups_rebuild, rollups_refresh
+from analytics.services.rollups import rollups_rebuild, rollups_refresh
 from analytics.tests.factories import (
     OrderFactory,
     RefundFactory,

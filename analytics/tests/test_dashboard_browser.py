@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from django.utils import timezone
 
-from analytics.services import rollups_rebuild
+from analytics.services.rollups import rollups_rebuild
 from events.models import Event
 from events.services.ingest import events_ingest
 from events.simulator import Simulator

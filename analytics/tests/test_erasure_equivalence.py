@@ -29,7 +29,7 @@ from analytics.models import (
     HourlyRevenue,
     HourlyRollup,
 )
-from analytics.services import rollups_refresh
+from analytics.services.rollups import rollups_refresh
 from conftest import SHARED_DATA
 from events.models import ErasureRequest, Event, Order, Person, Session
 from events.services import erasure

@@ -15,9 +15,10 @@ from zoneinfo import ZoneInfo
 import pytest
 from django.db.models import Max, Min, Sum
 
-from analytics import selectors
-from analytics.funnels import StepSpec, funnel_levels, funnel_summarize
+from analytics.funnel_levels import StepSpec, funnel_levels, funnel_summarize
 from analytics.models import (
+    CART_TYPES,
+    ROLLUP_COUNTS,
     DailyRollup,
     DailySessionPaths,
     HourlyRollup,
@@ -25,8 +26,17 @@ from analytics.models import (
     SessionPath,
 )
 from analytics.periods import Period
-from analytics.services import CART_TYPES, ROLLUP_COUNTS, rollups_rebuild, rollups_refresh
+from analytics.selectors.carts import _recovery_list
+from analytics.selectors.counts import user_count_get
+from analytics.selectors.funnels import FunnelParams, funnel_compute
+from analytics.selectors.kpis import kpis_get
+from analytics.selectors.products import product_totals, top_products
+from analytics.selectors.query import Filters, Query
+from analytics.selectors.retention import retention_get
+from analytics.selectors.trends import trends_get
+from analytics.services.rollups import rollups_rebuild, rollups_refresh
 from analytics.tests.factories import SessionEventFactory, SessionFactory
+from clickserver.money import money_format
 from events.models import Event, Person, Session
 from events.tests.factories import PersonFactory
 
@@ -67,8 +77,8 @@ def random_shop(shop, seed: int = 3) -> None:
             at += timedelta(minutes=rng.choice([0, 0, 7, 150]))
 
 
-def query(shop, **filters) -> selectors.Query:
-    return selectors.Query(shop=shop, period=PERIOD, filters=selectors.Filters(**filters))
+def query(shop, **filters) -> Query:
+    return Query(shop=shop, period=PERIOD, filters=Filters(**filters))
 
 
 def raw_funnel(shop, steps, *, strict: bool, **filters):
@@ -96,9 +106,9 @@ def raw_funnel(shop, steps, *, strict: bool, **filters):
 def test_session_funnel_from_paths_matches_the_raw_log(shop, strict, filters):
     random_shop(shop)
     rollups_rebuild(shop_id=shop.pk, now=NOW)
-    params = selectors.FunnelParams(steps=STEPS, strict=strict)
+    params = FunnelParams(steps=STEPS, strict=strict)
 
-    funnel = selectors.funnel_compute(query=query(shop, **filters), params=params)
+    funnel = funnel_compute(query=query(shop, **filters), params=params)
 
     expected = raw_funnel(shop, STEPS, strict=strict, **filters)
     assert funnel.steps == expected.steps
@@ -134,7 +144,7 @@ def test_recovery_list_from_paths_matches_the_raw_log(shop, limit):
     random_shop(shop)
     rollups_rebuild(shop_id=shop.pk, now=NOW)
 
-    rows = selectors._recovery_list(query(shop), limit=limit)
+    rows = _recovery_list(query(shop), limit=limit)
 
     assert [(r.person_id, r.user_id, r.session_id, r.abandoned_at) for r in rows] == raw_recovery(
         shop, limit
@@ -157,8 +167,8 @@ def test_products_from_months_and_edge_days_match_the_daily_sums(shop, first, la
     rollups_rebuild(shop_id=shop.pk, now=NOW)
     period = Period(first=first, last=last, tz=ZoneInfo("UTC"))
 
-    totals = selectors._product_totals(selectors.Query(shop=shop, period=period))
-    rows = selectors._top_products(totals, order_by="views", limit=1000)
+    totals = product_totals(Query(shop=shop, period=period))
+    rows = top_products(totals, order_by="views", limit=1000)
 
     daily = (
         ProductDailyRollup.objects.filter(shop=shop, day__gte=period.first, day__lte=period.last)
@@ -166,7 +176,7 @@ def test_products_from_months_and_edge_days_match_the_daily_sums(shop, first, la
         .annotate(name=Max("product_name"), views=Sum("view_count"), revenue=Sum("revenue"))
     )
     assert sorted((r.product_id, r.product_name, r.views, r.revenue) for r in rows) == sorted(
-        (d["product_id"], d["name"], d["views"], selectors._money(d["revenue"])) for d in daily
+        (d["product_id"], d["name"], d["views"], money_format(d["revenue"])) for d in daily
     )
     # Ranked by views, then product id.
     assert [r.product_id for r in rows] == [
@@ -206,7 +216,7 @@ def test_retention_from_bitmaps_matches_the_raw_log(shop):
     first_seen_at_first_event(shop)
     rollups_rebuild(shop_id=shop.pk, now=NOW)
 
-    retention = selectors.retention_get(query=query(shop))
+    retention = retention_get(query=query(shop))
 
     expected = raw_retention(shop)
     assert len(expected) >= 2
@@ -223,8 +233,8 @@ def test_visitor_counts_from_bitmaps_match_the_raw_log(shop):
         shop=shop, occurred_at__gte=PERIOD.start, occurred_at__lt=PERIOD.end
     )
 
-    kpis = selectors.kpis_get(query=query(shop))
-    trends = selectors.trends_get(query=query(shop), interval="week")
+    kpis = kpis_get(query=query(shop))
+    trends = trends_get(query=query(shop), interval="week")
 
     people = set(events.values_list("person_id", flat=True))
     new = set(
@@ -233,7 +243,7 @@ def test_visitor_counts_from_bitmaps_match_the_raw_log(shop):
         ).values_list("pk", flat=True)
     )
     assert (kpis.visitors, kpis.new_visitors) == (len(people), len(new))
-    assert selectors.user_count_get(query=query(shop)).user_count == len(people)
+    assert user_count_get(query=query(shop)).user_count == len(people)
     by_week: dict[str, set[int]] = defaultdict(set)
     for person_id, occurred_at in events.values_list("person_id", "occurred_at"):
         monday = occurred_at.date() - timedelta(days=occurred_at.weekday())

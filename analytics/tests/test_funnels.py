@@ -1,4 +1,4 @@
-from analytics.funnels import StepSpec, UnitEvent, funnel_summarize, unit_level
+from analytics.funnel_levels import StepSpec, UnitEvent, funnel_summarize, unit_level
 
 STEPS = [StepSpec("product_view"), StepSpec("add_to_cart"), StepSpec("purchase")]
 

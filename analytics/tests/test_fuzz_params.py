@@ -20,7 +20,7 @@ from analytics.params import (
     interval_parse,
     query_parse,
 )
-from analytics.selectors import FunnelParams
+from analytics.selectors.funnels import FunnelParams
 from clickserver.errors import ApplicationError
 from clickserver.params import MAX_DAYS
 

@@ -1,7 +1,7 @@
 """The columnar funnel (numpy over a day's sessions) against the per-unit reference algorithm.
 
-`analytics.funnels.unit_level` is the definition the rest of the suite checks against pandas and
-SPEC.md; here random days of sessions (ties in time, repeated types, sessions without any step,
+`analytics.funnel_levels.unit_level` is the definition the rest of the suite checks against pandas
+and SPEC.md; here random days of sessions (ties in time, repeated types, sessions without any step,
 filters and breakdowns) must give the same levels, counts and fastest durations.
 """
 
@@ -10,7 +10,7 @@ from collections import Counter, defaultdict
 
 import pytest
 
-from analytics.funnels import StepSpec, unit_level
+from analytics.funnel_levels import StepSpec, unit_level
 from analytics.session_arrays import ATTRIBUTES, funnel_counts, paths_pack, paths_unpack
 
 TYPES = ["page_view", "product_view", "add_to_cart", "checkout_started", "purchase", "signup"]

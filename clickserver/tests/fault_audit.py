@@ -23,7 +23,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clickserver.settings")
 django.setup()
 
 from analytics import models as analytics_models  # noqa: E402
-from analytics.services import rollups_rebuild  # noqa: E402
+from analytics.services.rollups import rollups_rebuild  # noqa: E402
 from events.models import Event, Session  # noqa: E402
 from events.services.sessions import sessions_rebuild  # noqa: E402
 

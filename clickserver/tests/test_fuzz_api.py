@@ -20,7 +20,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from analytics.services import rollups_rebuild
+from analytics.services.rollups import rollups_rebuild
 from clickserver.wsgi import application
 from events.models import PipelineWatermark
 from events.services.ingest import events_ingest

@@ -3,7 +3,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
-from analytics.services import rollups_rebuild
+from analytics.services.rollups import rollups_rebuild
 from events.models import Shop
 
 

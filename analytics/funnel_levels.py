@@ -13,11 +13,9 @@ must be the unit's very next event.
 
 import statistics
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
-
-Matcher = Callable[[str, dict[str, Any]], bool]
 
 
 @dataclass(frozen=True, slots=True)
