@@ -167,7 +167,7 @@ class Literals:
                 # once per distinct instant (a batch shares its received_at).
                 distinct = {value: f"'{str(value)[:-6]}'" for value in set(column)}
                 converted.append(map(distinct.__getitem__, column))
-            elif dict in kinds or list in kinds:
+            elif kinds & {dict, list, bytearray, memoryview}:  # unhashable: value by value
                 converted.append(map(self, column))
             else:
                 distinct = {value: self(value) for value in set(column)}
@@ -197,6 +197,11 @@ class Literals:
             return f"'{value.isoformat()}'"
         if kind is dict:
             return self(orjson.dumps(value).decode())
+        if kind is float:
+            return repr(value)
+        if kind in (bytes, bytearray, memoryview):
+            # A hex literal: binary data (visitor bitmaps) is not text in the connection charset.
+            return f"X'{bytes(value).hex()}'"
         if isinstance(value, str):  # a str subclass, such as a TextChoices member
             return self._escape(value.encode(self._encoding)).decode(self._encoding)
         raise TypeError(f"no SQL literal for {kind.__name__}")

@@ -57,3 +57,18 @@ def test_literals_write_dates_as_iso_text():
         pytest.skip("literals are inlined on MariaDB only")
 
     assert Literals().rows([(date(2026, 1, 5), None)]) == "('2026-01-05', NULL)"
+
+
+@pytest.mark.django_db
+def test_rows_write_round_trips_binary_and_float_values():
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TEMPORARY TABLE sql_round_trip (data BLOB, share DOUBLE)")
+    # Every byte value, and bytes that are not valid UTF-8 (a visitor bitmap is binary).
+    blob = bytes(range(256)) + b"\xff\xfe'\\\x00"
+
+    rows_write("sql_round_trip", ["data", "share"], [(blob, 0.125), (bytearray(b"\x00"), 1e-9)])
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT data, share FROM sql_round_trip ORDER BY share")
+        rows = [(bytes(data), share) for data, share in cursor.fetchall()]
+    assert rows == [(b"\x00", 1e-9), (blob, 0.125)]
