@@ -9,8 +9,9 @@ from django.db.models import Count
 from django.db.models.functions import TruncHour
 
 from analytics.models import CART_TYPES, ROLLUP_COUNTS, DailyRollup, HourlyRollup
-from analytics.periods import MICROSECOND, SESSION_SPAN, hour_floor, local_date, local_midnight
+from analytics.periods import MICROSECOND, SESSION_SPAN, hour_floor, local_date
 from analytics.sql import rows_insert
+from clickserver.params import local_midnight
 from events.models import Event, Session
 
 EVENT_COUNT_FIELDS = {
