@@ -1,3 +1,5 @@
+"""Celery interfaces of the analytics app: rollup refresh after the pipeline, recompute of days, sweep."""
+
 from datetime import date
 
 from celery import shared_task

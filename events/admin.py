@@ -1,3 +1,5 @@
+"""The events app in the admin: shops through their services; the log and derived data read-only."""
+
 from contextvars import ContextVar
 
 from django import forms

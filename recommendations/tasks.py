@@ -1,3 +1,5 @@
+"""Celery interfaces of the recommendations app: the item-to-item affinity rebuild and its sweep."""
+
 from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone

@@ -1,3 +1,5 @@
+"""Celery interfaces of the segments app: refresh the materialised memberships, and the sweep."""
+
 from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
