@@ -1,4 +1,4 @@
-"""Celery interfaces of the analytics app: rollup refresh after the pipeline, recompute of days, sweep."""
+"""Celery interfaces of the analytics app: rollup refresh, recompute of given days, sweep."""
 
 from datetime import date
 
