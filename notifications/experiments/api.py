@@ -72,14 +72,25 @@ class ExperimentDecideApi(APIView):
         shop = shop_authenticate(request=request)
         params = request.query_params
         traits = UnitTraits(
-            device=params.get("device") or None,
+            device=_choice(params, "device", DEVICES),
             source=params.get("source") or None,
-            visitor=params.get("visitor") or None,
+            visitor=_choice(params, "visitor", VISITORS),
         )
         ids = unit_ids_parse(request, shop=shop)
         return Response(
             {"experiments": selectors.experiments_decide(shop=shop, ids=ids, traits=traits)}
         )
+
+
+def _choice(params, name: str, allowed: frozenset[str]) -> str | None:
+    """An optional trait, refused (400) when it is none of the values targeting knows."""
+    value = params.get(name) or None
+    if value is not None and value not in allowed:
+        raise ApplicationError(
+            f"{name} must be one of {', '.join(sorted(allowed))}.",
+            fields={name: [f"one of {sorted(allowed)}"]},
+        )
+    return value
 
 
 def unit_ids_parse(request, *, shop: Shop) -> selectors.UnitIds:

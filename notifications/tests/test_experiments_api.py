@@ -2,6 +2,7 @@
 
 import base64
 from datetime import UTC, datetime
+from unittest import mock
 
 import pytest
 from rest_framework.test import APIClient
@@ -172,6 +173,18 @@ def test_decide_applies_device_source_and_visitor_targeting_from_the_request(sho
     ]
 
     assert answers == ["one-click", None, None, None]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("name", "value"), [("device", "7"), ("visitor", "Returning"), ("device", "tv")]
+)
+def test_decide_refuses_a_trait_targeting_does_not_know(shop, name, value):
+    # Even with no experiment running: a wrong value is the caller's bug, not "no experiments".
+    response = decide(shop, {"anonymous_id": "visitor-2", name: value})
+
+    assert response.status_code == 400
+    assert response.json()["fields"] == {name: [mock.ANY]}
 
 
 @pytest.mark.django_db
