@@ -16,7 +16,7 @@ from clickserver.errors import ApplicationError
 from events.models import Shop
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
 from notifications.experiments.rules import UnitTraits, needs_person_lookup, targeting_admits
-from notifications.models import ConversionScore, Experiment, ExperimentStatus
+from notifications.models import ConversionScore, Experiment, ExperimentStatus, ExperimentUnit
 from recommendations.selectors import person_resolve
 from segments.models import SegmentMembership
 
@@ -76,6 +76,30 @@ def experiments_running(*, shop_id: int) -> list[RunningExperiment]:
         ]
         cache.set(running_cache_key(shop_id), running, CACHE_SECONDS)
     return running
+
+
+# What the snippet can judge in the browser; segment and score band live in the database.
+BROWSER_TARGETING = frozenset({"device", "source", "visitor"})
+
+
+def experiments_snippet_config(*, shop: Shop) -> dict[str, Any]:
+    """The snippet's `experiments` (events/snippet.py's SNIPPET_CONFIG_HOOKS): the running person
+    experiments the browser can decide alone; nothing at all when there are none, so the snippet
+    of a shop without them stays as it was. A session experiment (the browser has no session key)
+    or one targeting a segment or a score band answers null in the browser: ask
+    `GET /experiments/decide/` for those (docs/experiments.md, "In the browser")."""
+    experiments = [
+        {
+            "key": e.key,
+            "phase": e.phase,
+            "holdout": e.holdout_share,
+            "variants": [[arm.key, arm.weight] for arm in e.arms],
+            "targeting": {k: v for k, v in e.targeting.items() if k in BROWSER_TARGETING},
+        }
+        for e in experiments_running(shop_id=shop.pk)
+        if e.unit == ExperimentUnit.PERSON and set(e.targeting) <= BROWSER_TARGETING
+    ]
+    return {"experiments": experiments} if experiments else {}
 
 
 def _traits_with_person_facts(
