@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 
 from clickserver.errors import ApplicationError
 from events.models import Shop
@@ -56,6 +56,15 @@ def experiment_get(*, shop: Shop, experiment_id: int) -> Experiment:
     if experiment is None:
         raise ApplicationError("No such experiment.", code="not_found", status=404)
     return experiment
+
+
+def experiment_get_by_key(*, shop: Shop, key: str) -> Experiment | None:
+    """The draft or running experiment with this key, else the one stopped last."""
+    return (
+        Experiment.objects.filter(shop=shop, key=key)
+        .order_by(F("stopped_at").desc(nulls_first=True), "-pk")
+        .first()
+    )
 
 
 def experiments_running(*, shop_id: int) -> list[RunningExperiment]:

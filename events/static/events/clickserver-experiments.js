@@ -44,10 +44,12 @@
     visitor = w.sessionStorage.getItem(VISIT) || visitor;
     if (enabled()) w.sessionStorage.setItem(VISIT, visitor);
   } catch (e) { /* storage blocked: this page's answer */ }
+  // The server's device classes (events/sessionize.py), from the user agent.
   function device() {
     var ua = nav.userAgent.toLowerCase();
-    return /ipad|tablet|kindle|silk\/|playbook|nexus [79]|sm-t/.test(ua) ? 'tablet' :
-      /mobi|iphone|ipod|android|windows phone|blackberry|kaios/.test(ua) ? 'mobile' : 'desktop';
+    return /ipad|tablet|kindle|silk\/|playbook|nexus [79]|sm-t/.test(ua) ||
+      /android/.test(ua) && ua.indexOf('mobile') < 0 ? 'tablet' :
+      /mobile|iphone|ipod|android|windows phone|blackberry|kaios/.test(ua) ? 'mobile' : 'desktop';
   }
 
   decide = function (key, expose) {
