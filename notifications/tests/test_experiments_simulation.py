@@ -167,3 +167,28 @@ def test_the_command_refuses_segment_targeting(shop):
 
     with pytest.raises(CommandError, match="segment or score targeting"):
         call_command("simulate_experiment", "--shop", shop.domain, "--experiment", "free-shipping")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_demo_has_a_finished_and_a_running_experiment_with_exposures(
+    live_server, shop, celery_eager
+):
+    arguments = ["--shop", shop.domain, "--url", live_server.url, "--scale", "0.05"]
+
+    call_command("demo_experiments", *arguments)
+    call_command("demo_experiments", *arguments)
+
+    experiments = {e.key: e for e in shop.experiments.all()}
+    assert {key: e.status for key, e in experiments.items()} == {
+        "free-shipping-banner": "stopped",
+        "one-click-checkout": "running",
+    }
+    exposed = Counter(
+        e.properties["experiment"] for e in Event.objects.filter(type="experiment_exposure")
+    )
+    assert set(exposed) == {"free-shipping-banner", "one-click-checkout"}
+    stopped = experiments["free-shipping-banner"]
+    times = Event.objects.filter(
+        type="experiment_exposure", properties__experiment="free-shipping-banner"
+    ).values_list("occurred_at", flat=True)
+    assert all(stopped.started_at <= at < stopped.stopped_at for at in times)
