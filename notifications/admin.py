@@ -6,7 +6,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
 from clickserver.admin import ReadOnlyAdmin
 from clickserver.errors import ApplicationError
@@ -138,9 +144,30 @@ class VariantFormSet(forms.BaseInlineFormSet):
             raise forms.ValidationError(errors["variants"])
 
 
+class VariantRowForm(forms.Form):
+    key = forms.SlugField(max_length=64)
+    name = forms.CharField(max_length=255, required=False)
+    weight = forms.FloatField()
+    is_control = forms.BooleanField(required=False)
+
+
+class VariantRowFormSet(forms.BaseFormSet):
+    def clean(self):
+        if any(self.errors):
+            return
+        _, errors = rules.variants_validate(_variants_from(self))
+        if errors:
+            raise forms.ValidationError(errors["variants"])
+
+
+VariantRowsFormSet = forms.formset_factory(
+    VariantRowForm, formset=VariantRowFormSet, extra=1, can_delete=True
+)
+
+
 class VariantInline(admin.TabularInline):
     """Editable while the experiment is a draft; a running experiment's new variants or weights
-    start a new phase (`experiment_variants_change`: `PATCH /experiments/<id>/` with `variants`)."""
+    start a new phase, on their own page (`ExperimentAdmin.variants_view`)."""
 
     model = Variant
     formset = VariantFormSet
@@ -173,6 +200,59 @@ class ExperimentAdmin(admin.ModelAdmin):
     readonly_fields = ("status", "phase", "started_at", "stopped_at", "created_at", "updated_at")
     actions = ["start", "stop"]
 
+    def get_urls(self):
+        variants = path(
+            "<path:object_id>/variants/",
+            self.admin_site.admin_view(self.variants_view),
+            name="notifications_experiment_variants",
+        )
+        return [variants, *super().get_urls()]
+
+    @admin.display(description="Variants")
+    def variants_change_link(self, obj: Experiment) -> str:
+        url = reverse("admin:notifications_experiment_variants", args=[obj.pk])
+        return format_html(
+            '<a href="{}">Change the variants (starts phase {})</a>', url, obj.phase + 1
+        )
+
+    def variants_view(self, request, object_id):
+        """A running experiment's new variants or weights: `experiment_variants_change`, which
+        ends the phase and starts the next."""
+        experiment = self.get_object(request, object_id)
+        if experiment is None:
+            raise Http404
+        if experiment.status != ExperimentStatus.RUNNING or not self.has_change_permission(
+            request, experiment
+        ):
+            raise PermissionDenied
+        formset = VariantRowsFormSet(
+            request.POST or None,
+            initial=[
+                {"key": v.key, "name": v.name, "weight": v.weight, "is_control": v.is_control}
+                for v in experiment.variants.all()
+            ],
+        )
+        if request.method == "POST" and formset.is_valid():
+            try:
+                experiment = experiment_services.experiment_variants_change(
+                    experiment=experiment, variants=_variants_from(formset), now=timezone.now()
+                )
+            except ApplicationError as error:
+                self.message_user(request, error.detail, messages.ERROR)
+            else:
+                self.message_user(request, f"Phase {experiment.phase} started.", messages.SUCCESS)
+                return redirect(
+                    reverse("admin:notifications_experiment_change", args=[experiment.pk])
+                )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "original": experiment,
+            "formset": formset,
+            "title": f"New variants for {experiment.key}",
+        }
+        return TemplateResponse(request, "admin/notifications/experiment/variants.html", context)
+
     def get_queryset(self, request):
         experiments = super().get_queryset(request).select_related("shop")
         return experiments.filter(shop__in=shops_for_user(user=request.user))
@@ -189,6 +269,8 @@ class ExperimentAdmin(admin.ModelAdmin):
         fixed: tuple[str, ...] = ("shop",)
         if obj.status != ExperimentStatus.DRAFT:
             fixed += tuple(sorted(experiment_services.DESIGN_FIELDS))
+        if obj.status == ExperimentStatus.RUNNING:
+            fixed += ("variants_change_link",)
         return (*self.readonly_fields, *fixed)
 
     def has_change_permission(self, request, obj=None):

@@ -188,3 +188,67 @@ def test_the_list_shows_the_status(admin_client, shop):
 
     assert page.count("Running") >= 1
     assert page.count("Draft") >= 1
+
+
+def variant_rows(*rows):
+    data = {
+        "form-TOTAL_FORMS": str(len(rows)),
+        "form-INITIAL_FORMS": "0",
+        "form-MIN_NUM_FORMS": "0",
+        "form-MAX_NUM_FORMS": "1000",
+    }
+    for index, (key, weight, is_control) in enumerate(rows):
+        data |= {f"form-{index}-key": key, f"form-{index}-weight": weight}
+        if is_control:
+            data[f"form-{index}-is_control"] = "on"
+    return data
+
+
+def test_a_running_experiments_new_variants_start_a_phase(admin_client, shop):
+    experiment = services.experiment_start(experiment=draft(shop), now=T0)
+    url = f"{EXPERIMENTS}{experiment.pk}/variants/"
+
+    change_page = admin_client.get(f"{EXPERIMENTS}{experiment.pk}/change/").content.decode()
+    form_page = admin_client.get(url)
+    response = admin_client.post(url, variant_rows(("control", "1", True), ("b", "3", False)))
+
+    assert f'href="{url}"' in change_page
+    assert form_page.status_code == 200
+    assert response.status_code == 302
+    experiment.refresh_from_db()
+    assert experiment.phase == 2
+    assert [(v.key, v.weight) for v in experiment.variants.all()] == [
+        ("control", 0.25),
+        ("b", 0.75),
+    ]
+    phases = ExperimentPhase.objects.filter(experiment=experiment).order_by("number")
+    assert [
+        (p.number, [(v["key"], v["weight"]) for v in p.variants], p.ended_at is None)
+        for p in phases
+    ] == [
+        (1, [("control", 0.5), ("b", 0.5)], False),
+        (2, [("control", 0.25), ("b", 0.75)], True),
+    ]
+
+
+def test_invalid_new_variants_are_shown_and_change_nothing(admin_client, shop):
+    experiment = services.experiment_start(experiment=draft(shop), now=T0)
+
+    response = admin_client.post(
+        f"{EXPERIMENTS}{experiment.pk}/variants/",
+        variant_rows(("control", "1", True), ("b", "1", True)),
+    )
+
+    assert response.status_code == 200
+    assert "exactly one control variant (got 2)" in response.content.decode()
+    experiment.refresh_from_db()
+    assert experiment.phase == 1
+    assert ExperimentPhase.objects.filter(experiment=experiment).count() == 1
+
+
+def test_a_drafts_variants_page_is_refused(admin_client, shop):
+    experiment = draft(shop)
+
+    response = admin_client.get(f"{EXPERIMENTS}{experiment.pk}/variants/")
+
+    assert response.status_code == 403
