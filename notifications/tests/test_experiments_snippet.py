@@ -9,7 +9,7 @@ import orjson
 import pytest
 from rest_framework.test import APIClient
 
-from events.models import Event
+from events.models import ConsentMode, Event
 from events.snippet import EXPERIMENTS_PLACEHOLDER, experiments_source
 from events.storefront_auth import identity_token_compute
 from events.tests import storefront_urls
@@ -215,3 +215,26 @@ def test_variant_records_one_exposure_per_page_view_through_ingestion(
     ] == [{"experiment": KEY, "variant": "one-click", "phase": 1}] * 2
     assert {e.anonymous_id for e in exposures} == {"visitor-2"}
     assert [e.url.endswith("?step=2") for e in exposures] == [False, True]
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_without_consent_variant_is_null_and_records_nothing(context, home, live_server, shop):
+    shop.consent_mode = ConsentMode.REQUIRED
+    shop.save()
+    running(shop)
+    context.add_cookies([{"name": "_cs_aid", "value": "visitor-2", "url": live_server.url}])
+    page = context.new_page()
+    page.goto(home)
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+
+    before = page.evaluate(f"() => [clickserver.variant('{KEY}'), sessionStorage.length]")
+    page.evaluate("() => clickserver.consent(true)")
+    after = page.evaluate(f"() => clickserver.variant('{KEY}')")
+    page.evaluate("() => clickserver.flush()")
+    events = wait_for_events(shop, 2)
+    page.wait_for_function("() => JSON.parse(localStorage.getItem('_cs_queue')).length === 0")
+
+    assert (before, after) == ([None, 0], "one-click")
+    assert [e.type for e in events] == ["page_view", "experiment_exposure"]

@@ -5,7 +5,8 @@ assignment, see it (an `experiment_exposure` event) and buy with a true effect s
         --effect one-click=0.2 --visitors 5000
 
 The visits are spread over the experiment's current phase (its start to its stop, or now); with
-`--rate` live visits follow, as in `simulate_traffic`, until the phase ends.
+`--rate` live visits follow, as in `simulate_traffic`, through the phase as it was when the command
+started (restart the command after a stop or a new phase).
 """
 
 import argparse
