@@ -238,3 +238,32 @@ def test_without_consent_variant_is_null_and_records_nothing(context, home, live
 
     assert (before, after) == ([None, 0], "one-click")
     assert [e.type for e in events] == ["page_view", "experiment_exposure"]
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_browser_targeting_agrees_with_decide_given_the_same_traits(context, home, shop):
+    targetings = {
+        "from-news": {"source": ["news"]},
+        "returning-only": {"visitor": "returning"},
+        "desktop-only": {"device": ["desktop"]},
+        "mobile-only": {"device": ["mobile", "tablet"]},
+    }
+    for key, targeting in targetings.items():
+        running(shop, key=key, targeting=targeting, holdout_share=0.0)
+    page = context.new_page()
+    page.route("**/events/", lambda route: route.abort())
+    page.goto(home + "?utm_source=News")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+
+    in_browser = page.evaluate("(keys) => keys.map((k) => clickserver.assign(k))", list(targetings))
+    anonymous_id = page.evaluate("() => clickserver.anonymousId()")
+    response = APIClient().get(
+        "/experiments/decide/",
+        {"anonymous_id": anonymous_id, "source": "news", "visitor": "new", "device": "desktop"},
+        headers={"X-Write-Key": shop.write_key},
+    )
+
+    assert in_browser == [response.json()["experiments"][key] for key in targetings]
+    assert [variant is not None for variant in in_browser] == [True, False, True, False]
