@@ -235,8 +235,11 @@ def test_without_consent_variant_is_null_and_records_nothing(context, home, live
     page.evaluate("() => clickserver.flush()")
     events = wait_for_events(shop, 2)
     page.wait_for_function("() => JSON.parse(localStorage.getItem('_cs_queue')).length === 0")
+    kept = page.evaluate("() => sessionStorage.getItem('_cs_visitor')")
+    page.evaluate("() => clickserver.consent(false)")
+    withdrawn = page.evaluate(f"() => [clickserver.variant('{KEY}'), sessionStorage.length]")
 
-    assert (before, after) == ([None, 0], "one-click")
+    assert (before, after, kept, withdrawn) == ([None, 0], "one-click", "returning", [None, 0])
     assert [e.type for e in events] == ["page_view", "experiment_exposure"]
 
 

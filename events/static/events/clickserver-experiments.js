@@ -1,11 +1,7 @@
-  // --- experiments (docs/experiments.md "In the browser") ----------------------------------
-  // Put into the snippet in place of its EXPERIMENTS marker, only for shops with experiments the
-  // browser can decide, so other shops' pages do not load it. Line for line the assignment of
-  // notifications/experiments/assignment.py, with a synchronous SHA-256 (crypto.subtle's is a
-  // Promise, and a variant must be known before the page is drawn).
+  // --- experiments (docs/experiments.md "In the browser"), served only to shops running some --
+  // notifications/experiments/assignment.py line for line, with a synchronous SHA-256.
   var SK = [], SH = [], VISIT = '_cs_visitor', shown = {};
-  // The SHA-256 constants: the first 32 fractional bits of the square (SH) and cube (SK) roots of
-  // the first 8 and 64 primes; `| 0` keeps the low 32 bits of the integer, the fraction's top.
+  // SHA-256's constants: the first 32 fraction bits of the square and cube roots of the primes.
   for (var p = 2, k = 0; k < 64; p++) {
     for (var f = 2; f * f <= p && p % f; f++);
     if (f * f > p) {
@@ -38,12 +34,14 @@
     return ((h[0] >>> 0) * 1048576 + (h[1] >>> 12)) / 4503599627370496;
   }
 
-  // New or returning: whether this tab's visit began with an anonymous id already stored.
+  // New or returning: whether this tab's visit began with an anonymous id already stored. Kept
+  // for the tab's later pages once tracking is allowed (consent withdrawn erases it).
   var visitor = getCookie(AID) || getLS(AID) ? 'returning' : 'new';
-  try {
-    visitor = w.sessionStorage.getItem(VISIT) || visitor;
-    if (enabled()) w.sessionStorage.setItem(VISIT, visitor);
-  } catch (e) { /* storage blocked: this page's answer */ }
+  try { visitor = w.sessionStorage.getItem(VISIT) || visitor; } catch (e) { /* blocked */ }
+  function keepVisitor() {
+    try { w.sessionStorage.setItem(VISIT, visitor); } catch (e) { /* this page's answer */ }
+  }
+  if (enabled()) keepVisitor();
   // The server's device classes (events/sessionize.py), from the user agent.
   function device() {
     var ua = nav.userAgent.toLowerCase();
@@ -55,6 +53,7 @@
   decide = function (key, expose) {
     var x = (cfg.experiments || []).filter(function (e) { return e.key === key; })[0];
     if (!x || !enabled()) return null;
+    keepVisitor();
     var t = x.targeting, uid = getLS(UID), unit = uid ? 'user:' + uid : 'anon:' + anonymousId();
     if (t.device && t.device.indexOf(device()) < 0) return null;
     if (t.source && t.source.indexOf(String(utm().source || '').toLowerCase()) < 0) return null;

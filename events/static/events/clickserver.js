@@ -401,6 +401,7 @@
       } else {
         // Withdrawn: erase everything this snippet stored in the browser.
         [AID, UID, QUEUE, CONSENT, ORDERS, CART].forEach(function (k) { setLS(k, null); });
+        try { w.sessionStorage.removeItem('_cs_visitor'); } catch (e) { /* nothing kept */ }
         setCookie(AID, '', -1);
         setCookie(CONSENT, '', -1);
         memory = [];
