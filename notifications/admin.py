@@ -134,14 +134,19 @@ def _variants_from(formset: forms.BaseFormSet) -> list[VariantIn]:
     ]
 
 
+def _variants_check(formset: forms.BaseFormSet) -> None:
+    """The service's rule for a set of variants, shown above the rows."""
+    if any(formset.errors):
+        return
+    _, errors = rules.variants_validate(_variants_from(formset))
+    if errors:
+        raise forms.ValidationError(errors["variants"])
+
+
 class VariantFormSet(forms.BaseInlineFormSet):
     def clean(self):
         super().clean()
-        if any(self.errors):
-            return
-        _, errors = rules.variants_validate(_variants_from(self))
-        if errors:
-            raise forms.ValidationError(errors["variants"])
+        _variants_check(self)
 
 
 class VariantRowForm(forms.Form):
@@ -153,11 +158,7 @@ class VariantRowForm(forms.Form):
 
 class VariantRowFormSet(forms.BaseFormSet):
     def clean(self):
-        if any(self.errors):
-            return
-        _, errors = rules.variants_validate(_variants_from(self))
-        if errors:
-            raise forms.ValidationError(errors["variants"])
+        _variants_check(self)
 
 
 VariantRowsFormSet = forms.formset_factory(
