@@ -6,11 +6,13 @@ commits, and expiring after CACHE_SECONDS to bound what a write racing a refill 
 the database is touched only when an experiment targets a segment or a score band.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
 from django.db.models import F, QuerySet
+from redis.exceptions import RedisError
 
 from clickserver.errors import ApplicationError
 from events.models import Shop
@@ -67,23 +69,33 @@ def experiment_get_by_key(*, shop: Shop, key: str) -> Experiment | None:
     )
 
 
+def _running_read(shop_id: int) -> list[RunningExperiment]:
+    return [
+        RunningExperiment(
+            key=e.key,
+            phase=e.phase,
+            unit=e.unit,
+            holdout_share=e.holdout_share,
+            targeting=e.targeting,
+            arms=tuple(Arm(key=v.key, weight=v.weight) for v in e.variants.all()),
+        )
+        for e in Experiment.objects.filter(shop_id=shop_id, status=ExperimentStatus.RUNNING)
+        .order_by("key")
+        .prefetch_related("variants")
+    ]
+
+
 def experiments_running(*, shop_id: int) -> list[RunningExperiment]:
-    running = cache.get(running_cache_key(shop_id))
+    """The shop's running experiments, from the cache. With Redis down they are read from the
+    database: the snippet (every storefront page) and decide must not fail with the cache."""
+    try:
+        running = cache.get(running_cache_key(shop_id))
+    except RedisError:
+        return _running_read(shop_id)
     if running is None:
-        running = [
-            RunningExperiment(
-                key=e.key,
-                phase=e.phase,
-                unit=e.unit,
-                holdout_share=e.holdout_share,
-                targeting=e.targeting,
-                arms=tuple(Arm(key=v.key, weight=v.weight) for v in e.variants.all()),
-            )
-            for e in Experiment.objects.filter(shop_id=shop_id, status=ExperimentStatus.RUNNING)
-            .order_by("key")
-            .prefetch_related("variants")
-        ]
-        cache.set(running_cache_key(shop_id), running, CACHE_SECONDS)
+        running = _running_read(shop_id)
+        with contextlib.suppress(RedisError):
+            cache.set(running_cache_key(shop_id), running, CACHE_SECONDS)
     return running
 
 

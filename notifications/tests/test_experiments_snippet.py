@@ -91,6 +91,16 @@ def test_the_snippet_with_experiments_is_at_most_8_kb_gzipped(client, shop):
 
 
 @pytest.mark.django_db
+def test_the_snippet_keeps_its_experiments_while_redis_is_down(client, shop, redis_down):
+    running(shop)
+
+    response = client.get(f"/snippet/{shop.write_key}.js")
+
+    assert response.status_code == 200
+    assert [e["key"] for e in snippet_config(response.content.decode())["experiments"]] == [KEY]
+
+
+@pytest.mark.django_db
 def test_the_etag_changes_when_an_experiment_starts_and_stops(
     client, shop, django_capture_on_commit_callbacks
 ):
