@@ -250,6 +250,10 @@ PIPELINE_STUCK_SECONDS = env.int("PIPELINE_STUCK_SECONDS", default=900)
 # Readiness and /metrics read the pipeline backlog through this selector (clickserver/health.py);
 # named, not imported, so that clickserver imports no app.
 HEALTH_BACKLOG = "events.selectors.processing_backlog"
+# Functions `(*, shop) -> dict` merged into the tracking snippet's configuration
+# (events/snippet.py), named so that events imports none of the apps that add to it: here the
+# experiments the browser decides.
+SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet_config"]
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;

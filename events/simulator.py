@@ -11,10 +11,11 @@ them with `sent_at` so the server keeps those times.
 import heapq
 import random
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 # category: (product lines, variants, lowest price, highest price); a product is "line, variant".
@@ -86,6 +87,41 @@ LANDING_ON_PRODUCT = 0.35  # ads and search results open a product page, not the
 
 
 @dataclass(frozen=True, slots=True)
+class SimulatedUnit:
+    """What an experiment's assignment may look at in a simulated visit."""
+
+    anonymous_id: str
+    user_id: str
+    source: str  # the visit's utm_source, "" without one
+    user_agent: str
+    is_returning: bool
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedExperiment:
+    """An experiment the simulated shoppers go through, as plain data and a function.
+
+    Events knows no experiment and no assignment rule, so the caller passes them in (the
+    notifications command `simulate_experiment` passes the real assignment). A visit in
+    `[start, end)` that `assign` gives a variant sees it on its landing page: an
+    `experiment_exposure` event follows the landing page, and the visit's chance of buying is
+    multiplied by `1 + lifts[variant]` (0.2: +20 %; the true effect on conversion).
+    """
+
+    key: str
+    phase: int
+    assign: Callable[[SimulatedUnit], str | None]
+    lifts: Mapping[str, float] = field(default_factory=dict)
+    start: datetime | None = None
+    end: datetime | None = None
+
+    def variant_for(self, unit: SimulatedUnit, at: datetime) -> str | None:
+        if (self.start and at < self.start) or (self.end and at >= self.end):
+            return None
+        return self.assign(unit)
+
+
+@dataclass(frozen=True, slots=True)
 class Product:
     id: str
     name: str
@@ -129,8 +165,16 @@ def catalogue(rng: random.Random, size: int = 48) -> list[Product]:
 
 
 class Simulator:
-    def __init__(self, *, shop_domain: str, seed: int = 7, timezone: str = "UTC") -> None:
+    def __init__(
+        self,
+        *,
+        shop_domain: str,
+        seed: int = 7,
+        timezone: str = "UTC",
+        experiment: SimulatedExperiment | None = None,
+    ) -> None:
         self.rng = random.Random(seed)
+        self.experiment = experiment
         self.domain = shop_domain
         self.zone = ZoneInfo(timezone)
         self.products = catalogue(self.rng)
@@ -208,8 +252,9 @@ class Simulator:
         }
         visit = _Visit(self, visitor, bot=bot, source=source, context=context, clock=at)
         self._browse(visit)
+        buying = (0.45 if loyal else 0.3) * (1 + self._lift(visit))
         visitor.visits += 1
-        if not (bot or not visit.viewed or rng.random() > (0.45 if loyal else 0.3)):
+        if not (bot or not visit.viewed or rng.random() > buying):
             self._buy(visit, loyal=loyal)
         self._schedule_return(visitor, visit.clock)
         return visit.events
@@ -221,11 +266,36 @@ class Simulator:
             visit.view(favourite)
         else:
             visit.emit("page_view", "/", title="Home")
+        self._expose(visit)
         views = (
             400 if visit.bot else rng.choices([0, 1, 2, 3, 4, 6], weights=[25, 30, 20, 12, 8, 5])[0]
         )
         for _ in range(views):
             visit.view(favourite if rng.random() < 0.3 else rng.choice(self.products))
+
+    def _expose(self, visit: "_Visit") -> None:
+        """The landing page shows the visit's variant, if the experiment assigns it one."""
+        experiment = self.experiment
+        if experiment is None or visit.bot:
+            return
+        unit = SimulatedUnit(
+            anonymous_id=visit.visitor.anonymous_id,
+            user_id=visit.visitor.user_id,
+            source=visit.source[0],
+            user_agent=visit.context["user_agent"],
+            is_returning=visit.visitor.visits > 0,
+        )
+        visit.variant = experiment.variant_for(unit, visit.clock)
+        if visit.variant is not None:
+            properties = {"experiment": experiment.key, "variant": visit.variant,
+                          "phase": experiment.phase}  # fmt: skip
+            landing = urlsplit(visit.events[0]["url"]).path
+            visit.emit("experiment_exposure", landing, properties=properties)
+
+    def _lift(self, visit: "_Visit") -> float:
+        if self.experiment is None or visit.variant is None:
+            return 0.0
+        return self.experiment.lifts.get(visit.variant, 0.0)
 
     def _buy(self, visit: "_Visit", *, loyal: bool) -> None:
         """The last product viewed into the cart, then maybe a checkout and a purchase."""
@@ -305,6 +375,7 @@ class _Visit:
         self.source, self.context, self.clock = source, context, clock
         self.events: list[dict] = []
         self.viewed: list[Product] = []
+        self.variant: str | None = None
 
     def emit(self, event_type: str, path: str, **extra: object) -> None:
         simulator, rng = self.simulator, self.simulator.rng

@@ -1,10 +1,19 @@
-"""The tracking snippet: the static source with one shop's configuration put in."""
+"""The tracking snippet: the static source with one shop's configuration put in.
+
+Apps above `events` add to the configuration through `settings.SNIPPET_CONFIG_HOOKS`: dotted
+paths of functions `(*, shop) -> dict` whose keys are merged into it (the running experiments
+come so from notifications, which events must not import). The configuration is part of the
+served text, so its ETag changes with it.
+"""
 
 import functools
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import orjson
+from django.conf import settings
+from django.utils.module_loading import import_string
 
 from events.models import ConsentMode, Shop
 
@@ -12,25 +21,45 @@ SOURCE_PATH = Path(__file__).parent / "static" / "events" / "clickserver.js"
 # The source ends with `})(window, document, /*CONFIG*/{});`: the placeholder is replaced by
 # the shop's configuration, and the file still runs as is (with no configuration) in tests.
 CONFIG_PLACEHOLDER = "/*CONFIG*/{}"
+# The experiments part (`clickserver.variant`) goes in place of this marker when the
+# configuration has experiments; other shops' storefronts do not pay for its SHA-256.
+EXPERIMENTS_PATH = SOURCE_PATH.with_name("clickserver-experiments.js")
+EXPERIMENTS_PLACEHOLDER = "/*EXPERIMENTS*/"
 SNIPPET_MAX_AGE_SECONDS = 300
 
 
 @functools.cache
 def snippet_source() -> str:
     source = SOURCE_PATH.read_text(encoding="utf-8")
-    if source.count(CONFIG_PLACEHOLDER) != 1:
-        raise RuntimeError(f"{SOURCE_PATH} must hold {CONFIG_PLACEHOLDER} exactly once")
+    for placeholder in (CONFIG_PLACEHOLDER, EXPERIMENTS_PLACEHOLDER):
+        if source.count(placeholder) != 1:
+            raise RuntimeError(f"{SOURCE_PATH} must hold {placeholder} exactly once")
     return source
 
 
-def snippet_render(*, shop: Shop, endpoint: str) -> str:
-    config = {
+@functools.cache
+def experiments_source() -> str:
+    return EXPERIMENTS_PATH.read_text(encoding="utf-8")
+
+
+def snippet_config(*, shop: Shop, endpoint: str) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "endpoint": endpoint,
         "writeKey": shop.write_key,
         "consentRequired": shop.consent_mode == ConsentMode.REQUIRED,
     }
+    for hook in settings.SNIPPET_CONFIG_HOOKS:
+        config |= import_string(hook)(shop=shop)
+    return config
+
+
+def snippet_render(*, shop: Shop, endpoint: str) -> str:
+    config = snippet_config(shop=shop, endpoint=endpoint)
+    source = snippet_source()
+    if config.get("experiments"):
+        source = source.replace(EXPERIMENTS_PLACEHOLDER, experiments_source())
     # orjson escapes nothing HTML-special, but this is served as a script, never inlined in HTML.
-    return snippet_source().replace(CONFIG_PLACEHOLDER, orjson.dumps(config).decode())
+    return source.replace(CONFIG_PLACEHOLDER, orjson.dumps(config).decode())
 
 
 def snippet_etag(source: str) -> str:

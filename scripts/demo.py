@@ -1,8 +1,9 @@
 """`make demo`: a demo shop with history, then web + worker + beat on the embedded defaults.
 
 Runs gunicorn, a Celery worker and Celery beat as child processes (SQLite, local cache, kombu's
-filesystem broker, in-process models), seeds history through the real ingestion API, keeps a
-trickle of live traffic, and prints the URLs and the login. Ctrl-C stops everything.
+filesystem broker, in-process models), seeds history through the real ingestion API, runs
+shoppers through one finished and one running experiment, keeps a trickle of live traffic (through
+the running experiment), and prints the URLs and the login. Ctrl-C stops everything.
 """
 
 import os
@@ -19,6 +20,14 @@ PORT = os.environ.get("DEMO_PORT", "8000")
 BASE = f"http://127.0.0.1:{PORT}"
 DOMAIN = "demo-shop.example.com"
 BIN = Path(sys.executable).parent
+# The demo's running experiment (demo_experiments) and the true effect its live visits carry.
+RUNNING_EXPERIMENT = "one-click-checkout"
+RUNNING_EFFECT = "one-click=0.1"
+RUNNING_EXPERIMENTS = (
+    "from notifications.models import Experiment; "
+    f"print(list(Experiment.objects.filter(shop__domain={DOMAIN!r}, status='running')"
+    ".values_list('key', flat=True)))"
+)
 
 
 def manage(*args: str, check: bool = True) -> str:
@@ -54,6 +63,19 @@ def wait_for_web(timeout: float = 60) -> None:
         except OSError:
             time.sleep(0.5)
     sys.exit("the web server did not start")
+
+
+def seed_experiments() -> None:
+    """One finished and one running experiment with their simulated shoppers
+    (notifications/management/commands/demo_experiments.py); the demo goes on without them."""
+    print("running shoppers through two experiments…", flush=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "demo_experiments", "--shop", DOMAIN, "--url", BASE],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["unknown error"]
+        print(f"demo experiments not seeded ({reason[0]})", flush=True)
 
 
 def prepare_dashboard() -> None:
@@ -117,6 +139,7 @@ def main() -> None:
                  "6000", "--days", "60", "--anomalies", "--url", BASE],
                 cwd=ROOT, check=True,
             )  # fmt: skip
+            seed_experiments()
             prepare_dashboard()
         print(
             f"\nclickserver demo is running\n"
@@ -130,10 +153,15 @@ def main() -> None:
         # The last line: paste it into another terminal, and the event shows on the dashboard's
         # Live page a few seconds later (the settle window, then the worker and its follow-ups).
         print(f"Send your first event:\n{first_event_command()}\n", flush=True)
+        # Live visits go through the running experiment, so its results keep moving.
+        live = ["simulate_traffic"]
+        if RUNNING_EXPERIMENT in manage("shell", "-v0", "-c", RUNNING_EXPERIMENTS, check=False):
+            live = ["simulate_experiment", "--experiment", RUNNING_EXPERIMENT, "--effect",
+                    RUNNING_EFFECT]  # fmt: skip
         children.append(
             subprocess.Popen(
-                [sys.executable, "manage.py", "simulate_traffic", "--shop", DOMAIN, "--visitors",
-                 "0", "--rate", "match", "--url", BASE],
+                [sys.executable, "manage.py", *live, "--shop", DOMAIN, "--visitors", "0",
+                 "--rate", "match", "--seed", "37", "--url", BASE],
                 cwd=ROOT, stdout=subprocess.DEVNULL,
             )
         )  # fmt: skip

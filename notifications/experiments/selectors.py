@@ -6,17 +6,19 @@ commits, and expiring after CACHE_SECONDS to bound what a write racing a refill 
 the database is touched only when an experiment targets a segment or a score band.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
+from redis.exceptions import RedisError
 
 from clickserver.errors import ApplicationError
 from events.models import Shop
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
 from notifications.experiments.rules import UnitTraits, needs_person_lookup, targeting_admits
-from notifications.models import ConversionScore, Experiment, ExperimentStatus
+from notifications.models import ConversionScore, Experiment, ExperimentStatus, ExperimentUnit
 from recommendations.selectors import person_resolve
 from segments.models import SegmentMembership
 
@@ -58,24 +60,67 @@ def experiment_get(*, shop: Shop, experiment_id: int) -> Experiment:
     return experiment
 
 
+def experiment_get_by_key(*, shop: Shop, key: str) -> Experiment | None:
+    """The draft or running experiment with this key, else the one stopped last."""
+    return (
+        Experiment.objects.filter(shop=shop, key=key)
+        .order_by(F("stopped_at").desc(nulls_first=True), "-pk")
+        .first()
+    )
+
+
+def _running_read(shop_id: int) -> list[RunningExperiment]:
+    return [
+        RunningExperiment(
+            key=e.key,
+            phase=e.phase,
+            unit=e.unit,
+            holdout_share=e.holdout_share,
+            targeting=e.targeting,
+            arms=tuple(Arm(key=v.key, weight=v.weight) for v in e.variants.all()),
+        )
+        for e in Experiment.objects.filter(shop_id=shop_id, status=ExperimentStatus.RUNNING)
+        .order_by("key")
+        .prefetch_related("variants")
+    ]
+
+
 def experiments_running(*, shop_id: int) -> list[RunningExperiment]:
-    running = cache.get(running_cache_key(shop_id))
+    """The shop's running experiments, from the cache. With Redis down they are read from the
+    database: the snippet (every storefront page) and decide must not fail with the cache."""
+    try:
+        running = cache.get(running_cache_key(shop_id))
+    except RedisError:
+        return _running_read(shop_id)
     if running is None:
-        running = [
-            RunningExperiment(
-                key=e.key,
-                phase=e.phase,
-                unit=e.unit,
-                holdout_share=e.holdout_share,
-                targeting=e.targeting,
-                arms=tuple(Arm(key=v.key, weight=v.weight) for v in e.variants.all()),
-            )
-            for e in Experiment.objects.filter(shop_id=shop_id, status=ExperimentStatus.RUNNING)
-            .order_by("key")
-            .prefetch_related("variants")
-        ]
-        cache.set(running_cache_key(shop_id), running, CACHE_SECONDS)
+        running = _running_read(shop_id)
+        with contextlib.suppress(RedisError):
+            cache.set(running_cache_key(shop_id), running, CACHE_SECONDS)
     return running
+
+
+# What the snippet can judge in the browser; segment and score band live in the database.
+BROWSER_TARGETING = frozenset({"device", "source", "visitor"})
+
+
+def experiments_snippet_config(*, shop: Shop) -> dict[str, Any]:
+    """The snippet's `experiments` (events/snippet.py's SNIPPET_CONFIG_HOOKS): the running person
+    experiments the browser can decide alone; nothing at all when there are none, so the snippet
+    of a shop without them stays as it was. A session experiment (the browser has no session key)
+    or one targeting a segment or a score band answers null in the browser: ask
+    `GET /experiments/decide/` for those (docs/experiments.md, "In the browser")."""
+    experiments = [
+        {
+            "key": e.key,
+            "phase": e.phase,
+            "holdout": e.holdout_share,
+            "variants": [[arm.key, arm.weight] for arm in e.arms],
+            "targeting": {k: v for k, v in e.targeting.items() if k in BROWSER_TARGETING},
+        }
+        for e in experiments_running(shop_id=shop.pk)
+        if e.unit == ExperimentUnit.PERSON and set(e.targeting) <= BROWSER_TARGETING
+    ]
+    return {"experiments": experiments} if experiments else {}
 
 
 def _traits_with_person_facts(

@@ -185,6 +185,31 @@ def _stopped_refuse(experiment: Experiment, action: str) -> None:
         )
 
 
+def _design_change_refuse(experiment: Experiment, fields: Mapping[str, Any]) -> None:
+    if experiment.status == ExperimentStatus.RUNNING and set(fields) & DESIGN_FIELDS:
+        raise ApplicationError(
+            "A running experiment's design cannot change; stop it and create a new one.",
+            fields={name: ["fixed while running"] for name in sorted(set(fields) & DESIGN_FIELDS)},
+        )
+
+
+def experiment_validate(
+    *, shop: Shop, data: Mapping[str, Any], experiment: Experiment | None = None
+) -> None:
+    """Raise the error that creating an experiment from `data` (or, given `experiment`, updating
+    it with `data`) would raise, writing nothing: the admin's form shows it field by field before
+    it calls `experiment_create` or `experiment_update`. Variants are `rules.variants_validate`'s.
+    """
+    if experiment is not None:
+        _stopped_refuse(experiment, "edited")
+        _design_change_refuse(experiment, data)
+    cleaned = _fields_clean(shop=shop, data=data)
+    if "key" in cleaned:
+        _key_check_free(
+            shop=shop, key=cleaned["key"], exclude_id=experiment.pk if experiment else None
+        )
+
+
 def experiment_create(
     *,
     shop: Shop,
@@ -258,14 +283,7 @@ def experiment_update(
             experiment = _locked(experiment)
             _stopped_refuse(experiment, "edited")
             fields = {name: value for name, value in data.items() if name != "variants"}
-            if experiment.status == ExperimentStatus.RUNNING and set(fields) & DESIGN_FIELDS:
-                raise ApplicationError(
-                    "A running experiment's design cannot change; stop it and create a new one.",
-                    fields={
-                        name: ["fixed while running"]
-                        for name in sorted(set(fields) & DESIGN_FIELDS)
-                    },
-                )
+            _design_change_refuse(experiment, fields)
             cleaned = _fields_clean(shop=experiment.shop, data=fields)
             if "key" in cleaned:
                 _key_check_free(shop=experiment.shop, key=cleaned["key"], exclude_id=experiment.pk)

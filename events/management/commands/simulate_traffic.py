@@ -2,6 +2,7 @@ import argparse
 import heapq
 import random
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import requests
@@ -57,16 +58,23 @@ class Command(BaseCommand):
         self.session = requests.Session()
         self.endpoint = options["url"].rstrip("/") + "/events/"
         self.write_key = shop.write_key
-        simulator = Simulator(shop_domain=shop.domain, seed=options["seed"], timezone=shop.timezone)
-        now = timezone.now()
-        sent = self._send_all(
-            simulator.history(visitors=options["visitors"], days=options["days"], end=now)
-        )
+        simulator = self.simulator_build(shop, options)
+        sent = self._send_all(self.history(simulator, options, now=timezone.now()))
         if options["anomalies"]:
             sent += self._send_all(simulator.anomalies(end=timezone.now()))
         self.stdout.write(f"sent {sent} events for {options['visitors']} visits")
         if options["rate"]:
             self._live(shop, simulator, options["rate"], options["duration"])
+
+    # Overridden by notifications' `simulate_experiment`, which runs the visits through an
+    # experiment (events imports no experiment code).
+    def simulator_build(self, shop: Shop, options: dict) -> Simulator:
+        return Simulator(shop_domain=shop.domain, seed=options["seed"], timezone=shop.timezone)
+
+    def history(
+        self, simulator: Simulator, options: dict, *, now: datetime
+    ) -> Iterator[list[dict]]:
+        return simulator.history(visitors=options["visitors"], days=options["days"], end=now)
 
     def _send_all(self, journeys) -> int:
         pending: list[dict] = []

@@ -22,6 +22,7 @@
   // must not hold the queue behind it for ever. Network errors and 429 are retried for ever.
   var SERVER_TRIES = 3;
   var sendSize = MAX_SEND, serverErrors = 0;
+  var decide = null; // (key, expose) → variant; set by the experiments part when it is served
 
   var dnt = nav.doNotTrack === '1' || nav.doNotTrack === 'yes' || w.doNotTrack === '1' ||
     nav.msDoNotTrack === '1';
@@ -373,6 +374,7 @@
   d.addEventListener('visibilitychange', function () { if (d.visibilityState === 'hidden') beacon(); });
   w.addEventListener('online', function () { failures = 0; clearTimeout(timer); timer = 0; flush(); });
 
+/*EXPERIMENTS*/
   // --- public API ---------------------------------------------------------------------------
 
   w.clickserver = {
@@ -399,12 +401,17 @@
       } else {
         // Withdrawn: erase everything this snippet stored in the browser.
         [AID, UID, QUEUE, CONSENT, ORDERS, CART].forEach(function (k) { setLS(k, null); });
+        try { w.sessionStorage.removeItem('_cs_visitor'); } catch (e) { /* nothing kept */ }
         setCookie(AID, '', -1);
         setCookie(CONSENT, '', -1);
         memory = [];
       }
     },
     flush: flush,
+    // The variant of experiment `key` this browser is shown, recorded as an exposure once per
+    // page view; `assign` only answers. null: held out, not targeted, not running, no consent.
+    variant: function (key) { return decide ? decide(String(key), true) : null; },
+    assign: function (key) { return decide ? decide(String(key), false) : null; },
     anonymousId: function () { return enabled() ? anonymousId() : null; },
     // Storefront recommendations (docs/recommendations.md), resolving to a list of products.
     // The write key goes in a header, never the URL; the personal lists are asked for this
