@@ -247,4 +247,4 @@ class ExperimentResult(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"results of {self.experiment_id} phase {self.phase} at {self.computed_at:%Y-%m-%d %H:%M}"
+        return f"results of {self.experiment_id} phase {self.phase} at {self.computed_at:%Y-%m-%d}"
