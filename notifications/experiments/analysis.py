@@ -454,3 +454,33 @@ def results_analyse(
             frame=frame, codes=codes, metric=config.primary, config=config, start=start
         ),
     }
+
+
+def arms_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+    """The arms table flat, one row per (variant, metric): what the CSV download holds."""
+    rows = []
+    for arm in document["arms"]:
+        for name, values in arm["metrics"].items():
+            absolute = values.get("absolute") or {}
+            relative = values.get("relative") or {}
+            rows.append(
+                {
+                    "variant": arm["variant"],
+                    "is_control": arm["is_control"],
+                    "exposed": arm["exposed"],
+                    "units": arm["units"],
+                    "conversions": arm["conversions"],
+                    "metric": name,
+                    "mean": values["mean"],
+                    "difference": absolute.get("estimate"),
+                    "difference_ci_low": absolute.get("ci_low"),
+                    "difference_ci_high": absolute.get("ci_high"),
+                    "uplift": relative.get("estimate"),
+                    "uplift_ci_low": relative.get("ci_low"),
+                    "uplift_ci_high": relative.get("ci_high"),
+                    "p_value": values.get("p_value"),
+                    "chance_to_beat_control": values.get("chance_to_beat_control"),
+                    "is_significant": values.get("is_significant"),
+                }
+            )
+    return rows
