@@ -6,6 +6,7 @@ Pure (numpy and pandas over the frame `notifications.experiments.metrics` reads;
 of units: no per-unit Python. docs/experiments.md, "Metrics" and "Results", says what is computed.
 """
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -124,7 +125,8 @@ def sums_by(codes: npt.NDArray[np.intp], size: int, y: FloatArray, x: FloatArray
 
 
 def _variance(n: int, total: float, squares: float) -> float:
-    return (squares - total * total / n) / (n - 1) if n > 1 else 0.0
+    # Clamped: the sums' rounding can leave a constant column a hair below zero.
+    return max((squares - total * total / n) / (n - 1), 0.0) if n > 1 else 0.0
 
 
 def _cuped_moments(sums: Sums, i: int) -> st.CupedMoments:
@@ -484,3 +486,18 @@ def arms_rows(document: dict[str, Any]) -> list[dict[str, Any]]:
                 }
             )
     return rows
+
+
+def json_ready(value: Any) -> Any:
+    """numpy scalars as Python numbers, NaN and infinities as None (MariaDB's JSON refuses them)."""
+    if isinstance(value, dict):
+        return {key: json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(item) for item in value]
+    if isinstance(value, np.bool_ | bool):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        return float(value) if math.isfinite(value) else None
+    return value

@@ -16,7 +16,7 @@ from typing import Any
 from django.db import transaction
 
 from clickserver.errors import ApplicationError
-from notifications.experiments.analysis import AnalysisConfig, ArmSpec, results_analyse
+from notifications.experiments.analysis import AnalysisConfig, ArmSpec, json_ready, results_analyse
 from notifications.experiments.exposures import exposures_extract
 from notifications.experiments.metrics import metrics_read, units_read
 from notifications.experiments.verdict import verdict_write
@@ -96,7 +96,7 @@ def results_document(
         "seconds": {"read": read_seconds, "analysis": time.monotonic() - started - read_seconds},
     }
     document["verdict"] = verdict_write(document)
-    return document
+    return json_ready(document)
 
 
 def experiment_results_compute(

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('events', '0010_experiment_exposures'),
+        ('events', '0009_sessions_rebuild_request'),
         ('notifications', '0003_experiments'),
     ]
 
