@@ -231,11 +231,12 @@ def _folds_store(folds: dict[tuple[int, int, str], _Fold]) -> None:
                 unit_id__in=unit_ids[start : start + CHUNK],
             ):
                 existing[(experiment_id, phase, row.unit_id)] = row
-    created, changed = [], []
+    created: list[ExperimentExposure] = []
+    changed: list[ExperimentExposure] = []
     for (experiment_id, phase, unit_id), fold in folds.items():
         first = fold.first
-        row = existing.get((experiment_id, phase, unit_id))
-        if row is None:
+        stored = existing.get((experiment_id, phase, unit_id))
+        if stored is None:
             row = ExperimentExposure(
                 experiment_id=experiment_id,
                 phase=phase,
@@ -248,6 +249,7 @@ def _folds_store(folds: dict[tuple[int, int, str], _Fold]) -> None:
             )
             created.append(row)
         else:
+            row = stored
             changed.append(row)
             if (first.occurred_at, first.event_id) < (row.first_exposed_at, row.first_event_id):
                 row.first_exposed_at, row.first_event_id = first.occurred_at, first.event_id

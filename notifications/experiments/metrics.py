@@ -201,14 +201,14 @@ def metrics_read(
         first_exposed_at=pd.to_datetime(units["first_exposed_at"], utc=True),
         window_end=pd.to_datetime(units["window_end"], utc=True),
     )
-    since = (units["first_exposed_at"].min() - PRE_PERIOD) if not units.empty else None
-    until = units["window_end"].max() if not units.empty else None
-    orders = _orders(experiment, phase, since, until) if since is not None else pd.DataFrame()
-    post, pre = _windowed(units, orders, ["orders", "revenue"])
     types = list(dict.fromkeys([ADD_TO_CART, *custom_events]))
-    events = (
-        _events(experiment, phase, types, since, until) if since is not None else pd.DataFrame()
-    )
+    orders = events = pd.DataFrame()
+    if not units.empty:
+        since = units["first_exposed_at"].min().to_pydatetime() - PRE_PERIOD
+        until = units["window_end"].max().to_pydatetime()
+        orders = _orders(experiment, phase, since, until)
+        events = _events(experiment, phase, types, since, until)
+    post, pre = _windowed(units, orders, ["orders", "revenue"])
     if not events.empty:
         events = pd.concat(
             [
