@@ -273,6 +273,7 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("rollups", "analytics.tasks.rollups_days_recompute_task", "days"),
     ("segments", "segments.tasks.segments_refresh_task", "shop"),
     ("affinity", "recommendations.tasks.affinity_rebuild_task", "shop"),
+    ("experiments", "notifications.tasks.experiment_exposures_repair_task", "shop"),
 ]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------

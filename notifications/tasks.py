@@ -7,7 +7,7 @@ from django.utils import timezone
 from events.models import Shop
 from events.selectors import active_shop_ids
 from notifications import services
-from notifications.experiments import results
+from notifications.experiments import exposures, results
 
 logger = logging.getLogger(__name__)
 
@@ -53,3 +53,9 @@ def experiments_refresh_sweep_task() -> int:
     for shop_id in shop_ids:
         experiments_refresh_task.delay(shop_id)
     return len(shop_ids)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def experiment_exposures_repair_task(shop_id: int) -> int:
+    """After an erasure or a session rebuild: drop exposures of erased persons, re-link the rest."""
+    return exposures.exposures_repair_run(shop_id=shop_id)

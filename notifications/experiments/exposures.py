@@ -307,6 +307,12 @@ def exposures_repair(*, shop_id: int) -> int:
     return len(orphans)
 
 
+def exposures_repair_run(*, shop_id: int) -> int:
+    """`exposures_repair` in its own transaction (the erasure follow-up)."""
+    with transaction.atomic():
+        return exposures_repair(shop_id=shop_id)
+
+
 def exposures_extract(*, shop_id: int, now: datetime) -> ExtractResult:
     """Fold the shop's new exposure events into `ExperimentExposure`, batch by batch."""
     events = units = ignored = 0
@@ -323,6 +329,5 @@ def exposures_extract(*, shop_id: int, now: datetime) -> ExtractResult:
         events, units, ignored = events + len(rows), units + len(folds), ignored + skipped
         if not is_full:
             break
-    with transaction.atomic():
-        repaired = exposures_repair(shop_id=shop_id)
+    repaired = exposures_repair_run(shop_id=shop_id)
     return ExtractResult(events=events, units=units, ignored=ignored, repaired=repaired)

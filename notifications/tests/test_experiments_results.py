@@ -11,6 +11,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from events.models import Order, PipelineJob, PipelineWatermark
+from events.services.erasure import erasures_complete, persons_erase
 from notifications.experiments import services
 from notifications.experiments.exposures import exposures_extract
 from notifications.experiments.results import experiment_results_compute, experiments_refresh
@@ -227,6 +228,20 @@ def test_a_person_merged_after_exposures_in_two_variants_is_left_out(
     data = ExperimentResult.objects.get(experiment=experiment).data
     assert data["exposures"]["excluded"]["person_in_two_variants"] == 2
     assert [arm["units"] for arm in data["arms"]] == [0, 1]
+
+
+@pytest.mark.django_db
+def test_an_erased_persons_exposures_are_deleted(shop, ingest_client, process_all):
+    experiment = running(shop)
+    at = T0 + timedelta(hours=1)
+    ingest(ingest_client, [exposure("v-1", "b", at), exposure("v-2", "control", at)])
+    process_all(shop)
+    exposures_extract(shop_id=shop.pk, now=NOW)
+
+    persons_erase(shop=shop, anonymous_id="v-1", now=NOW)
+    erasures_complete(shop_id=shop.pk, now=NOW)
+
+    assert [row[0] for row in rows(experiment)] == ["anon:v-2"]
 
 
 def shopping(ingest_client):
