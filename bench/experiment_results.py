@@ -10,6 +10,12 @@ three-arm experiment with CUPED, AOV, winsorising at 99.9, the sequential interv
 warnings, guardrails, power and the 30-day timeline), the verdict and the JSON clean-up. The SQL
 reads that build the frame from the database are not timed here. Takes the median of `--repeat`
 runs after one warm-up; prints the parts, then one JSON object on the last line.
+
+`--db N` also measures the whole path on a migrated database (DATABASE_URL): it bulk-inserts N
+exposed persons (a session with one page view each, orders for 5 %, add-to-cart events for 6 %,
+ExperimentExposure rows written directly, not folded from events) under a fresh bench shop, then
+times `units_read`, `metrics_read` and the whole `results_document`, and deletes the shop
+(`--keep` keeps it and reuses it when it holds N units).
 """
 
 import argparse
@@ -36,6 +42,7 @@ from notifications.experiments.analysis import (
 )
 from notifications.experiments.verdict import verdict_write
 
+BENCH_DOMAIN = "bench-experiments.example"
 START = datetime(2026, 3, 1, tzinfo=UTC)
 END = datetime(2026, 3, 31, tzinfo=UTC)
 ARMS = (
@@ -108,12 +115,116 @@ def parts(frame: pd.DataFrame) -> dict[str, float]:
     return timings
 
 
+def db_measure(units: int, seed: int, *, keep: bool) -> dict[str, float]:
+    """The SQL reads and the whole document on MariaDB for `units` exposed persons."""
+    import os
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clickserver.settings")
+    os.environ.setdefault("DJANGO_SECRET_KEY", "bench")
+    django.setup()
+    from events.models import Event, Order, Person, Session, Shop
+    from notifications.experiments import services
+    from notifications.experiments.rules import VariantIn
+    from notifications.models import ExperimentExposure
+
+    rng = np.random.default_rng(seed)
+    kept = ExperimentExposure.objects.filter(experiment__shop__domain=BENCH_DOMAIN)
+    if keep and kept.count() == units:
+        return db_time(kept.first().experiment, {"load_s": 0.0})
+    Shop.objects.filter(domain=BENCH_DOMAIN).delete()
+    shop = Shop.objects.create(domain=BENCH_DOMAIN)
+    experiment = services.experiment_create(
+        shop=shop,
+        key="bench",
+        name="bench",
+        unit="person",
+        primary_metric=CONFIG.primary,
+        secondary_metrics=list(CONFIG.secondary),
+        guardrail_metrics=list(CONFIG.guardrails),
+        variants=[VariantIn(a.key, a.weight, a.is_control, a.name) for a in ARMS],
+    )
+    experiment = services.experiment_start(experiment=experiment, now=START)
+    started = time.perf_counter()
+    seconds = rng.integers(0, 30 * 86400, units)
+    at = [START + pd.Timedelta(seconds=int(s)) for s in seconds]
+    persons = Person.objects.bulk_create(
+        [Person(shop=shop, first_seen_at=t, last_seen_at=t) for t in at], batch_size=5000
+    )
+    sessions = Session.objects.bulk_create(
+        [
+            Session(shop=shop, person=p, started_at=t, ended_at=t)
+            for p, t in zip(persons, at, strict=True)
+        ],
+        batch_size=5000,
+    )
+    Event.objects.bulk_create(
+        [
+            Event(shop=shop, event_id=f"pv-{i}", type="page_view", occurred_at=t, received_at=t,
+                  person=p, session=s)
+            for i, (p, s, t) in enumerate(zip(persons, sessions, at, strict=True))
+        ]
+        + [
+            Event(shop=shop, event_id=f"atc-{i}", type="add_to_cart", occurred_at=at[i],
+                  received_at=at[i], person=persons[i], session=sessions[i])
+            for i in np.flatnonzero(rng.random(units) < 0.06)
+        ],
+        batch_size=5000,
+    )  # fmt: skip
+    Order.objects.bulk_create(
+        [
+            Order(shop=shop, order_id=f"o-{i}", person=persons[i], placed_at=at[i],
+                  total=round(float(rng.lognormal(3.5, 1.0)), 2))
+            for i in np.flatnonzero(rng.random(units) < 0.05)
+        ],
+        batch_size=5000,
+    )  # fmt: skip
+    variants = rng.choice([a.key for a in ARMS], size=units, p=[a.weight for a in ARMS])
+    ExperimentExposure.objects.bulk_create(
+        [
+            ExperimentExposure(experiment=experiment, phase=1, unit_id=f"anon:{p.pk}", person=p,
+                               session=s, variant=v, first_exposed_at=t, first_event_id=0,
+                               exposure_count=1)
+            for p, s, v, t in zip(persons, sessions, variants, at, strict=True)
+        ],
+        batch_size=5000,
+    )  # fmt: skip
+    timings = db_time(experiment, {"load_s": time.perf_counter() - started})
+    if not keep:
+        shop.delete()
+    return timings
+
+
+def db_time(experiment, timings: dict[str, float]) -> dict[str, float]:
+    from notifications.experiments.metrics import metrics_read, units_read
+    from notifications.experiments.results import results_document
+    from notifications.models import ExperimentPhase
+
+    phase = ExperimentPhase.objects.get(experiment=experiment, number=1)
+    started = time.perf_counter()
+    read = units_read(experiment=experiment, phase=1, end=END)
+    timings["units_read_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    metrics_read(experiment=experiment, phase=1, read=read, custom_events=["newsletter_signup"])
+    timings["metrics_read_s"] = time.perf_counter() - started
+    started = time.perf_counter()
+    document = results_document(experiment=experiment, phase=phase, now=END)
+    timings["whole_s"] = time.perf_counter() - started
+    timings["document_read_s"] = document["seconds"]["read"]
+    timings["document_analysis_s"] = document["seconds"]["analysis"]
+    return {name: round(value, 3) for name, value in timings.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--units", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--seed", type=int, default=17)
+    parser.add_argument("--db", type=int, default=0, help="also time the SQL reads for N units")
+    parser.add_argument("--keep", action="store_true", help="keep (and reuse) the --db data")
     args = parser.parse_args()
+    database = db_measure(args.db, args.seed, keep=args.keep) if args.db else None
     started = time.perf_counter()
     frame = frame_build(args.units, args.seed)
     built = time.perf_counter() - started
@@ -136,6 +247,8 @@ def main() -> None:
                 "analysis_s_max": round(max(runs), 3),
                 "parts_ms": {name: round(s * 1000, 1) for name, s in pieces.items()},
                 "target_s": 2.0,
+                "db_units": args.db or None,
+                "db": database,
             }
         )
     )

@@ -323,6 +323,34 @@ def test_metrics_of_a_small_example_by_hand(shop, ingest_client, process_all):
 
 
 @pytest.mark.django_db
+def test_a_session_experiment_counts_each_session_until_it_ends(shop, ingest_client, process_all):
+    experiment = running(shop, unit="session")
+    first, second = T0 + timedelta(hours=1), T0 + timedelta(hours=5)
+    minute = timedelta(minutes=1)
+    ingest(
+        ingest_client,
+        [
+            exposure("v-1", "control", first, n=1),
+            event("v-1", "page_view", first + minute),
+            exposure("v-1", "b", second, n=2),
+            purchase("v-1", "o-1", "30.00", second + minute),
+        ],
+    )
+    process_all(shop)
+    exposures_extract(shop_id=shop.pk, now=NOW)
+
+    data = experiment_results_compute(experiment=experiment, now=NOW).data
+
+    assert sorted(row[1] for row in rows(experiment)) == ["b", "control"]
+    assert all(row[0].startswith("session:") for row in rows(experiment))
+    control, treatment = data["arms"]
+    assert (control["units"], control["conversions"]) == (1, 0)
+    assert (treatment["units"], treatment["conversions"]) == (1, 1)
+    assert control["metrics"]["bounce"]["mean"] == 1.0
+    assert treatment["metrics"]["revenue_per_unit"]["mean"] == 30.0
+
+
+@pytest.mark.django_db
 def test_results_endpoint_end_to_end(
     shop, ingest_client, api_client, django_capture_on_commit_callbacks
 ):
