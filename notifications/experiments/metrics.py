@@ -13,7 +13,8 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 from django.db import connections
-from django.db.models import Count, QuerySet
+from django.db.models import CharField, Count, QuerySet
+from django.db.models.functions import Cast
 
 from events.models import Event, Order, Session
 from notifications.experiments.exposures import EXPOSURE_TYPE
@@ -51,11 +52,19 @@ class UnitsRead:
     exclusions: Exclusions
 
 
-def _frame(queryset: QuerySet, columns: list[str], names: list[str] | None = None) -> pd.DataFrame:
-    """A queryset's columns as a DataFrame straight from the cursor: the ORM's per-row value
-    converters cost more than the query at a million rows. Datetimes come back as the backend
-    stores them (UTC) and are parsed here; the SQL and its parameters are the ORM's."""
-    sql, params = queryset.values_list(*columns).query.sql_with_params()
+def _frame(
+    queryset: QuerySet,
+    columns: list[str],
+    names: list[str] | None = None,
+    *,
+    datetimes: tuple[str, ...] = (),
+) -> pd.DataFrame:
+    """A queryset's columns as a DataFrame straight from the cursor: the ORM's (and the driver's)
+    per-row conversions cost more than the query at a million rows. `datetimes` are selected as
+    text (the stored UTC value) and parsed by pandas in one vectorised pass (`_utc`)."""
+    casts = {f"{name}_text": Cast(name, output_field=CharField()) for name in datetimes}
+    selected = [f"{name}_text" if name in datetimes else name for name in columns]
+    sql, params = queryset.annotate(**casts).values_list(*selected).query.sql_with_params()
     with connections[queryset.db].cursor() as cursor:
         cursor.execute(sql, params)
         return pd.DataFrame.from_records(list(cursor.fetchall()), columns=names or columns)
@@ -81,7 +90,9 @@ def units_read(*, experiment: Experiment, phase: int, end: datetime) -> UnitsRea
     stitched person (first exposure, its session), a person exposed in two variants dropped;
     for a session experiment one unit per session, its window ending with the session."""
     rows = _frame(
-        ExperimentExposure.objects.filter(experiment=experiment, phase=phase), EXPOSURE_COLUMNS
+        ExperimentExposure.objects.filter(experiment=experiment, phase=phase),
+        EXPOSURE_COLUMNS,
+        datetimes=("first_exposed_at",),
     )
     rows["first_exposed_at"] = _utc(rows["first_exposed_at"])
     exposed = rows["variant"].value_counts().to_dict() if not rows.empty else {}
@@ -107,6 +118,7 @@ def units_read(*, experiment: Experiment, phase: int, end: datetime) -> UnitsRea
                 )
             ),
             ["id", "ended_at"],
+            datetimes=("ended_at",),
         )
         session_end = units["session_id"].map(_utc(ends.set_index("id")["ended_at"]))
         # Half-open windows: the session's last event still counts.
@@ -163,6 +175,7 @@ def _orders(experiment: Experiment, phase: int, since: datetime, until: datetime
         ),
         ["person_id", "placed_at", "total", "refunded_amount"],
         ["person_id", "at", "total", "refunded"],
+        datetimes=("placed_at",),
     )
     frame["revenue"] = frame["total"].astype(float) - frame["refunded"].astype(float)
     frame["orders"] = 1.0
@@ -183,6 +196,7 @@ def _events(
         ),
         ["person_id", "occurred_at", "type"],
         ["person_id", "at", "type"],
+        datetimes=("occurred_at",),
     )
     frame["at"] = _utc(frame["at"])
     return frame
