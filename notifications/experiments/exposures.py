@@ -210,9 +210,15 @@ def _fold(rows: list[ExposureRow], shop_id: int) -> tuple[dict[tuple[int, int, s
             fold.first, fold.variant = row, variant
         fold.variants.add(variant)
         fold.count += 1
-        fold.is_outside = fold.is_outside or (
-            not targeting_admits(experiment.targeting, _traits(row, facts))
-            or is_held_out(unit_id=unit_id, holdout_share=phase.holdout_share)
+        # The holdout hash of a session unit uses the storefront's session key, which the event
+        # log does not keep, so only person units are checked against the holdout.
+        held_out = experiment.unit == ExperimentUnit.PERSON and is_held_out(
+            unit_id=unit_id, holdout_share=phase.holdout_share
+        )
+        fold.is_outside = (
+            fold.is_outside
+            or held_out
+            or (not targeting_admits(experiment.targeting, _traits(row, facts)))
         )
     return folds, ignored
 

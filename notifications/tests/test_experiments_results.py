@@ -199,6 +199,22 @@ def test_an_exposure_outside_the_targeting_is_flagged(shop, ingest_client, proce
 
 
 @pytest.mark.django_db
+def test_an_exposure_of_a_held_out_unit_is_flagged(shop, ingest_client, process_all):
+    # docs/experiments.md's worked example: anon:visitor-21's holdout bucket is 0.01169.
+    experiment = running(shop, holdout_share=0.1)
+    at = T0 + timedelta(hours=1)
+    ingest(ingest_client, [exposure("visitor-21", "b", at), exposure("visitor-2", "b", at)])
+    process_all(shop)
+
+    exposures_extract(shop_id=shop.pk, now=NOW)
+
+    assert rows(experiment) == [
+        ("anon:visitor-2", "b", 1, False, False),
+        ("anon:visitor-21", "b", 1, False, True),
+    ]
+
+
+@pytest.mark.django_db
 def test_a_person_merged_after_exposures_in_two_variants_is_left_out(
     shop, ingest_client, process_all
 ):
