@@ -10,11 +10,16 @@ import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from events.follow_ups import follow_ups
 from events.models import Order, PipelineJob, PipelineWatermark
 from events.services.erasure import erasures_complete, persons_erase
 from notifications.experiments import services
 from notifications.experiments.exposures import exposures_extract
-from notifications.experiments.results import experiment_results_compute, experiments_refresh
+from notifications.experiments.results import (
+    experiment_results_compute,
+    experiments_refresh,
+    shops_with_experiments,
+)
 from notifications.experiments.rules import VariantIn
 from notifications.models import ExperimentExposure, ExperimentResult
 
@@ -437,3 +442,32 @@ def test_results_are_shop_scoped_and_need_a_token(shop, other_shop, api_client):
     assert empty.status_code == 200
     assert empty.json()["verdict"] == "No exposed units yet."
     assert ExperimentResult.objects.filter(experiment=theirs).count() == 0
+
+
+def test_experiments_run_after_every_batch_and_from_beat(settings):
+    stages = {follow_up.stage: follow_up for follow_up in follow_ups()}
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    assert (stages["experiments"].task_path, stages["experiments"].kind) == (
+        "notifications.tasks.experiments_refresh_task",
+        "batch",
+    )
+    assert "notifications.tasks.experiments_refresh_sweep_task" in scheduled
+
+
+@pytest.mark.django_db
+def test_results_are_recomputed_once_stale_and_final_a_week_after_the_stop(shop, other_shop):
+    experiment = running(shop)
+
+    first = experiments_refresh(shop_id=shop.pk, now=NOW)
+    fresh = experiments_refresh(shop_id=shop.pk, now=NOW + timedelta(minutes=4))
+    stale = experiments_refresh(shop_id=shop.pk, now=NOW + timedelta(minutes=6))
+    services.experiment_stop(experiment=experiment, now=NOW + timedelta(days=1))
+    after_stop = experiments_refresh(shop_id=shop.pk, now=NOW + timedelta(days=1, minutes=1))
+    final = experiments_refresh(shop_id=shop.pk, now=NOW + timedelta(days=8, minutes=10))
+    frozen = experiments_refresh(shop_id=shop.pk, now=NOW + timedelta(days=9))
+
+    computed = [r.results for r in (first, fresh, stale, after_stop, final, frozen)]
+    assert computed == [1, 0, 1, 1, 1, 0]
+    assert shops_with_experiments(now=NOW + timedelta(days=2)) == [shop.pk]
+    assert shops_with_experiments(now=NOW + timedelta(days=9)) == []
