@@ -202,24 +202,35 @@ def _events(
     return frame
 
 
-def _session_events(experiment: Experiment, phase: int) -> pd.Series:
+def _session_events(
+    experiment: Experiment, phase: int, since: datetime, until: datetime
+) -> pd.Series:
     """Events other than exposures in each exposure session of the phase: the session's
-    `event_count` (kept by the pipeline) less its exposure events, read per session rather than
-    grouping every event of every session."""
-    sessions = ExperimentExposure.objects.filter(
-        experiment=experiment, phase=phase, session__isnull=False
-    ).values("session_id")
-    totals = _frame(Session.objects.filter(id__in=sessions), ["id", "event_count"])
+    `event_count` (kept by the pipeline, joined from the exposure rows) less the shop's exposure
+    events in it (one range of the (shop, type, occurred_at) index), not a count of every event
+    of every session."""
+    totals = _frame(
+        ExperimentExposure.objects.filter(
+            experiment=experiment, phase=phase, session__isnull=False
+        ),
+        ["session_id", "session__event_count"],
+        ["session_id", "events"],
+    )
     exposures = _frame(
         Event.objects.filter(
-            shop_id=experiment.shop_id, type=EXPOSURE_TYPE, session_id__in=sessions
+            shop_id=experiment.shop_id,
+            type=EXPOSURE_TYPE,
+            occurred_at__gte=since,
+            occurred_at__lt=until,
         )
+        .exclude(session=None)
         .values("session_id")
         .annotate(n=Count("id")),
         ["session_id", "n"],
     )
-    counts = totals.set_index("id")["event_count"].astype(float)
-    return counts.sub(exposures.set_index("session_id")["n"].astype(float), fill_value=0.0)
+    counts = totals.drop_duplicates("session_id").set_index("session_id")["events"].astype(float)
+    shown = exposures.set_index("session_id")["n"].astype(float)
+    return counts.sub(shown.reindex(counts.index, fill_value=0.0))
 
 
 def metrics_read(
@@ -241,11 +252,13 @@ def metrics_read(
     )
     types = list(dict.fromkeys([ADD_TO_CART, *custom_events]))
     orders = events = pd.DataFrame()
+    counts = pd.Series(dtype=float)
     if not units.empty:
         since = units["first_exposed_at"].min().to_pydatetime() - PRE_PERIOD
         until = units["window_end"].max().to_pydatetime()
         orders = _orders(experiment, phase, since, until)
         events = _events(experiment, phase, types, since, until)
+        counts = _session_events(experiment, phase, since, until)
     post, pre = _windowed(units, orders, ["orders", "revenue"])
     if not events.empty:
         events = pd.concat(
@@ -261,7 +274,6 @@ def metrics_read(
     frame["add_to_cart"], frame["pre_add_to_cart"] = event_post[ADD_TO_CART], event_pre[ADD_TO_CART]
     for name in custom_events:
         frame[f"event:{name}"], frame[f"pre_event:{name}"] = event_post[name], event_pre[name]
-    counts = _session_events(experiment, phase) if not units.empty else pd.Series(dtype=float)
     in_session = units["session_id"].map(counts).fillna(0.0)
     frame["bounce"] = ((in_session <= 1) & units["session_id"].notna()).astype(float)
     return frame
