@@ -220,6 +220,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "recommendations.tasks.affinity_rebuild_sweep_task",
         "schedule": crontab(hour=2, minute=41),
     },
+    "experiments-refresh-sweep": {
+        "task": "notifications.tasks.experiments_refresh_sweep_task",
+        "schedule": timedelta(minutes=5),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
@@ -262,6 +266,7 @@ SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet
 PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
+    ("experiments", "notifications.tasks.experiments_refresh_task", "batch"),
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
 # What an erasure recomputes once the person's raw rows are gone (events/services/erasure.py), and
@@ -272,6 +277,7 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("rollups", "analytics.tasks.rollups_days_recompute_task", "days"),
     ("segments", "segments.tasks.segments_refresh_task", "shop"),
     ("affinity", "recommendations.tasks.affinity_rebuild_task", "shop"),
+    ("experiments", "notifications.tasks.experiment_exposures_repair_task", "shop"),
 ]
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------

@@ -258,6 +258,7 @@ class PipelineJob(models.TextChoices):
     ANALYTICS = "analytics", "rollups from events (Event.id)"
     ANALYTICS_ORDERS = "analytics-orders", "rollups from orders (updated_at, µs since 1970)"
     ANALYTICS_REFUNDS = "analytics-refunds", "rollups from refunds (Refund.id)"
+    EXPERIMENTS = "experiments", "experiment exposures from events (Event.id)"
 
 
 class PipelineWatermark(models.Model):

@@ -192,3 +192,59 @@ class ExperimentPhase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.experiment_id} phase {self.number}"
+
+
+class ExperimentExposure(models.Model):
+    """One unit's exposures to one phase of an experiment, from its `experiment_exposure` events.
+
+    Filled by `notifications.experiments.exposures` from a watermark over the event log. `unit_id`
+    is the assignment's (`user:…`, `anon:…`, `session:<Session.id>`); `variant` is the variant of
+    the unit's earliest exposure. `person` and `session` are the stitched person and the session
+    of that first exposure: a merge deletes the losing person (SET_NULL here) and the next run
+    re-reads them from `first_event_id`; a row whose event is gone (an erasure) is deleted.
+    """
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="exposures")
+    phase = models.PositiveIntegerField()
+    unit_id = models.CharField(max_length=300)
+    person = models.ForeignKey(
+        Person, on_delete=models.SET_NULL, null=True, blank=True, related_name="exposures"
+    )
+    session = models.ForeignKey(
+        Session, on_delete=models.SET_NULL, null=True, blank=True, related_name="exposures"
+    )
+    variant = models.CharField(max_length=64)
+    first_exposed_at = models.DateTimeField()
+    first_event_id = models.BigIntegerField()
+    exposure_count = models.PositiveIntegerField(default=0)
+    # Exposed in more than one variant of this phase: counted, reported, left out of the analysis.
+    is_seen_in_other_variant = models.BooleanField(default=False)
+    # An exposure the targeting (or the holdout) would not have admitted: likewise left out.
+    is_outside_targeting = models.BooleanField(default=False)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["experiment", "phase", "unit_id"], name="uniq_exposure_unit"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.unit_id} in {self.variant} (experiment {self.experiment_id})"
+
+
+class ExperimentResult(models.Model):
+    """The latest analysis of one phase of an experiment (`notifications.experiments.results`)."""
+
+    experiment = models.ForeignKey(Experiment, on_delete=models.CASCADE, related_name="results")
+    phase = models.PositiveIntegerField()
+    data = models.JSONField()
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["experiment", "phase"], name="uniq_result_phase")
+        ]
+
+    def __str__(self) -> str:
+        return f"results of {self.experiment_id} phase {self.phase} at {self.computed_at:%Y-%m-%d}"

@@ -7,6 +7,7 @@ from django.utils import timezone
 from events.models import Shop
 from events.selectors import active_shop_ids
 from notifications import services
+from notifications.experiments import exposures, results
 
 logger = logging.getLogger(__name__)
 
@@ -36,3 +37,25 @@ def conversion_model_train_task(shop_id: int | None = None) -> int | None:
         # Too little data (an empty split) is a normal state for a new shop, not a failure to retry.
         logger.info("conversion model not trained for %s: %s", shop.domain, error)
         return None
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def experiments_refresh_task(shop_id: int) -> int:
+    """Fold new exposure events and recompute stale results; returns the results computed."""
+    return results.experiments_refresh(shop_id=shop_id, now=timezone.now()).results
+
+
+@shared_task
+def experiments_refresh_sweep_task() -> int:
+    """Beat: every shop with a running (or recently stopped) experiment, so results stay fresh
+    when no new events arrive to trigger the pipeline follow-up."""
+    shop_ids = results.shops_with_experiments(now=timezone.now())
+    for shop_id in shop_ids:
+        experiments_refresh_task.delay(shop_id)
+    return len(shop_ids)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def experiment_exposures_repair_task(shop_id: int) -> int:
+    """After an erasure or a session rebuild: drop exposures of erased persons, re-link the rest."""
+    return exposures.exposures_repair_run(shop_id=shop_id)

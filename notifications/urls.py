@@ -5,6 +5,7 @@ from notifications.experiments.api import (
     ExperimentDecideApi,
     ExperimentDetailApi,
     ExperimentListApi,
+    ExperimentResultsApi,
     ExperimentStartApi,
     ExperimentStopApi,
 )
@@ -23,6 +24,11 @@ urlpatterns = [
         "experiments/<int:experiment_id>/start/",
         ExperimentStartApi.as_view(),
         name="experiment-start",
+    ),
+    path(
+        "experiments/<int:experiment_id>/results/",
+        ExperimentResultsApi.as_view(),
+        name="experiment-results",
     ),
     path(
         "experiments/<int:experiment_id>/stop/", ExperimentStopApi.as_view(), name="experiment-stop"

@@ -8,19 +8,23 @@ segment.
 """
 
 from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.errors import ApplicationError
-from clickserver.schema import MEMBER_ERRORS, SHOP, choice_schema, error_responses
+from clickserver.renderers import CsvRenderer
+from clickserver.schema import FORMAT, MEMBER_ERRORS, SHOP, choice_schema, error_responses
 from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
 from events.selectors import shop_get_for_user
 from events.storefront_auth import identity_token_is_valid, shop_authenticate
-from notifications.experiments import selectors, services
+from notifications.experiments import results, selectors, services
+from notifications.experiments.analysis import arms_rows
 from notifications.experiments.rules import DEVICES, VISITORS, UnitTraits, VariantIn
 from notifications.models import Experiment
 
@@ -278,3 +282,38 @@ class ExperimentStopApi(APIView):
         experiment = selectors.experiment_get(shop=shop, experiment_id=experiment_id)
         experiment = services.experiment_stop(experiment=experiment, now=timezone.now())
         return Response(ExperimentOutSerializer(experiment).data)
+
+
+class ExperimentResultsApi(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    csv_name = "experiment_results"
+
+    @extend_schema(
+        parameters=[
+            SHOP,
+            FORMAT,
+            OpenApiParameter("phase", int, description="A phase number; default the current."),
+        ],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(*MEMBER_ERRORS)},
+        description="The stored results of a phase (computed now if there are none yet): arms, "
+        "metrics, uplift with intervals, SRM, warnings, guardrails, timeline and a verdict. "
+        "`?format=csv` (or Accept: text/csv) gives the arms table.",
+    )
+    def get(self, request, experiment_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        experiment = selectors.experiment_get(shop=shop, experiment_id=experiment_id)
+        result = results.experiment_result_ensure(
+            experiment=experiment, now=timezone.now(), phase=_phase_parse(request)
+        )
+        if request.accepted_renderer.format == "csv":
+            return Response(arms_rows(result.data))
+        return Response({"computed_at": result.computed_at, **result.data})
+
+
+def _phase_parse(request) -> int | None:
+    phase = request.query_params.get("phase")
+    if phase is None:
+        return None
+    if not phase.isdigit():
+        raise ApplicationError("phase must be a phase number.", fields={"phase": ["a number"]})
+    return int(phase)
