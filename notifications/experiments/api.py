@@ -7,6 +7,8 @@ issued for it: segment and score targeting would otherwise tell anyone whether a
 segment.
 """
 
+from collections.abc import Callable
+
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -258,7 +260,11 @@ class ExperimentDetailApi(APIView):
         return Response(ExperimentOutSerializer(experiment).data)
 
 
-class ExperimentStartApi(APIView):
+class ExperimentTransitionApi(APIView):
+    """POST moves the experiment through `transition` (a service); the subclasses name which."""
+
+    transition: Callable[..., Experiment]
+
     @extend_schema(
         parameters=[SHOP],
         request=None,
@@ -267,21 +273,16 @@ class ExperimentStartApi(APIView):
     def post(self, request, experiment_id: int):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         experiment = selectors.experiment_get(shop=shop, experiment_id=experiment_id)
-        experiment = services.experiment_start(experiment=experiment, now=timezone.now())
+        experiment = type(self).transition(experiment=experiment, now=timezone.now())
         return Response(ExperimentOutSerializer(experiment).data)
 
 
-class ExperimentStopApi(APIView):
-    @extend_schema(
-        parameters=[SHOP],
-        request=None,
-        responses={200: ExperimentOutSerializer, **error_responses(*MEMBER_ERRORS)},
-    )
-    def post(self, request, experiment_id: int):
-        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
-        experiment = selectors.experiment_get(shop=shop, experiment_id=experiment_id)
-        experiment = services.experiment_stop(experiment=experiment, now=timezone.now())
-        return Response(ExperimentOutSerializer(experiment).data)
+class ExperimentStartApi(ExperimentTransitionApi):
+    transition = staticmethod(services.experiment_start)
+
+
+class ExperimentStopApi(ExperimentTransitionApi):
+    transition = staticmethod(services.experiment_stop)
 
 
 class ExperimentResultsApi(APIView):
