@@ -67,7 +67,10 @@
   }
   function fmtP(value) { return value === null || value === undefined ? "—" : value < 0.001 ? "< 0.001" : value.toFixed(3); }
   function fmtChance(value) { return value === null || value === undefined ? "—" : percent.format(value); }
-  function armName(arm) { return arm.name ? arm.name + " (" + arm.variant + ")" : arm.variant; }
+  function armName(arm) {
+    var name = arm.name ? arm.name + " (" + arm.variant + ")" : arm.variant;
+    return arm.is_control && name !== "control" ? name + " · control" : name;
+  }
 
   var experiments = [];
   var selected = null;
@@ -179,7 +182,7 @@
     result.arms.forEach(function (arm) {
       var row = arm.metrics[primary] || {};
       tbody.appendChild(el("tr", { "data-variant": arm.variant }, [
-        td(armName(arm) + (arm.is_control ? " · control" : "")),
+        td(armName(arm)),
         num(integer.format(arm.exposed)), num(integer.format(arm.units)), num(integer.format(arm.conversions)),
         num(fmtMean(primary, row.mean)),
         num(arm.is_control ? "—" : fmtInterval(row.relative)),
@@ -198,7 +201,7 @@
       result.arms.forEach(function (arm) {
         var row = arm.metrics[metric.name] || {};
         tbody.appendChild(el("tr", {}, [
-          td(metric.label), td(armName(arm) + (arm.is_control ? " · control" : "")),
+          td(metric.label), td(armName(arm)),
           num(fmtMean(metric.name, row.mean)),
           num(arm.is_control ? "—" : fmtInterval(row.relative)),
           num(arm.is_control ? "—" : fmtP(row.p_value)),
