@@ -141,6 +141,13 @@ def test_the_page_shows_the_arms_verdict_chart_and_hostile_names_as_text(
     images = page.evaluate("() => document.querySelectorAll('main img, main b').length")
     selected = page.inner_text("#experiments-table tr.selected td")
     screenshot(page, "experiments-desktop")
+    page.click("#experiments-table tbody tr:has-text('A draft')")
+    page.wait_for_function(
+        "() => Chart.getChart(document.getElementById('uplift-chart')) === undefined"
+    )
+    draft_verdict = page.inner_text("#experiment-verdict")
+    draft_arms = page.inner_text("#arms-table tbody")
+    address = page.url
     context.close()
 
     assert sorted(listed) == sorted([[HOSTILE, "running"], ["A draft", "draft"]])
@@ -157,4 +164,8 @@ def test_the_page_shows_the_arms_verdict_chart_and_hostile_names_as_text(
     assert verdict == result.data["verdict"]
     assert verdict.startswith("Variant Blue <b>bold</b> raised conversion by 15.0 pp")
     assert painted > 500
+    assert draft_verdict.startswith("A draft has no results")
+    assert draft_arms == draft_verdict
+    assert f"experiment={experiment.pk}" not in address
+    assert "experiment=" in address
     assert problems == []
