@@ -9,6 +9,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import date, timedelta
 from functools import wraps
+from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
@@ -32,6 +33,11 @@ class Page:
     name: str
     title: str
     path: str
+    # False: no period picker (the figures do not depend on it; the nav still carries it along).
+    has_period: bool = True
+    # False: another app serves the page with its own view (Experiments: notifications), reusing
+    # `page_context` and base.html; analytics only lists it in the nav.
+    in_analytics: bool = True
 
 
 PAGES = (
@@ -43,6 +49,13 @@ PAGES = (
     Page("retention", "Retention", "/retention/"),
     Page("geography", "Geography", "/geography/"),
     Page("live", "Live", "/live/"),
+    Page(
+        "experiments",
+        "Experiments",
+        "/experiments-dashboard/",
+        has_period=False,
+        in_analytics=False,
+    ),
     Page("install", "Install", "/install/"),
 )
 PRESET_DAYS = (7, 30, 90)
@@ -58,7 +71,9 @@ def _period(request: HttpRequest, shop: Shop) -> tuple[date, date, date]:
     return start, end, today
 
 
-def _page(request: HttpRequest, page: Page) -> HttpResponse:
+def page_context(request: HttpRequest, page: Page) -> dict[str, Any] | HttpResponse:
+    """A page's template context (shop, period, nav, the `config` handed to the page's script),
+    or the response to send instead: no shop yet, or a 400 for an unusable period."""
     shops = list(shops_for_user(user=request.user))
     if not shops:
         return render(request, "analytics/no_shop.html", {"pages": ()})
@@ -104,6 +119,13 @@ def _page(request: HttpRequest, page: Page) -> HttpResponse:
         "config": config,
         "snippet": snippet_tag(shop=shop, base_url=request.build_absolute_uri("/")),
     }
+    return context
+
+
+def _page(request: HttpRequest, page: Page) -> HttpResponse:
+    context = page_context(request, page)
+    if isinstance(context, HttpResponse):
+        return context
     return render(request, f"analytics/{page.name}.html", context)
 
 
@@ -116,7 +138,7 @@ def _view(page: Page):
     return view
 
 
-DASHBOARD_VIEWS = {page.name: _view(page) for page in PAGES}
+DASHBOARD_VIEWS = {page.name: _view(page) for page in PAGES if page.in_analytics}
 
 
 def _demo_send(shop: Shop, journeys) -> dict[str, int]:

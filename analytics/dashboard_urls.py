@@ -12,6 +12,7 @@ urlpatterns = [
             name=f"dashboard-{page.name}",
         )
         for page in dashboard.PAGES
+        if page.in_analytics
     ],
     path("demo/generate-traffic/", dashboard.demo_generate_traffic, name="demo-generate-traffic"),
     path(

@@ -9,6 +9,7 @@ from notifications.experiments.api import (
     ExperimentStartApi,
     ExperimentStopApi,
 )
+from notifications.experiments.dashboard import experiments_dashboard
 
 urlpatterns = [
     path("notifications/scores/", ConversionScoreListApi.as_view(), name="conversion-scores"),
@@ -18,6 +19,8 @@ urlpatterns = [
         name="conversion-scores-live",
     ),
     path("experiments/", ExperimentListApi.as_view(), name="experiments"),
+    # The dashboard page (HTML), outside the JSON API's /experiments/ prefix (clickserver/api.py).
+    path("experiments-dashboard/", experiments_dashboard, name="dashboard-experiments"),
     path("experiments/decide/", ExperimentDecideApi.as_view(), name="experiments-decide"),
     path("experiments/<int:experiment_id>/", ExperimentDetailApi.as_view(), name="experiment"),
     path(

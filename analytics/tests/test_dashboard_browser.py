@@ -31,6 +31,7 @@ CHART_PAGES = {
     "retention": ("/retention/", ["retention-chart"]),
     "geography": ("/geography/", ["geo-chart"]),
     "live": ("/live/", []),
+    "experiments": ("/experiments-dashboard/", []),
     "install": ("/install/", []),
 }
 # The dashboard's policy (clickserver/settings.py): nothing inline, nothing from another origin.

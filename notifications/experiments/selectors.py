@@ -11,14 +11,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.core.cache import cache
-from django.db.models import F, QuerySet
+from django.db.models import F, OuterRef, QuerySet, Subquery
 from redis.exceptions import RedisError
 
 from clickserver.errors import ApplicationError
 from events.models import Shop
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
 from notifications.experiments.rules import UnitTraits, needs_person_lookup, targeting_admits
-from notifications.models import ConversionScore, Experiment, ExperimentStatus, ExperimentUnit
+from notifications.models import (
+    ConversionScore,
+    Experiment,
+    ExperimentResult,
+    ExperimentStatus,
+    ExperimentUnit,
+)
 from recommendations.selectors import person_resolve
 from segments.models import SegmentMembership
 
@@ -48,6 +54,43 @@ def running_cache_key(shop_id: int) -> str:
 
 def experiments_list(*, shop: Shop) -> QuerySet[Experiment]:
     return Experiment.objects.filter(shop=shop).prefetch_related("variants")
+
+
+def experiments_headlines(*, shop: Shop) -> dict[int, dict[str, Any]]:
+    """Per experiment with a stored result of its current phase, the dashboard's headline: the
+    primary metric's uplift for the arm with the smallest p-value (the arm the verdict names) and
+    the verdict. Reads stored results only; nothing is computed here."""
+    current = ExperimentResult.objects.filter(
+        experiment=OuterRef("experiment"), phase=OuterRef("experiment__phase")
+    ).values("pk")[:1]
+    stored = ExperimentResult.objects.filter(
+        experiment__shop=shop, pk=Subquery(current)
+    ).values_list("experiment_id", "data")
+    return {experiment_id: _headline(data) for experiment_id, data in stored}
+
+
+def _headline(data: dict[str, Any]) -> dict[str, Any]:
+    primary = data.get("primary_metric")
+    compared = [
+        (arm, arm["metrics"][primary])
+        for arm in data.get("arms", [])
+        if not arm["is_control"] and arm["metrics"].get(primary, {}).get("p_value") is not None
+    ]
+    headline: dict[str, Any] = {
+        "metric": (data.get("metrics") or [{}])[0].get("label", primary),
+        "verdict": data.get("verdict", ""),
+        "variant": None,
+        "uplift": None,
+        "is_significant": False,
+    }
+    if compared:
+        arm, row = min(compared, key=lambda pair: pair[1]["p_value"])
+        headline |= {
+            "variant": arm["name"] or arm["variant"],
+            "uplift": row.get("relative"),
+            "is_significant": bool(row.get("is_significant")),
+        }
+    return headline
 
 
 def experiment_get(*, shop: Shop, experiment_id: int) -> Experiment:
