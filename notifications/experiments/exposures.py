@@ -64,6 +64,9 @@ class ExtractResult:
     # phase does not have, or fall outside the phase's time: skipped, counted here.
     ignored: int
     repaired: int
+    # Experiments whose exposure rows this extraction added to or changed: their stored results
+    # are out of date whatever their age (results.experiments_refresh).
+    experiment_ids: frozenset[int] = frozenset()
 
 
 def _watermark_locked(shop_id: int) -> PipelineWatermark:
@@ -322,6 +325,7 @@ def exposures_repair_run(*, shop_id: int) -> int:
 def exposures_extract(*, shop_id: int, now: datetime) -> ExtractResult:
     """Fold the shop's new exposure events into `ExperimentExposure`, batch by batch."""
     events = units = ignored = 0
+    touched: set[int] = set()
     while True:
         with transaction.atomic():
             mark = _watermark_locked(shop_id)
@@ -333,7 +337,14 @@ def exposures_extract(*, shop_id: int, now: datetime) -> ExtractResult:
             mark.position = rows[-1].event_id if is_full else max(mark.position, upto)
             mark.save(update_fields=["position", "updated_at"])
         events, units, ignored = events + len(rows), units + len(folds), ignored + skipped
+        touched.update(experiment_id for experiment_id, _, _ in folds)
         if not is_full:
             break
     repaired = exposures_repair_run(shop_id=shop_id)
-    return ExtractResult(events=events, units=units, ignored=ignored, repaired=repaired)
+    return ExtractResult(
+        events=events,
+        units=units,
+        ignored=ignored,
+        repaired=repaired,
+        experiment_ids=frozenset(touched),
+    )

@@ -88,6 +88,8 @@ def results_document(
         "key": experiment.key,
         "phase": phase.number,
         "window": {"start": phase.started_at.isoformat(), "end": end.isoformat()},
+        # A stopped experiment or an ended phase collects no more units: its verdict is final.
+        "is_collecting": experiment.status == ExperimentStatus.RUNNING and phase.ended_at is None,
         "exposures": {
             "units": sum(read.exposed.values()),
             "analysed": len(frame),
@@ -149,7 +151,11 @@ class RefreshResult:
 
 
 def experiments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
-    """Fold new exposures, then recompute each started experiment's stale current-phase result."""
+    """Fold new exposures, then recompute each started experiment's stale current-phase result.
+
+    New exposures make a result stale at once, even a final one: exposures sent late (a storefront
+    or an import catching up) would otherwise never reach a stopped experiment's result.
+    """
     extracted = exposures_extract(shop_id=shop_id, now=now)
     computed = 0
     experiments = Experiment.objects.filter(shop_id=shop_id).exclude(status=ExperimentStatus.DRAFT)
@@ -161,7 +167,7 @@ def experiments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
         result = stored.get(experiment.pk)
         if result is not None and result.phase != experiment.phase:
             result = None
-        if _is_stale(experiment, result, now):
+        if experiment.pk in extracted.experiment_ids or _is_stale(experiment, result, now):
             experiment_results_compute(experiment=experiment, now=now)
             computed += 1
     return RefreshResult(exposure_events=extracted.events, results=computed)

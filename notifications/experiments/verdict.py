@@ -27,10 +27,15 @@ def _arm_label(arm: dict[str, Any]) -> str:
 
 
 def verdict_write(result: dict[str, Any]) -> str:
-    """One sentence on the primary metric, then the SRM alarm or the power still to reach."""
+    """One sentence on the primary metric, then the SRM alarm or the power still to reach.
+
+    A result that collects no more units (`is_collecting` false: stopped, or an ended phase) says
+    what was found, without "yet" and without asking to keep collecting.
+    """
+    collecting = result.get("is_collecting", True)
     arms = result["arms"]
     if not arms or sum(arm["units"] for arm in arms) == 0:
-        return "No exposed units yet."
+        return "No exposed units yet." if collecting else "No units were exposed."
     kind = result["primary_metric"].split(":")[0]
     primary = result["primary_metric"]
     label = result["metrics"][0]["label"]
@@ -50,7 +55,11 @@ def verdict_write(result: dict[str, Any]) -> str:
             if rose == (kind in LOWER_IS_BETTER):
                 sentence += " (worse)"
         else:
-            sentence = f"No variant differs significantly from control on {label} yet"
+            sentence = (
+                f"No variant differs significantly from control on {label} yet"
+                if collecting
+                else f"No variant differed significantly from control on {label}"
+            )
             if text:
                 sign = "+" if row["absolute"]["estimate"] >= 0 else "−"
                 sentence += f" ({_arm_label(best)}: {sign}{text[3:]})"
@@ -62,7 +71,10 @@ def verdict_write(result: dict[str, Any]) -> str:
             "weights ask for, so do not trust these numbers until the cause is found"
         )
     power = result.get("power")
-    if power and power["days_remaining"]:
+    if not collecting:
+        if power and power["days_remaining"]:
+            parts.append("it stopped before reaching the planned power")
+    elif power and power["days_remaining"]:
         days = power["days_remaining"]
         parts.append(
             f"keep collecting for {days} more day{'s' if days != 1 else ''} to reach the "

@@ -471,3 +471,23 @@ def test_results_are_recomputed_once_stale_and_final_a_week_after_the_stop(shop,
     assert computed == [1, 0, 1, 1, 1, 0]
     assert shops_with_experiments(now=NOW + timedelta(days=2)) == [shop.pk]
     assert shops_with_experiments(now=NOW + timedelta(days=9)) == []
+
+
+@pytest.mark.django_db
+def test_exposures_arriving_after_a_final_result_recompute_it(shop, ingest_client, process_all):
+    # The demo's order: the result of a long-stopped experiment was stored before its exposures
+    # were processed; final by age, it must still take them.
+    experiment = running(shop)
+    services.experiment_stop(experiment=experiment, now=NOW)
+    late = NOW + timedelta(days=30)
+    assert experiments_refresh(shop_id=shop.pk, now=late).results == 1
+    assert ExperimentResult.objects.get(experiment=experiment).data["exposures"]["units"] == 0
+    assert experiments_refresh(shop_id=shop.pk, now=late + timedelta(hours=1)).results == 0
+
+    at = T0 + timedelta(hours=1)
+    ingest(ingest_client, [exposure("v-1", "control", at), exposure("v-2", "b", at, n=1)])
+    process_all(shop)
+    refreshed = experiments_refresh(shop_id=shop.pk, now=late + timedelta(hours=2))
+
+    assert refreshed.results == 1
+    assert ExperimentResult.objects.get(experiment=experiment).data["exposures"]["units"] == 2

@@ -230,3 +230,26 @@ def test_the_sequential_interval_is_wider_than_the_fixed_one():
     assert always_valid["absolute"]["estimate"] == fixed["absolute"]["estimate"]
     assert always_valid["absolute"]["ci_low"] < fixed["absolute"]["ci_low"]
     assert always_valid["p_value"] >= fixed["p_value"]
+
+
+def test_a_stopped_experiments_verdict_is_final():
+    rng = np.random.default_rng(5)
+    variants = np.repeat(["control", "b"], 500)
+    frame = frame_of(variants, orders=(rng.random(1000) < 0.1).astype(float))
+    result = results_analyse(
+        frame=frame,
+        exposed=[500, 500],
+        config=config(primary={"kind": "conversion"}, planned_mde=0.01),
+        start=START,
+        end=END,
+    )
+    assert result["power"]["days_remaining"] > 0
+
+    collecting = verdict_write(result)
+    stopped = verdict_write(result | {"is_collecting": False})
+
+    assert "yet" in collecting
+    assert "keep collecting" in collecting
+    assert stopped.startswith("No variant differed significantly from control on conversion (")
+    assert stopped.endswith("; it stopped before reaching the planned power.")
+    assert verdict_write({**result, "arms": [], "is_collecting": False}) == "No units were exposed."
