@@ -103,6 +103,8 @@ def main() -> None:
     os.environ.setdefault("PIPELINE_SETTLE_SECONDS", "1")
     # TensorFlow's C++ start-up chatter (no CUDA, oneDNN notes) would bury the lines printed last.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # `kill` (SIGTERM) stops the children too, as Ctrl-C does: the finally below runs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
     manage(
         "shell", "-v0", "-c",
