@@ -71,21 +71,7 @@ JSON_BLANKS = {"targeting": dict, "secondary_metrics": list, "guardrail_metrics"
 class ExperimentForm(forms.ModelForm):
     class Meta:
         model = Experiment
-        fields = [
-            "shop",
-            "key",
-            "name",
-            "hypothesis",
-            "unit",
-            "holdout_share",
-            "targeting",
-            "primary_metric",
-            "secondary_metrics",
-            "guardrail_metrics",
-            "winsor_percentile",
-            "is_sequential",
-            "planned_mde",
-        ]
+        fields = ["shop", *experiment_services.DEFINITION_FIELDS]
 
     def service_data(self) -> dict[str, Any]:
         """What the service is given: every field on add, the changed ones on change."""

@@ -161,7 +161,10 @@ def experiments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
     experiments = Experiment.objects.filter(shop_id=shop_id).exclude(status=ExperimentStatus.DRAFT)
     stored = {
         r.experiment_id: r
-        for r in ExperimentResult.objects.filter(experiment__shop_id=shop_id).order_by("phase")
+        # Only the stamps: this runs after every pipeline batch, and `data` is the whole document.
+        for r in ExperimentResult.objects.filter(experiment__shop_id=shop_id)
+        .defer("data")
+        .order_by("phase")
     }
     for experiment in experiments:
         result = stored.get(experiment.pk)

@@ -18,6 +18,7 @@ from clickserver.errors import ApplicationError
 from events.models import Shop
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
 from notifications.experiments.rules import UnitTraits, needs_person_lookup, targeting_admits
+from notifications.experiments.verdict import arm_named
 from notifications.models import (
     ConversionScore,
     Experiment,
@@ -71,11 +72,7 @@ def experiments_headlines(*, shop: Shop) -> dict[int, dict[str, Any]]:
 
 def _headline(data: dict[str, Any]) -> dict[str, Any]:
     primary = data.get("primary_metric")
-    compared = [
-        (arm, arm["metrics"][primary])
-        for arm in data.get("arms", [])
-        if not arm["is_control"] and arm["metrics"].get(primary, {}).get("p_value") is not None
-    ]
+    arm = arm_named(data)
     headline: dict[str, Any] = {
         "metric": (data.get("metrics") or [{}])[0].get("label", primary),
         "verdict": data.get("verdict", ""),
@@ -83,8 +80,8 @@ def _headline(data: dict[str, Any]) -> dict[str, Any]:
         "uplift": None,
         "is_significant": False,
     }
-    if compared:
-        arm, row = min(compared, key=lambda pair: pair[1]["p_value"])
+    if arm is not None:
+        row = arm["metrics"][primary]
         headline |= {
             "variant": arm["name"] or arm["variant"],
             "uplift": row.get("relative"),

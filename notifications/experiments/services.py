@@ -43,6 +43,21 @@ ANALYSIS_FIELDS = frozenset(
 )
 # Who is in the experiment and what it is judged on: fixed once it runs.
 DESIGN_FIELDS = frozenset({"key", "unit", "holdout_share", "targeting", "primary_metric"})
+# Every field of a definition, in the order the admin form and the API show them.
+DEFINITION_FIELDS = (
+    "key",
+    "name",
+    "hypothesis",
+    "unit",
+    "holdout_share",
+    "targeting",
+    "primary_metric",
+    "secondary_metrics",
+    "guardrail_metrics",
+    "winsor_percentile",
+    "is_sequential",
+    "planned_mde",
+)
 WINSOR_RANGE = (50.0, 100.0)
 NAME_MAX = 255
 

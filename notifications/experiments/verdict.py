@@ -26,6 +26,18 @@ def _arm_label(arm: dict[str, Any]) -> str:
     return f"Variant {arm['name'] or arm['variant']}"
 
 
+def arm_named(result: dict[str, Any]) -> dict[str, Any] | None:
+    """The treatment arm the verdict speaks of: the smallest p-value on the primary metric;
+    None while no treatment arm has one (too few units)."""
+    primary = result.get("primary_metric")
+    compared = [
+        arm
+        for arm in result.get("arms", [])
+        if not arm["is_control"] and arm["metrics"].get(primary, {}).get("p_value") is not None
+    ]
+    return min(compared, key=lambda arm: arm["metrics"][primary]["p_value"], default=None)
+
+
 def verdict_write(result: dict[str, Any]) -> str:
     """One sentence on the primary metric, then the SRM alarm or the power still to reach.
 
@@ -40,12 +52,10 @@ def verdict_write(result: dict[str, Any]) -> str:
     primary = result["primary_metric"]
     label = result["metrics"][0]["label"]
     level = round(100 * (1 - result["alpha"]))
-    treated = [arm for arm in arms if not arm["is_control"] and primary in arm["metrics"]]
-    compared = [arm for arm in treated if arm["metrics"][primary].get("p_value") is not None]
-    if not compared:
+    best = arm_named(result)
+    if best is None:
         sentence = f"Too few units to compare {label} yet."
     else:
-        best = min(compared, key=lambda arm: arm["metrics"][primary]["p_value"])
         row = best["metrics"][primary]
         text = _effect_text(kind, row, level)
         if row["is_significant"] and text:

@@ -514,3 +514,7 @@ def test_the_database_keeps_one_live_experiment_per_key(shop):
             unit="person",
             primary_metric=CONVERSION,
         )
+
+
+def test_the_definition_fields_are_the_design_and_the_analysis_fields():
+    assert set(services.DEFINITION_FIELDS) == services.ANALYSIS_FIELDS | services.DESIGN_FIELDS
