@@ -46,3 +46,15 @@ def identity_token_is_valid(*, shop: Shop, user_id: str, token: str) -> bool:
         return False
     expected = identity_token_compute(shop=shop, user_id=user_id)
     return hmac.compare_digest(expected.encode(), token.strip().lower().encode())
+
+
+def user_id_verify(*, request: HttpRequest, shop: Shop, user_id: str) -> None:
+    """403 unless a `user_id` comes with the X-Identity-Token the shop's server issued for it."""
+    token = request.headers.get("X-Identity-Token", "")
+    if user_id and not identity_token_is_valid(shop=shop, user_id=user_id, token=token):
+        raise ApplicationError(
+            "A user_id needs the X-Identity-Token the shop's server issued for it.",
+            code="permission_denied",
+            status=403,
+            fields={"user_id": ["unverified"]},
+        )

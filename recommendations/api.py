@@ -19,7 +19,7 @@ from clickserver.errors import ApplicationError
 from clickserver.schema import error_responses, integer_schema
 from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
-from events.storefront_auth import identity_token_is_valid, shop_authenticate
+from events.storefront_auth import shop_authenticate, user_id_verify
 from recommendations import selectors
 
 MAX_LIMIT = 50
@@ -83,14 +83,7 @@ class StorefrontApi(APIView):
             raise ApplicationError(
                 "Give anonymous_id or user_id.", fields={"anonymous_id": ["required"]}
             )
-        token = request.headers.get("X-Identity-Token", "")
-        if user_id and not identity_token_is_valid(shop=shop, user_id=user_id, token=token):
-            raise ApplicationError(
-                "A user_id needs the X-Identity-Token the shop's server issued for it.",
-                code="permission_denied",
-                status=403,
-                fields={"user_id": ["unverified"]},
-            )
+        user_id_verify(request=request, shop=shop, user_id=user_id)
         return selectors.person_resolve(shop=shop, anonymous_id=anonymous_id, user_id=user_id)
 
     def answer(self, products: list[selectors.Recommendation]) -> Response:

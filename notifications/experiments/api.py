@@ -24,7 +24,7 @@ from clickserver.schema import FORMAT, MEMBER_ERRORS, SHOP, choice_schema, error
 from clickserver.throttles import StorefrontThrottle
 from events.models import Shop
 from events.selectors import shop_get_for_user
-from events.storefront_auth import identity_token_is_valid, shop_authenticate
+from events.storefront_auth import shop_authenticate, user_id_verify
 from notifications.experiments import results, selectors, services
 from notifications.experiments.analysis import arms_rows
 from notifications.experiments.rules import DEVICES, VISITORS, UnitTraits, VariantIn
@@ -111,14 +111,7 @@ def unit_ids_parse(request, *, shop: Shop) -> selectors.UnitIds:
         raise ApplicationError(
             "Give anonymous_id, user_id or session_id.", fields={"anonymous_id": ["required"]}
         )
-    token = request.headers.get("X-Identity-Token", "")
-    if ids.user_id and not identity_token_is_valid(shop=shop, user_id=ids.user_id, token=token):
-        raise ApplicationError(
-            "A user_id needs the X-Identity-Token the shop's server issued for it.",
-            code="permission_denied",
-            status=403,
-            fields={"user_id": ["unverified"]},
-        )
+    user_id_verify(request=request, shop=shop, user_id=ids.user_id)
     return ids
 
 
