@@ -51,8 +51,8 @@ def orders_summarize(
 ) -> pd.DataFrame:
     """Per-customer frequency, recency, T, monetary and revenue for orders before `cutoff`.
 
-    Index: customer_id; one row per customer with an order (value >= 0) before the cutoff. `first_at`
-    and `last_at` are the first and last purchase days.
+    Index: customer_id; one row per customer with an order (value >= 0) before the cutoff.
+    `first_at` and `last_at` are the first and last purchase days.
     """
     frame = orders_validate(orders)
     frame = frame[frame["ordered_at"] < cutoff]
@@ -101,3 +101,17 @@ def holdout_summarize(
     result["orders"] = result["orders"].astype(int)
     result.index.name = "customer_id"
     return result
+
+
+def orders_net_share(orders: pd.DataFrame, *, cutoff: pd.Timestamp) -> float:
+    """Net revenue / order value before `cutoff`: the share of spend that is not refunded.
+
+    Gamma-Gamma models the value of purchases (refunds are not purchases); multiplying its
+    expected spend by this share turns it into the expected net revenue that a shop reports.
+    """
+    frame = orders_validate(orders)
+    frame = frame[frame["ordered_at"] < cutoff]
+    gross = frame.loc[frame["value"] >= 0, "value"].sum()
+    if gross <= 0:
+        return 1.0
+    return float(np.clip(frame["value"].sum() / gross, 0.0, 1.0))
