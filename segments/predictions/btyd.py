@@ -54,7 +54,8 @@ class GammaGammaParams:
 
 
 def _arrays(*values: ArrayLike) -> list[FloatArray]:
-    return [np.asarray(v, dtype=float) for v in values]
+    """Float arrays broadcast to one shape: any argument may be a scalar or a per-customer array."""
+    return list(np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in values)))
 
 
 def bgnbd_log_likelihood(
@@ -156,7 +157,6 @@ def _pfaff_term(params: BgNbdParams, x: FloatArray, big_t: FloatArray, t: FloatA
 def bgnbd_expected_purchases(params: BgNbdParams, t, frequency, recency, T) -> FloatArray:
     """E[purchases in (T, T+t] | x, t_x, T] (FHL 2005 eq. 10); t in the fit's time unit."""
     x, t_x, big_t, horizon = _arrays(frequency, recency, T, t)
-    x, t_x, big_t, horizon = np.broadcast_arrays(x, t_x, big_t, horizon)
     a, b = params.a, params.b
     if abs(a - 1) < 1e-9:
         raise FitError("bgnbd: a == 1 makes the closed form 0/0; refit or perturb a")
