@@ -93,18 +93,20 @@ def number_format(value: float) -> str:
     return f"{value:,.2f}"
 
 
-def comparison_phrase(observed: float, expected: float) -> str:
+def comparison_phrase(observed: float, expected: float, *, unit: str = "") -> str:
     """'about 5.2× the usual 80', 'about 85 % below the usual 80', or the plain difference."""
-    usual = number_format(expected)
+    usual = f"the usual {unit}{number_format(expected)}"
     if expected <= 0:
-        return f"where about {usual} is usual"
+        return f"where about {unit}{number_format(expected)} is usual"
     ratio = observed / expected
+    if ratio >= 10:
+        return f"about {ratio:,.0f}× {usual}"
     if ratio >= 1.5:
-        return f"about {ratio:.1f}× the usual {usual}"
+        return f"about {ratio:.1f}× {usual}"
     if ratio <= 0.67:
-        return f"about {(1 - ratio):.0%} below the usual {usual}".replace("%", " %")
+        return f"about {(1 - ratio) * 100:.0f} % below {usual}"
     change = "above" if observed >= expected else "below"
-    return f"{abs(ratio - 1):.0%} {change} the usual {usual}".replace("%", " %")
+    return f"{abs(ratio - 1) * 100:.0f} % {change} {usual}"
 
 
 def day_part(hour: int) -> str:
