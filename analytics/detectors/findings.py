@@ -121,7 +121,7 @@ def day_part(hour: int) -> str:
 
 def window_phrase(start: pd.Timestamp, *, frequency: str) -> tuple[str, str]:
     """('14:00–15:00 on Tue 3 Mar 2026', 'a Tuesday afternoon') for an hour; a day's equivalent."""
-    weekday = WEEKDAYS[start.dayofweek]
+    weekday = WEEKDAYS[start.day_of_week]
     date = f"{weekday[:3]} {start.day} {start.strftime('%b %Y')}"
     if frequency == "day":
         return f"on {date}", f"a {weekday}"

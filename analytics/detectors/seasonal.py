@@ -88,8 +88,8 @@ def series_prepare(series: pd.Series, *, frequency: str) -> pd.Series:
 
 def slot_codes(index: pd.DatetimeIndex, *, frequency: str) -> np.ndarray:
     if frequency == HOUR:
-        return np.asarray(index.dayofweek * 24 + index.hour)
-    return np.asarray(index.dayofweek)
+        return np.asarray(index.day_of_week * 24 + index.hour)
+    return np.asarray(index.day_of_week)
 
 
 def holiday_mask(index: pd.DatetimeIndex, holidays: frozenset[date]) -> np.ndarray:

@@ -66,7 +66,7 @@ def series_synthesize(
     index = pd.date_range(START, periods=weeks * (168 if frequency == HOUR else 7), freq=step)
     hour_shape = np.asarray(HOUR_WEIGHTS) / np.mean(HOUR_WEIGHTS)
     day_shape = np.asarray(WEEKDAY_WEIGHTS) / np.mean(WEEKDAY_WEIGHTS)
-    mean = level * day_shape[index.dayofweek] * np.linspace(1.0, 1.15, len(index))
+    mean = level * day_shape[index.day_of_week] * np.linspace(1.0, 1.15, len(index))
     if frequency == HOUR:
         mean = mean * hour_shape[index.hour]
     values = rng.negative_binomial(DISPERSION, DISPERSION / (DISPERSION + mean)).astype(float)
