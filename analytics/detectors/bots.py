@@ -108,7 +108,8 @@ def events_detect_bots(
 
 def _frame_prepare(events: pd.DataFrame) -> pd.DataFrame:
     frame = events.copy()
-    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True)
+    # ISO 8601 strings with and without fractions of a second (the ingestion format) mix.
+    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], utc=True, format="ISO8601")
     frame["person_id"] = frame["person_id"].astype(str)
     if "session_id" not in frame.columns:
         frame["session_id"] = frame["person_id"]  # without sessions, a person is one visit

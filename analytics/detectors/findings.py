@@ -99,6 +99,8 @@ def comparison_phrase(observed: float, expected: float, *, unit: str = "") -> st
     if expected <= 0:
         return f"where about {unit}{number_format(expected)} is usual"
     ratio = observed / expected
+    if ratio < 0.005:
+        return f"against {usual}"
     if ratio >= 10:
         return f"about {ratio:,.0f}× {usual}"
     if ratio >= 1.5:

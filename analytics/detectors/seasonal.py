@@ -57,8 +57,10 @@ class SeasonalConfig:
     critical: float = 10.0
     history_weeks: int = 8  # same-slot values in the MAD baseline
     min_history: int = 3  # earlier same-slot values needed before either method speaks
-    # Floors of the scale: a slot whose history is flat (MAD 0) or tiny (a few sessions at night)
-    # would otherwise call +1 an anomaly. Counts are at least Poisson-noisy, so 1.0 is the floor.
+    # Floors of the scale, in the metric's unit: a slot whose history is flat (MAD 0) or tiny
+    # (a few sessions at night) would otherwise call +1 an anomaly. Counts are at least Poisson
+    # noisy, so 1 is their floor; for revenue use about one typical order (a single order is
+    # the order detector's business, not a revenue anomaly).
     min_scale_fraction: float = 0.1
     min_scale: float = 1.0
     # The scale pools the past errors of the slot and this many buckets either side: a MAD of
@@ -108,15 +110,19 @@ def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFram
     holiday = holiday_mask(values.index, config.holidays)
     observed = values.to_numpy()
     # Counts and revenue vary in proportion to their level (a busy evening swings by more
-    # sessions than a quiet night) and a spike is a multiple, so the method works on
-    # log(1 + x), where the noise is about even across the week. A series that can go negative
-    # (net revenue in an hour of refunds) stays linear.
-    is_log = bool(np.nanmin(observed, initial=0.0) >= 0)
-    work = np.log1p(observed) if is_log else observed
+    # sessions than a quiet night) and a spike is a multiple, so the method works on a signed
+    # log, sign(x)·log(1 + |x|), where the noise is about even across the week; the sign keeps
+    # net revenue that refunds pushed below zero.
+    work = signed_log(observed)
     slots = slot_codes(values.index, frequency=config.frequency)
-    lags = _slot_lags(np.where(holiday, np.nan, work), slots, config.history_weeks)
+    kept = np.where(holiday, np.nan, observed)
+    lags = _slot_lags(signed_log(kept), slots, config.history_weeks)
     count = np.sum(~np.isnan(lags), axis=1)
     center = np.where(count >= config.min_history, rows_median(lags), np.nan)
+    # What the explanation calls usual: the plain median of the same weeks, in the metric's unit.
+    expected = np.where(
+        np.isfinite(center), rows_median(_slot_lags(kept, slots, config.history_weeks)), np.nan
+    )
     # The scale is the spread of the baseline's own past errors (value − centre of earlier
     # buckets, each against its own earlier history), not of the history around its median:
     # that in-sample spread leaves out the median's own error and came out too small (on
@@ -131,14 +137,11 @@ def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFram
     )
     pooled_count = np.sum(~np.isnan(pooled), axis=1)
     spread = MAD_TO_SIGMA * rows_median(np.abs(pooled - rows_median(pooled)[:, None]))
-    expected = np.expm1(center) if is_log else center
-    # Floors, in the metric's unit, carried to log scale by the delta method
-    # (sd of log(1 + X) ≈ sd of X / (1 + μ)).
-    floor = np.fmax(config.min_scale_fraction * np.abs(expected), config.min_scale)
-    scale = np.fmax(spread, floor / (1 + expected) if is_log else floor)
-    low, high = center - config.threshold * scale, center + config.threshold * scale
-    if is_log:
-        low, high = np.expm1(np.fmax(low, 0.0)), np.expm1(high)
+    scale = np.fmax(spread, log_floor(expected, config=config))
+    low = signed_exp(center - config.threshold * scale)
+    high = signed_exp(center + config.threshold * scale)
+    if np.nanmin(observed, initial=0.0) >= 0:
+        low = np.fmax(low, 0.0)  # a count cannot go below zero, so neither does its band
     return pd.DataFrame(
         {
             "observed": observed,
@@ -153,6 +156,22 @@ def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFram
         },
         index=values.index,
     )
+
+
+def signed_log(values: np.ndarray | float) -> np.ndarray:
+    return np.sign(values) * np.log1p(np.abs(values))
+
+
+def signed_exp(values: np.ndarray | float) -> np.ndarray:
+    return np.sign(values) * np.expm1(np.abs(values))
+
+
+def log_floor(expected: np.ndarray | float, *, config: SeasonalConfig) -> np.ndarray:
+    """The smallest scale, on the signed-log scale: the step from the expected value to one
+    floor (`min_scale` units or `min_scale_fraction` of it, the larger) above it."""
+    size = np.abs(expected)
+    floor = np.fmax(config.min_scale_fraction * size, config.min_scale)
+    return np.log1p(size + floor) - np.log1p(size)
 
 
 def _slot_lags(values: np.ndarray, slots: np.ndarray, weeks: int) -> np.ndarray:
@@ -222,7 +241,6 @@ def series_detect_shesd(
     values = series_prepare(series, frequency=config.frequency)
     holiday = holiday_mask(values.index, config.holidays)
     history = values.where(~holiday).to_numpy()
-    is_log = bool(np.nanmin(history, initial=0.0) >= 0)  # as in series_baseline
     slots = slot_codes(values.index, frequency=config.frequency)
     present = pd.Series(np.isfinite(history).astype(int))
     earlier = (present.groupby(slots).cumsum() - present).to_numpy()
@@ -242,7 +260,7 @@ def series_detect_shesd(
         inside = np.flatnonzero(chunk_of == chunk)
         low, high = max(0, inside[0] - reach), inside[-1] + 1
         for position, expected, band, score in _window_outliers(
-            history[low:high], slots[low:high], is_log=is_log, config=config
+            history[low:high], slots[low:high], config=config
         ):
             at = low + position
             if evaluable[at] and chunk_of[at] == chunk:
@@ -262,17 +280,17 @@ def series_detect_shesd(
 
 
 def _window_outliers(
-    window: np.ndarray, slots: np.ndarray, *, is_log: bool, config: SeasonalConfig
+    window: np.ndarray, slots: np.ndarray, *, config: SeasonalConfig
 ) -> list[tuple[int, float, Band, float]]:
     """S-H-ESD on one window: (position, expected, band, score) of each outlier.
 
     Twitter's decomposition is STL's seasonal part plus the window's median in place of the
     trend; here the seasonal part is the median deviation of each slot from that median, which
     is what a robust periodic STL converges to for a fixed weekly shape, without statsmodels.
+    It works on the same signed log as the MAD method, for the same reason.
     """
-    work = np.log1p(window) if is_log else window
-    # In log scale the floor is relative (0.1 ≈ 10 %), as the MAD method's is.
-    floor = config.min_scale_fraction if is_log else config.min_scale
+    work = signed_log(window)
+    floor = float(log_floor(np.nanmedian(window), config=config))
     center = float(np.nanmedian(work))
     seasonal = pd.Series(work - center).groupby(slots).transform("median").to_numpy()
     residual = work - center - seasonal
@@ -293,12 +311,13 @@ def _window_outliers(
     limit = result.criticals[len(result.outliers) - 1]
     rows = []
     for position in result.outliers:
-        expected = center + seasonal[position] + level
-        low, high = expected - limit * spread, expected + limit * spread
-        score = (work[position] - expected) / spread
-        if is_log:
-            expected, low, high = np.expm1(expected), np.expm1(max(low, 0.0)), np.expm1(high)
-        rows.append((position, float(expected), Band(low=float(low), high=float(high)), score))
+        fitted = center + seasonal[position] + level
+        band = Band(
+            low=float(signed_exp(fitted - limit * spread)),
+            high=float(signed_exp(fitted + limit * spread)),
+        )
+        score = (work[position] - fitted) / spread
+        rows.append((position, float(signed_exp(fitted)), band, score))
     return rows
 
 
