@@ -120,9 +120,8 @@ def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFram
     count = np.sum(~np.isnan(lags), axis=1)
     center = np.where(count >= config.min_history, rows_median(lags), np.nan)
     # What the explanation calls usual: the plain median of the same weeks, in the metric's unit.
-    expected = np.where(
-        np.isfinite(center), rows_median(_slot_lags(kept, slots, config.history_weeks)), np.nan
-    )
+    raw_lags = _slot_lags(kept, slots, config.history_weeks)
+    expected = np.where(np.isfinite(center), rows_median(raw_lags), np.nan)
     # The scale is the spread of the baseline's own past errors (value − centre of earlier
     # buckets, each against its own earlier history), not of the history around its median:
     # that in-sample spread leaves out the median's own error and came out too small (on
@@ -142,6 +141,11 @@ def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFram
     high = signed_exp(center + config.threshold * scale)
     if np.nanmin(observed, initial=0.0) >= 0:
         low = np.fmax(low, 0.0)  # a count cannot go below zero, so neither does its band
+    # On a log scale nothing is farther below a positive median than zero, and the median and
+    # MAD look past the odd empty hour in the history. A slot that has been empty before (the
+    # hour a shop opens, revenue from a few orders) is allowed to be empty again: on Online
+    # Retail's hourly revenue, half the flags were such zeros.
+    was_empty = np.any(raw_lags <= 0, axis=1)
     return pd.DataFrame(
         {
             "observed": observed,
@@ -151,6 +155,7 @@ def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFram
             "score": (work - center) / scale,
             "speaks": (pooled_count >= config.min_history)
             & np.isfinite(center)
+            & ~((observed <= 0) & was_empty)
             & ~holiday
             & np.isfinite(observed),
         },
