@@ -187,7 +187,7 @@ def days_without_events(
     counts = daily.sort_index().astype(float)
     counts.index = pd.DatetimeIndex(counts.index).tz_localize(None).normalize()
     counts = counts.asfreq("D", fill_value=0.0)
-    holiday = np.isin(np.asarray(counts.index.date), list(config.holidays))
+    holiday = pd.Series(counts.index.date).isin(config.holidays).to_numpy()
     usual = (
         counts.where(~holiday)
         .shift(1)

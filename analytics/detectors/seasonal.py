@@ -97,7 +97,7 @@ def slot_codes(index: pd.DatetimeIndex, *, frequency: str) -> np.ndarray:
 def holiday_mask(index: pd.DatetimeIndex, holidays: frozenset[date]) -> np.ndarray:
     if not holidays:
         return np.zeros(len(index), dtype=bool)
-    return np.isin(np.asarray(index.date), list(holidays))
+    return pd.Series(index.date).isin(holidays).to_numpy()
 
 
 def series_baseline(series: pd.Series, *, config: SeasonalConfig) -> pd.DataFrame:
