@@ -57,17 +57,10 @@ TAOBAO = DATA / "clickstream" / "taobao_userbehavior" / "UserBehavior_timeslice_
 # The shop's marked holidays: England's 2011 bank holidays (29 April: the royal wedding) and
 # the Christmas closure (no invoices from 23 Dec 2010 to 3 Jan 2011).
 UK_HOLIDAYS = frozenset(
-    [
-        date(2011, 1, 3),
-        date(2011, 4, 22),
-        date(2011, 4, 25),
-        date(2011, 4, 29),
-        date(2011, 5, 2),
-        date(2011, 5, 30),
-        date(2011, 8, 29),
-    ]
+    [date(2011, month, day) for month, day in ((1, 3), (4, 22), (4, 25), (4, 29), (5, 2),
+                                               (5, 30), (8, 29))]
     + [date(2010, 12, 23) + timedelta(days=n) for n in range(12)]
-)
+)  # fmt: skip
 KNOWN_ORDERS = {
     "581483": "80,995 × PAPER CRAFT, LITTLE BIRDIE (2011-12-09)",
     "C581484": "its cancellation",
@@ -81,14 +74,9 @@ HEADLESS = (
 
 
 def score_row(name: str, score: DetectionScore) -> dict:
-    return {
-        "detector": name,
-        "precision": round(score.precision, 3),
-        "recall": round(score.recall, 3),
-        "tp": score.true_positives,
-        "fp": score.false_positives,
-        "fn": score.false_negatives,
-    }
+    return {"detector": name, "precision": round(score.precision, 3),
+            "recall": round(score.recall, 3), "tp": score.true_positives,
+            "fp": score.false_positives, "fn": score.false_negatives}  # fmt: skip
 
 
 def seasonal_scores(seeds: int) -> list[dict]:
@@ -151,32 +139,24 @@ def bot_population(seed: int) -> tuple[pd.DataFrame, set[str]]:
                 )
             )
     rng = np.random.default_rng(seed)
+    # kind: (user agent, gaps between views in seconds): the simulator's own bot, headless
+    # Chromium at a human pace, the simulator's pace under a Chrome agent, a clicking burst.
     kinds = {
-        "simulator": lambda: None,
-        "headless": lambda: HEADLESS,
-        "spoofed": lambda: USER_AGENTS[0],
-        "burst": lambda: USER_AGENTS[2],
+        "simulator": ("python-requests/2.32 (bot)", lambda: rng.integers(2, 9, 400)),
+        "headless": (HEADLESS, lambda: rng.uniform(20, 90, 12)),
+        "spoofed": (USER_AGENTS[0], lambda: rng.integers(2, 9, 400)),
+        "burst": (USER_AGENTS[2], lambda: rng.uniform(0.5, 1.5, 60)),
     }
-    for kind, agent in kinds.items():
+    for kind, (agent, gaps) in kinds.items():
         for copy in range(5):
             start = end - timedelta(hours=int(rng.integers(3, 40)))
             person = f"bot-{kind}-{copy}"
             bots.add(person)
-            if kind == "burst":
-                at = [
-                    start + timedelta(seconds=float(s))
-                    for s in np.cumsum(rng.uniform(0.5, 1.5, 60))
-                ]
-            elif kind == "headless":
-                at = [
-                    start + timedelta(seconds=float(s)) for s in np.cumsum(rng.uniform(20, 90, 12))
-                ]
-            else:
-                at = [
-                    start + timedelta(seconds=float(s)) for s in np.cumsum(rng.integers(2, 9, 400))
-                ]
-            user_agent = agent() or "python-requests/2.32 (bot)"
-            rows += [(person, f"{person}-s", t.isoformat(), user_agent, "product_view") for t in at]
+            rows += [
+                (person, f"{person}-s", (start + timedelta(seconds=float(t))).isoformat(), agent,
+                 "product_view")
+                for t in np.cumsum(gaps())
+            ]  # fmt: skip
     events = pd.DataFrame(
         rows, columns=["person_id", "session_id", "occurred_at", "user_agent", "type"]
     )
