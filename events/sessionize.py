@@ -17,6 +17,10 @@ from ua_parser import parse as parse_user_agent
 MAX_SESSION_LENGTH = timedelta(hours=24)
 PAGEVIEW_TYPES = frozenset({"page_view", "screen_view"})
 PURCHASE_TYPE = "purchase"
+# Events a page sends without the shopper doing anything (an experiment's variant being shown):
+# they are part of the session but do not end a bounce, or every visit to a page under test would
+# stop being one and the bounce rate would fall the day an experiment starts.
+NON_INTERACTION_TYPES = frozenset({"experiment_exposure"})
 TABLET_HINTS = ("ipad", "tablet", "kindle", "silk/", "playbook", "nexus 7", "nexus 9", "sm-t")
 MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Firefox OS"})
 
@@ -164,7 +168,7 @@ def session_summarize(events: Sequence[EventRow]) -> SessionData:
         country=_first(event.country for event in events),
         is_converted=bool(purchases),
         revenue=sum((event.revenue or Decimal(0) for event in purchases), Decimal(0)),
-        is_bounce=len(events) == 1,
+        is_bounce=sum(1 for event in events if event.type not in NON_INTERACTION_TYPES) <= 1,
         event_ids=[event.id for event in events],
     )
 

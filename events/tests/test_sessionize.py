@@ -122,3 +122,19 @@ def test_device_classes():
     bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
     assert device_from_user_agent(bot).device == "bot"
     assert device_from_user_agent("").device == ""
+
+
+def test_experiment_exposures_do_not_end_a_bounce():
+    page = EventRow(id=1, occurred_at=T0, type="page_view")
+    exposures = [
+        EventRow(id=i, occurred_at=T0 + timedelta(seconds=i), type="experiment_exposure")
+        for i in (2, 3)
+    ]
+    second_page = EventRow(id=4, occurred_at=T0 + timedelta(seconds=9), type="page_view")
+
+    [bounce] = sessionize([page, *exposures], timeout=TIMEOUT)
+    [engaged] = sessionize([page, *exposures, second_page], timeout=TIMEOUT)
+
+    # Still part of the session's events, but not interactions.
+    assert (bounce.event_count, bounce.is_bounce) == (3, True)
+    assert (engaged.event_count, engaged.is_bounce) == (4, False)

@@ -29,6 +29,7 @@ from notifications.models import (
 )
 from segments.models import SegmentMembership
 
+# Sessions treat it as a non-interaction event (events.sessionize.NON_INTERACTION_TYPES).
 EXPOSURE_TYPE = "experiment_exposure"
 BATCH_SIZE = 20000
 CHUNK = 1000
