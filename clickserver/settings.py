@@ -216,6 +216,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "segments.tasks.segments_refresh_sweep_task",
         "schedule": crontab(minute=23),
     },
+    # Nightly, after the day's orders (docs/customers.md); the hourly segments refresh then
+    # reads the new predictions for the predicted segments.
+    "customer-predictions-nightly": {
+        "task": "segments.tasks.customer_predictions_refresh_sweep_task",
+        "schedule": crontab(hour=1, minute=53),
+    },
     "recommendations-affinity-daily": {
         "task": "recommendations.tasks.affinity_rebuild_sweep_task",
         "schedule": crontab(hour=2, minute=41),

@@ -30,8 +30,10 @@ from clickserver.schema import (
     paginated,
 )
 from events.selectors import shop_get_for_user
-from segments import builtin, selectors, services
+from segments import builtin
 from segments.rules import RULES_SCHEMA
+from segments.selectors import segments as selectors
+from segments.services import segments as services
 
 # A CSV export is the whole table, not a page, up to this many rows.
 CSV_MAX_ROWS = 100_000

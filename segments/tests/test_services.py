@@ -4,8 +4,8 @@ import pytest
 
 from clickserver.errors import ApplicationError
 from events.tests.factories import EventFactory, PersonFactory
-from segments import services
 from segments.models import Segment, SegmentMembership
+from segments.services import segments as services
 from segments.tests.factories import OrderFactory, SegmentFactory, SessionFactory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
