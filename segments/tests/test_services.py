@@ -119,7 +119,7 @@ def test_segments_refresh_is_idempotent_and_keeps_since(shop):
     assert segment.member_count == 1
     assert segment.refreshed_at == NOW + timedelta(days=15)
     assert SegmentMembership.objects.get(segment=segment).since == NOW
-    assert Segment.objects.filter(shop=shop, kind=Segment.Kind.BUILTIN).count() == 9
+    assert Segment.objects.filter(shop=shop, kind=Segment.Kind.BUILTIN).count() == 11
 
 
 @pytest.mark.django_db
