@@ -1,7 +1,7 @@
 """Segment endpoints: parse the query, call one service or selector, render JSON or CSV."""
 
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -62,6 +62,12 @@ def csv_paging_check(request, paginator: Pagination) -> None:
         raise NotFound(paginator.invalid_page_message.format(page_number=raw, message=""))
 
 
+def row_dict(row: Any) -> dict[str, Any]:
+    """A flat row dataclass as a dict: `asdict` deep-copies every value (each datetime), which
+    took half of a 100-row page's time."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}
+
+
 class TableApi(APIView):
     renderer_classes = [JSONRenderer, CsvRenderer]
     pagination_class = Pagination
@@ -71,9 +77,9 @@ class TableApi(APIView):
         paginator = self.pagination_class()
         if request.accepted_renderer.format == "csv":
             csv_paging_check(request, paginator)
-            return Response([asdict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
+            return Response([row_dict(row) for row in to_rows(page=list(queryset[:CSV_MAX_ROWS]))])
         page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response([asdict(row) for row in to_rows(page=page)])
+        return paginator.get_paginated_response([row_dict(row) for row in to_rows(page=page)])
 
 
 def date_range_parse(params: Any, *, tz: str) -> tuple[datetime, datetime]:
@@ -243,6 +249,17 @@ class ForecastSerializer(serializers.Serializer):
     reason = serializers.CharField(help_text="Why `days` is empty, else blank.")
 
 
+class SessionEventSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    occurred_at = serializers.DateTimeField()
+    url = serializers.CharField()
+    title = serializers.CharField()
+    product_id = serializers.CharField()
+    product_name = serializers.CharField()
+    order_id = serializers.CharField()
+    revenue = serializers.CharField(allow_null=True)
+
+
 class CustomerListApi(TableApi):
     csv_name = "customers"
 
@@ -264,6 +281,7 @@ class CustomerListApi(TableApi):
 
 class CustomerDetailApi(APIView):
     @extend_schema(
+        operation_id="segments_customer_retrieve",
         parameters=[SHOP, SESSIONS],
         responses={200: CustomerProfileSerializer, **error_responses(*MEMBER_ERRORS)},
     )
@@ -278,7 +296,7 @@ class CustomerSessionEventsApi(APIView):
     @extend_schema(
         parameters=[SHOP],
         responses={
-            200: serializers.ListField(child=serializers.DictField()),
+            200: SessionEventSerializer(many=True),
             **error_responses(*MEMBER_ERRORS),
         },
         description="The events of one of the customer's sessions, in order (at most 1000).",
