@@ -292,6 +292,29 @@ class CustomerDetailApi(APIView):
         return Response(profile)
 
 
+class CustomerModelSerializer(serializers.Serializer):
+    kind = serializers.ChoiceField(choices=["bgnbd_gg", "none"])
+    reason = serializers.CharField(help_text="Why there are no predictions; blank otherwise.")
+    customer_count = serializers.IntegerField()
+    repeat_customer_count = serializers.IntegerField()
+    history_days = serializers.IntegerField()
+    parameters = serializers.DictField()
+    fitted_at = serializers.DateTimeField(allow_null=True)
+    minimums = serializers.DictField(child=serializers.IntegerField())
+
+
+class CustomerModelApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        responses={200: CustomerModelSerializer, **error_responses(*MEMBER_ERRORS)},
+        description="The shop's customer model as of the last nightly refresh, or why it has "
+        "none (the minimums it needs).",
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        return Response(asdict(customers.customer_model_get(shop=shop)))
+
+
 class CustomerSessionEventsApi(APIView):
     @extend_schema(
         parameters=[SHOP],

@@ -14,6 +14,7 @@ urlpatterns = [
         name="identified-users-sessions",
     ),
     path("customers/", api.CustomerListApi.as_view(), name="customers"),
+    path("customers/model/", api.CustomerModelApi.as_view(), name="customer-model"),
     path("customers/<int:person_id>/", api.CustomerDetailApi.as_view(), name="customer"),
     path(
         "customers/<int:person_id>/sessions/<int:session_id>/events/",

@@ -121,6 +121,16 @@ def customers_fit(
         spend = gamma_gamma_fit(values["frequency"], values["monetary"], weights=values["weight"])
         if spend.q <= 1 or abs(bgnbd.a - 1) < 1e-9:
             raise FitError("the fitted parameters give no finite expectation")
+        # Customers who all buy alike (no spread in rates) push r and alpha to infinity, where
+        # the expectations cannot be evaluated: no predictions rather than partial ones.
+        checks = bgnbd_expected_purchases(
+            bgnbd, max(HORIZONS), counts["frequency"], counts["recency"], counts["T"]
+        )
+        if not np.all(np.isfinite(checks)):
+            raise FitError(
+                "the customers' purchase rates are too alike to fit (degenerate parameters "
+                f"r = {bgnbd.r:.3g}, alpha = {bgnbd.alpha:.3g})"
+            )
     except FitError as exc:
         return summary, CustomerFit(MODEL_NONE, f"The model could not be fitted: {exc}.", **base)
     net_share = orders_net_share(frame, cutoff=cutoff)

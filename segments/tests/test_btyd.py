@@ -127,10 +127,14 @@ def test_bgnbd_expectation_is_finite_when_a_and_b_are_huge():
     def printed(scale, x, t_x, big_t, t=365):
         r, alpha, a, b = 0.17, 27.9, 0.146 * scale, scale
         z = t / (alpha + big_t + t)
-        growth = (a + b + x - 1) / (a - 1) * (
-            1
-            - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x)
-            * hyp2f1(r + x, b + x, a + b + x - 1, z)
+        growth = (
+            (a + b + x - 1)
+            / (a - 1)
+            * (
+                1
+                - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x)
+                * hyp2f1(r + x, b + x, a + b + x - 1, z)
+            )
         )
         dropout = (x > 0) * a / (b + x - 1) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
         return growth / (1 + dropout)

@@ -22,7 +22,7 @@ NOW = datetime(2026, 3, 1, 15, 30, tzinfo=UTC)
 TZ = "America/New_York"
 
 
-def _shop_with_orders(*, customers: int, seed: int = 11, days: int = 300):
+def _shop_with_orders(*, customers: int, seed: int = 11, days: int = 300, spread: bool = True):
     """Persons with 1-6 orders each over `days`, some refunded in part, some cancelled.
 
     Returns the shop and the orders as plain tuples, for the independent computation.
@@ -42,7 +42,13 @@ def _shop_with_orders(*, customers: int, seed: int = 11, days: int = 300):
     )
     orders, plain = [], []
     for person in persons:
-        count = int(rng.integers(1, 7)) if rng.random() < 0.6 else 1
+        # Buying rates spread as BG/NBD assumes (gamma across customers): customers who all buy
+        # alike give degenerate fits (test_refresh_of_alike_customers_withholds_predictions).
+        count = (
+            1 + min(14, int(rng.poisson(rng.gamma(0.5, 4.0))))
+            if spread
+            else (int(rng.integers(1, 7)) if rng.random() < 0.6 else 1)
+        )
         for _ in range(count):
             placed = NOW - timedelta(minutes=int(rng.integers(60, days * 24 * 60)))
             total = Decimal(int(rng.integers(500, 20000))) / 100
@@ -153,7 +159,7 @@ def test_refresh_matches_an_independent_computation():
 
 @pytest.mark.django_db
 def test_refresh_of_a_small_shop_stores_history_and_says_why_there_are_no_predictions():
-    shop, _ = _shop_with_orders(customers=30, days=60)
+    shop, _ = _shop_with_orders(customers=30, days=60, spread=False)
 
     result = customer_predictions_refresh(shop_id=shop.pk, now=NOW)
 
@@ -239,8 +245,7 @@ def test_predicted_segments_follow_the_stored_predictions():
         for key in ("predicted_vip", "predicted_at_risk")
     }
     assert members == {"predicted_vip": vip, "predicted_at_risk": at_risk}
-    # 155 customers with an order left after cancellations: 148 of them below the top 7.
-    assert (len(rows), len(vip)) == (155, 7)
+    assert 0 < len(vip) <= 0.05 * len(rows) + 1
     # The hourly segments refresh reads the same predictions and changes nothing.
     segments_refresh(shop_id=shop.pk, now=NOW + timedelta(hours=1))
     assert members["predicted_vip"] == set(
@@ -248,3 +253,23 @@ def test_predicted_segments_follow_the_stored_predictions():
             segment__key="predicted_vip", segment__shop=shop
         ).values_list("person_id", flat=True)
     )
+
+
+@pytest.mark.django_db
+def test_refresh_of_alike_customers_withholds_predictions():
+    # 150 customers each buying 1-6 times at uniform instants: no spread in their rates, and
+    # with one more order this seed fits r near 1e10, where eq. 10 cannot be evaluated.
+    shop, _ = _shop_with_orders(customers=150, spread=False)
+    first = Person.objects.filter(shop=shop).order_by("pk").first()
+    Order.objects.create(
+        shop=shop, person=first, order_id="big", placed_at=NOW - timedelta(days=3), total=50_000
+    )
+
+    customer_predictions_refresh(shop_id=shop.pk, now=NOW)
+
+    fit = CustomerModel.objects.get(shop=shop)
+    assert fit.kind == "none"
+    assert fit.reason.startswith("The model could not be fitted: the customers' purchase rates")
+    assert set(CustomerPrediction.objects.filter(shop=shop).values_list("model", "churn_band")) == {
+        ("none", "")
+    }
