@@ -94,11 +94,7 @@ def customers_fit(
     customers = len(summary)
     repeaters = int((summary["frequency"] > 0).sum()) if customers else 0
     history = int((cutoff - summary["first_at"].min()) / pd.Timedelta(days=1)) if customers else 0
-    base = {
-        "customer_count": customers,
-        "repeat_customer_count": repeaters,
-        "history_days": history,
-    }
+    counted = (customers, repeaters, history)
     missing = [
         f"{need} {what} (this shop: {have})"
         for need, what, have in (
@@ -110,7 +106,7 @@ def customers_fit(
     ]
     if missing:
         reason = "Predictions need at least " + "; ".join(missing) + "."
-        return summary, CustomerFit(MODEL_NONE, reason, **base)
+        return summary, CustomerFit(MODEL_NONE, reason, *counted)
     try:
         counts = _weighted(summary, ["frequency", "recency", "T"])
         bgnbd = bgnbd_fit(
@@ -132,7 +128,7 @@ def customers_fit(
                 f"r = {bgnbd.r:.3g}, alpha = {bgnbd.alpha:.3g})"
             )
     except FitError as exc:
-        return summary, CustomerFit(MODEL_NONE, f"The model could not be fitted: {exc}.", **base)
+        return summary, CustomerFit(MODEL_NONE, f"The model could not be fitted: {exc}.", *counted)
     net_share = orders_net_share(frame, cutoff=cutoff)
     parameters = {
         "bgnbd": {"r": bgnbd.r, "alpha": bgnbd.alpha, "a": bgnbd.a, "b": bgnbd.b},
@@ -143,7 +139,7 @@ def customers_fit(
     return summary, CustomerFit(
         MODEL_BGNBD_GG,
         "",
-        **base,
+        *counted,
         bgnbd=bgnbd,
         gamma_gamma=spend,
         net_share=net_share,

@@ -179,8 +179,8 @@ def customers_query(*, shop: Shop, search: str | None, sort: str | None) -> Cust
         if ids is not None:
             persons = persons.filter(pk__in=ids)
         columns = [f"customer_prediction__{name}" for name in LIST_COLUMNS[1:]]
-        rows = persons.order_by(f"{sign}last_seen_at", f"{sign}id").values_list("id", *columns)
-        return CustomerList(rows=rows, total=query)
+        by_person = persons.order_by(f"{sign}last_seen_at", f"{sign}id")
+        return CustomerList(rows=by_person.values_list("id", *columns), total=query)
     rows = query.order_by(ordering, f"{sign}person_id").values_list(*LIST_COLUMNS)
     return CustomerList(rows=rows, total=query)
 
