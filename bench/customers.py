@@ -8,7 +8,8 @@ statements over MariaDB's sequence engine (`seq_1_to_N`), then times:
   upsert of N rows, the predicted segments), first run (inserts) and second run (updates);
   target <= 2 minutes;
 - `GET /segments/customers/` through Django's test client (DRF, the JSON renderer; no HTTP
-  server): p50/p95 over `--requests` requests for every sort, its first page and a page of the way down, and an exact-identifier search; target p95 <= 50 ms for the first pages.
+  server): p50/p95 over `--requests` requests for every sort, its first page and a page a
+  tenth of the way down, and an exact-identifier search; target p95 <= 50 ms (first pages).
 Prints each figure, then one JSON object on the last line. `--keep` keeps the shop and reuses
 it when it holds N customers.
 """
@@ -106,6 +107,24 @@ def _sql_load(shop_id: int, customers: int, seed: int) -> int:
         return int(cursor.fetchone()[0])
 
 
+def _shop_drop(shop) -> None:
+    """Delete the bench shop's rows table by table: the ORM's cascade collects every row in
+    Python first (minutes at 100,000 persons)."""
+    from django.db import connection
+
+    statements = (
+        "DELETE m FROM segments_segmentmembership m JOIN segments_segment s"
+        " ON s.id = m.segment_id WHERE s.shop_id = %s",
+        "DELETE FROM segments_customerprediction WHERE shop_id = %s",
+        "DELETE FROM events_order WHERE shop_id = %s",
+        "DELETE FROM events_person WHERE shop_id = %s",
+    )
+    with connection.cursor() as cursor:
+        for sql in statements:
+            cursor.execute(sql, [shop.pk])
+    shop.delete()
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -140,7 +159,7 @@ def main() -> None:
     persons = Person.objects.filter(shop=shop).count() if shop else 0
     if shop is not None and not (args.keep and persons == args.customers):
         print("deleting the previous bench shop …", flush=True)
-        shop.delete()
+        _shop_drop(shop)
         shop = None
     figures: dict[str, float] = {"customers": args.customers}
     if shop is None:
@@ -190,7 +209,7 @@ def main() -> None:
         print(f"GET /segments/customers/ {name}: p50 {p50:.1f} ms, p95 {p95:.1f} ms", flush=True)
     figures["list_worst_first_page_p95_ms"] = worst_first
     if not args.keep:
-        shop.delete()
+        _shop_drop(shop)
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}))
 
 
