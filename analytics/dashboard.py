@@ -49,6 +49,9 @@ PAGES = (
     Page("retention", "Retention", "/retention/"),
     Page("geography", "Geography", "/geography/"),
     Page("live", "Live", "/live/"),
+    # Served here (a page shell) though its figures come from segments' /segments/customers/:
+    # analytics must not import segments, and the shell needs nothing from it.
+    Page("customers", "Customers", "/customers/", has_period=False),
     Page(
         "experiments",
         "Experiments",

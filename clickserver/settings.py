@@ -216,6 +216,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "segments.tasks.segments_refresh_sweep_task",
         "schedule": crontab(minute=23),
     },
+    # Nightly, after the day's orders (docs/customers.md); the hourly segments refresh then
+    # reads the new predictions for the predicted segments.
+    "customer-predictions-nightly": {
+        "task": "segments.tasks.customer_predictions_refresh_sweep_task",
+        "schedule": crontab(hour=1, minute=53),
+    },
     "recommendations-affinity-daily": {
         "task": "recommendations.tasks.affinity_rebuild_sweep_task",
         "schedule": crontab(hour=2, minute=41),
@@ -258,6 +264,10 @@ HEALTH_BACKLOG = "events.selectors.processing_backlog"
 # (events/snippet.py), named so that events imports none of the apps that add to it: here the
 # experiments the browser decides.
 SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet_config"]
+# Functions `(*, shop, person_id) -> dict` merged into a customer profile
+# (segments/selectors/customers.py), named so that segments imports no app above it: the live
+# conversion score and the experiments the person saw.
+CUSTOMER_PROFILE_HOOKS = ["notifications.selectors.customer_profile_activity"]
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;

@@ -1,6 +1,7 @@
 """Every read of the notifications app that an interface needs."""
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -9,9 +10,11 @@ from django.db.models import Case, F, FloatField, Q, QuerySet, Value, When
 from events.models import Event, Session, Shop
 from notifications.calibration import BINS, CalibrationReport, calibration_report
 from notifications.dataset import FRAME_COLUMNS
-from notifications.models import ConversionScore, ModelVersion, ScoreSample
+from notifications.models import ConversionScore, ExperimentExposure, ModelVersion, ScoreSample
 
 LIVE_WINDOW = timedelta(minutes=30)
+# A customer profile lists at most this many experiment exposures, newest first.
+PROFILE_EXPOSURES_MAX = 50
 
 
 def events_frame(
@@ -118,3 +121,50 @@ def live_calibration_get(
     return calibration_report(
         labels=np.asarray(labels, dtype=np.int8), scores=np.asarray(scores), bins=bins
     )
+
+
+def customer_profile_activity(*, shop: Shop, person_id: int) -> dict[str, Any]:
+    """What a customer profile (segments' `customer_profile`, settings.CUSTOMER_PROFILE_HOOKS)
+    shows from this app: the latest conversion score of the person's sessions and the
+    experiments they were exposed to."""
+    score = (
+        ConversionScore.objects.filter(shop=shop, person_id=person_id)
+        .select_related("model_version")
+        .order_by("-scored_at", "-id")
+        .first()
+    )
+    exposures = (
+        ExperimentExposure.objects.filter(experiment__shop=shop, person_id=person_id)
+        .order_by("-first_exposed_at", "-id")
+        .values(
+            "experiment_id",
+            "experiment__key",
+            "experiment__name",
+            "phase",
+            "variant",
+            "first_exposed_at",
+            "exposure_count",
+        )[:PROFILE_EXPOSURES_MAX]
+    )
+    return {
+        "conversion_score": None
+        if score is None
+        else {
+            "session_id": score.session_id,
+            "score": score.score,
+            "scored_at": score.scored_at,
+            "model_version": score.model_version.version if score.model_version else None,
+        },
+        "experiments": [
+            {
+                "experiment_id": row["experiment_id"],
+                "key": row["experiment__key"],
+                "name": row["experiment__name"],
+                "phase": row["phase"],
+                "variant": row["variant"],
+                "first_exposed_at": row["first_exposed_at"],
+                "exposure_count": row["exposure_count"],
+            }
+            for row in exposures
+        ],
+    }

@@ -7,8 +7,8 @@ from django.contrib import admin
 from django.utils import timezone
 
 from clickserver.errors import ApplicationError
-from segments import services
 from segments.models import Segment
+from segments.services import segments as services
 
 
 class SegmentForm(forms.ModelForm):

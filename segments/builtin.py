@@ -16,6 +16,9 @@ CHURN_MIN_DAYS = 30
 INTENT_KEYS = ("intent_converted", "intent_high", "intent_medium", "intent_low")
 VALUE_KEYS = ("value_vip", "value_high", "value_medium", "value_low")
 CHURN_KEY = "churn_risk"
+PREDICTED_KEYS = ("predicted_vip", "predicted_at_risk")
+# Top share of customers by expected net revenue in the next 365 days.
+PREDICTED_VIP_PERCENTILE = 95
 NAMES = {
     "intent_converted": "Converted",
     "intent_high": "High intent",
@@ -26,6 +29,8 @@ NAMES = {
     "value_medium": "Medium value",
     "value_low": "Low value",
     CHURN_KEY: "Churn risk",
+    "predicted_vip": "Predicted VIP",
+    "predicted_at_risk": "At risk: high value, high churn risk",
 }
 
 
@@ -51,18 +56,23 @@ def intent_key(activity: IntentActivity) -> str:
     return "intent_low"
 
 
+def _percentiles(values: dict[int, Decimal]) -> dict[int, float]:
+    """Per key with a value > 0: the share (in %) of positive values strictly below its own."""
+    positive = {key: value for key, value in values.items() if value > 0}
+    ordered = sorted(positive.values())
+    return {
+        key: 100 * bisect_left(ordered, value) / len(ordered) for key, value in positive.items()
+    }
+
+
 def value_keys(revenue: dict[int, Decimal]) -> dict[int, str]:
     """Value band per person with revenue > 0, by the share of customers earning them less.
 
     A person's percentile is the share of customers with strictly lower revenue, so equal revenue
     always lands in the same band: VIP >= 95 %, high [67, 95), medium [33, 67), low < 33 %.
     """
-    positive = {pid: amount for pid, amount in revenue.items() if amount > 0}
-    ordered = sorted(positive.values())
-    n = len(ordered)
     bands: dict[int, str] = {}
-    for person_id, amount in positive.items():
-        percentile = 100 * bisect_left(ordered, amount) / n
+    for person_id, percentile in _percentiles(revenue).items():
         if percentile >= 95:
             bands[person_id] = "value_vip"
         elif percentile >= 67:
@@ -84,3 +94,39 @@ def churn_days(purchases: Iterable[datetime]) -> float:
 def is_churn_risk(*, purchases: list[datetime], last_active_at: datetime, now: datetime) -> bool:
     """A customer whose last session (or order) is older than their own N-day horizon."""
     return bool(purchases) and last_active_at < now - timedelta(days=churn_days(purchases))
+
+
+@dataclass(frozen=True, slots=True)
+class CustomerOutlook:
+    """What the predicted segments read from a customer's stored prediction."""
+
+    person_id: int
+    revenue: Decimal
+    expected_revenue_365: Decimal | None
+    churn_band: str
+
+
+def predicted_members(customers: Iterable[CustomerOutlook]) -> dict[str, set[int]]:
+    """The predicted segments (docs/segments.md), over customers with a prediction:
+
+    - predicted_vip: the top 5 % by expected net revenue in the next 365 days (the percentile
+      rule of the value bands, so equal predictions land together);
+    - predicted_at_risk: high value so far (the VIP or high value band, >= 67th percentile of
+      net revenue) and a high churn risk band.
+    A shop without a model (too little history) has no predictions, so both are empty.
+    """
+    rows = [c for c in customers if c.expected_revenue_365 is not None]
+    expected = {c.person_id: c.expected_revenue_365 or Decimal(0) for c in rows}
+    value = value_keys({c.person_id: c.revenue for c in rows})
+    return {
+        "predicted_vip": {
+            pid
+            for pid, percentile in _percentiles(expected).items()
+            if percentile >= PREDICTED_VIP_PERCENTILE
+        },
+        "predicted_at_risk": {
+            c.person_id
+            for c in rows
+            if c.churn_band == "high" and value.get(c.person_id) in ("value_vip", "value_high")
+        },
+    }

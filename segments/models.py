@@ -46,3 +46,82 @@ class SegmentMembership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.person_id} in {self.segment_id}"
+
+
+class ChurnBand(models.TextChoices):
+    """Churn risk bands on `churn_risk` (docs/customers.md, segments/customers.py)."""
+
+    LOW = "low", "Low"
+    MEDIUM = "medium", "Medium"
+    HIGH = "high", "High"
+
+
+class CustomerModel(models.Model):
+    """The shop's last customer-model fit: which model, its parameters, or why there is none."""
+
+    class Kind(models.TextChoices):
+        BGNBD_GG = "bgnbd_gg", "BG/NBD + Gamma-Gamma"
+        NONE = "none", "Not enough history"
+
+    shop = models.OneToOneField(Shop, on_delete=models.CASCADE, related_name="customer_model")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    # Why the kind is NONE (which minimum is not met, or why the fit failed); blank otherwise.
+    reason = models.CharField(max_length=512, blank=True, default="")
+    # {"bgnbd": {r, alpha, a, b}, "gamma_gamma": {p, q, v}, "net_share": …}; alpha in days.
+    parameters = models.JSONField(default=dict, blank=True)
+    customer_count = models.PositiveIntegerField(default=0)
+    repeat_customer_count = models.PositiveIntegerField(default=0)
+    history_days = models.PositiveIntegerField(default=0)
+    fitted_at = models.DateTimeField()
+    seconds = models.FloatField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.shop} {self.kind} at {self.fitted_at:%Y-%m-%d}"
+
+
+class CustomerPrediction(models.Model):
+    """One customer (a person with an order) as of the last nightly refresh.
+
+    Historic figures are net of refunds, cancelled orders excluded; time is counted in the
+    shop's local days (frequency = purchase days after the first, recency and tenure in days).
+    Predictions are null when the shop's model is `CustomerModel.Kind.NONE`. The person's
+    cascade removes the row when the person is erased.
+    """
+
+    person = models.OneToOneField(
+        Person, on_delete=models.CASCADE, primary_key=True, related_name="customer_prediction"
+    )
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="customer_predictions")
+    order_count = models.PositiveIntegerField()
+    revenue = models.DecimalField(max_digits=14, decimal_places=2)
+    first_order_at = models.DateTimeField()
+    last_order_at = models.DateTimeField()
+    frequency = models.PositiveIntegerField()
+    recency_days = models.FloatField()
+    tenure_days = models.FloatField()
+    alive_probability = models.FloatField(null=True)
+    expected_orders_90 = models.FloatField(null=True)
+    expected_orders_365 = models.FloatField(null=True)
+    expected_revenue_90 = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+    expected_revenue_365 = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+    predicted_clv = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+    purchase_probability_30 = models.FloatField(null=True)
+    next_order_at = models.DateTimeField(null=True)
+    churn_risk = models.FloatField(null=True)
+    churn_band = models.CharField(max_length=8, choices=ChurnBand.choices, blank=True, default="")
+    model = models.CharField(max_length=16, choices=CustomerModel.Kind.choices)
+    fitted_at = models.DateTimeField()
+
+    class Meta:
+        # The list's sort orders, each read backwards from its index for a page (person id, the
+        # primary key, is in every InnoDB secondary index and breaks ties).
+        indexes = [
+            models.Index(fields=["shop", "revenue"], name="customer_shop_revenue"),
+            models.Index(fields=["shop", "order_count"], name="customer_shop_orders"),
+            models.Index(fields=["shop", "predicted_clv"], name="customer_shop_clv"),
+            models.Index(fields=["shop", "churn_risk"], name="customer_shop_churn"),
+            models.Index(fields=["shop", "fitted_at"], name="customer_shop_fitted"),
+        ]
+
+    def __str__(self) -> str:
+        return f"customer {self.person_id}"

@@ -13,4 +13,13 @@ urlpatterns = [
         api.IdentifiedUserSessionsApi.as_view(),
         name="identified-users-sessions",
     ),
+    path("customers/", api.CustomerListApi.as_view(), name="customers"),
+    path("customers/model/", api.CustomerModelApi.as_view(), name="customer-model"),
+    path("customers/<int:person_id>/", api.CustomerDetailApi.as_view(), name="customer"),
+    path(
+        "customers/<int:person_id>/sessions/<int:session_id>/events/",
+        api.CustomerSessionEventsApi.as_view(),
+        name="customer-session-events",
+    ),
+    path("forecast/", api.RevenueForecastApi.as_view(), name="revenue-forecast"),
 ]

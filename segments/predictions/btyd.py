@@ -147,11 +147,21 @@ def _pfaff_term(params: BgNbdParams, x: FloatArray, big_t: FloatArray, t: FloatA
     Evaluated after Euler's transformation 2F1(A,B;C;z) = (1-z)^(C-A-B) 2F1(C-A, C-B; C; z),
     which turns it into (1-z)^(a-1) 2F1(a+b-1-r, a-1; a+b+x-1; z): the large exponent r+x and
     the large parameter b+x (frequent buyers) leave the series, which then stays near 1.
+    With a and b both large (a shop where almost nobody drops out fits a, b -> infinity at a
+    fixed ratio) the transformed form is 0 * inf; the printed form is finite there (its series
+    behaves like (1 - z b/(a+b))^-(r+x)), so it takes over where the first is not finite.
     """
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
     one_minus_z = (alpha + big_t) / (alpha + big_t + t)
     z = t / (alpha + big_t + t)
-    return one_minus_z ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+    with np.errstate(invalid="ignore", over="ignore"):
+        euler = one_minus_z ** (a - 1) * hyp2f1(a + b - 1 - r, a - 1, a + b + x - 1, z)
+    bad = ~np.isfinite(euler)
+    if np.any(bad):
+        euler = np.where(
+            bad, one_minus_z ** (r + x) * hyp2f1(r + x, b + x, a + b + x - 1, z), euler
+        )
+    return euler
 
 
 def bgnbd_expected_purchases(params: BgNbdParams, t, frequency, recency, T) -> FloatArray:

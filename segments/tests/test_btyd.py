@@ -116,6 +116,39 @@ def test_bgnbd_expectation_equals_the_direct_hypergeometric_form():
         assert float(ours) == pytest.approx(direct, rel=1e-10)
 
 
+def test_bgnbd_expectation_is_finite_when_a_and_b_are_huge():
+    # A shop where nobody seems to drop out fits a, b -> infinity at a fixed ratio (a bench
+    # shop gave a = 1.19e6, b = 8.14e6): the Euler form is 0 * inf there, the printed form is
+    # not, and the values converge as a, b grow at the same ratio.
+    def expected(scale):
+        params = BgNbdParams(0.17, 27.9, 0.146 * scale, scale, 0.0, 0)
+        return bgnbd_expected_purchases(params, 365, [0, 5, 11], [0, 200, 600], [100, 400, 700])
+
+    def printed(scale, x, t_x, big_t, t=365):
+        r, alpha, a, b = 0.17, 27.9, 0.146 * scale, scale
+        z = t / (alpha + big_t + t)
+        growth = (
+            (a + b + x - 1)
+            / (a - 1)
+            * (
+                1
+                - ((alpha + big_t) / (alpha + big_t + t)) ** (r + x)
+                * hyp2f1(r + x, b + x, a + b + x - 1, z)
+            )
+        )
+        dropout = (x > 0) * a / (b + x - 1) * ((alpha + big_t) / (alpha + t_x)) ** (r + x)
+        return growth / (1 + dropout)
+
+    huge = expected(8.14e6)
+
+    assert np.all(np.isfinite(huge))
+    assert huge.tolist() == pytest.approx(
+        [printed(8.14e6, 0, 0, 100), printed(8.14e6, 5, 200, 400), printed(8.14e6, 11, 600, 700)],
+        rel=1e-9,
+    )
+    assert huge.tolist() == pytest.approx(expected(8.14e4).tolist(), rel=1e-3)
+
+
 def test_bgnbd_log_likelihood_matches_numeric_integration():
     # L(x, t_x, T) = integral over lambda ~ Gamma(r, alpha), p ~ Beta(a, b) of
     # (1-p)^x lambda^x e^(-lambda T) + [x > 0] p (1-p)^(x-1) lambda^x e^(-lambda t_x).

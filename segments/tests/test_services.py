@@ -4,8 +4,8 @@ import pytest
 
 from clickserver.errors import ApplicationError
 from events.tests.factories import EventFactory, PersonFactory
-from segments import services
 from segments.models import Segment, SegmentMembership
+from segments.services import segments as services
 from segments.tests.factories import OrderFactory, SegmentFactory, SessionFactory
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -112,14 +112,14 @@ def test_segments_refresh_is_idempotent_and_keeps_since(shop):
 
     assert again.added == 0
     assert again.removed == 0
-    assert again.segments == 10
+    assert again.segments == 12  # 11 built-in (2 predicted) and the rule segment
     assert later.removed == 2  # `leaves` left the rule segment and the converted segment
     assert second == first
     segment.refresh_from_db()
     assert segment.member_count == 1
     assert segment.refreshed_at == NOW + timedelta(days=15)
     assert SegmentMembership.objects.get(segment=segment).since == NOW
-    assert Segment.objects.filter(shop=shop, kind=Segment.Kind.BUILTIN).count() == 9
+    assert Segment.objects.filter(shop=shop, kind=Segment.Kind.BUILTIN).count() == 11
 
 
 @pytest.mark.django_db

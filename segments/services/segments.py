@@ -13,7 +13,7 @@ from django.db.models import Count, F, Max, Sum
 from clickserver.errors import ApplicationError
 from events.models import Event, Order, Person, Session, Shop
 from segments import builtin
-from segments.models import Segment, SegmentMembership
+from segments.models import CustomerPrediction, Segment, SegmentMembership
 from segments.rules import RuleError, rules_parse, rules_to_q
 
 logger = logging.getLogger(__name__)
@@ -109,6 +109,27 @@ def _churn_members(*, shop_id: int, now: datetime) -> set[int]:
     return churned
 
 
+def _predicted_members(*, shop_id: int) -> dict[str, set[int]]:
+    """From the stored predictions (refreshed nightly by `customer_predictions_refresh`)."""
+    rows = CustomerPrediction.objects.filter(shop_id=shop_id).values_list(
+        "person_id", "revenue", "expected_revenue_365", "churn_band"
+    )
+    return builtin.predicted_members(builtin.CustomerOutlook(*row) for row in rows.iterator())
+
+
+def predicted_segments_sync(*, shop_id: int, now: datetime) -> RefreshResult:
+    """Bring the predicted segments up to the stored predictions (after a refresh of them)."""
+    added = removed = 0
+    for key, person_ids in _predicted_members(shop_id=shop_id).items():
+        a, r = _memberships_sync(
+            segment=_builtin_segment(shop_id=shop_id, key=key), person_ids=person_ids, now=now
+        )
+        added, removed = added + a, removed + r
+    return RefreshResult(
+        shop_id=shop_id, segments=len(builtin.PREDICTED_KEYS), added=added, removed=removed
+    )
+
+
 def _builtin_segment(*, shop_id: int, key: str) -> Segment:
     segment, _ = Segment.objects.get_or_create(
         shop_id=shop_id,
@@ -151,6 +172,7 @@ def segments_refresh(*, shop_id: int, now: datetime) -> RefreshResult:
         **_intent_members(shop_id=shop_id, now=now),
         **_value_members(shop_id=shop_id, now=now),
         builtin.CHURN_KEY: _churn_members(shop_id=shop_id, now=now),
+        **_predicted_members(shop_id=shop_id),
     }
     added = removed = 0
     for key, person_ids in targets.items():

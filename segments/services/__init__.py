@@ -1,0 +1,1 @@
+"""Every write of the segments app, one module per job (see each module's docstring)."""
