@@ -197,9 +197,9 @@ class IdentifiedUserSessionsApi(TableApi):
 
 SEARCH = OpenApiParameter(
     "q",
-    str,
+    {"type": "string", "maxLength": customers.SEARCH_MAX_LENGTH},
     description="Exact user id, anonymous id, Shopify customer id, email (matched by its "
-    "SHA-256, as stored) or email hash; 1 to 255 characters.",
+    "SHA-256, as stored) or email hash; at most 255 characters, empty lists everyone.",
 )
 SORT = OpenApiParameter(
     "sort",

@@ -165,10 +165,11 @@ def customers_query(*, shop: Shop, search: str | None, sort: str | None) -> Cust
     sign = "-" if ordering.startswith("-") else ""
     ids = None
     if search is not None:
-        text = search.strip()
-        if not text or len(text) > SEARCH_MAX_LENGTH:
-            raise invalid("q", f"from 1 to {SEARCH_MAX_LENGTH} characters")
-        ids = _search_person_ids(shop=shop, text=text)
+        if len(search) > SEARCH_MAX_LENGTH:
+            raise invalid("q", f"at most {SEARCH_MAX_LENGTH} characters")
+        # A search box left empty lists everyone, as the page's form submits it.
+        if text := search.strip():
+            ids = _search_person_ids(shop=shop, text=text)
     query = CustomerPrediction.objects.filter(shop=shop)
     if ids is not None:
         query = query.filter(person_id__in=ids)
