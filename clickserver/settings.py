@@ -224,6 +224,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.tasks.experiments_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
     },
+    # Hourly: each shop's daily report once its local day has ended (plus an hour for late
+    # events), and the weekly one after its Sunday; already stored reports are skipped.
+    "analytics-reports-sweep": {
+        "task": "analytics.tasks.reports_sweep_task",
+        "schedule": crontab(minute=11),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
@@ -258,6 +264,10 @@ HEALTH_BACKLOG = "events.selectors.processing_backlog"
 # (events/snippet.py), named so that events imports none of the apps that add to it: here the
 # experiments the browser decides.
 SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet_config"]
+# The reports split a period's buyers by value segment (analytics/selectors/reports.py) through
+# this selector `(*, shop_id, now) -> {person_id: band}`; named, so that analytics imports no
+# segments (the apps are independent layers).
+REPORT_VALUE_BANDS = "segments.selectors.value_bands_get"
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;
@@ -279,6 +289,23 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("affinity", "recommendations.tasks.affinity_rebuild_task", "shop"),
     ("experiments", "notifications.tasks.experiment_exposures_repair_task", "shop"),
 ]
+
+# --- Email (reports) ------------------------------------------------------------------------------
+
+# SMTP in production (EMAIL_HOST set); the console backend, which prints each message, otherwise.
+EMAIL_HOST = env("EMAIL_HOST", default="")
+EMAIL_BACKEND = env(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=bool(EMAIL_HOST))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="clickserver <reports@localhost>")
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
