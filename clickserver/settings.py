@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it times everything below and sees the route the URL resolved to.
+    "clickserver.metrics.metrics_middleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -70,6 +72,8 @@ MIDDLEWARE = [
 # The ingestion endpoints (events/ingest_urls.py) run only these (clickserver/wsgi.py): public
 # POSTs authenticated by write key, with no session, user, CSRF token, message or static file.
 INGEST_MIDDLEWARE = [
+    # Outermost, so it times everything below and sees the route the URL resolved to.
+    "clickserver.metrics.metrics_middleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -246,6 +250,9 @@ INGEST_RATE_LIMIT_REQUESTS = env.int("INGEST_RATE_LIMIT_REQUESTS", default=2000)
 INGEST_RATE_LIMIT_WINDOW_SECONDS = env.int("INGEST_RATE_LIMIT_WINDOW_SECONDS", default=1)
 # GET /metrics answers a request bearing this token (or a staff session); without it, 404.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# Or from these addresses (comma-separated IPs or CIDRs, e.g. "10.0.0.0/8,127.0.0.1"): the
+# scraper's own address as the instance sees it, so scrape instances directly, never via nginx.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 # host:port where a Celery worker serves its own /metrics (the pipeline's counters), token only.
 METRICS_WORKER_BIND = env("METRICS_WORKER_BIND", default="")
 REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default=30)

@@ -44,19 +44,41 @@ def tea_shop(db):
     shop = ShopFactory(
         owner=owner, timezone="Europe/Berlin", currency="EUR", name="<script>alert(1)</script>"
     )
-    for pid, title, category in [("T1", "Sencha", "Green <tea>"), ("T2", "Assam", "Black"),
-                                 ("T3", "Matcha", "Green <tea>")]:  # fmt: skip
+    for pid, title, category in [
+        ("T1", "Sencha", "Green <tea>"),
+        ("T2", "Assam", "Black"),
+        ("T3", "Matcha", "Green <tea>"),
+    ]:
         Product.objects.create(
             shop=shop, product_id=pid, title=title, category=category, updated_at=NOW
         )
     EventFactory(shop=shop, occurred_at=datetime(2026, 12, 1, 9, tzinfo=UTC))
     # 23:30 UTC on the 2nd is 00:30 on the 3rd in Berlin: it belongs to the 3rd.
-    order(shop, "1", datetime(2026, 12, 2, 23, 30, tzinfo=UTC), [("T1", 2, "5.00"), ("T2", 1, "7.50")],
-          user_id="u1", country="DE")  # fmt: skip
-    order(shop, "2", datetime(2026, 12, 3, 10, 0, tzinfo=UTC), [("T3", 1, "30.00"), ("X9", 3, "1.00")],
-          user_id="u2", country="FR")  # fmt: skip
-    order(shop, "3", datetime(2026, 12, 3, 11, 0, tzinfo=UTC), [("T2", 100, "7.50")],
-          user_id="u2", country="FR", is_cancelled=True)  # fmt: skip
+    order(
+        shop,
+        "1",
+        datetime(2026, 12, 2, 23, 30, tzinfo=UTC),
+        [("T1", 2, "5.00"), ("T2", 1, "7.50")],
+        user_id="u1",
+        country="DE",
+    )
+    order(
+        shop,
+        "2",
+        datetime(2026, 12, 3, 10, 0, tzinfo=UTC),
+        [("T3", 1, "30.00"), ("X9", 3, "1.00")],
+        user_id="u2",
+        country="FR",
+    )
+    order(
+        shop,
+        "3",
+        datetime(2026, 12, 3, 11, 0, tzinfo=UTC),
+        [("T2", 100, "7.50")],
+        user_id="u2",
+        country="FR",
+        is_cancelled=True,
+    )
     rollups_rebuild(shop_id=shop.pk, now=NOW)
     shop.owner = owner
     return shop
@@ -66,8 +88,11 @@ def test_reports_due_follow_each_shop_timezone(db):
     auckland = ShopFactory(timezone="Pacific/Auckland")  # UTC+13 in December
     los_angeles = ShopFactory(timezone="America/Los_Angeles")  # UTC-8
     quiet = ShopFactory(timezone="UTC")
-    for shop, day in [(auckland, date(2026, 12, 7)), (auckland, date(2026, 12, 2)),
-                      (los_angeles, date(2026, 12, 6))]:  # fmt: skip
+    for shop, day in [
+        (auckland, date(2026, 12, 7)),
+        (auckland, date(2026, 12, 2)),
+        (los_angeles, date(2026, 12, 6)),
+    ]:
         local_noon = datetime(day.year, day.month, day.day, 12, tzinfo=ZoneInfo(shop.timezone))
         EventFactory(shop=shop, occurred_at=local_noon.astimezone(UTC))
 
@@ -115,7 +140,7 @@ class Inbox:
     def __init__(self) -> None:
         self.envelopes: list = []
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's hook name)
+    async def handle_DATA(self, server, session, envelope):
         self.envelopes.append(envelope)
         return "250 Message accepted for delivery"
 
@@ -148,8 +173,11 @@ def test_report_is_emailed_once_through_a_real_smtp_server(tea_shop, smtp_server
     assert sorted(envelope.rcpt_tos) == ["daily@tea.example", "owner@tea.example"]
     message = message_from_bytes(envelope.original_content)
     assert message["Subject"] == "<script>alert(1)</script>: Daily report (2026-12-03)"
-    parts = {part.get_content_type(): part.get_payload(decode=True).decode()
-             for part in message.walk() if not part.is_multipart()}  # fmt: skip
+    parts = {
+        part.get_content_type(): part.get_payload(decode=True).decode()
+        for part in message.walk()
+        if not part.is_multipart()
+    }
     assert parts["text/plain"].replace("\r\n", "\n") == report.text
     html = parts["text/html"]
     assert html.count("<svg") == 2
@@ -157,7 +185,8 @@ def test_report_is_emailed_once_through_a_real_smtp_server(tea_shop, smtp_server
     assert "<script>" not in html
     assert "Green &lt;tea&gt;" in html
     # Nothing to fetch: no src/href attribute, no URL but the SVG namespace.
-    assert " src=" not in html and " href=" not in html
+    assert " src=" not in html
+    assert " href=" not in html
     assert html.replace('xmlns="http://www.w3.org/2000/svg"', "").count("http") == 0
 
 
@@ -173,9 +202,11 @@ def test_reports_api_lists_the_archive_and_returns_json_and_html(tea_shop, membe
     for day in (date(2026, 12, 2), date(2026, 12, 3)):
         report_generate(shop=tea_shop, kind="daily", period=Period(day, day, berlin), now=NOW)
     report_generate(
-        shop=tea_shop, kind="weekly", period=Period(date(2026, 11, 30), date(2026, 12, 6), berlin),
+        shop=tea_shop,
+        kind="weekly",
+        period=Period(date(2026, 11, 30), date(2026, 12, 6), berlin),
         now=NOW,
-    )  # fmt: skip
+    )
     newest = Report.objects.get(shop=tea_shop, kind="daily", first_day=date(2026, 12, 3))
 
     listed = member.get(f"/analytics/reports/?shop={tea_shop.domain}").json()
@@ -187,12 +218,15 @@ def test_reports_api_lists_the_archive_and_returns_json_and_html(tea_shop, membe
     hidden = stranger.get(f"/analytics/reports/{newest.pk}/?shop={tea_shop.domain}")
 
     assert [(r["kind"], r["first_day"]) for r in listed["results"]] == [
-        ("daily", "2026-12-03"), ("daily", "2026-12-02"), ("weekly", "2026-11-30"),
-    ]  # fmt: skip
+        ("daily", "2026-12-03"),
+        ("daily", "2026-12-02"),
+        ("weekly", "2026-11-30"),
+    ]
     assert [r["first_day"] for r in weekly["results"]] == ["2026-11-30"]
     assert detail["text"] == newest.text
     assert detail["data"]["headline"]["revenue"] == "50.50"
-    assert html.status_code == 200 and html["Content-Type"].startswith("text/html")
+    assert html.status_code == 200
+    assert html["Content-Type"].startswith("text/html")
     assert html.content.decode() == newest.html
     assert hidden.status_code == 404
 

@@ -21,6 +21,8 @@ from analytics.selectors.reports import report_data_compute, report_period_get
 from conftest import SHARED_DATA
 from events.tests.factories import ShopFactory, UserFactory
 
+pytestmark = pytest.mark.slow
+
 PATH = SHARED_DATA / "online_retail" / "online_retail.csv.gz"
 SLICE_START = "2011-11-28"
 CENT = Decimal("0.01")
@@ -42,7 +44,9 @@ def lines() -> pd.DataFrame:
     df = df[df["InvoiceDate"].str[:10] >= SLICE_START].copy()
     df = df[~df["InvoiceNo"].str.startswith("A")]
     df["quantity"] = df["Quantity"].astype(int)
-    df["value"] = [Decimal(q) * Decimal(p) for q, p in zip(df["Quantity"], df["UnitPrice"], strict=True)]
+    df["value"] = [
+        Decimal(q) * Decimal(p) for q, p in zip(df["Quantity"], df["UnitPrice"], strict=True)
+    ]
     df["at"] = pd.to_datetime(df["InvoiceDate"])
     df["customer"] = df["CustomerID"].str.removesuffix(".0")
     return df
@@ -51,8 +55,16 @@ def lines() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def retail(django_db_setup, django_db_blocker, lines, tmp_path_factory):
     path = tmp_path_factory.mktemp("retail") / "slice.csv"
-    columns = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice",
-               "CustomerID", "Country"]  # fmt: skip
+    columns = [
+        "InvoiceNo",
+        "StockCode",
+        "Description",
+        "Quantity",
+        "InvoiceDate",
+        "UnitPrice",
+        "CustomerID",
+        "Country",
+    ]
     pd.read_csv(PATH, dtype=str, keep_default_na=False).pipe(
         lambda df: df[df["InvoiceDate"].str[:10] >= SLICE_START]
     )[columns].to_csv(path, index=False)
@@ -60,9 +72,16 @@ def retail(django_db_setup, django_db_blocker, lines, tmp_path_factory):
         user = UserFactory()
         shop = ShopFactory(owner=user, timezone="UTC", currency="GBP", name="Online Retail")
         call_command(
-            "import_events", str(path), "--shop", shop.domain, "--format", "online_retail",
-            "--process", stdout=io.StringIO(), stderr=io.StringIO(),
-        )  # fmt: skip
+            "import_events",
+            str(path),
+            "--shop",
+            shop.domain,
+            "--format",
+            "online_retail",
+            "--process",
+            stdout=io.StringIO(),
+            stderr=io.StringIO(),
+        )
     yield shop
     with django_db_blocker.unblock():
         shop.delete()
@@ -74,14 +93,25 @@ def invoices(lines) -> pd.DataFrame:
     """One row per invoice: orders (numeric) with their sale lines' value, refunds (C)."""
     df = lines.copy()
     df["is_refund"] = df["InvoiceNo"].str.startswith("C")
-    df["sale"] = [v if q > 0 else Decimal(0) for v, q in zip(df["value"], df["quantity"], strict=True)]
+    df["sale"] = [
+        v if q > 0 else Decimal(0) for v, q in zip(df["value"], df["quantity"], strict=True)
+    ]
     df["refund"] = [-v for v in df["value"]]
     grouped = df.groupby("InvoiceNo", sort=False).agg(
-        at=("at", "first"), customer=("customer", "first"), country=("Country", "first"),
-        is_refund=("is_refund", "first"), sale=("sale", "sum"), refund=("refund", "sum"),
-    )  # fmt: skip
-    grouped["person"] = [c if c else f"invoice-{i}" for i, c in zip(grouped.index, grouped["customer"], strict=True)]
-    grouped["amount"] = [r if is_r else s for s, r, is_r in zip(grouped["sale"], grouped["refund"], grouped["is_refund"], strict=True)]  # fmt: skip
+        at=("at", "first"),
+        customer=("customer", "first"),
+        country=("Country", "first"),
+        is_refund=("is_refund", "first"),
+        sale=("sale", "sum"),
+        refund=("refund", "sum"),
+    )
+    grouped["person"] = [
+        c if c else f"invoice-{i}" for i, c in zip(grouped.index, grouped["customer"], strict=True)
+    ]
+    grouped["amount"] = [
+        r if is_r else s
+        for s, r, is_r in zip(grouped["sale"], grouped["refund"], grouped["is_refund"], strict=True)
+    ]
     return grouped
 
 
@@ -94,7 +124,11 @@ def sessions(invoices) -> pd.DataFrame:
     for _, group in orders.groupby("person", sort=False):
         start = previous = None
         for at in group["at"]:
-            if start is None or at - previous > timedelta(minutes=30) or at - start >= timedelta(hours=24):  # fmt: skip
+            if (
+                start is None
+                or at - previous > timedelta(minutes=30)
+                or at - start >= timedelta(hours=24)
+            ):
                 start = at
                 starts.append(at)
             previous = at
@@ -127,7 +161,11 @@ def headline(invoices, sessions, first: date, last: date) -> dict:
 
 
 def change(now, before) -> float | None:
-    return round(float((Decimal(now) - Decimal(before)) / Decimal(before)), 6) if Decimal(before) else None
+    return (
+        round(float((Decimal(now) - Decimal(before)) / Decimal(before)), 6)
+        if Decimal(before)
+        else None
+    )
 
 
 def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
@@ -139,7 +177,12 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
     head = headline(invoices, sessions, first, last)
     new_visitors = head.pop("_new_visitors")
 
-    sale_lines = lines[(lines["at"] >= start) & (lines["at"] < end) & ~lines["InvoiceNo"].str.startswith("C") & (lines["quantity"] > 0)]  # fmt: skip
+    sale_lines = lines[
+        (lines["at"] >= start)
+        & (lines["at"] < end)
+        & ~lines["InvoiceNo"].str.startswith("C")
+        & (lines["quantity"] > 0)
+    ]
     per_product = sale_lines.groupby("StockCode").agg(
         units=("quantity", "sum"), orders=("InvoiceNo", "nunique"), revenue=("value", "sum")
     )
@@ -149,14 +192,29 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
     period_sessions = sessions[(sessions["at"] >= start) & (sessions["at"] < end)]
     for hour in range(24):
         at_hour = period[period["at"].dt.hour == hour]
-        net = sum(at_hour[~at_hour["is_refund"]]["amount"], Decimal(0)) - sum(at_hour[at_hour["is_refund"]]["amount"], Decimal(0))  # fmt: skip
-        hourly.append({"hour": hour, "revenue": cents(net), "orders": int((~at_hour["is_refund"]).sum()),
-                       "sessions": int((period_sessions["at"].dt.hour == hour).sum())})  # fmt: skip
+        net = sum(at_hour[~at_hour["is_refund"]]["amount"], Decimal(0)) - sum(
+            at_hour[at_hour["is_refund"]]["amount"], Decimal(0)
+        )
+        hourly.append(
+            {
+                "hour": hour,
+                "revenue": cents(net),
+                "orders": int((~at_hour["is_refund"]).sum()),
+                "sessions": int((period_sessions["at"].dt.hour == hour).sum()),
+            }
+        )
     days = []
     for i in range((last - first).days + 1):
         day = first + timedelta(days=i)
         h = headline(invoices, sessions, day, day)
-        days.append({"day": day.isoformat(), "revenue": h["revenue"], "orders": h["orders"], "sessions": h["sessions"]})  # fmt: skip
+        days.append(
+            {
+                "day": day.isoformat(),
+                "revenue": h["revenue"],
+                "orders": h["orders"],
+                "sessions": h["sessions"],
+            }
+        )
 
     def peak(key):
         best = max(hourly, key=lambda r: (Decimal(str(r[key])), -r["hour"]))
@@ -172,16 +230,30 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
     returning = per_customer[per_customer.index.isin(earlier)]
     guests = orders[orders["customer"] == ""]
 
-    to_date = invoices[~invoices["is_refund"] & (invoices["at"] < end)].groupby("person")["amount"].sum()
+    to_date = (
+        invoices[~invoices["is_refund"] & (invoices["at"] < end)].groupby("person")["amount"].sum()
+    )
     to_date = to_date[to_date > 0].astype(float)
     # Percentile: the share of customers with strictly lower revenue (rank "min" counts ties low).
     percentile = (to_date.rank(method="min") - 1) / len(to_date) * 100
     band = {p: next(k for k, low in BANDS if pct >= low) for p, pct in percentile.items()}
     buyers = orders.groupby("person")["amount"].sum()
     segments = []
-    for key, name in (("value_vip", "VIP"), ("value_high", "High"), ("value_medium", "Medium"), ("value_low", "Low")):  # fmt: skip
+    for key, name in (
+        ("value_vip", "VIP"),
+        ("value_high", "High"),
+        ("value_medium", "Medium"),
+        ("value_low", "Low"),
+    ):
         members = buyers[[band.get(p) == key for p in buyers.index]]
-        segments.append({"key": key, "name": name, "customers": len(members), "revenue": cents(sum(members, Decimal(0)))})  # fmt: skip
+        segments.append(
+            {
+                "key": key,
+                "name": name,
+                "customers": len(members),
+                "revenue": cents(sum(members, Decimal(0))),
+            }
+        )
 
     def comparison(label, before_first, before_last):
         before = headline(invoices, sessions, before_first, before_last)
@@ -196,8 +268,13 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
         }
 
     days_n = (last - first).days + 1
-    comparisons = [comparison("previous week" if kind == "weekly" else "previous day",
-                              first - timedelta(days=days_n), first - timedelta(days=1))]  # fmt: skip
+    comparisons = [
+        comparison(
+            "previous week" if kind == "weekly" else "previous day",
+            first - timedelta(days=days_n),
+            first - timedelta(days=1),
+        )
+    ]
     if kind == "daily":
         week_ago = first - timedelta(days=7)
         comparisons.append(comparison(f"last {week_ago:%A}", week_ago, week_ago))
@@ -216,16 +293,39 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
         "peak_sessions": peak_sessions,
         "hours": hourly,
         "days": days,
-        "top_products": [{"product_id": r.Index, "units": int(r.units), "orders": int(r.orders), "revenue": cents(r.revenue)} for r in top],  # fmt: skip
-        "top_categories": [{"category": "Uncategorised", "units": int(sale_lines["quantity"].sum()), "revenue": head["gross"]}] if len(sale_lines) else [],  # fmt: skip
-        "countries": [{"country": r.Index, "orders": int(r.orders), "revenue": cents(r.revenue)} for r in country_rows],  # fmt: skip
+        "top_products": [
+            {
+                "product_id": r.Index,
+                "units": int(r.units),
+                "orders": int(r.orders),
+                "revenue": cents(r.revenue),
+            }
+            for r in top
+        ],
+        "top_categories": [
+            {
+                "category": "Uncategorised",
+                "units": int(sale_lines["quantity"].sum()),
+                "revenue": head["gross"],
+            }
+        ]
+        if len(sale_lines)
+        else [],
+        "countries": [
+            {"country": r.Index, "orders": int(r.orders), "revenue": cents(r.revenue)}
+            for r in country_rows
+        ],
         "unattributed_refunds": cents(sum(refunds["amount"], Decimal(0))),
         "customers": {
-            "new": len(new), "returning": len(returning),
-            "new_revenue": cents(sum(new, Decimal(0))), "returning_revenue": cents(sum(returning, Decimal(0))),
-            "guest_orders": len(guests), "guest_revenue": cents(sum(guests["amount"], Decimal(0))),
-            "new_visitors": new_visitors, "returning_visitors": head["visitors"] - new_visitors,
-        },  # fmt: skip
+            "new": len(new),
+            "returning": len(returning),
+            "new_revenue": cents(sum(new, Decimal(0))),
+            "returning_revenue": cents(sum(returning, Decimal(0))),
+            "guest_orders": len(guests),
+            "guest_revenue": cents(sum(guests["amount"], Decimal(0))),
+            "new_visitors": new_visitors,
+            "returning_visitors": head["visitors"] - new_visitors,
+        },
         "segments": segments,
         "comparisons": comparisons,
     }
@@ -233,13 +333,21 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
 
 def comparable(data: dict) -> dict:
     """The report's figures without what pandas does not compute (names, charts, findings)."""
-    keep = {k: v for k, v in data.items() if k not in ("shop", "shop_name", "timezone", "currency", "findings", "charts")}  # fmt: skip
-    keep["top_products"] = [{k: v for k, v in p.items() if k != "name"} for p in data["top_products"]]
+    keep = {
+        k: v
+        for k, v in data.items()
+        if k not in ("shop", "shop_name", "timezone", "currency", "findings", "charts")
+    }
+    keep["top_products"] = [
+        {k: v for k, v in p.items() if k != "name"} for p in data["top_products"]
+    ]
     return keep
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize(("kind", "first"), [("daily", d) for d in DAYS] + [("weekly", w) for w in WEEKS])
+@pytest.mark.parametrize(
+    ("kind", "first"), [("daily", d) for d in DAYS] + [("weekly", w) for w in WEEKS]
+)
 def test_report_figures_match_pandas(retail, lines, invoices, sessions, kind, first):
     day = date.fromisoformat(first)
     period = report_period_get(shop=retail, kind=kind, day=day, today=TODAY)
@@ -263,10 +371,13 @@ def test_2011_12_09_counts_invoices_and_nets_the_cancellation(retail, lines, inv
     assert data["headline"]["orders"] == sale_lines["InvoiceNo"].nunique() != len(sale_lines)
     naive = sum(sale_lines[sale_lines["quantity"] > 0]["value"], Decimal(0))
     assert Decimal(data["headline"]["revenue"]) == naive - sum(
-        invoices[invoices["is_refund"] & (invoices["at"].dt.date == date(2011, 12, 9))]["refund"], Decimal(0)
-    )  # fmt: skip
+        invoices[invoices["is_refund"] & (invoices["at"].dt.date == date(2011, 12, 9))]["refund"],
+        Decimal(0),
+    )
     assert Decimal(data["headline"]["revenue"]) < naive - Decimal("168469.60") + Decimal("1000")
-    assert any(f.startswith("Refunds and cancellations took GBP 168,789.07") for f in data["findings"])
+    assert any(
+        f.startswith("Refunds and cancellations took GBP 168,789.07") for f in data["findings"]
+    )
     assert len(data["findings"]) == 3
 
 
