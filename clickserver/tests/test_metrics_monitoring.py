@@ -1,15 +1,19 @@
 """/metrics for monitoring clickserver itself: the IP allow-list, requests by route, ingestion,
 Celery tasks, cache lookups, queue depth and process CPU and memory (docs/operations.md)."""
 
+import re
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 from kombu import Connection, Exchange, Queue
 from prometheus_client import REGISTRY
 
 from analytics.tasks import report_deliver_task, rollups_refresh_task
 from clickserver.cache import cached
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "a-metrics-token-of-at-least-32-characters"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -165,3 +169,35 @@ def test_the_scrape_reports_the_rabbitmq_queue_depth(client, settings):
 
     assert f'clickserver_celery_queue_messages{{queue="{name}"}} 3.0' in text
     assert f'clickserver_celery_queue_consumers{{queue="{name}"}} 0.0' in text
+
+
+@pytest.mark.django_db
+def test_every_metric_the_example_rules_use_is_exported(client, settings, shop):
+    settings.METRICS_TOKEN = TOKEN
+    rules = yaml.safe_load((ROOT / "deploy" / "prometheus" / "clickserver-rules.yml").read_text())
+    client.post(
+        "/events/",
+        {
+            "batch": [
+                {"type": "page_view", "anonymous_id": "a1", "event_id": str(uuid.uuid4())},
+                {"type": "page_view", "event_id": str(uuid.uuid4())},
+            ]
+        },  # rejected: no identity
+        content_type="application/json",
+        headers={"X-Write-Key": shop.write_key},
+    )
+    rollups_refresh_task.apply(args=(shop.pk,))
+
+    text = client.get("/metrics", headers=AUTH).content.decode()
+
+    exported = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line[:1] != "#"}
+    used = {
+        name
+        for group in rules["groups"]
+        for rule in group["rules"]
+        for name in re.findall(r"clickserver_[a-z_]+", rule["expr"])
+    }
+    queue = {"clickserver_celery_queue_messages", "clickserver_celery_queue_consumers"}
+    missing = used - exported - (set() if settings.CELERY_BROKER_URL.startswith("amqp") else queue)
+    assert len(used) == 15
+    assert missing == set()
