@@ -49,6 +49,7 @@ PAGES = (
     Page("retention", "Retention", "/retention/"),
     Page("geography", "Geography", "/geography/"),
     Page("live", "Live", "/live/"),
+    Page("reports", "Reports", "/reports/", has_period=False),
     Page(
         "experiments",
         "Experiments",
