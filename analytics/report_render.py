@@ -24,6 +24,11 @@ def money(value: str | Decimal, currency: str) -> str:
     return f"{currency} {Decimal(value):,.2f}"
 
 
+def count(n: int, word: str) -> str:
+    """`1 order`, `2 orders`: the figures read as sentences."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+
+
 def percent(value: float) -> str:
     return f"{value:.1%}"
 
@@ -60,12 +65,12 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
             for c in comparisons
         ]
         candidates.append(
-            f"Revenue was {money(head['revenue'], cur)} from {head['orders']:,} orders, "
+            f"Revenue was {money(head['revenue'], cur)} from {count(head['orders'], 'order')}, "
             + " and ".join(parts)
             + "."
         )
     else:
-        candidates.append(f"No orders were placed; {head['sessions']:,} sessions were recorded.")
+        candidates.append(f"No orders were placed; {count(head['sessions'], 'session')} recorded.")
     gross, refunds = Decimal(head["gross"]), Decimal(head["refunds"])
     if refunds > 0 and (gross == 0 or refunds >= gross / 10):
         share = f" ({percent(float(refunds / gross))} of sales)" if gross else ""
@@ -78,7 +83,7 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
         candidates.append(
             f"The average order was {money(head['aov'], cur)} "
             f"({_change(previous['aov_change'])} on {previous['label']}) across "
-            f"{head['orders']:,} orders ({_change(previous['orders_change'])})."
+            f"{count(head['orders'], 'order')} ({_change(previous['orders_change'])})."
         )
     countries = [c for c in data["countries"] if Decimal(c["revenue"]) > 0]
     if countries and gross > 0:
@@ -86,7 +91,7 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
         candidates.append(
             f"{top['country'] or 'Unknown country'} brought "
             f"{percent(float(Decimal(top['revenue']) / gross))} of sales "
-            f"({money(top['revenue'], cur)} from {top['orders']:,} orders)."
+            f"({money(top['revenue'], cur)} from {count(top['orders'], 'order')})."
         )
     customers = data["customers"]
     buyers = customers["new"] + customers["returning"]
@@ -99,14 +104,17 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
         best = data["top_products"][0]
         candidates.append(
             f"The best seller was {best['name'] or best['product_id']}: "
-            f"{best['units']:,} units in {best['orders']:,} orders, {money(best['revenue'], cur)}."
+            f"{count(best['units'], 'unit')} in {count(best['orders'], 'order')}, "
+            f"{money(best['revenue'], cur)}."
         )
     if data["peak_sessions_hour"] is not None:
         candidates.append(
             f"Sessions peaked at {data['peak_sessions_hour']:02d}:00 "
-            f"({data['peak_sessions']:,} sessions started)."
+            f"({count(data['peak_sessions'], 'session')} started)."
         )
-    candidates.append(f"{head['visitors']:,} visitors came in {head['sessions']:,} sessions.")
+    candidates.append(
+        f"{count(head['visitors'], 'visitor')} came in {count(head['sessions'], 'session')}."
+    )
     return candidates[:3]
 
 
@@ -131,6 +139,8 @@ def report_text_render(data: dict[str, Any], findings: list[str]) -> str:
     cur = data["currency"]
     head = data["headline"]
     customers = data["customers"]
+    refunds = Decimal(data["unattributed_refunds"])
+    unattributed = [["Refunds not linked to an order", "", money(-refunds, cur)]] if refunds else []
     lines = [
         f"{KIND_TITLES[data['kind']]} for {data['shop_name']}: {period_label(data)} "
         f"({data['timezone']})",
@@ -201,13 +211,7 @@ def report_text_render(data: dict[str, Any], findings: list[str]) -> str:
                 [c["country"] or "Unknown", f"{c['orders']:,}", money(c["revenue"], cur)]
                 for c in data["countries"]
             ]
-            + [
-                [
-                    "Refunds not linked to an order",
-                    "",
-                    money(f"-{data['unattributed_refunds']}", cur),
-                ]
-            ],
+            + unattributed,
             ["", "Orders", "Revenue"],
         ),
         "",

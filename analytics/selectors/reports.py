@@ -389,7 +389,7 @@ def report_figures_get(*, shop: Shop, kind: str, period: Period) -> ReportFigure
     countries, unattributed = _countries(query)
     comparisons = [
         _comparison(
-            "previous week" if kind == Report.Kind.WEEKLY else "previous day",
+            "the previous week" if kind == Report.Kind.WEEKLY else "the previous day",
             headline,
             report_headline_get(shop=shop, period=period.previous()),
         )

@@ -78,7 +78,7 @@ def test_reports_page_shows_the_archive_and_a_report_as_text(
             "hostile_elements": page.locator("img[src='x']").count(),
             "title": page.title(),
         }
-        screenshot(page, f"reports-{viewport}")
+        screenshot(page, f"reports-archive-{viewport}")
         page.select_option("#report-kind", "weekly")
         page.wait_for_function(
             "() => document.querySelectorAll('#reports-table tbody tr[data-id]').length === 1"

@@ -270,7 +270,7 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
     days_n = (last - first).days + 1
     comparisons = [
         comparison(
-            "previous week" if kind == "weekly" else "previous day",
+            "the previous week" if kind == "weekly" else "the previous day",
             first - timedelta(days=days_n),
             first - timedelta(days=1),
         )
