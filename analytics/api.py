@@ -285,6 +285,7 @@ class ReportListApi(APIView):
         recipient_count = serializers.IntegerField()
 
     @extend_schema(
+        operation_id="analytics_reports_list",
         parameters=[
             SHOP,
             OpenApiParameter("kind", choice_schema("", *REPORT_KINDS)),
