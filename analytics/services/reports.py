@@ -4,9 +4,11 @@ import logging
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMultiAlternatives
+from django.core.validators import validate_email
 
-from analytics.models import Report
+from analytics.models import Report, ReportRecipient
 from analytics.periods import Period
 from analytics.report_render import (
     KIND_TITLES,
@@ -15,6 +17,7 @@ from analytics.report_render import (
     report_text_render,
 )
 from analytics.selectors.reports import report_data_compute, report_recipients_get
+from clickserver.errors import ApplicationError
 from events.models import Shop
 
 logger = logging.getLogger(__name__)
@@ -75,3 +78,23 @@ def report_deliver(*, shop_id: int, kind: str, first: date, now: datetime) -> in
         period = Period(first=first, last=last, tz=ZoneInfo(shop.timezone))
         report = report_generate(shop=shop, kind=kind, period=period, now=now)
     return report_send(report=report, now=now)
+
+
+def report_recipient_save(
+    *, shop: Shop, email: str, is_daily: bool, is_weekly: bool
+) -> ReportRecipient:
+    """Add an address to the shop's report recipients, or change which reports it gets."""
+    email = email.strip()
+    try:
+        validate_email(email)
+    except ValidationError:
+        message = "enter a valid email address"
+        raise ApplicationError(f"email: {message}", fields={"email": [message]}) from None
+    recipient, _ = ReportRecipient.objects.update_or_create(
+        shop=shop, email=email, defaults={"is_daily": is_daily, "is_weekly": is_weekly}
+    )
+    return recipient
+
+
+def report_recipient_delete(*, recipient: ReportRecipient) -> None:
+    recipient.delete()

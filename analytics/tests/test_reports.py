@@ -15,9 +15,10 @@ from rest_framework.test import APIClient
 from analytics.models import Report, ReportRecipient
 from analytics.periods import Period
 from analytics.selectors.reports import report_data_compute, reports_due_get
-from analytics.services.reports import report_generate
+from analytics.services.reports import report_generate, report_recipient_save
 from analytics.services.rollups import rollups_rebuild
 from analytics.tasks import report_deliver_task
+from clickserver.errors import ApplicationError
 from events.models import Order, OrderLine, Product
 from events.tests.factories import EventFactory, ShopFactory, UserFactory
 
@@ -263,3 +264,19 @@ def test_report_preview_computes_without_storing(tea_shop, member):
     assert body["data"]["headline"]["orders"] == 2
     assert body["text"].startswith("Weekly report for <script>alert(1)</script>: week 2026-11-30")
     assert not Report.objects.exists()
+
+
+def test_recipients_are_added_through_the_admin_and_bad_addresses_refused(tea_shop, admin_client):
+    response = admin_client.post(
+        "/admin/analytics/reportrecipient/add/",
+        {"shop": tea_shop.pk, "email": "buyer@tea.example", "is_daily": "on"},
+    )
+
+    assert response.status_code == 302
+    assert list(ReportRecipient.objects.values_list("email", "is_daily", "is_weekly")) == [
+        ("buyer@tea.example", True, False)
+    ]
+    with pytest.raises(ApplicationError) as refused:
+        report_recipient_save(shop=tea_shop, email="not an address", is_daily=True, is_weekly=True)
+    assert refused.value.fields == {"email": ["enter a valid email address"]}
+    assert ReportRecipient.objects.count() == 1
