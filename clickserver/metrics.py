@@ -167,12 +167,16 @@ def route_name(request: object) -> str:
     return match.view_name or match.route or "unnamed"
 
 
-def metrics_middleware(get_response: Callable) -> Callable:
-    """Counts and times every request by route name, method and status class."""
+class MetricsMiddleware:
+    """Counts and times every request by route name, method and status class (outermost in
+    both handlers, so it times the whole stack and sees the route the URL resolved to)."""
 
-    def middleware(request):
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
         started = time.perf_counter()
-        response = get_response(request)
+        response = self.get_response(request)
         method = request.method if request.method in METHODS else "other"
         route = route_name(request)
         HTTP_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)
@@ -181,8 +185,6 @@ def metrics_middleware(get_response: Callable) -> Callable:
         ).inc()
         process_sample()
         return response
-
-    return middleware
 
 
 def ip_allowed(address: str, networks: Iterable[str]) -> bool:

@@ -56,7 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     # Outermost, so it times everything below and sees the route the URL resolved to.
-    "clickserver.metrics.metrics_middleware",
+    "clickserver.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -73,7 +73,7 @@ MIDDLEWARE = [
 # POSTs authenticated by write key, with no session, user, CSRF token, message or static file.
 INGEST_MIDDLEWARE = [
     # Outermost, so it times everything below and sees the route the URL resolved to.
-    "clickserver.metrics.metrics_middleware",
+    "clickserver.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
