@@ -17,7 +17,7 @@ from analytics.periods import Period
 from analytics.selectors.reports import report_data_compute, reports_due_get
 from analytics.services.reports import report_generate, report_recipient_save
 from analytics.services.rollups import rollups_rebuild
-from analytics.tasks import report_deliver_task
+from analytics.tasks import report_deliver_task, reports_sweep_task
 from clickserver.errors import ApplicationError
 from events.models import Order, OrderLine, Product
 from events.tests.factories import EventFactory, ShopFactory, UserFactory
@@ -280,3 +280,27 @@ def test_recipients_are_added_through_the_admin_and_bad_addresses_refused(tea_sh
         report_recipient_save(shop=tea_shop, email="not an address", is_daily=True, is_weekly=True)
     assert refused.value.fields == {"email": ["enter a valid email address"]}
     assert ReportRecipient.objects.count() == 1
+
+
+def test_the_hourly_sweep_builds_and_emails_yesterdays_report_once(db, smtp_server, celery_eager):
+    shop = ShopFactory(timezone="Asia/Kolkata", name="Chai")  # UTC+05:30
+    yesterday = (timezone.now() - timedelta(hours=1)).astimezone(ZoneInfo(shop.timezone)).date()
+    yesterday -= timedelta(days=1)
+    noon = datetime(
+        yesterday.year, yesterday.month, yesterday.day, 12, tzinfo=ZoneInfo(shop.timezone)
+    )
+    EventFactory(shop=shop, occurred_at=noon.astimezone(UTC))
+    order(shop, "chai-1", noon.astimezone(UTC), [("C1", 2, "3.20")], user_id="u1")
+    rollups_rebuild(shop_id=shop.pk, now=timezone.now())
+    ReportRecipient.objects.create(shop=shop, email="chai@shop.example", is_weekly=False)
+
+    first = reports_sweep_task.delay().get()
+    second = reports_sweep_task.delay().get()
+
+    daily = Report.objects.get(shop=shop, kind="daily")
+    assert (daily.first_day, daily.data["headline"]["revenue"]) == (yesterday, "6.40")
+    assert daily.sent_at is not None
+    # The weekly report is due only when last ISO week held an event, which it may (a Monday).
+    weekly = Report.objects.filter(shop=shop, kind="weekly").count()
+    assert (first, second) == (1 + weekly, 0)
+    assert [e.rcpt_tos for e in smtp_server.envelopes] == [["chai@shop.example"]]
