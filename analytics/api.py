@@ -344,7 +344,12 @@ class ReportPreviewApi(APIView):
         parameters=[
             SHOP,
             OpenApiParameter("kind", choice_schema(*REPORT_KINDS, default="daily")),
-            OpenApiParameter("day", OpenApiTypes.DATE, required=True),
+            OpenApiParameter(
+                "day",
+                OpenApiTypes.DATE,
+                required=True,
+                description="A shop-local day from the shop's first event to today.",
+            ),
         ],
         responses={
             200: OpenApiResponse(OpenApiTypes.OBJECT, description="See docs/reports.md."),
