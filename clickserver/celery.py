@@ -4,7 +4,14 @@ import os
 import time
 
 from celery import Celery
-from celery.signals import task_failure, task_postrun, task_prerun, task_retry, worker_init
+from celery.signals import (
+    task_failure,
+    task_postrun,
+    task_prerun,
+    task_retry,
+    worker_init,
+    worker_process_shutdown,
+)
 from django.conf import settings
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clickserver.settings")
@@ -63,3 +70,13 @@ def metrics_task_retried(sender=None, **kwargs: object) -> None:
     from clickserver.metrics import CELERY_TASKS
 
     CELERY_TASKS.labels(task=getattr(sender, "name", "unknown"), outcome="retry").inc()
+
+
+@worker_process_shutdown.connect
+def metrics_process_dead(pid: int | None = None, **kwargs: object) -> None:
+    """A pool process that exits drops its live gauges (CPU, memory), as gunicorn's child_exit
+    does for web workers; its counters stay summed."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid or os.getpid())
