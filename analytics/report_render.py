@@ -112,8 +112,19 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
             f"Sessions peaked at {data['peak_sessions_hour']:02d}:00 "
             f"({count(data['peak_sessions'], 'session')} started)."
         )
+    sessions_change = previous["sessions_change"]
+    versus = (
+        f" ({_change(sessions_change)} on {previous['label']})"
+        if sessions_change is not None
+        else ""
+    )
     candidates.append(
-        f"{count(head['visitors'], 'visitor')} came in {count(head['sessions'], 'session')}."
+        f"{count(head['visitors'], 'visitor')} came in "
+        f"{count(head['sessions'], 'session')}{versus}."
+    )
+    candidates.append(
+        f"{count(head['customers'], 'identified customer')} bought; "
+        f"{count(customers['guest_orders'], 'guest order')} came without an account."
     )
     return candidates[:3]
 
