@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from analytics.models import HourlyRevenue, Report, ReportRecipient
 from analytics.periods import Period, local_date
 from analytics.report_render import findings_compose, report_charts_render
-from analytics.selectors.kpis import kpis_get
+from analytics.selectors.kpis import Kpis, kpis_get
 from analytics.selectors.products import product_totals, top_products_by
 from analytics.selectors.query import Query
 from analytics.selectors.rollups import daily_rollups, hourly_rollups
@@ -190,7 +190,10 @@ def _change(now: Decimal | int, before: Decimal | int) -> float | None:
 
 
 def report_headline_get(*, shop: Shop, period: Period) -> Headline:
-    kpis = kpis_get(query=Query(shop=shop, period=period))
+    return _headline(kpis_get(query=Query(shop=shop, period=period)), period)
+
+
+def _headline(kpis: Kpis, period: Period) -> Headline:
     return Headline(
         first=period.first,
         last=period.last,
@@ -379,7 +382,7 @@ def _segments(query: Query) -> list[SegmentLine]:
 def report_figures_get(*, shop: Shop, kind: str, period: Period) -> ReportFigures:
     query = Query(shop=shop, period=period)
     kpis = kpis_get(query=query)
-    headline = report_headline_get(shop=shop, period=period)
+    headline = _headline(kpis, period)
     hours, days = _hours_and_days(query)
     peak_revenue_hour, peak_revenue = _peak([(r.hour, Decimal(r.revenue)) for r in hours])
     peak_sessions_hour, peak_sessions = _peak([(r.hour, r.sessions) for r in hours])
