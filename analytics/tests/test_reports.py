@@ -304,3 +304,16 @@ def test_the_hourly_sweep_builds_and_emails_yesterdays_report_once(db, smtp_serv
     weekly = Report.objects.filter(shop=shop, kind="weekly").count()
     assert (first, second) == (1 + weekly, 0)
     assert [e.rcpt_tos for e in smtp_server.envelopes] == [["chai@shop.example"]]
+
+
+def test_the_archive_reads_a_fixed_number_of_queries(tea_shop, member, django_assert_num_queries):
+    berlin = ZoneInfo("Europe/Berlin")
+    for day in range(1, 6):
+        first = date(2026, 12, day)
+        report_generate(shop=tea_shop, kind="daily", period=Period(first, first, berlin), now=NOW)
+
+    # The member's shop, the page's count and its rows (text and HTML deferred), however many.
+    with django_assert_num_queries(3):
+        body = member.get(f"/analytics/reports/?shop={tea_shop.domain}&page_size=3").json()
+
+    assert (body["count"], len(body["results"])) == (5, 3)
