@@ -477,7 +477,7 @@ def report_list(*, shop: Shop, kind: str = "") -> QuerySet:
     """The shop's reports, newest period first (the archive); `kind` filters when given."""
     if kind and kind not in KINDS:
         raise invalid("kind", f"expected one of {', '.join(KINDS)}")
-    reports = Report.objects.filter(shop=shop).defer("text", "html")
+    reports = Report.objects.filter(shop=shop).defer("data", "text", "html")
     if kind:
         reports = reports.filter(kind=kind)
     return reports.order_by("-first_day", "kind", "-id")
