@@ -1,7 +1,10 @@
 """/metrics for monitoring clickserver itself: the IP allow-list, requests by route, ingestion,
 Celery tasks, cache lookups, queue depth and process CPU and memory (docs/operations.md)."""
 
+import os
 import re
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -201,3 +204,50 @@ def test_every_metric_the_example_rules_use_is_exported(client, settings, shop):
     missing = used - exported - (set() if settings.CELERY_BROKER_URL.startswith("amqp") else queue)
     assert len(used) == 15
     assert missing == set()
+
+
+PROCESS_SCRIPT = """
+import multiprocessing, sys
+sys.path.insert(0, sys.argv[1])
+from clickserver import metrics
+from prometheus_client import multiprocess
+
+def child():
+    metrics.process_sample(force=True)
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context("fork")
+    pids = []
+    for _ in range(2):
+        process = ctx.Process(target=child)
+        process.start()
+        process.join()
+        pids.append(process.pid)
+    multiprocess.mark_process_dead(pids[0])  # as gunicorn's child_exit / Celery's shutdown do
+    sys.stdout.write(" ".join(map(str, pids)) + "\\n" + metrics.metrics_render().decode())
+"""
+
+
+def test_multiprocess_mode_keeps_cpu_and_memory_per_live_process(tmp_path):
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "DJANGO_DEBUG": "1"}
+
+    result = subprocess.run(
+        [sys.executable, "-c", PROCESS_SCRIPT, str(ROOT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+
+    (dead, live), *lines = [
+        result.stdout.split("\n", 1)[0].split(),
+        *result.stdout.splitlines()[1:],
+    ]
+    samples = dict(line.rsplit(" ", 1) for line in lines if line.startswith("clickserver_process_"))
+    memory = f'clickserver_process_resident_memory_bytes{{pid="{live}"}}'
+    cpu = f'clickserver_process_cpu_seconds{{pid="{live}"}}'
+    assert float(samples[memory]) > 1_000_000
+    assert float(samples[cpu]) > 0
+    # The exited process's gauges are gone (the parent's own, never sampled, may read 0).
+    assert not [name for name in samples if f'pid="{dead}"' in name]
