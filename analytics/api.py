@@ -3,9 +3,12 @@
 from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -21,8 +24,10 @@ from analytics.params import (
     int_param,
     interval_parse,
     query_parse,
+    report_params_parse,
 )
-from analytics.renderers import CsvRenderer
+from analytics.renderers import CsvRenderer, ReportHtmlRenderer
+from analytics.report_render import report_text_render
 from analytics.selectors.carts import abandoned_carts_get
 from analytics.selectors.counts import session_count_get, user_count_get, visit_conversion_get
 from analytics.selectors.funnels import funnel_compute
@@ -32,17 +37,30 @@ from analytics.selectors.kpis import kpis_get
 from analytics.selectors.live import live_get
 from analytics.selectors.products import product_visits_get, products_get
 from analytics.selectors.query import BREAKDOWNS, Query
+from analytics.selectors.reports import (
+    KINDS as REPORT_KINDS,
+)
+from analytics.selectors.reports import (
+    report_data_compute,
+    report_get,
+    report_list,
+    report_period_get,
+)
 from analytics.selectors.retention import retention_get
 from analytics.selectors.trends import trends_get
+from clickserver.api import Pagination
 from clickserver.schema import (
     END,
     FORMAT,
     MEMBER_ERRORS,
+    PAGE,
+    PAGE_SIZE,
     SHOP,
     START,
     choice_schema,
     error_responses,
     integer_schema,
+    paginated,
 )
 from events.selectors import shop_get_for_user
 
@@ -249,3 +267,99 @@ class LiveApi(AnalyticsApi):
         since_id = int_param(params, "since_id", default=0, low=0, high=2**63 - 1)
         limit = int_param(params, "limit", default=50, low=1, high=500)
         return Response(asdict(live_get(shop=shop, since_id=since_id, limit=limit)))
+
+
+class ReportListApi(APIView):
+    """The shop's stored reports, newest period first (the archive)."""
+
+    class OutputSerializer(serializers.Serializer):
+        class Meta:
+            ref_name = "ReportSummary"
+
+        id = serializers.IntegerField()
+        kind = serializers.CharField()
+        first_day = serializers.DateField()
+        last_day = serializers.DateField()
+        created_at = serializers.DateTimeField()
+        sent_at = serializers.DateTimeField(allow_null=True)
+        recipient_count = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="analytics_reports_list",
+        parameters=[
+            SHOP,
+            OpenApiParameter("kind", choice_schema("", *REPORT_KINDS)),
+            PAGE,
+            PAGE_SIZE,
+        ],
+        responses={
+            200: paginated("ReportPage", OutputSerializer(many=True)),
+            **error_responses(*MEMBER_ERRORS),
+        },
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        reports = report_list(shop=shop, kind=request.query_params.get("kind", ""))
+        paginator = Pagination()
+        page = paginator.paginate_queryset(reports, request, view=self)
+        return paginator.get_paginated_response(self.OutputSerializer(page, many=True).data)
+
+
+class ReportDetailApi(APIView):
+    """One stored report: figures, findings, charts (SVG) and text as JSON, or its HTML."""
+
+    renderer_classes = [JSONRenderer, ReportHtmlRenderer]
+
+    @extend_schema(
+        parameters=[SHOP, OpenApiParameter("format", choice_schema("json", "html"))],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="See docs/reports.md."),
+            **error_responses(*MEMBER_ERRORS),
+        },
+    )
+    def get(self, request, report_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        report = report_get(shop=shop, report_id=report_id)
+        if request.accepted_renderer.format == "html":
+            return Response(report.html)
+        return Response(
+            {
+                "id": report.id,
+                "kind": report.kind,
+                "first_day": report.first_day,
+                "last_day": report.last_day,
+                "created_at": report.created_at,
+                "sent_at": report.sent_at,
+                "data": report.data,
+                "text": report.text,
+            }
+        )
+
+
+class ReportPreviewApi(APIView):
+    """A report computed now for `day` (not stored): 400 for a day in the future or before
+    the shop's first event."""
+
+    @extend_schema(
+        parameters=[
+            SHOP,
+            OpenApiParameter("kind", choice_schema(*REPORT_KINDS, default="daily")),
+            OpenApiParameter(
+                "day",
+                OpenApiTypes.DATE,
+                required=True,
+                description="A shop-local day from the shop's first event to today.",
+            ),
+        ],
+        responses={
+            200: OpenApiResponse(OpenApiTypes.OBJECT, description="See docs/reports.md."),
+            **error_responses(*MEMBER_ERRORS),
+        },
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        kind, day = report_params_parse(request.query_params)
+        today = timezone.now().astimezone(ZoneInfo(shop.timezone)).date()
+        period = report_period_get(shop=shop, kind=kind, day=day, today=today)
+        data = report_data_compute(shop=shop, kind=kind, period=period)
+        return Response({"data": data, "text": report_text_render(data, data["findings"])})

@@ -52,6 +52,7 @@ PAGES = (
     # Served here (a page shell) though its figures come from segments' /segments/customers/:
     # analytics must not import segments, and the shell needs nothing from it.
     Page("customers", "Customers", "/customers/", has_period=False),
+    Page("reports", "Reports", "/reports/", has_period=False),
     Page(
         "experiments",
         "Experiments",

@@ -271,3 +271,56 @@ class ProductMonthlyRollup(ProductCounts):
 
     def __str__(self) -> str:
         return f"{self.shop_id} {self.month:%Y-%m} {self.product_id}"
+
+
+class Report(models.Model):
+    """A shop's daily or weekly report: its figures (JSON), text and HTML, as generated.
+
+    Weekly reports are ISO weeks (Monday to Sunday); both kinds are shop-local days. One report
+    per shop, kind and first day: a regeneration replaces it. `sent_at` is claimed before the
+    email goes out, so two workers never send the same report twice.
+    """
+
+    class Kind(models.TextChoices):
+        DAILY = "daily", "Daily"
+        WEEKLY = "weekly", "Weekly"
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="reports")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    first_day = models.DateField()
+    last_day = models.DateField()
+    data = models.JSONField()
+    text = models.TextField()
+    html = models.TextField()
+    created_at = models.DateTimeField()
+    sent_at = models.DateTimeField(null=True, blank=True)
+    recipient_count = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shop", "kind", "first_day"], name="uniq_report_shop_kind_first"
+            )
+        ]
+        indexes = [models.Index(fields=["shop", "-first_day"], name="report_shop_first")]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.kind} {self.first_day}"
+
+
+class ReportRecipient(models.Model):
+    """An address that receives a shop's reports, daily, weekly or both."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="report_recipients")
+    email = models.EmailField()
+    is_daily = models.BooleanField(default=True)
+    is_weekly = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "email"], name="uniq_report_recipient")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.shop_id} {self.email}"

@@ -1,5 +1,6 @@
 """Query-string parsing shared by the analytics endpoints: errors come out in the API envelope."""
 
+from datetime import date
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,7 +12,8 @@ from analytics.funnel_levels import StepSpec
 from analytics.periods import Period
 from analytics.selectors.funnels import FunnelParams
 from analytics.selectors.query import BREAKDOWNS, Filters, Query
-from clickserver.params import invalid, period_days_parse
+from analytics.selectors.reports import KINDS as REPORT_KINDS
+from clickserver.params import EARLIEST_DAY, invalid, period_days_parse
 from events.selectors import shop_get_for_user
 
 MAX_WINDOW_SECONDS = 90 * 24 * 3600
@@ -93,3 +95,18 @@ def funnel_params_parse(params: QueryDict) -> FunnelParams:
 
 def interval_parse(params: QueryDict) -> str:
     return choice_param(params, "interval", INTERVALS, "day")
+
+
+def report_params_parse(params: QueryDict) -> tuple[str, date]:
+    """`kind` (daily/weekly) and `day` (YYYY-MM-DD, required) of a report preview."""
+    kind = choice_param(params, "kind", REPORT_KINDS, "daily")
+    value = params.get("day")
+    if not value:
+        raise invalid("day", "required (YYYY-MM-DD)")
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        raise invalid("day", "expected YYYY-MM-DD") from None
+    if day < EARLIEST_DAY:
+        raise invalid("day", f"must not be before {EARLIEST_DAY}")
+    return kind, day

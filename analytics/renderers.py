@@ -2,6 +2,7 @@
 
 import csv
 import io
+from html import escape
 from typing import Any
 
 from rest_framework.renderers import BaseRenderer
@@ -43,3 +44,17 @@ class CsvRenderer(BaseRenderer):
             name = getattr(view, "csv_name", "analytics")
             response["Content-Disposition"] = f'attachment; filename="{name}.csv"'
         return out.getvalue().encode(self.charset)
+
+
+class ReportHtmlRenderer(BaseRenderer):
+    """`?format=html` of a stored report: its HTML as generated (autoescaped by its template).
+    An error answer (a dict) is written as escaped text, never as markup."""
+
+    media_type = "text/html"
+    format = "html"
+    charset = "utf-8"
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context=None):
+        if isinstance(data, str):
+            return data.encode()
+        return f"<!DOCTYPE html><pre>{escape(str(data))}</pre>".encode()

@@ -16,4 +16,7 @@ urlpatterns = [
     path("retention/", api.RetentionApi.as_view(), name="analytics-retention"),
     path("geography/", api.GeographyApi.as_view(), name="analytics-geography"),
     path("live/", api.LiveApi.as_view(), name="analytics-live"),
+    path("reports/", api.ReportListApi.as_view(), name="analytics-reports"),
+    path("reports/preview/", api.ReportPreviewApi.as_view(), name="analytics-report-preview"),
+    path("reports/<int:report_id>/", api.ReportDetailApi.as_view(), name="analytics-report"),
 ]

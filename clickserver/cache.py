@@ -10,6 +10,8 @@ from typing import Any, TypeVar
 
 from django.core.cache import cache
 
+from clickserver.metrics import CACHE_HIT, CACHE_LOCAL, CACHE_MISS
+
 T = TypeVar("T")
 
 # Answers this process computed or fetched, by cache key (with `local=True`): a warm request then
@@ -26,11 +28,15 @@ def cached(key: str, compute: Callable[[], T], *, timeout: int, local: bool = Fa
     if local:
         entry = _LOCAL.get(key)
         if entry is not None and entry[0] > now:
+            CACHE_LOCAL.inc()
             return entry[1]
     value = cache.get(key)
     if value is None:
+        CACHE_MISS.inc()
         value = compute()
         cache.set(key, value, timeout=timeout)
+    else:
+        CACHE_HIT.inc()
     if local:
         _LOCAL[key] = (now + timeout, value)
         _LOCAL.move_to_end(key)

@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
+from amqp.exceptions import AMQPError
 from csp.decorators import csp_exempt
 from django.conf import settings
 from django.core.cache import cache
@@ -24,7 +25,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.celery import app
-from clickserver.metrics import CONTENT_TYPE, bearer_matches, metrics_render
+from clickserver.metrics import (
+    CONTENT_TYPE,
+    bearer_matches,
+    ip_allowed,
+    metrics_render,
+    process_sample,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -155,8 +162,43 @@ class BacklogCollector:
         )
 
 
+class QueueCollector:
+    """Messages waiting in the Celery queue, asked of the broker at scrape time (a passive
+    declare: AMQP answers the count without touching the queue). Left out of the scrape when
+    the broker does not answer, and with the embedded filesystem transport, which keeps no
+    count (docs/operations.md)."""
+
+    def collect(self) -> Iterator[Metric]:
+        queue = settings.CELERY_TASK_DEFAULT_QUEUE
+        if not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
+            return
+        try:
+            with app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                _, messages, consumers = conn.default_channel.queue_declare(
+                    queue=queue, passive=True
+                )
+        except (BrokerError, OSError, AMQPError) as error:  # AMQPError: not declared yet
+            logger.warning("metrics: queue depth of %s unavailable: %s", queue, error)
+            return
+        depth = GaugeMetricFamily(
+            "clickserver_celery_queue_messages", "Messages waiting in the queue.", labels=["queue"]
+        )
+        depth.add_metric([queue], messages)
+        yield depth
+        workers = GaugeMetricFamily(
+            "clickserver_celery_queue_consumers", "Consumers of the queue.", labels=["queue"]
+        )
+        workers.add_metric([queue], consumers)
+        yield workers
+
+
 def _metrics_allowed(request: HttpRequest) -> bool:
     if bearer_matches(request.headers.get("Authorization", ""), settings.METRICS_TOKEN):
+        return True
+    if settings.METRICS_ALLOWED_IPS and ip_allowed(
+        request.META.get("REMOTE_ADDR", ""), settings.METRICS_ALLOWED_IPS
+    ):
         return True
     user = getattr(request, "user", None)
     return bool(user is not None and user.is_active and user.is_staff)
@@ -166,12 +208,14 @@ def _metrics_allowed(request: HttpRequest) -> bool:
 # text/plain answer runs nothing).
 @method_decorator(csp_exempt(), name="dispatch")
 class MetricsView(View):
-    """Prometheus text format, for a bearer METRICS_TOKEN or a staff session; 404 for anyone
-    else, so that the endpoint is not public by default."""
+    """Prometheus text format, for a bearer METRICS_TOKEN, an address in METRICS_ALLOWED_IPS
+    or a staff session; 404 for anyone else, so that the endpoint is not public by default."""
 
     def get(self, request: HttpRequest) -> HttpResponse:
         if not _metrics_allowed(request):
             raise Http404
+        process_sample(force=True)
         return HttpResponse(
-            metrics_render(collectors=(BacklogCollector(),)), content_type=CONTENT_TYPE
+            metrics_render(collectors=(BacklogCollector(), QueueCollector())),
+            content_type=CONTENT_TYPE,
         )

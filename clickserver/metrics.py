@@ -16,9 +16,12 @@ process, which forks the pool, so its directory must be its own, not gunicorn's.
 """
 
 import hmac
+import ipaddress
 import logging
 import os
+import resource
 import threading
+import time
 from collections.abc import Callable, Iterable
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -27,6 +30,8 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
+    Histogram,
     disable_created_metrics,
     generate_latest,
 )
@@ -69,6 +74,47 @@ PIPELINE_EVENTS_QUARANTINED = Counter(
     "Events the pipeline could not process, moved to the rejected events (code pipeline_failed).",
 )
 
+HTTP_REQUESTS = Counter(
+    "clickserver_http_requests",
+    "HTTP requests answered, by route name (the URL pattern's name, never the raw path), method "
+    "and status class.",
+    ["route", "method", "status_class"],
+)
+HTTP_DURATION = Histogram(
+    "clickserver_http_request_duration_seconds",
+    "Time from the request reaching Django to its response, by route name and method.",
+    ["route", "method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+CELERY_TASKS = Counter(
+    "clickserver_celery_tasks",
+    "Celery tasks finished, by task name and outcome (success, failure, retry).",
+    ["task", "outcome"],
+)
+CELERY_TASK_DURATION = Histogram(
+    "clickserver_celery_task_duration_seconds",
+    "Run time of Celery tasks (prerun to postrun), by task name.",
+    ["task"],
+    buckets=(0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0),
+)
+CACHE_LOOKUPS = Counter(
+    "clickserver_cache_lookups",
+    "Lookups of clickserver.cache.cached: local (this process), hit (shared cache) or miss.",
+    ["result"],
+)
+# Per live process (a `pid` label in multiprocess mode, dead processes dropped): the standard
+# process_* metrics describe only the process that answers the scrape there.
+PROCESS_CPU = Gauge(
+    "clickserver_process_cpu_seconds",
+    "User and system CPU time of the process.",
+    multiprocess_mode="liveall",
+)
+PROCESS_MEMORY = Gauge(
+    "clickserver_process_resident_memory_bytes",
+    "Resident memory of the process.",
+    multiprocess_mode="liveall",
+)
+
 # Resolved once: .labels() takes a lock and a dict lookup that the per-request path can skip.
 STATUS_CLASS = {
     status_class: INGEST_REQUESTS.labels(status_class=status_class)
@@ -80,13 +126,74 @@ EVENTS_REJECTED = INGEST_EVENTS.labels(outcome="rejected")
 BATCHES_PROCESSED = PIPELINE_BATCHES.labels(outcome="processed")
 BATCHES_FAILED = PIPELINE_BATCHES.labels(outcome="failed")
 
+CACHE_LOCAL = CACHE_LOOKUPS.labels(result="local")
+CACHE_HIT = CACHE_LOOKUPS.labels(result="hit")
+CACHE_MISS = CACHE_LOOKUPS.labels(result="miss")
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A process samples its CPU and memory at most this often (on a request or a finished task).
+PROCESS_SAMPLE_SECONDS = 5.0
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+_sampled_at = 0.0
 
 logger = logging.getLogger(__name__)
 
 
 def status_class(status: int) -> str:
     return "5xx" if status >= 500 else "4xx" if status >= 400 else "2xx"
+
+
+def process_sample(*, force: bool = False) -> None:
+    """Set this process's CPU and memory gauges, at most every PROCESS_SAMPLE_SECONDS."""
+    global _sampled_at
+    now = time.monotonic()
+    if not force and now - _sampled_at < PROCESS_SAMPLE_SECONDS:
+        return
+    _sampled_at = now
+    PROCESS_CPU.set(time.process_time())
+    try:
+        with open("/proc/self/statm", "rb") as statm:
+            PROCESS_MEMORY.set(int(statm.read().split()[1]) * _PAGE_SIZE)
+    except OSError:  # not Linux: the peak resident size is the best the OS tells (KiB on Linux)
+        PROCESS_MEMORY.set(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+
+
+def route_name(request: object) -> str:
+    """The resolved URL pattern's name (bounded, unlike paths), `unnamed` or `unmatched`."""
+    match = getattr(request, "resolver_match", None)
+    if match is None:
+        return "unmatched"
+    return match.view_name or match.route or "unnamed"
+
+
+class MetricsMiddleware:
+    """Counts and times every request by route name, method and status class (outermost in
+    both handlers, so it times the whole stack and sees the route the URL resolved to)."""
+
+    def __init__(self, get_response: Callable) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request):
+        started = time.perf_counter()
+        response = self.get_response(request)
+        method = request.method if request.method in METHODS else "other"
+        route = route_name(request)
+        HTTP_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)
+        HTTP_REQUESTS.labels(
+            route=route, method=method, status_class=status_class(response.status_code)
+        ).inc()
+        process_sample()
+        return response
+
+
+def ip_allowed(address: str, networks: Iterable[str]) -> bool:
+    """Whether `address` lies in one of `networks` (CIDRs or single addresses)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
 def multiprocess_dir() -> str:

@@ -55,6 +55,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Outermost, so it times everything below and sees the route the URL resolved to.
+    "clickserver.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "corsheaders.middleware.CorsMiddleware",
@@ -70,6 +72,8 @@ MIDDLEWARE = [
 # The ingestion endpoints (events/ingest_urls.py) run only these (clickserver/wsgi.py): public
 # POSTs authenticated by write key, with no session, user, CSRF token, message or static file.
 INGEST_MIDDLEWARE = [
+    # Outermost, so it times everything below and sees the route the URL resolved to.
+    "clickserver.metrics.MetricsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -230,6 +234,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.tasks.experiments_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
     },
+    # Hourly: each shop's daily report once its local day has ended (plus an hour for late
+    # events), and the weekly one after its Sunday; already stored reports are skipped.
+    "analytics-reports-sweep": {
+        "task": "analytics.tasks.reports_sweep_task",
+        "schedule": crontab(minute=11),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
@@ -246,6 +256,9 @@ INGEST_RATE_LIMIT_REQUESTS = env.int("INGEST_RATE_LIMIT_REQUESTS", default=2000)
 INGEST_RATE_LIMIT_WINDOW_SECONDS = env.int("INGEST_RATE_LIMIT_WINDOW_SECONDS", default=1)
 # GET /metrics answers a request bearing this token (or a staff session); without it, 404.
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
+# Or from these addresses (comma-separated IPs or CIDRs, e.g. "10.0.0.0/8,127.0.0.1"): the
+# scraper's own address as the instance sees it, so scrape instances directly, never via nginx.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])
 # host:port where a Celery worker serves its own /metrics (the pipeline's counters), token only.
 METRICS_WORKER_BIND = env("METRICS_WORKER_BIND", default="")
 REJECTED_EVENT_RETENTION_DAYS = env.int("REJECTED_EVENT_RETENTION_DAYS", default=30)
@@ -268,6 +281,10 @@ SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet
 # (segments/selectors/customers.py), named so that segments imports no app above it: the live
 # conversion score and the experiments the person saw.
 CUSTOMER_PROFILE_HOOKS = ["notifications.selectors.customer_profile_activity"]
+# The reports split a period's buyers by value segment (analytics/selectors/reports.py) through
+# this selector `(*, shop_id, now) -> {person_id: band}`; named, so that analytics imports no
+# segments (the apps are independent layers).
+REPORT_VALUE_BANDS = "segments.selectors.value_bands_get"
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;
@@ -289,6 +306,23 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("affinity", "recommendations.tasks.affinity_rebuild_task", "shop"),
     ("experiments", "notifications.tasks.experiment_exposures_repair_task", "shop"),
 ]
+
+# --- Email (reports) ------------------------------------------------------------------------------
+
+# SMTP in production (EMAIL_HOST set); the console backend, which prints each message, otherwise.
+EMAIL_HOST = env("EMAIL_HOST", default="")
+EMAIL_BACKEND = env(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if EMAIL_HOST
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_PORT = env.int("EMAIL_PORT", default=587)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=bool(EMAIL_HOST))
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="clickserver <reports@localhost>")
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 

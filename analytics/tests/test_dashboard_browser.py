@@ -31,6 +31,7 @@ CHART_PAGES = {
     "retention": ("/retention/", ["retention-chart"]),
     "geography": ("/geography/", ["geo-chart"]),
     "live": ("/live/", []),
+    "reports": ("/reports/", []),
     "experiments": ("/experiments-dashboard/", []),
     "install": ("/install/", []),
 }

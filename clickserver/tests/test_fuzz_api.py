@@ -73,6 +73,7 @@ CROSS_PARAMETER_RULES = {
         )
     },
     "GET /analytics/funnel/": f"{PERIOD_RULE}; breakdown only with unit=session",
+    "GET /analytics/reports/preview/": "day: from the shop's first event to today (shop-local)",
     "GET /segments/identified-users-sessions": PERIOD_RULE,
     "GET /api/featured_collection/": PERSON_RULE,
     "GET /api/pick_up_where_you_left_off/": PERSON_RULE,

@@ -65,7 +65,18 @@ def test_metrics_answers_the_token_in_the_prometheus_text_format(client, setting
         "clickserver_pipeline_backlog_events",
         "clickserver_pipeline_backlog_lag_seconds",
         "clickserver_pipeline_stuck_shops",
-    }
+        "clickserver_http_requests_total",
+        "clickserver_http_request_duration_seconds",
+        "clickserver_celery_tasks_total",
+        "clickserver_celery_task_duration_seconds",
+        "clickserver_cache_lookups_total",
+        "clickserver_process_cpu_seconds",
+        "clickserver_process_resident_memory_bytes",
+    } | (
+        {"clickserver_celery_queue_messages", "clickserver_celery_queue_consumers"}
+        if settings.CELERY_BROKER_URL.startswith("amqp")
+        else set()
+    )
     assert "clickserver_pipeline_backlog_events 0.0" in response.content.decode()
 
 

@@ -65,6 +65,7 @@ def test_the_lean_handler_runs_only_the_ingestion_middleware():
         layer = middleware.get_response
 
     assert chain == [
+        "MetricsMiddleware",
         "SecurityMiddleware",
         "CorsMiddleware",
         "CommonMiddleware",

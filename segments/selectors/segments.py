@@ -20,6 +20,7 @@ from django.db.models.functions import Coalesce
 from clickserver.errors import ApplicationError
 from clickserver.money import money_format
 from events.models import Order, Person, Session, Shop
+from segments.builtin import value_keys
 from segments.models import Segment, SegmentMembership
 
 
@@ -203,3 +204,17 @@ def identified_session_rows(*, page: list[tuple]) -> list[IdentifiedSessionRow]:
     return [
         IdentifiedSessionRow(**{**row, "revenue": money_format(row["revenue"])}) for row in rows
     ]
+
+
+def value_bands_get(*, shop_id: int, now: datetime) -> dict[int, str]:
+    """Each person's value band (`value_vip` … `value_low`) by their revenue before `now`:
+    the value segments' definition, also read by the reports (settings.REPORT_VALUE_BANDS)."""
+    revenue = dict(
+        Order.objects.filter(
+            shop_id=shop_id, person__isnull=False, is_cancelled=False, placed_at__lt=now
+        )
+        .values_list("person_id")
+        .annotate(revenue=Sum(F("total") - F("refunded_amount")))
+        .order_by()
+    )
+    return value_keys(revenue)

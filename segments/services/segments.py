@@ -4,17 +4,17 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Count, F, Max, Sum
+from django.db.models import Count, Max
 
 from clickserver.errors import ApplicationError
 from events.models import Event, Order, Person, Session, Shop
 from segments import builtin
 from segments.models import CustomerPrediction, Segment, SegmentMembership
 from segments.rules import RuleError, rules_parse, rules_to_q
+from segments.selectors import value_bands_get
 
 logger = logging.getLogger(__name__)
 
@@ -76,14 +76,8 @@ def _orders(*, shop_id: int, now: datetime) -> Any:
 
 
 def _value_members(*, shop_id: int, now: datetime) -> dict[str, set[int]]:
-    revenue: dict[int, Decimal] = dict(
-        _orders(shop_id=shop_id, now=now)
-        .values_list("person_id")
-        .annotate(revenue=Sum(F("total") - F("refunded_amount")))
-        .order_by()
-    )
     members: dict[str, set[int]] = {key: set() for key in builtin.VALUE_KEYS}
-    for person_id, key in builtin.value_keys(revenue).items():
+    for person_id, key in value_bands_get(shop_id=shop_id, now=now).items():
         members[key].add(person_id)
     return members
 
