@@ -284,7 +284,7 @@ CUSTOMER_PROFILE_HOOKS = ["notifications.selectors.customer_profile_activity"]
 # The reports split a period's buyers by value segment (analytics/selectors/reports.py) through
 # this selector `(*, shop_id, now) -> {person_id: band}`; named, so that analytics imports no
 # segments (the apps are independent layers).
-REPORT_VALUE_BANDS = "segments.selectors.value_bands_get"
+REPORT_VALUE_BANDS = "segments.selectors.segments.value_bands_get"
 # What runs after the pipeline has processed events, in order: (stage, task path, when). The task
 # paths are named, not imported, so that events never imports the apps that depend on it.
 # "batch": sent by the worker after every processed batch, so the analytics stay seconds behind;

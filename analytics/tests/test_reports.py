@@ -312,7 +312,8 @@ def test_the_archive_reads_a_fixed_number_of_queries(tea_shop, member, django_as
         first = date(2026, 12, day)
         report_generate(shop=tea_shop, kind="daily", period=Period(first, first, berlin), now=NOW)
 
-    # The member's shop, the page's count and its rows (figures, text and HTML deferred), however many.
+    # The member's shop, the page's count and its rows (figures, text and HTML deferred),
+    # however many.
     with django_assert_num_queries(3):
         body = member.get(f"/analytics/reports/?shop={tea_shop.domain}&page_size=3").json()
 

@@ -14,7 +14,7 @@ from events.models import Event, Order, Person, Session, Shop
 from segments import builtin
 from segments.models import CustomerPrediction, Segment, SegmentMembership
 from segments.rules import RuleError, rules_parse, rules_to_q
-from segments.selectors import value_bands_get
+from segments.selectors.segments import value_bands_get
 
 logger = logging.getLogger(__name__)
 
