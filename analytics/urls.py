@@ -17,3 +17,32 @@ urlpatterns = [
     path("geography/", api.GeographyApi.as_view(), name="analytics-geography"),
     path("live/", api.LiveApi.as_view(), name="analytics-live"),
 ]
+urlpatterns += [
+    path("anomalies/", api.AnomalyListApi.as_view(), name="analytics-anomalies"),
+    path(
+        "anomalies/<int:anomaly_id>/chart/",
+        api.AnomalyChartApi.as_view(),
+        name="analytics-anomaly-chart",
+    ),
+    path(
+        "anomalies/<int:anomaly_id>/acknowledge/",
+        api.AnomalyAcknowledgeApi.as_view(),
+        name="analytics-anomaly-acknowledge",
+    ),
+    path(
+        "anomalies/<int:anomaly_id>/resolve/",
+        api.AnomalyResolveApi.as_view(),
+        name="analytics-anomaly-resolve",
+    ),
+    path("alert_rules/", api.AlertRuleListApi.as_view(), name="analytics-alert-rules"),
+    path(
+        "alert_rules/<int:rule_id>/",
+        api.AlertRuleDetailApi.as_view(),
+        name="analytics-alert-rule",
+    ),
+    path(
+        "alert_deliveries/",
+        api.AlertDeliveryListApi.as_view(),
+        name="analytics-alert-deliveries",
+    ),
+]

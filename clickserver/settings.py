@@ -208,6 +208,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.tasks.rollups_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
     },
+    # Shops whose rollups moved since their last detection, and every shop once an hour (a drop
+    # to nothing refreshes no rollup); alert deliveries left pending by a lost message.
+    "analytics-anomalies-sweep": {
+        "task": "analytics.tasks.anomalies_detect_sweep_task",
+        "schedule": timedelta(seconds=60),
+    },
     "rejected-events-prune": {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),
@@ -264,6 +270,7 @@ SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet
 # "catch_up": heavier work that beat runs on its own schedule. `manage.py process_events` runs every
 # stage in-process once it has caught up (events/follow_ups.py).
 PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
+    # The rollup refresh schedules anomaly detection itself once a day changed (debounced).
     ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("experiments", "notifications.tasks.experiments_refresh_task", "batch"),
@@ -279,6 +286,19 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("affinity", "recommendations.tasks.affinity_rebuild_task", "shop"),
     ("experiments", "notifications.tasks.experiment_exposures_repair_task", "shop"),
 ]
+
+# --- Anomalies and alerts (docs/anomalies.md) -----------------------------------------------------
+
+# Email: the embedded default prints to the console; production names its SMTP server, e.g.
+# EMAIL_URL=smtp+tls://user:password@smtp.example.com:587 (django-environ's email_url).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="clickserver <alerts@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+# Where alert emails and webhooks link to (the dashboard's Alerts page is under it).
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://localhost:8000")
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# A delivery is tried this many times (backoff 2, 4, 8 … s between tries) before it fails.
+ALERT_DELIVERY_ATTEMPTS = env.int("ALERT_DELIVERY_ATTEMPTS", default=5)
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
