@@ -135,7 +135,11 @@ def anomaly_chart(*, anomaly: Anomaly, now: datetime) -> dict[str, Any]:
         return {"id": anomaly.pk, "metric": anomaly.metric, "points": []}
     shop = anomaly.shop
     setup = shop_detection_get(shop=shop)
-    end = min(hour_floor(now), hour_floor(anomaly.window_start)) + timedelta(hours=CHART_HOURS)
+    # Up to the hour in progress: later hours are not zeros, they have not happened.
+    end = min(
+        hour_floor(now) + timedelta(hours=1),
+        hour_floor(anomaly.window_start) + timedelta(hours=CHART_HOURS),
+    )
     start = hour_floor(anomaly.window_start) - HISTORY
     hourly = hourly_series_get(shop=shop, start=start, end=end)
     if frequency == HOUR:

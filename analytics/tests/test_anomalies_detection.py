@@ -151,3 +151,34 @@ def test_the_sweep_picks_shops_whose_rollups_moved_or_not_detected_this_hour(sho
     rollups_refresh(shop_id=shop.pk, now=NOW)  # moves the analytics watermark
     assert shops_detection_due(now=NOW) == [shop.pk]
     assert set(shops_detection_due(now=NOW + HOUR)) == {shop.pk, other_shop.pk}
+
+
+def test_a_rollup_refresh_that_changes_a_day_schedules_detection(
+    shop, process_all, celery_eager, settings
+):
+    """The hook: rollups_refresh_task → anomalies_detect_schedule → anomalies_detect_task
+    (eager here; a worker runs it DETECT_DEBOUNCE_SECONDS later)."""
+    from django.core.cache import cache
+    from django.utils import timezone
+
+    from analytics.models import DetectionState
+    from analytics.tasks import rollups_refresh_task
+
+    now = timezone.now()
+    events_ingest(
+        shop=shop,
+        events=[{"type": "page_view", "anonymous_id": "a1", "timestamp": now.isoformat()}],
+        received_at=now,
+        sent_at=now,
+    )
+    process_all(shop)
+    cache.delete(f"analytics:detect-scheduled:{shop.pk}")
+    assert rollups_refresh_task.apply(args=[shop.pk]).get() == 1
+    state = DetectionState.objects.get(shop=shop)
+    assert state.detected_at is not None
+    assert state.rollups_at is not None
+    # Nothing new: no day changed, no detection scheduled.
+    DetectionState.objects.filter(shop=shop).update(detected_at=None)
+    cache.delete(f"analytics:detect-scheduled:{shop.pk}")
+    assert rollups_refresh_task.apply(args=[shop.pk]).get() == 0
+    assert DetectionState.objects.get(shop=shop).detected_at is None
