@@ -285,7 +285,7 @@ class Severity(models.TextChoices):
     CRITICAL = "critical", "critical"
 
 
-SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+SEVERITY_RANK: dict[str, int] = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
 
 
 class AnomalyKind(models.TextChoices):

@@ -92,12 +92,21 @@ def detection_settings_get(*, shop: Shop) -> DetectionSettings:
 def shop_detection_get(*, shop: Shop) -> ShopDetection:
     row = detection_settings_get(shop=shop)
     holidays = frozenset(date.fromisoformat(day) for day in row.holidays)
-    common = {"min_history": row.min_history, "holidays": holidays}
     return ShopDetection(
         shop=shop,
         tz=ZoneInfo(shop.timezone),
-        hourly=SeasonalConfig(frequency=HOUR, threshold=row.hourly_threshold, **common),
-        daily=SeasonalConfig(frequency=DAY, threshold=row.daily_threshold, **common),
+        hourly=SeasonalConfig(
+            frequency=HOUR,
+            threshold=row.hourly_threshold,
+            min_history=row.min_history,
+            holidays=holidays,
+        ),
+        daily=SeasonalConfig(
+            frequency=DAY,
+            threshold=row.daily_threshold,
+            min_history=row.min_history,
+            holidays=holidays,
+        ),
         orders=OrderConfig(
             high_value=None if row.high_value_order is None else float(row.high_value_order),
             threshold=row.order_threshold,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 
 from analytics.models import SEVERITY_RANK, Anomaly, AnomalyStatus
@@ -138,9 +138,7 @@ def anomalies_resolve_returned(
     return resolved
 
 
-def _transition(
-    anomaly: Anomaly, *, to: AnomalyStatus, user: AbstractBaseUser, now: datetime
-) -> Anomaly:
+def _transition(anomaly: Anomaly, *, to: AnomalyStatus, user: User, now: datetime) -> Anomaly:
     with transaction.atomic():
         row = Anomaly.objects.select_for_update().get(pk=anomaly.pk)
         if row.status == AnomalyStatus.RESOLVED:
@@ -158,10 +156,10 @@ def _transition(
     return row
 
 
-def anomaly_acknowledge(*, anomaly: Anomaly, user: AbstractBaseUser, now: datetime) -> Anomaly:
+def anomaly_acknowledge(*, anomaly: Anomaly, user: User, now: datetime) -> Anomaly:
     """Someone is on it: it stays on the list and alerts for it are not repeated."""
     return _transition(anomaly, to=AnomalyStatus.ACKNOWLEDGED, user=user, now=now)
 
 
-def anomaly_resolve(*, anomaly: Anomaly, user: AbstractBaseUser, now: datetime) -> Anomaly:
+def anomaly_resolve(*, anomaly: Anomaly, user: User, now: datetime) -> Anomaly:
     return _transition(anomaly, to=AnomalyStatus.RESOLVED, user=user, now=now)
