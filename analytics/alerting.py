@@ -31,6 +31,7 @@ class AlertContent:
     kind: str
     metric: str
     severity: str
+    direction: str  # spike / drop ('' where it does not apply)
     window_start: str  # ISO 8601
     window_end: str
     observed: float
@@ -89,6 +90,7 @@ def webhook_payload(content: AlertContent) -> dict[str, Any]:
             "kind": content.kind,
             "metric": content.metric,
             "severity": content.severity,
+            "direction": content.direction,
             "window_start": content.window_start,
             "window_end": content.window_end,
             "observed": content.observed,

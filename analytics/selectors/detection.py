@@ -144,55 +144,78 @@ def hourly_series_get(*, shop: Shop, start: datetime, end: datetime) -> pd.DataF
     """
     tz = ZoneInfo(shop.timezone)
     index = _hour_index(start, end, tz)
-    frame = pd.DataFrame(0.0, index=index, columns=[*SERIES, "converted"])
-    rows = HourlyRollup.objects.filter(
-        shop_id=shop.pk, is_total=True, hour__gte=start, hour__lt=end
-    ).values_list("hour", "session_count", "converted_session_count", *EVENT_COLUMNS)
-    for hour, sessions, converted, *events in rows:
-        at = pd.Timestamp(hour).tz_convert(tz)
-        frame.loc[at, ["sessions", "converted", "events"]] = (sessions, converted, sum(events))
-    revenue = HourlyRevenue.objects.filter(shop_id=shop.pk, hour__gte=start, hour__lt=end)
-    for hour, orders, total, refunds in revenue.values_list(
-        "hour", "order_count", "order_total", "refund_total"
-    ):
-        at = pd.Timestamp(hour).tz_convert(tz)
-        frame.loc[at, ["orders", "revenue"]] = (orders, float(total - refunds))
+    # Built column-wise from the rows (one reindex each), not cell by cell: 1,500 `.loc`
+    # writes were 90 % of a detection run.
+    counts = _rows_frame(
+        HourlyRollup.objects.filter(
+            shop_id=shop.pk, is_total=True, hour__gte=start, hour__lt=end
+        ).values_list("hour", "session_count", "converted_session_count", *EVENT_COLUMNS),
+        columns=["at", "sessions", "converted", *EVENT_COLUMNS],
+        tz=tz,
+    )
+    money = _rows_frame(
+        HourlyRevenue.objects.filter(shop_id=shop.pk, hour__gte=start, hour__lt=end).values_list(
+            "hour", "order_count", "order_total", "refund_total"
+        ),
+        columns=["at", "orders", "total", "refunds"],
+        tz=tz,
+    )
+    frame = _counts_frame(counts, index=index)
+    frame["orders"] = money["orders"].reindex(index).fillna(0.0)
+    frame["revenue"] = (money["total"] - money["refunds"]).reindex(index).fillna(0.0)
+    first = first_rollup_day(shop_id=shop.pk)
+    return _before_first_unknown(frame, index=index, first=first)
+
+
+def _rows_frame(rows, *, columns: list[str], tz: ZoneInfo | None) -> pd.DataFrame:
+    """Rows keyed by their first column (UTC instants in `tz`, or dates), values as floats."""
+    frame = pd.DataFrame(list(rows), columns=columns)
+    at = pd.to_datetime(frame.pop("at"), utc=tz is not None)
+    keys = pd.DatetimeIndex(at).tz_convert(tz) if tz is not None else pd.DatetimeIndex(at)
+    return frame.astype(float).set_axis(keys)
+
+
+def _counts_frame(counts: pd.DataFrame, *, index: pd.DatetimeIndex) -> pd.DataFrame:
+    frame = pd.DataFrame(index=index)
+    frame["sessions"] = counts["sessions"].reindex(index).fillna(0.0)
+    frame["converted"] = counts["converted"].reindex(index).fillna(0.0)
+    frame["events"] = counts[list(EVENT_COLUMNS)].sum(axis=1).reindex(index).fillna(0.0)
+    return frame
+
+
+def _before_first_unknown(
+    frame: pd.DataFrame, *, index: pd.DatetimeIndex, first: date | None
+) -> pd.DataFrame:
+    """Conversion rate from the counts; every series NaN before the shop's first day."""
     sessions = frame["sessions"]
     frame["conversion_rate"] = frame["converted"] / sessions.where(sessions > 0)
-    first = first_rollup_day(shop_id=shop.pk)
-    if first is not None:
-        before = index.date < first
-        frame.loc[before, list(SERIES)] = np.nan
+    frame = frame[list(SERIES)].copy()
+    if first is None:
+        frame[:] = np.nan
     else:
-        frame[list(SERIES)] = np.nan
-    return frame[list(SERIES)]
+        frame.loc[np.asarray(index.date < first)] = np.nan
+    return frame
 
 
 def daily_series_get(*, shop: Shop, first: date, last: date, hourly: pd.DataFrame) -> pd.DataFrame:
     """Daily series over local days first..last: sessions, events and conversion from the daily
     rollups; orders and revenue summed from `hourly` (there is no daily revenue table)."""
     index = pd.date_range(first, last, freq="D")
-    frame = pd.DataFrame(0.0, index=index, columns=[*SERIES, "converted"])
-    rows = DailyRollup.objects.filter(
-        shop_id=shop.pk, is_total=True, day__gte=first, day__lte=last
-    ).values_list("day", "session_count", "converted_session_count", *EVENT_COLUMNS)
-    for day, sessions, converted, *events in rows:
-        frame.loc[pd.Timestamp(day), ["sessions", "converted", "events"]] = (
-            sessions,
-            converted,
-            sum(events),
-        )
+    counts = _rows_frame(
+        DailyRollup.objects.filter(
+            shop_id=shop.pk, is_total=True, day__gte=first, day__lte=last
+        ).values_list("day", "session_count", "converted_session_count", *EVENT_COLUMNS),
+        columns=["at", "sessions", "converted", *EVENT_COLUMNS],
+        tz=None,
+    )
+    frame = _counts_frame(counts, index=index)
     by_day = (
         hourly[["orders", "revenue"]]
         .groupby(hourly.index.tz_localize(None).normalize())
         .sum(min_count=1)
     )
     frame[["orders", "revenue"]] = by_day.reindex(index).fillna(0.0)
-    sessions = frame["sessions"]
-    frame["conversion_rate"] = frame["converted"] / sessions.where(sessions > 0)
-    start = first_rollup_day(shop_id=shop.pk)
-    frame.loc[index.date < start if start else slice(None), list(SERIES)] = np.nan
-    return frame[list(SERIES)]
+    return _before_first_unknown(frame, index=index, first=first_rollup_day(shop_id=shop.pk))
 
 
 def first_rollup_day(*, shop_id: int) -> date | None:

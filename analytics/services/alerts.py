@@ -268,6 +268,7 @@ def alert_content(delivery: AlertDelivery) -> AlertContent:
         kind=anomaly.kind,
         metric=anomaly.metric,
         severity=anomaly.severity,
+        direction=anomaly.direction,
         window_start=anomaly.window_start.isoformat(),
         window_end=anomaly.window_end.isoformat(),
         observed=anomaly.observed,
