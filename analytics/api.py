@@ -8,12 +8,13 @@ from zoneinfo import ZoneInfo
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
 from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics.cache import answer_cached
-from analytics.models import Anomaly, AnomalyKind, AnomalyStatus, Severity
+from analytics.models import AlertChannel, Anomaly, AnomalyKind, AnomalyStatus, Severity
 from analytics.params import (
     INTERVALS,
     MAX_WINDOW_SECONDS,
@@ -39,7 +40,7 @@ from analytics.selectors.anomalies import (
 )
 from analytics.selectors.carts import abandoned_carts_get
 from analytics.selectors.counts import session_count_get, user_count_get, visit_conversion_get
-from analytics.selectors.detection import METRICS
+from analytics.selectors.detection import METRICS, SERIES_METRICS
 from analytics.selectors.funnels import funnel_compute
 from analytics.selectors.geography import geography_get
 from analytics.selectors.insights import insights_get
@@ -290,6 +291,27 @@ ANOMALY_PARAMETERS = [
 RULE_SCHEMA = OpenApiResponse(OpenApiTypes.OBJECT, description="See docs/anomalies.md.")
 
 
+class AlertRuleInSerializer(serializers.Serializer):
+    """The rule's body, for the schema; `alert_rule_clean` validates it (every error at once)."""
+
+    name = serializers.CharField(max_length=128)
+    is_active = serializers.BooleanField(required=False, default=True)
+    kinds = serializers.ListField(
+        child=serializers.ChoiceField(AnomalyKind.values), required=False, help_text="[]: all"
+    )
+    metrics = serializers.ListField(
+        child=serializers.ChoiceField(METRICS), required=False, help_text="[]: all"
+    )
+    min_severity = serializers.ChoiceField(Severity.values, required=False, default="warning")
+    threshold_metric = serializers.ChoiceField(SERIES_METRICS, required=False)
+    threshold_direction = serializers.ChoiceField(["above", "below"], required=False)
+    threshold_value = serializers.FloatField(min_value=0, required=False)
+    channel = serializers.ChoiceField(AlertChannel.values)
+    emails = serializers.ListField(child=serializers.EmailField(), required=False)
+    webhook_url = serializers.URLField(required=False)
+    cooldown_minutes = serializers.IntegerField(min_value=0, required=False, default=60)
+
+
 class AnomalyListApi(APIView):
     """Not cached: acknowledging must show at once."""
 
@@ -347,7 +369,9 @@ class AnomalyResolveApi(AnomalyTransitionApi):
 
 class AlertRuleListApi(APIView):
     @extend_schema(
-        parameters=[SHOP], responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)}
+        operation_id="analytics_alert_rules_list",
+        parameters=[SHOP],
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
     )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
@@ -355,7 +379,7 @@ class AlertRuleListApi(APIView):
 
     @extend_schema(
         parameters=[SHOP],
-        request=OpenApiTypes.OBJECT,
+        request=AlertRuleInSerializer,
         responses={201: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
         description="Create a rule; an unknown kind, metric or channel, a bad address or URL, "
         "or a negative threshold or cooldown answers 400 and saves nothing.",
@@ -373,7 +397,7 @@ class AlertRuleDetailApi(APIView):
         return Response(rule_row(rule))
 
     @extend_schema(
-        request=OpenApiTypes.OBJECT,
+        request=AlertRuleInSerializer(partial=True),
         responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
     )
     def patch(self, request, rule_id: int):
