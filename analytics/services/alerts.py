@@ -223,12 +223,17 @@ def alerts_dispatch(*, anomaly_ids: list[int], now: datetime) -> DispatchResult:
                     continue
                 if AlertDelivery.objects.filter(rule=rule, anomaly=anomaly).exists():
                     continue
-                in_cooldown = AlertDelivery.objects.filter(
-                    rule=rule,
-                    metric=anomaly.metric,
-                    status__in=(DeliveryStatus.PENDING, DeliveryStatus.SENT),
-                    created_at__gt=now - timedelta(minutes=rule.cooldown_minutes),
-                ).exists()
+                # A cooldown of 0 is none; tested as such, because a concurrent dispatch that
+                # took its `now` a moment earlier would otherwise see this one's rows as later.
+                in_cooldown = (
+                    rule.cooldown_minutes > 0
+                    and AlertDelivery.objects.filter(
+                        rule=rule,
+                        metric=anomaly.metric,
+                        status__in=(DeliveryStatus.PENDING, DeliveryStatus.SENT),
+                        created_at__gt=now - timedelta(minutes=rule.cooldown_minutes),
+                    ).exists()
+                )
                 delivery = AlertDelivery.objects.create(
                     rule=rule,
                     anomaly=anomaly,

@@ -267,3 +267,14 @@ def test_detection_to_delivery_end_to_end(
     assert len(sent) == AlertDelivery.objects.filter(status=DeliveryStatus.SENT).count()
     [hourly] = [body for body in sent if body["metric"] == "sessions_hourly"]
     assert hourly["window_start"] == spike.isoformat()
+
+
+def test_a_cooldown_of_zero_holds_nothing_back(shop, receiver):
+    webhook_rule(shop, receiver, cooldown_minutes=0)
+    first = anomaly(shop)
+    second = anomaly(shop, window_start=first.window_start + timedelta(hours=1))
+    # The second dispatch took its clock a moment before the first one's rows were written.
+    assert len(alerts_dispatch(anomaly_ids=[first.pk], now=NOW).pending) == 1
+    result = alerts_dispatch(anomaly_ids=[second.pk], now=NOW - timedelta(seconds=1))
+    assert len(result.pending) == 1
+    assert result.suppressed == 0
