@@ -466,6 +466,9 @@ class AlertDelivery(models.Model):
     anomaly = models.ForeignKey(Anomaly, on_delete=models.CASCADE, related_name="deliveries")
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="alert_deliveries")
     metric = models.CharField(max_length=64)
+    # The anomaly's direction when sent: a window re-judged from a drop to a spike (late events)
+    # is told again, since the first alert said the opposite.
+    direction = models.CharField(max_length=8, blank=True, default="")
     channel = models.CharField(max_length=16, choices=AlertChannel.choices)
     status = models.CharField(
         max_length=16, choices=DeliveryStatus.choices, default=DeliveryStatus.PENDING
@@ -478,7 +481,9 @@ class AlertDelivery(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["rule", "anomaly"], name="uniq_alert_delivery")
+            models.UniqueConstraint(
+                fields=["rule", "anomaly", "direction"], name="uniq_alert_delivery"
+            )
         ]
         indexes = [
             models.Index(fields=["rule", "metric", "created_at"], name="alert_delivery_cooldown"),

@@ -10,15 +10,16 @@ the spike-to-alert latency through the real pipeline and a real Celery worker.
    orders (2 % of 3 M sessions), all written by `INSERT … SELECT` over MariaDB's sequence engine
    (`seq_0_to_N`). Then `anomalies_detect` runs: first with a new detection watermark (it judges
    the last 7 days of orders), then three times in steady state (median reported).
-2. **Spike to alert.** A Celery worker (2 processes, its own queue) and a webhook receiver (an
-   HTTP server in a thread that verifies the signature) are started; the demo's "Generate
-   anomalies" journeys (`Simulator.anomalies`: 300 one-page visits over the last hour, a $9,850
-   order, a bot) are stored with `events_ingest`, as the dashboard button does. From there
-   everything is the product's own path with its default timings: the on-commit pipeline task
-   (1 s debounce + 2 s settle), the rollup follow-up, detection scheduled by the refresh (10 s
-   debounce), dispatch and the delivery task. The clock runs from the ingest call to the
-   receiver's verified request for each anomaly, and to the delivery logged as sent. Beat is
-   not started: its 60 s sweep is the safety net, not this path.
+2. **Spike to alert**, on a second shop of the demo's size (80,000 events a year in rollups,
+   about 3 sessions an hour, history up to the hour before the spike). A Celery worker (2
+   processes, its own queue) and a webhook receiver (an HTTP server in a thread that verifies
+   the signature) are started; the demo's "Generate anomalies" journeys (`Simulator.anomalies`:
+   300 one-page visits over the last hour, a $9,850 order, a bot) are stored with
+   `events_ingest`, as the dashboard button does. From there everything is the product's own
+   path with its default timings: the on-commit pipeline task (1 s debounce + 2 s settle), the
+   rollup follow-up, detection scheduled by the refresh (10 s debounce), dispatch and the
+   delivery task. The clock runs from the ingest call to the receiver's verified request for
+   each anomaly. Beat is not started: its 60 s sweep is the safety net, not this path.
 
 Needs MariaDB (DATABASE_URL, default the cs_alerts database), Redis and RabbitMQ. The bench
 shop (`bench-alerts.example`) is deleted first. Prints the figures, then one JSON line.
@@ -60,7 +61,7 @@ from django.db import connection  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
 from analytics.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_verify  # noqa: E402
-from analytics.models import AlertDelivery, DetectionState  # noqa: E402
+from analytics.models import AlertDelivery, Anomaly, DetectionState  # noqa: E402
 from analytics.periods import hour_floor  # noqa: E402
 from analytics.services.alerts import alert_rule_create  # noqa: E402
 from analytics.services.detection import anomalies_detect  # noqa: E402
@@ -69,6 +70,11 @@ from events.services.ingest import events_ingest  # noqa: E402
 from events.simulator import Simulator  # noqa: E402
 
 DOMAIN = "bench-alerts.example"
+DEMO_DOMAIN = "bench-alerts-demo.example"
+# The latency shop: the demo's size (`make demo`: 6,000 visitors over 60 days).
+DEMO_EVENTS = 80_000
+DEMO_ORDERS = 600
+HOUR = timedelta(hours=1)
 DIMENSIONS = 20
 HOURS = 365 * 24
 ORDERS = 60_000
@@ -80,14 +86,14 @@ COUNT_COLUMNS = (
 )
 
 
-def history_write(shop: Shop, *, events: int, end: datetime) -> int:
+def history_write(shop: Shop, *, events: int, end: datetime, orders: int = ORDERS) -> int:
     """A year of rollups summing to about `events` events, ending at the hour `end`."""
     start = (end - timedelta(hours=HOURS)).replace(tzinfo=None)
     mean = events / HOURS
     # Events of an hour: the day's shape (peak at 15:00, trough at 03:00) with ±10 % noise.
     shaped = (
-        f"GREATEST(0, ROUND({mean} * (1 + 0.6 * SIN(2 * PI() * (CAST(MOD(h.seq, 24) AS SIGNED) - 9) / 24))"
-        " * (0.9 + 0.2 * RAND(h.seq))))"
+        f"GREATEST(0, ROUND({mean} * (1 + 0.6 * SIN(2 * PI() * "
+        "(CAST(MOD(h.seq, 24) AS SIGNED) - 9) / 24)) * (0.9 + 0.2 * RAND(h.seq))))"
     )
     counts = (
         "ROUND(ev / {per} / {n}), ROUND(ev / {per} / {n} * 0.02), ROUND(ev / {per} / {n} * 0.4), "
@@ -137,7 +143,7 @@ def history_write(shop: Shop, *, events: int, end: datetime) -> int:
             f"%s + INTERVAL FLOOR(RAND(seq) * {HOURS * 3600}) SECOND, 'USD', "
             "ROUND(EXP(3.9 + 0.7 * (RAND(seq + 7) + RAND(seq + 11) + RAND(seq + 13) - 1.5)"
             " * 2), 2), 0, 0, 'GB', 'api', '{}', %s "
-            f"FROM seq_1_to_{ORDERS}",
+            f"FROM seq_1_to_{orders}",
             [shop.pk, start, end.replace(tzinfo=None)],
         )
         cursor.execute(
@@ -258,6 +264,18 @@ def spike_to_alert(shop: Shop, *, timeout: float) -> dict[str, float | None]:
         result["deliveries_sent"] = sent.count()
         result["signatures_verified"] = all(verified for _, _, verified in receiver.arrivals)
         result["events_injected"] = len(events)
+        # The spike's hours as stored, and what each delivery said (a window first judged on
+        # part of the events can be a drop, then a spike: both are sent).
+        result["spike_hours"] = [
+            {
+                "window_start": row.window_start.isoformat(),
+                "direction": row.direction,
+                "sent": sorted(row.deliveries.values_list("direction", flat=True)),
+            }
+            for row in Anomaly.objects.filter(
+                shop=shop, metric="sessions_hourly", window_start__gte=hour_floor(now) - 2 * HOUR
+            ).order_by("window_start")
+        ]
         return result
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
@@ -285,13 +303,20 @@ def main() -> None:
         f"({figures['first_run_orders_judged']} orders judged), steady state median "
         f"{figures['steady_median_s']:.2f} s (max {figures['steady_max_s']:.2f} s)"
     )
+    Shop.objects.filter(domain=DOMAIN).delete()
     if not args.no_latency:
+        # The demo's spike is 300 visits in an hour: a spike for a shop of the demo's size
+        # (about 3 sessions an hour), not for the 10 M-event one (about 300 an hour). History up
+        # to the hour before the spike's first hour.
+        Shop.objects.filter(domain=DEMO_DOMAIN).delete()
+        shop = Shop.objects.create(domain=DEMO_DOMAIN, name="Bench demo", currency="USD")
+        history_write(shop, events=DEMO_EVENTS, end=hour_floor(now) - HOUR, orders=DEMO_ORDERS)
         latency = spike_to_alert(shop, timeout=args.timeout)
         figures.update(latency)
         for name in ("spike", "whale", "bot"):
             value = latency[f"{name}_to_webhook_s"]
             print(f"{name}: " + ("no alert" if value is None else f"alerted in {value:.1f} s"))
-    Shop.objects.filter(domain=DOMAIN).delete()
+        Shop.objects.filter(domain=DEMO_DOMAIN).delete()
     print(json.dumps(figures))
 
 

@@ -1,7 +1,8 @@
 """Alert rules and their deliveries: which anomalies go where, the cooldown, and sending.
 
 A rule matches an anomaly by kind, metric and minimum severity (or, for a threshold rule, only
-the anomalies its own threshold raised). Each (rule, anomaly) is delivered at most once; within
+the anomalies its own threshold raised). Each (rule, anomaly) is delivered at most once (once
+more if re-judging turned a drop into a spike or back); within
 a rule's cooldown a second anomaly of the same metric is logged as `suppressed` instead of sent.
 Sending is a task per delivery, retried with backoff on transient failures (connection errors,
 timeouts, 5xx and 429 answers, SMTP errors); a 4xx answer fails it at once.
@@ -221,7 +222,9 @@ def alerts_dispatch(*, anomaly_ids: list[int], now: datetime) -> DispatchResult:
             ):
                 if not rule_matches(rule, anomaly):
                     continue
-                if AlertDelivery.objects.filter(rule=rule, anomaly=anomaly).exists():
+                if AlertDelivery.objects.filter(
+                    rule=rule, anomaly=anomaly, direction=anomaly.direction
+                ).exists():
                     continue
                 # A cooldown of 0 is none; tested as such, because a concurrent dispatch that
                 # took its `now` a moment earlier would otherwise see this one's rows as later.
@@ -239,6 +242,7 @@ def alerts_dispatch(*, anomaly_ids: list[int], now: datetime) -> DispatchResult:
                     anomaly=anomaly,
                     shop_id=anomaly.shop_id,
                     metric=anomaly.metric,
+                    direction=anomaly.direction,
                     channel=rule.channel,
                     status=DeliveryStatus.SUPPRESSED if in_cooldown else DeliveryStatus.PENDING,
                     error="within the rule's cooldown for this metric" if in_cooldown else "",

@@ -56,7 +56,8 @@ class AnomalyIn:
 @dataclass(frozen=True, slots=True)
 class StoreResult:
     opened: list[int]  # new rows
-    escalated: list[int]  # active rows whose severity rose (rules with a higher minimum)
+    # Active rows whose severity rose (rules with a higher minimum) or whose direction flipped.
+    escalated: list[int]
     updated: int
 
 
@@ -109,7 +110,12 @@ def anomalies_store(*, shop_id: int, found: list[AnomalyIn], now: datetime) -> S
                 continue
             if row.status == AnomalyStatus.RESOLVED:
                 continue
-            if SEVERITY_RANK[item.severity] > SEVERITY_RANK[row.severity]:
+            # Worse than before, or the other way round (late events turned a drop into a
+            # spike): the rules hear of it again.
+            if (
+                SEVERITY_RANK[item.severity] > SEVERITY_RANK[row.severity]
+                or item.direction != row.direction
+            ):
                 escalated.append(row.pk)
             for name, value in figures.items():
                 setattr(row, name, value)

@@ -17,7 +17,7 @@ from django.core.cache import cache
 from django.db import transaction
 
 from analytics.detectors.bots import events_detect_bots
-from analytics.detectors.findings import Band, Direction, Finding
+from analytics.detectors.findings import Band, Direction, Finding, window_phrase
 from analytics.detectors.health import (
     days_without_events,
     pipeline_lag_check,
@@ -143,6 +143,16 @@ def _series_judge(
             score=row["score"],
             config=config,
         )
+        if name == "conversion_rate":
+            # A rate reads as a percentage ("2.1 %"), not as 0.0211.
+            when, usual_for = window_phrase(at, frequency=frequency)
+            finding = replace(
+                finding,
+                explanation=(
+                    f"{config.label} {when} was {row['observed'] * 100:.1f} %, against the usual "
+                    f"{row['expected'] * 100:.1f} % for {usual_for}."
+                ),
+            )
         if in_progress:
             finding = replace(
                 finding, explanation=finding.explanation[:-1] + " so far (not over yet)."

@@ -278,3 +278,21 @@ def test_a_cooldown_of_zero_holds_nothing_back(shop, receiver):
     result = alerts_dispatch(anomaly_ids=[second.pk], now=NOW - timedelta(seconds=1))
     assert len(result.pending) == 1
     assert result.suppressed == 0
+
+
+def test_a_window_rejudged_from_drop_to_spike_is_told_again(shop, receiver):
+    from analytics.services.anomalies import anomalies_store
+    from analytics.tests.test_anomalies_detection import stored_in
+
+    webhook_rule(shop, receiver, cooldown_minutes=0)
+    first = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="drop")], now=NOW)
+    assert len(alerts_dispatch(anomaly_ids=first.opened, now=NOW).pending) == 1
+    # Late events: the same window is now a spike. Same row, a second delivery.
+    again = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="spike")], now=NOW)
+    assert again.opened == []
+    assert again.escalated == first.opened
+    assert len(alerts_dispatch(anomaly_ids=again.escalated, now=NOW).pending) == 1
+    assert sorted(AlertDelivery.objects.values_list("direction", flat=True)) == ["drop", "spike"]
+    # Judged a spike once more: nothing new.
+    third = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="spike")], now=NOW)
+    assert third.escalated == []

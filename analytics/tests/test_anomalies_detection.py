@@ -182,3 +182,38 @@ def test_a_rollup_refresh_that_changes_a_day_schedules_detection(
     cache.delete(f"analytics:detect-scheduled:{shop.pk}")
     assert rollups_refresh_task.apply(args=[shop.pk]).get() == 0
     assert DetectionState.objects.get(shop=shop).detected_at is None
+
+
+def test_a_conversion_rate_reads_as_a_percentage(shop):
+    hour = datetime(2026, 3, 4, 10, tzinfo=UTC)
+    rollup_history_write(shop, end=hour + 2 * HOUR)  # 1 of 10 sessions converts, every hour
+    hour_set(shop, hour, session_count=10, converted_session_count=0, pageview_count=30)
+    anomalies_detect(shop_id=shop.pk, now=hour + HOUR + timedelta(minutes=5))
+    row = Anomaly.objects.get(shop=shop, metric="conversion_rate_hourly", window_start=hour)
+    assert row.explanation == (
+        "Visit conversion 10:00–11:00 on Wed 4 Mar 2026 was 0.0 %, against the usual 10.0 % "
+        "for a Wednesday morning."
+    )
+    assert row.direction == "drop"
+
+
+def stored_in(**fields):
+    """An AnomalyIn for storage tests."""
+    from analytics.services.anomalies import AnomalyIn
+
+    defaults = {
+        "kind": "traffic",
+        "metric": "sessions_hourly",
+        "window_start": NOW.replace(minute=0),
+        "window_end": NOW.replace(minute=0) + HOUR,
+        "observed": 3.0,
+        "expected": 10.0,
+        "band_low": 5.0,
+        "band_high": 15.0,
+        "score": -5.0,
+        "direction": "drop",
+        "severity": "warning",
+        "detector": "hour_of_week_mad",
+        "explanation": "Sessions were 3.",
+    }
+    return AnomalyIn(**{**defaults, **fields})
