@@ -8,6 +8,7 @@ waits for the hour to end), reads orders and events after its watermarks, and re
 anomaly once the metric's newest complete bucket is back inside its band.
 """
 
+import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -15,6 +16,8 @@ import numpy as np
 import pandas as pd
 from django.core.cache import cache
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import RedisError
 
 from analytics.detectors.bots import events_detect_bots
 from analytics.detectors.findings import Band, Direction, Finding, window_phrase
@@ -56,6 +59,8 @@ from analytics.services.anomalies import (
 from clickserver.params import local_midnight
 from events.models import Shop
 from events.selectors import shop_backlog
+
+logger = logging.getLogger(__name__)
 
 # Hours (and days) re-judged on every run: late events reopen recent buckets.
 HOURS_REJUDGED = timedelta(hours=48)
@@ -524,6 +529,14 @@ def anomalies_detect_schedule(*, shop_id: int) -> None:
     starts after the window so that it sees all of them."""
     from analytics.tasks import anomalies_detect_task
 
-    if not cache.add(f"analytics:detect-scheduled:{shop_id}", 1, DETECT_DEBOUNCE_SECONDS):
-        return
-    anomalies_detect_task.apply_async((shop_id,), countdown=DETECT_DEBOUNCE_SECONDS)
+    try:
+        if not cache.add(f"analytics:detect-scheduled:{shop_id}", 1, DETECT_DEBOUNCE_SECONDS):
+            return
+    except RedisError:
+        # Redis down: send anyway; a second detection in the window finds nothing new.
+        pass
+    try:
+        anomalies_detect_task.apply_async((shop_id,), countdown=DETECT_DEBOUNCE_SECONDS)
+    except BrokerError:
+        # The rollups are stored; the beat sweep detects once the broker is back.
+        logger.warning("broker unavailable; detection for shop %s waits for the sweep", shop_id)
