@@ -14,11 +14,13 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from analytics.cache import answer_cached
+from analytics.models import AlertChannel, Anomaly, AnomalyKind, AnomalyStatus, Severity
 from analytics.params import (
     INTERVALS,
     MAX_WINDOW_SECONDS,
     PRODUCT_ORDERS,
     STEPS_PATTERN,
+    anomaly_filters_parse,
     choice_param,
     funnel_params_parse,
     int_param,
@@ -28,8 +30,19 @@ from analytics.params import (
 )
 from analytics.renderers import CsvRenderer, ReportHtmlRenderer
 from analytics.report_render import report_text_render
+from analytics.selectors.anomalies import (
+    alert_deliveries_list,
+    alert_rule_get_for_shops,
+    alert_rules_list,
+    anomalies_list,
+    anomaly_chart,
+    anomaly_get_for_shops,
+    anomaly_row,
+    rule_row,
+)
 from analytics.selectors.carts import abandoned_carts_get
 from analytics.selectors.counts import session_count_get, user_count_get, visit_conversion_get
+from analytics.selectors.detection import METRICS, SERIES_METRICS
 from analytics.selectors.funnels import funnel_compute
 from analytics.selectors.geography import geography_get
 from analytics.selectors.insights import insights_get
@@ -48,6 +61,8 @@ from analytics.selectors.reports import (
 )
 from analytics.selectors.retention import retention_get
 from analytics.selectors.trends import trends_get
+from analytics.services.alerts import alert_rule_create, alert_rule_delete, alert_rule_update
+from analytics.services.anomalies import anomaly_acknowledge, anomaly_resolve
 from clickserver.api import Pagination
 from clickserver.schema import (
     END,
@@ -62,7 +77,7 @@ from clickserver.schema import (
     integer_schema,
     paginated,
 )
-from events.selectors import shop_get_for_user
+from events.selectors import shop_get_for_user, shops_for_user
 
 PERIOD_PARAMETERS = [
     SHOP,
@@ -363,3 +378,161 @@ class ReportPreviewApi(APIView):
         period = report_period_get(shop=shop, kind=kind, day=day, today=today)
         data = report_data_compute(shop=shop, kind=kind, period=period)
         return Response({"data": data, "text": report_text_render(data, data["findings"])})
+
+
+# --- Anomalies and alerts (docs/anomalies.md) -----------------------------------------------------
+
+ANOMALY_PARAMETERS = [
+    SHOP,
+    FORMAT,
+    *[
+        OpenApiParameter(name, str, description=f"Comma-separated: any of {', '.join(values)}.")
+        for name, values in (
+            ("status", AnomalyStatus.values),
+            ("severity", Severity.values),
+            ("kind", AnomalyKind.values),
+            ("metric", METRICS),
+        )
+    ],
+    OpenApiParameter("since", str, description="Windows starting at or after (ISO date/time)."),
+    OpenApiParameter("until", str, description="Windows starting before (ISO date/time)."),
+    limit_parameter(default=100, high=1000),
+    OpenApiParameter("offset", integer_schema(low=0, high=10**6, default=0)),
+]
+RULE_SCHEMA = OpenApiResponse(OpenApiTypes.OBJECT, description="See docs/anomalies.md.")
+
+
+class AlertRuleInSerializer(serializers.Serializer):
+    """The rule's body, for the schema; `alert_rule_clean` validates it (every error at once)."""
+
+    name = serializers.CharField(max_length=128)
+    is_active = serializers.BooleanField(required=False, default=True)
+    kinds = serializers.ListField(
+        child=serializers.ChoiceField(AnomalyKind.values), required=False, help_text="[]: all"
+    )
+    metrics = serializers.ListField(
+        child=serializers.ChoiceField(METRICS), required=False, help_text="[]: all"
+    )
+    min_severity = serializers.ChoiceField(Severity.values, required=False, default="warning")
+    threshold_metric = serializers.ChoiceField(SERIES_METRICS, required=False)
+    threshold_direction = serializers.ChoiceField(["above", "below"], required=False)
+    threshold_value = serializers.FloatField(min_value=0, required=False)
+    channel = serializers.ChoiceField(AlertChannel.values)
+    emails = serializers.ListField(child=serializers.EmailField(), required=False)
+    webhook_url = serializers.URLField(required=False)
+    cooldown_minutes = serializers.IntegerField(min_value=0, required=False, default=60)
+
+
+class AnomalyListApi(APIView):
+    """Not cached: acknowledging must show at once."""
+
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    csv_name = "anomalies"
+
+    @extend_schema(
+        description="The shop's anomalies, newest window first; CSV with `format=csv`.",
+        parameters=ANOMALY_PARAMETERS,
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS, 406)},
+    )
+    def get(self, request):
+        params = request.query_params
+        shop = shop_get_for_user(user=request.user, domain=params.get("shop"))
+        filters = anomaly_filters_parse(params, tz=ZoneInfo(shop.timezone))
+        limit = int_param(params, "limit", default=100, low=1, high=1000)
+        offset = int_param(params, "offset", default=0, low=0, high=10**6)
+        return Response(anomalies_list(shop=shop, filters=filters, limit=limit, offset=offset))
+
+
+class AnomalyChartApi(APIView):
+    @extend_schema(
+        description="The anomaly's series around its window with the detector's band.",
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
+    )
+    def get(self, request, anomaly_id: int):
+        shops = shops_for_user(user=request.user)
+        anomaly = anomaly_get_for_shops(anomaly_id=anomaly_id, shops=shops)
+        return Response(anomaly_chart(anomaly=anomaly, now=timezone.now()))
+
+
+class AnomalyTransitionApi(APIView):
+    """POST moves the anomaly on (a service); the subclasses name which."""
+
+    transition: Callable[..., Anomaly]
+
+    @extend_schema(
+        request=None,
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS, 409)},
+    )
+    def post(self, request, anomaly_id: int):
+        shops = shops_for_user(user=request.user)
+        anomaly = anomaly_get_for_shops(anomaly_id=anomaly_id, shops=shops)
+        anomaly = type(self).transition(anomaly=anomaly, user=request.user, now=timezone.now())
+        return Response(anomaly_row(anomaly))
+
+
+class AnomalyAcknowledgeApi(AnomalyTransitionApi):
+    transition = staticmethod(anomaly_acknowledge)
+
+
+class AnomalyResolveApi(AnomalyTransitionApi):
+    transition = staticmethod(anomaly_resolve)
+
+
+class AlertRuleListApi(APIView):
+    @extend_schema(
+        operation_id="analytics_alert_rules_list",
+        parameters=[SHOP],
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        return Response(alert_rules_list(shop=shop))
+
+    @extend_schema(
+        parameters=[SHOP],
+        request=AlertRuleInSerializer,
+        responses={201: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
+        description="Create a rule; an unknown kind, metric or channel, a bad address or URL, "
+        "or a negative threshold or cooldown answers 400 and saves nothing.",
+    )
+    def post(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        rule = alert_rule_create(shop=shop, data=request.data)
+        return Response(rule_row(rule), status=201)
+
+
+class AlertRuleDetailApi(APIView):
+    @extend_schema(responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)})
+    def get(self, request, rule_id: int):
+        rule = alert_rule_get_for_shops(rule_id=rule_id, shops=shops_for_user(user=request.user))
+        return Response(rule_row(rule))
+
+    @extend_schema(
+        request=AlertRuleInSerializer(partial=True),
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
+    )
+    def patch(self, request, rule_id: int):
+        rule = alert_rule_get_for_shops(rule_id=rule_id, shops=shops_for_user(user=request.user))
+        return Response(rule_row(alert_rule_update(rule=rule, data=request.data)))
+
+    @extend_schema(responses={204: None, **error_responses(*MEMBER_ERRORS)})
+    def delete(self, request, rule_id: int):
+        rule = alert_rule_get_for_shops(rule_id=rule_id, shops=shops_for_user(user=request.user))
+        alert_rule_delete(rule=rule)
+        return Response(status=204)
+
+
+class AlertDeliveryListApi(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    csv_name = "alert_deliveries"
+
+    @extend_schema(
+        description="The delivery log, newest first.",
+        parameters=[SHOP, FORMAT, limit_parameter(default=100, high=1000)],
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS, 406)},
+    )
+    def get(self, request):
+        params = request.query_params
+        shop = shop_get_for_user(user=request.user, domain=params.get("shop"))
+        limit = int_param(params, "limit", default=100, low=1, high=1000)
+        return Response(alert_deliveries_list(shop=shop, limit=limit))

@@ -19,6 +19,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from analytics.selectors.anomalies import anomalies_open_count
 from clickserver.errors import ApplicationError, error_http_response
 from clickserver.params import period_days_parse
 from events.models import Shop
@@ -53,6 +54,7 @@ PAGES = (
     # analytics must not import segments, and the shell needs nothing from it.
     Page("customers", "Customers", "/customers/", has_period=False),
     Page("reports", "Reports", "/reports/", has_period=False),
+    Page("alerts", "Alerts", "/alerts/", has_period=False),
     Page(
         "experiments",
         "Experiments",
@@ -122,6 +124,8 @@ def page_context(request: HttpRequest, page: Page) -> dict[str, Any] | HttpRespo
         "presets": presets,
         "config": config,
         "snippet": snippet_tag(shop=shop, base_url=request.build_absolute_uri("/")),
+        # The navigation's badge: open anomalies of warning or worse.
+        "open_alerts": anomalies_open_count(shop_id=shop.pk),
     }
     return context
 

@@ -1,6 +1,6 @@
 """Query-string parsing shared by the analytics endpoints: errors come out in the API envelope."""
 
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -9,11 +9,14 @@ from django.http import QueryDict
 from django.utils import timezone
 
 from analytics.funnel_levels import StepSpec
+from analytics.models import AnomalyKind, AnomalyStatus, Severity
 from analytics.periods import Period
+from analytics.selectors.anomalies import AnomalyFilters
+from analytics.selectors.detection import METRICS
 from analytics.selectors.funnels import FunnelParams
 from analytics.selectors.query import BREAKDOWNS, Filters, Query
 from analytics.selectors.reports import KINDS as REPORT_KINDS
-from clickserver.params import EARLIEST_DAY, invalid, period_days_parse
+from clickserver.params import EARLIEST_DAY, invalid, local_midnight, period_days_parse
 from events.selectors import shop_get_for_user
 
 MAX_WINDOW_SECONDS = 90 * 24 * 3600
@@ -110,3 +113,43 @@ def report_params_parse(params: QueryDict) -> tuple[str, date]:
     if day < EARLIEST_DAY:
         raise invalid("day", f"must not be before {EARLIEST_DAY}")
     return kind, day
+
+
+def _csv_choices(params: QueryDict, name: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+    """A comma-separated list of allowed values (a name outside `choices` is a 400)."""
+    raw = params.get(name)
+    if not raw:
+        return ()
+    values = tuple(dict.fromkeys(item.strip() for item in raw.split(",") if item.strip()))
+    unknown = [value for value in values if value not in choices]
+    if unknown:
+        raise invalid(name, f"unknown {', '.join(unknown)}; expected some of {', '.join(choices)}")
+    return values
+
+
+def _instant(params: QueryDict, name: str, *, tz: ZoneInfo) -> datetime | None:
+    """An ISO date (the shop-local midnight) or date-time (naive: the shop's timezone)."""
+    raw = params.get(name)
+    if not raw:
+        return None
+    try:
+        if len(raw) == 10:
+            return local_midnight(date.fromisoformat(raw), tz)
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise invalid(name, "expected an ISO 8601 date or date-time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=tz)
+
+
+def anomaly_filters_parse(params: QueryDict, *, tz: ZoneInfo) -> AnomalyFilters:
+    filters = AnomalyFilters(
+        statuses=_csv_choices(params, "status", tuple(AnomalyStatus.values)),
+        severities=_csv_choices(params, "severity", tuple(Severity.values)),
+        kinds=_csv_choices(params, "kind", tuple(AnomalyKind.values)),
+        metrics=_csv_choices(params, "metric", METRICS),
+        since=_instant(params, "since", tz=tz),
+        until=_instant(params, "until", tz=tz),
+    )
+    if filters.since and filters.until and filters.since >= filters.until:
+        raise invalid("since", "must be before until")
+    return filters

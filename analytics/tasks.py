@@ -1,13 +1,16 @@
-"""Celery interfaces of the analytics app: rollup refresh, recompute of given days, sweeps,
-reports."""
+"""Celery interfaces of the analytics app: rollup refresh, recompute of given days, sweeps;
+anomaly detection after a refresh and on beat, alert dispatch and delivery; reports."""
 
-from datetime import date
+from datetime import date, timedelta
 
 from celery import shared_task
 from django.db import OperationalError
 from django.utils import timezone
 
+from analytics.selectors.anomalies import alert_deliveries_lost, shops_detection_due
 from analytics.selectors.reports import reports_due_get
+from analytics.services.alerts import DeliveryRetry, alert_deliver, alerts_dispatch
+from analytics.services.detection import anomalies_detect, anomalies_detect_schedule
 from analytics.services.reports import report_deliver
 from analytics.services.rollups import rollups_days_recompute, rollups_refresh
 from events.models import Shop
@@ -16,8 +19,12 @@ from events.selectors import active_shop_ids
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def rollups_refresh_task(shop_id: int) -> int:
-    """Fold newly processed events, orders and refunds into the shop's rollups."""
-    return rollups_refresh(shop_id=shop_id, now=timezone.now()).days
+    """Fold newly processed events, orders and refunds into the shop's rollups; when a day
+    changed, detection follows within seconds."""
+    days = rollups_refresh(shop_id=shop_id, now=timezone.now()).days
+    if days:
+        anomalies_detect_schedule(shop_id=shop_id)
+    return days
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
@@ -55,3 +62,41 @@ def reports_sweep_task() -> int:
     for shop_id, kind, first in due:
         report_deliver_task.delay(shop_id, kind, first.isoformat())
     return len(due)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def anomalies_detect_task(shop_id: int) -> int:
+    """Run the detectors for one shop; returns the anomalies opened."""
+    return len(anomalies_detect(shop_id=shop_id, now=timezone.now()).opened)
+
+
+@shared_task
+def anomalies_detect_sweep_task() -> int:
+    """Beat: detection for shops whose rollups moved since (or not detected this hour), and a
+    resend of deliveries whose message was lost."""
+    now = timezone.now()
+    shop_ids = shops_detection_due(now=now)
+    for shop_id in shop_ids:
+        anomalies_detect_task.delay(shop_id)
+    for delivery_id in alert_deliveries_lost(older_than=now - timedelta(minutes=5)):
+        alert_deliver_task.delay(delivery_id)
+    return len(shop_ids)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def alerts_dispatch_task(anomaly_ids: list[int]) -> int:
+    """Log a delivery for each rule the new anomalies match; returns how many are sent."""
+    return len(alerts_dispatch(anomaly_ids=anomaly_ids, now=timezone.now()).pending)
+
+
+@shared_task(
+    autoretry_for=(DeliveryRetry, OperationalError),
+    retry_backoff=2,
+    retry_backoff_max=600,
+    retry_jitter=False,
+    max_retries=10,
+)
+def alert_deliver_task(delivery_id: int) -> str:
+    """Send one alert; transient failures retry with backoff (the service counts attempts and
+    fails the delivery after ALERT_DELIVERY_ATTEMPTS)."""
+    return alert_deliver(delivery_id=delivery_id, now=timezone.now()).status

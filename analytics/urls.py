@@ -20,3 +20,32 @@ urlpatterns = [
     path("reports/preview/", api.ReportPreviewApi.as_view(), name="analytics-report-preview"),
     path("reports/<int:report_id>/", api.ReportDetailApi.as_view(), name="analytics-report"),
 ]
+urlpatterns += [
+    path("anomalies/", api.AnomalyListApi.as_view(), name="analytics-anomalies"),
+    path(
+        "anomalies/<int:anomaly_id>/chart/",
+        api.AnomalyChartApi.as_view(),
+        name="analytics-anomaly-chart",
+    ),
+    path(
+        "anomalies/<int:anomaly_id>/acknowledge/",
+        api.AnomalyAcknowledgeApi.as_view(),
+        name="analytics-anomaly-acknowledge",
+    ),
+    path(
+        "anomalies/<int:anomaly_id>/resolve/",
+        api.AnomalyResolveApi.as_view(),
+        name="analytics-anomaly-resolve",
+    ),
+    path("alert_rules/", api.AlertRuleListApi.as_view(), name="analytics-alert-rules"),
+    path(
+        "alert_rules/<int:rule_id>/",
+        api.AlertRuleDetailApi.as_view(),
+        name="analytics-alert-rule",
+    ),
+    path(
+        "alert_deliveries/",
+        api.AlertDeliveryListApi.as_view(),
+        name="analytics-alert-deliveries",
+    ),
+]

@@ -33,6 +33,7 @@ ERROR_DESCRIPTIONS = {
     404: "No such shop or object for this user (the two are not told apart).",
     406: "No renderer for the requested Accept header.",
     413: "The body is too large.",
+    409: "The object is not in a state that allows this (e.g. already resolved).",
     415: "Unsupported Content-Encoding.",
     429: "Rate limit exceeded; retry after the seconds in the Retry-After header.",
     503: "Storage unavailable; retry after the seconds in the Retry-After header.",

@@ -212,6 +212,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.tasks.rollups_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
     },
+    # Shops whose rollups moved since their last detection, and every shop once an hour (a drop
+    # to nothing refreshes no rollup); alert deliveries left pending by a lost message.
+    "analytics-anomalies-sweep": {
+        "task": "analytics.tasks.anomalies_detect_sweep_task",
+        "schedule": timedelta(seconds=60),
+    },
     "rejected-events-prune": {
         "task": "events.tasks.rejected_events_prune_task",
         "schedule": crontab(hour=3, minute=17),
@@ -291,6 +297,7 @@ REPORT_VALUE_BANDS = "segments.selectors.segments.value_bands_get"
 # "catch_up": heavier work that beat runs on its own schedule. `manage.py process_events` runs every
 # stage in-process once it has caught up (events/follow_ups.py).
 PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
+    # The rollup refresh schedules anomaly detection itself once a day changed (debounced).
     ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("experiments", "notifications.tasks.experiments_refresh_task", "batch"),
@@ -307,22 +314,22 @@ ERASURE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("experiments", "notifications.tasks.experiment_exposures_repair_task", "shop"),
 ]
 
-# --- Email (reports) ------------------------------------------------------------------------------
+# --- Email (reports, alerts) ----------------------------------------------------------------------
 
-# SMTP in production (EMAIL_HOST set); the console backend, which prints each message, otherwise.
-EMAIL_HOST = env("EMAIL_HOST", default="")
-EMAIL_BACKEND = env(
-    "EMAIL_BACKEND",
-    default="django.core.mail.backends.smtp.EmailBackend"
-    if EMAIL_HOST
-    else "django.core.mail.backends.console.EmailBackend",
-)
-EMAIL_PORT = env.int("EMAIL_PORT", default=587)
-EMAIL_HOST_USER = env("EMAIL_HOST_USER", default="")
-EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD", default="")
-EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=bool(EMAIL_HOST))
-EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=30)
-DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="clickserver <reports@localhost>")
+# The embedded default prints each message to the console; production names its SMTP server in
+# one variable, e.g. EMAIL_URL=smtp+tls://user:password@smtp.example.com:587 (django-environ's
+# email_url sets EMAIL_BACKEND, EMAIL_HOST, EMAIL_PORT, the credentials and TLS from it).
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", default="clickserver <noreply@localhost>")
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=20)
+
+# --- Anomalies and alerts (docs/anomalies.md) -----------------------------------------------------
+
+# Where alert emails and webhooks link to (the dashboard's Alerts page is under it).
+PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://localhost:8000")
+ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
+# A delivery is tried this many times (backoff 2, 4, 8 … s between tries) before it fails.
+ALERT_DELIVERY_ATTEMPTS = env.int("ALERT_DELIVERY_ATTEMPTS", default=5)
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("analytics", "0003_daily_rollups_visitor_bitmaps_session_arrays"),
+        ("analytics", "0004_anomalies_alerts"),
         ("events", "0010_pipeline_job_experiments"),
     ]
 

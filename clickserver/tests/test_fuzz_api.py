@@ -55,6 +55,10 @@ EXPERIMENT_RULE = (
     "variants: distinct slug keys, exactly one control; key: a slug no live experiment uses; "
     "metrics and targeting as docs/experiments.md"
 )
+ALERT_RULE = (
+    "emails with channel email, webhook_url with channel webhook; threshold_direction and "
+    "threshold_value only with threshold_metric"
+)
 CROSS_PARAMETER_RULES = {
     **{
         f"GET /analytics/{name}/": PERIOD_RULE
@@ -82,6 +86,9 @@ CROSS_PARAMETER_RULES = {
     "GET /experiments/decide/": "anonymous_id, user_id or session_id: at least one not blank",
     "POST /experiments/": EXPERIMENT_RULE,
     "PATCH /experiments/{experiment_id}/": EXPERIMENT_RULE,
+    "GET /analytics/anomalies/": "since before until",
+    "POST /analytics/alert_rules/": ALERT_RULE,
+    "PATCH /analytics/alert_rules/{rule_id}/": ALERT_RULE,
 }
 
 

@@ -626,9 +626,156 @@
     });
   }
 
+
+  /* ---------------------------------------------------------------- Alerts */
+
+  var METRIC_LABELS = {
+    sessions: "Sessions", events: "Events", orders: "Orders", revenue: "Revenue",
+    conversion_rate: "Visit conversion", order_value: "Order", bot: "Bot",
+    shared_network: "Shared network", rejected_share: "Rejected events",
+    pipeline_lag: "Processing lag", eventless_day: "Day without events"
+  };
+
+  function metricLabel(metric) {
+    var match = /^(.*)_(hourly|daily)$/.exec(metric);
+    if (match) return (METRIC_LABELS[match[1]] || match[1]) + (match[2] === "hourly" ? " per hour" : " per day");
+    return METRIC_LABELS[metric] || metric;
+  }
+
+  function windowLabel(row) {
+    return dateTimeFormat.format(new Date(row.window_start));
+  }
+
+  function alerts() {
+    var csrf = document.getElementById("alerts-csrf").value;
+    var list = document.getElementById("open-anomalies");
+
+    function act(id, action) {
+      return fetch("/analytics/anomalies/" + id + "/" + action + "/", {
+        method: "POST", credentials: "same-origin",
+        headers: { "X-CSRFToken": csrf, Accept: "application/json" }
+      }).then(function (response) {
+        if (!response.ok) throw new Error(action + " answered " + response.status);
+        return response.json();
+      });
+    }
+
+    function badge(open) {
+      var count = (open.warning || 0) + (open.critical || 0);
+      var node = document.getElementById("alerts-badge");
+      if (node && count) node.textContent = String(count);
+      else if (node) node.remove();
+    }
+
+    function chart(row, canvas) {
+      analytics("anomalies/" + row.id + "/chart").then(function (data) {
+        var points = data.points || [];
+        var hourly = data.frequency === "hour";
+        var labels = points.map(function (p) {
+          return hourly ? dateTimeFormat.format(new Date(p.at)) : fmtDay(p.at);
+        });
+        var pick = function (key) { return points.map(function (p) { return p[key]; }); };
+        draw(canvas.id, {
+          type: "line",
+          data: {
+            labels: labels,
+            datasets: [
+              { label: "Normal band (low)", data: pick("low"), borderWidth: 0, pointRadius: 0, fill: false },
+              { label: "Normal band", data: pick("high"), borderWidth: 0, pointRadius: 0,
+                backgroundColor: ACCENT_SOFT, fill: "-1" },
+              { label: "Usual", data: pick("expected"), borderColor: CYAN, borderDash: [4, 4],
+                borderWidth: 1.5, pointRadius: 0 },
+              { label: "Observed", data: pick("observed"), borderColor: ACCENT, borderWidth: 2,
+                pointRadius: points.map(function (p) { return p.at.slice(0, 13) === row.window_start.slice(0, 13) ? 5 : 0; }),
+                pointBackgroundColor: AMBER }
+            ]
+          },
+          options: {
+            plugins: { legend: { labels: { filter: function (item) { return item.text !== "Normal band (low)"; } } } },
+            scales: { x: { ticks: { maxTicksLimit: 8 } }, y: { beginAtZero: true } }
+          }
+        }, points.length > 0, "No series to draw for this anomaly.");
+      }).catch(function (e) { failed(canvas, e); });
+    }
+
+    function card(row) {
+      var buttons = [];
+      if (row.status === "open") {
+        buttons.push(el("button", { type: "button", className: "btn secondary", "data-action": "acknowledge", text: "Acknowledge" }));
+      }
+      buttons.push(el("button", { type: "button", className: "btn", "data-action": "resolve", text: "Resolve" }));
+      var node = el("article", { className: "anomaly", "data-id": String(row.id) }, [
+        el("div", { className: "anomaly-head" }, [
+          el("span", { className: "tag " + row.severity, text: row.severity }),
+          el("strong", { text: metricLabel(row.metric) }),
+          el("span", { className: "when", text: windowLabel(row) }),
+          row.status === "acknowledged" ? el("span", { className: "tag acknowledged", text: "acknowledged" }) : "",
+          el("span", { className: "anomaly-actions" }, buttons)
+        ]),
+        // Shop and shopper text (order ids, user agents) only ever as text.
+        el("p", { text: row.explanation })
+      ]);
+      if (/_(hourly|daily)$/.test(row.metric) && row.kind !== "threshold") {
+        var canvas = el("canvas", { id: "anomaly-chart-" + row.id, "aria-label": "Chart of " + metricLabel(row.metric) });
+        node.appendChild(el("div", { className: "anomaly-chart" }, [canvas]));
+        chart(row, canvas);
+      }
+      buttons.forEach(function (button) {
+        button.addEventListener("click", function () {
+          buttons.forEach(function (b) { b.disabled = true; });
+          act(row.id, button.dataset.action).then(load).catch(function (e) {
+            node.appendChild(el("p", { className: "muted", text: "Failed: " + e.message }));
+            buttons.forEach(function (b) { b.disabled = false; });
+          });
+        });
+      });
+      return node;
+    }
+
+    function load() {
+      analytics("anomalies", { status: "open,acknowledged", limit: 50 }).then(function (data) {
+        badge(data.open);
+        list.innerHTML = "";
+        if (!data.rows.length) {
+          list.appendChild(el("p", { className: "muted", id: "no-open-anomalies", text: "Nothing open: the shop looks as usual." }));
+          return;
+        }
+        data.rows.forEach(function (row) { list.appendChild(card(row)); });
+      }).catch(function (e) { failed(list, e); });
+      analytics("anomalies", { limit: 100 }).then(function (data) {
+        fillTable("history-table", data.rows, function (row) {
+          return [td(windowLabel(row)), td(metricLabel(row.metric)),
+            el("td", {}, [el("span", { className: "tag " + row.severity, text: row.severity })]),
+            el("td", {}, [el("span", { className: "tag " + row.status, text: row.status })]),
+            td(row.explanation, "wrap")];
+        }, "No anomalies yet. Detection runs within a minute of new data.");
+      }).catch(function (e) { failed("history-table", e); });
+      analytics("alert_deliveries", { limit: 50 }).then(function (data) {
+        fillTable("deliveries-table", data.rows, function (row) {
+          return [td(dateTimeFormat.format(new Date(row.created_at))), td(row.rule), td(metricLabel(row.metric)),
+            el("td", { title: row.error || "" }, [el("span", { className: "tag " + row.status, text: row.status })]),
+            num(fmtInt(row.attempts))];
+        }, "Nothing sent yet.");
+      }).catch(function (e) { failed("deliveries-table", e); });
+    }
+
+    analytics("alert_rules").then(function (data) {
+      fillTable("rules-table", data.rows, function (rule) {
+        var sends = rule.threshold_metric
+          ? metricLabel(rule.threshold_metric) + " " + rule.threshold_direction + " " + rule.threshold_value
+          : (rule.kinds.length ? rule.kinds.join(", ") : "every kind") + ", " + rule.min_severity + " or worse";
+        var to = rule.channel === "email" ? rule.emails.join(", ") : rule.webhook_url;
+        return [td(rule.name + (rule.is_active ? "" : " (paused)")), td(sends, "wrap"),
+          td(rule.channel + ": " + to, "wrap"), num(rule.cooldown_minutes + " min")];
+      }, "No rules yet: anomalies are listed here but sent nowhere.");
+    }).catch(function (e) { failed("rules-table", e); });
+    load();
+    setInterval(load, 30000);
+  }
+
   var PAGES = {
     overview: overview, traffic: traffic, funnel: funnel, products: products, carts: carts,
-    retention: retention, geography: geography, live: live, install: install
+    retention: retention, geography: geography, live: live, install: install, alerts: alerts
   };
   (PAGES[config.page] || function () {})();
   if (config.isStaff) demoButtons();

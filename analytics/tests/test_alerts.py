@@ -1,0 +1,298 @@
+"""Alert delivery against real receivers: a local SMTP server (aiosmtpd) and a local HTTP
+server in a thread that verifies the HMAC signature; dedup, cooldown, retries, the log."""
+
+import email
+import json
+import socket
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from analytics.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_verify
+from analytics.models import AlertDelivery, Anomaly, DeliveryStatus
+from analytics.services.alerts import (
+    DeliveryRetry,
+    alert_deliver,
+    alert_rule_create,
+    alerts_dispatch,
+)
+from analytics.services.detection import anomalies_detect
+from analytics.tests.rollup_history import hour_set, rollup_history_write
+from analytics.tests.test_anomalies_api import anomaly
+
+NOW = datetime(2026, 3, 4, 10, 5, tzinfo=UTC)
+
+pytestmark = pytest.mark.django_db
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every message the server accepts."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def smtp_server(settings):
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield inbox
+    controller.stop()
+
+
+class Receiver:
+    """A webhook receiver: answers with the queued status codes (then 200) and verifies each
+    request's signature as a real receiver would."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.statuses: list[int] = []
+        self.secret = ""
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(
+                    {
+                        "body": body,
+                        "verified": signature_verify(
+                            secret=receiver.secret,
+                            timestamp=self.headers[TIMESTAMP_HEADER],
+                            signature=self.headers[SIGNATURE_HEADER],
+                            body=body,
+                            now=time.time(),
+                        ),
+                    }
+                )
+                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def webhook_rule(shop, receiver, **fields):
+    rule = alert_rule_create(
+        shop=shop,
+        data={"name": "Hook", "channel": "webhook", "webhook_url": receiver.url, **fields},
+    )
+    receiver.secret = rule.secret
+    return rule
+
+
+def test_email_through_a_real_smtp_server(shop, smtp_server, settings):
+    settings.PUBLIC_BASE_URL = "https://analytics.example.com"
+    alert_rule_create(
+        shop=shop,
+        data={"name": "Ops", "channel": "email", "emails": ["ops@example.com", "me@example.com"]},
+    )
+    row = anomaly(shop, explanation="Sessions were 80 <b>not bold</b>, about 8.0× the usual 10.")
+    pending = alerts_dispatch(anomaly_ids=[row.pk], now=NOW).pending
+    delivery = alert_deliver(delivery_id=pending[0], now=NOW)
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.attempts == 1
+    [(recipients, raw)] = smtp_server.messages
+    assert sorted(recipients) == ["me@example.com", "ops@example.com"]
+    message = email.message_from_bytes(raw, policy=policy.default)
+    assert message["Subject"] == f"[warning] {shop.name}: sessions hourly"
+    text = message.get_body(("plain",)).get_content()
+    html = message.get_body(("html",)).get_content()
+    assert "Sessions were 80 <b>not bold</b>" in text
+    # Shop and shopper text is escaped in the HTML part.
+    assert "&lt;b&gt;not bold&lt;/b&gt;" in html
+    assert "<b>" not in html
+    assert f"https://analytics.example.com/alerts/?shop={shop.domain}" in text
+
+
+def test_an_unreachable_smtp_server_is_retried_then_failed(shop, settings):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nobody listens
+    settings.ALERT_DELIVERY_ATTEMPTS = 2
+    alert_rule_create(shop=shop, data={"name": "Ops", "channel": "email", "emails": ["o@x.io"]})
+    [delivery_id] = alerts_dispatch(anomaly_ids=[anomaly(shop).pk], now=NOW).pending
+    with pytest.raises(DeliveryRetry):
+        alert_deliver(delivery_id=delivery_id, now=NOW)
+    delivery = alert_deliver(delivery_id=delivery_id, now=NOW)
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.attempts == 2
+    assert "ConnectionRefusedError" in delivery.error
+
+
+def test_webhook_is_signed_slack_compatible_and_retried(shop, receiver):
+    rule = webhook_rule(shop, receiver)
+    row = anomaly(shop)
+    receiver.statuses = [503]
+    [delivery_id] = alerts_dispatch(anomaly_ids=[row.pk], now=NOW).pending
+    with pytest.raises(DeliveryRetry):
+        alert_deliver(delivery_id=delivery_id, now=NOW)
+    failed_once = AlertDelivery.objects.get(pk=delivery_id)
+    assert failed_once.status == DeliveryStatus.PENDING
+    assert failed_once.response_code == 503
+    delivery = alert_deliver(delivery_id=delivery_id, now=NOW)
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.attempts == 2
+    assert delivery.response_code == 200
+    assert [request["verified"] for request in receiver.requests] == [True, True]
+    body = json.loads(receiver.requests[-1]["body"])
+    assert body["text"].startswith(f"[warning] {shop.name}: sessions hourly")
+    assert body["blocks"][0]["type"] == "header"
+    assert body["clickserver"]["anomaly_id"] == row.pk
+    assert body["clickserver"]["band"] == [5.0, 15.0]
+    # A receiver with another secret (or a tampered body) refuses it.
+    request = receiver.requests[-1]
+    assert not signature_verify(
+        secret=rule.secret[::-1], timestamp=str(int(time.time())), signature="v1=00",
+        body=request["body"], now=time.time(),
+    )  # fmt: skip
+
+
+def test_a_4xx_answer_fails_at_once(shop, receiver):
+    webhook_rule(shop, receiver)
+    receiver.statuses = [410]
+    [delivery_id] = alerts_dispatch(anomaly_ids=[anomaly(shop).pk], now=NOW).pending
+    delivery = alert_deliver(delivery_id=delivery_id, now=NOW)
+    assert delivery.status == DeliveryStatus.FAILED
+    assert delivery.response_code == 410
+
+
+def test_dedup_cooldown_and_matching(shop, receiver):
+    webhook_rule(shop, receiver, cooldown_minutes=30, kinds=["traffic"])
+    first = anomaly(shop)
+    # The same anomaly twice: one delivery.
+    assert len(alerts_dispatch(anomaly_ids=[first.pk], now=NOW).pending) == 1
+    assert alerts_dispatch(anomaly_ids=[first.pk], now=NOW).pending == []
+    # The next hour's anomaly of the same metric, within 30 minutes: logged, not sent.
+    second = anomaly(shop, window_start=first.window_start + timedelta(hours=1))
+    result = alerts_dispatch(anomaly_ids=[second.pk], now=NOW + timedelta(minutes=10))
+    assert result.pending == []
+    assert result.suppressed == 1
+    # Another metric is not in the cooldown; after it, the same metric goes out again.
+    other = anomaly(shop, metric="events_hourly")
+    assert len(alerts_dispatch(anomaly_ids=[other.pk], now=NOW + timedelta(minutes=10)).pending)
+    third = anomaly(shop, window_start=first.window_start + timedelta(hours=2))
+    assert len(alerts_dispatch(anomaly_ids=[third.pk], now=NOW + timedelta(minutes=31)).pending)
+    # Info is below the rule's minimum (warning); an order is not a traffic anomaly.
+    quiet = anomaly(shop, severity="info", window_start=first.window_start - timedelta(hours=5))
+    order = anomaly(shop, kind="order", metric="order_value", subject="#1", severity="critical")
+    assert alerts_dispatch(anomaly_ids=[quiet.pk, order.pk], now=NOW + timedelta(hours=2)) == (
+        alerts_dispatch(anomaly_ids=[], now=NOW)
+    )
+    statuses = sorted(AlertDelivery.objects.values_list("status", flat=True))
+    assert statuses == ["pending", "pending", "pending", "suppressed"]
+
+
+def test_acknowledged_anomalies_are_not_alerted(shop, receiver):
+    webhook_rule(shop, receiver)
+    row = anomaly(shop, status="acknowledged")
+    assert alerts_dispatch(anomaly_ids=[row.pk], now=NOW).pending == []
+
+
+def test_a_threshold_rule_alerts_only_for_itself(
+    shop, receiver, celery_eager, django_capture_on_commit_callbacks
+):
+    rollup_history_write(shop, end=NOW.replace(minute=0))
+    rule = webhook_rule(
+        shop, receiver, threshold_metric="sessions_hourly", threshold_value=9,
+        min_severity="info",
+    )  # fmt: skip
+    other = webhook_rule(shop, receiver, min_severity="info")
+    receiver.secret = rule.secret
+    hour_set(shop, NOW.replace(minute=0), session_count=12)
+    with django_capture_on_commit_callbacks(execute=True):
+        result = anomalies_detect(shop_id=shop.pk, now=NOW)
+    row = Anomaly.objects.get(kind="threshold")
+    assert row.subject == f"rule:{rule.pk}"
+    assert row.observed == 12
+    assert row.pk in result.opened
+    [delivery] = AlertDelivery.objects.filter(anomaly=row)
+    assert delivery.rule_id == rule.pk
+    assert delivery.rule_id != other.pk
+    assert delivery.status == DeliveryStatus.SENT
+
+
+def test_detection_to_delivery_end_to_end(
+    shop, receiver, celery_eager, django_capture_on_commit_callbacks
+):
+    """A spike in the rollups → detection → dispatch task → delivery task → a signed webhook
+    at a real HTTP receiver, logged as sent."""
+    webhook_rule(shop, receiver)
+    spike = NOW.replace(minute=0) - timedelta(hours=1)
+    rollup_history_write(shop, end=NOW.replace(minute=0))
+    hour_set(shop, spike, session_count=90)
+    with django_capture_on_commit_callbacks(execute=True):
+        anomalies_detect(shop_id=shop.pk, now=NOW)
+    delivery = AlertDelivery.objects.get(anomaly__metric="sessions_hourly")
+    assert delivery.status == DeliveryStatus.SENT
+    assert delivery.response_code == 200
+    assert all(request["verified"] for request in receiver.requests)
+    sent = [json.loads(request["body"])["clickserver"] for request in receiver.requests]
+    assert len(sent) == AlertDelivery.objects.filter(status=DeliveryStatus.SENT).count()
+    [hourly] = [body for body in sent if body["metric"] == "sessions_hourly"]
+    assert hourly["window_start"] == spike.isoformat()
+
+
+def test_a_cooldown_of_zero_holds_nothing_back(shop, receiver):
+    webhook_rule(shop, receiver, cooldown_minutes=0)
+    first = anomaly(shop)
+    second = anomaly(shop, window_start=first.window_start + timedelta(hours=1))
+    # The second dispatch took its clock a moment before the first one's rows were written.
+    assert len(alerts_dispatch(anomaly_ids=[first.pk], now=NOW).pending) == 1
+    result = alerts_dispatch(anomaly_ids=[second.pk], now=NOW - timedelta(seconds=1))
+    assert len(result.pending) == 1
+    assert result.suppressed == 0
+
+
+def test_a_window_rejudged_from_drop_to_spike_is_told_again(shop, receiver):
+    from analytics.services.anomalies import anomalies_store
+    from analytics.tests.test_anomalies_detection import stored_in
+
+    webhook_rule(shop, receiver, cooldown_minutes=0)
+    first = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="drop")], now=NOW)
+    assert len(alerts_dispatch(anomaly_ids=first.opened, now=NOW).pending) == 1
+    # Late events: the same window is now a spike. Same row, a second delivery.
+    again = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="spike")], now=NOW)
+    assert again.opened == []
+    assert again.escalated == first.opened
+    assert len(alerts_dispatch(anomaly_ids=again.escalated, now=NOW).pending) == 1
+    assert sorted(AlertDelivery.objects.values_list("direction", flat=True)) == ["drop", "spike"]
+    # Judged a spike once more: nothing new.
+    third = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="spike")], now=NOW)
+    assert third.escalated == []
