@@ -11,6 +11,7 @@ anomaly once the metric's newest complete bucket is back inside its band.
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ from analytics.detectors.seasonal import DAY, HOUR, SeasonalConfig, finding_buil
 from analytics.models import AlertRule, AnomalyKind, BotTag, DetectionState
 from analytics.periods import HOUR as ONE_HOUR
 from analytics.periods import hour_floor, local_date
+from analytics.selectors.bots import bot_days_get
 from analytics.selectors.detection import (
     BOT_METRIC,
     FREQUENCY_SUFFIX,
@@ -320,7 +322,8 @@ def _bots_detect(
     state.events_position = upto
     if events.empty:
         return [], 0
-    found, tagged = [], 0
+    found: list[AnomalyIn] = []
+    tagged_people: list[int] = []
     for finding in events_detect_bots(events, config=setup.bots):
         day = local_midnight(local_date(finding.first_at.to_pydatetime(), setup.tz), setup.tz)
         reasons = [reason.code for reason in finding.reasons]
@@ -331,7 +334,7 @@ def _bots_detect(
             ],
             "event_count": finding.event_count,
             "session_count": len(finding.session_ids),
-            "excluded_from_analytics": False,
+            "excluded_from_analytics": setup.exclude_bots,
         }
         if finding.entity == "person":
             bot_tag_upsert(
@@ -344,7 +347,7 @@ def _bots_detect(
                 last_at=finding.last_at.to_pydatetime(),
                 now=now,
             )
-            tagged += 1
+            tagged_people.append(int(finding.entity_id))
         found.append(
             AnomalyIn(
                 kind=AnomalyKind.BOT,
@@ -364,7 +367,24 @@ def _bots_detect(
                 details=details,
             )
         )
-    return found, tagged
+    if tagged_people and setup.exclude_bots:
+        bot_days_recompute_schedule(shop=setup.shop, person_ids=tagged_people)
+    return found, len(tagged_people)
+
+
+def bot_days_recompute_schedule(*, shop: Shop, person_ids: list[int]) -> list[str]:
+    """Once the transaction commits, recompute the rollup days these (newly tagged or
+    untagged) people's sessions touch, through the erasure's path (`rollups_days_recompute`):
+    the rollups then leave them out, or take them back. Returns the ISO days."""
+    from analytics.tasks import rollups_days_recompute_task
+
+    days = [
+        day.isoformat()
+        for day in bot_days_get(shop_id=shop.pk, person_ids=person_ids, tz=ZoneInfo(shop.timezone))
+    ]
+    if days:
+        transaction.on_commit(lambda: rollups_days_recompute_task.delay(shop.pk, days))
+    return days
 
 
 def bot_tag_upsert(
