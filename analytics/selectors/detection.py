@@ -319,6 +319,35 @@ def rejections_hourly_get(
     return accepted, rejected
 
 
+def shopify_orders_tracking_get(
+    *, shop_id: int, start: datetime, end: datetime
+) -> tuple[list[str], list[str]]:
+    """(the ids of the Shopify orders placed in [start, end), those of them with a tracked
+    `purchase` event): two indexed reads, the events' by time around the window (a purchase
+    is tracked within minutes of its order; a day either side is generous)."""
+    shopify = list(
+        Order.objects.filter(
+            shop_id=shop_id,
+            source=Order.Source.SHOPIFY,
+            placed_at__gte=start,
+            placed_at__lt=end,
+        ).values_list("order_id", flat=True)
+    )
+    if not shopify:
+        return [], []
+    tracked = set(
+        Event.objects.filter(
+            shop_id=shop_id,
+            type="purchase",
+            occurred_at__gte=start - timedelta(days=1),
+            occurred_at__lt=end + timedelta(days=1),
+        )
+        .exclude(order_id="")
+        .values_list("order_id", flat=True)
+    )
+    return shopify, sorted(tracked.intersection(shopify))
+
+
 def series_config(
     setup: ShopDetection, *, name: str, frequency: str, usual_order: float
 ) -> SeasonalConfig:

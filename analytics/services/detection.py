@@ -23,7 +23,9 @@ from redis.exceptions import RedisError
 from analytics.detectors.bots import events_detect_bots
 from analytics.detectors.findings import Band, Direction, Finding, window_phrase
 from analytics.detectors.health import (
+    UNTRACKED_ORDERS,
     days_without_events,
+    orders_untracked_check,
     pipeline_lag_check,
     rejections_check,
 )
@@ -52,6 +54,7 @@ from analytics.selectors.detection import (
     rollups_updated_at,
     series_config,
     shop_detection_get,
+    shopify_orders_tracking_get,
 )
 from analytics.services.anomalies import (
     AnomalyIn,
@@ -70,6 +73,9 @@ DAYS_REJUDGED = 3
 # Orders placed longer ago than this are never alerted on, even when first seen now (an import).
 ORDERS_RECENT = timedelta(days=7)
 THRESHOLD_DETECTOR = "threshold"
+# Orders placed this recently are not judged yet: the storefront's purchase event can reach us a
+# little after Shopify's order webhook.
+UNTRACKED_SETTLE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +242,49 @@ def _series_detect(setup: ShopDetection, *, now: datetime, usual_order: float) -
             judged.returned.extend(one.returned)
             judged.latest.update(one.latest)
     judged.found.extend(_health_series(setup, hourly=hourly, daily=daily, now=now))
+    untracked = _untracked_orders_detect(setup, now=now)
+    judged.found.extend(untracked)
+    if not untracked:
+        # Neither yesterday nor today fires: the orders are tracked again.
+        judged.returned.append((UNTRACKED_ORDERS, now))
     return judged
+
+
+def _untracked_orders_detect(setup: ShopDetection, *, now: datetime) -> list[AnomalyIn]:
+    """Shopify orders without a tracked purchase, per shop-local day: yesterday whole and
+    today up to `UNTRACKED_SETTLE` ago (the snippet's purchase may follow the webhook by a
+    moment). Today's row keeps its window start, so later runs update it."""
+    today = local_date(now, setup.tz)
+    found = []
+    for day in (today - timedelta(days=1), today):
+        start = local_midnight(day, setup.tz)
+        end = min(local_midnight(day + timedelta(days=1), setup.tz), now - UNTRACKED_SETTLE)
+        if end <= start:
+            continue
+        orders, tracked = shopify_orders_tracking_get(shop_id=setup.shop.pk, start=start, end=end)
+        finding = orders_untracked_check(
+            shopify_order_ids=orders,
+            tracked_order_ids=tracked,
+            window_start=pd.Timestamp(start).tz_convert(setup.tz),
+            window_end=pd.Timestamp(end).tz_convert(setup.tz),
+            config=setup.health,
+        )
+        if finding is not None:
+            untracked = sorted(set(orders) - set(tracked))
+            found.append(
+                _from_finding(
+                    finding,
+                    kind=AnomalyKind.HEALTH,
+                    setup=setup,
+                    frequency=HOUR,
+                    details={
+                        "orders": len(orders),
+                        "untracked": len(untracked),
+                        "examples": untracked[:10],
+                    },
+                )
+            )
+    return found
 
 
 def _health_series(
