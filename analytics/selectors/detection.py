@@ -8,6 +8,7 @@ the raw log, so judging a shop costs a few thousand rows whatever its event coun
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -87,6 +88,22 @@ def currency_symbol(code: str) -> str:
 def detection_settings_get(*, shop: Shop) -> DetectionSettings:
     """The shop's settings row, or an unsaved one holding the defaults."""
     return DetectionSettings.objects.filter(shop=shop).first() or DetectionSettings(shop=shop)
+
+
+def detection_settings_row(*, shop: Shop) -> dict[str, Any]:
+    """The shop's settings as the API shows them (the defaults when it has no row)."""
+    row = detection_settings_get(shop=shop)
+    return {
+        "shop": shop.domain,
+        "hourly_threshold": row.hourly_threshold,
+        "daily_threshold": row.daily_threshold,
+        "min_history": row.min_history,
+        "high_value_order": None if row.high_value_order is None else float(row.high_value_order),
+        "order_threshold": row.order_threshold,
+        "holidays": sorted(row.holidays),
+        "exclude_bots": row.exclude_bots,
+        "updated_at": row.updated_at.isoformat() if row.pk and row.updated_at else None,
+    }
 
 
 def shop_detection_get(*, shop: Shop) -> ShopDetection:
