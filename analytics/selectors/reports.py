@@ -421,7 +421,7 @@ def report_anomalies_get(*, shop: Shop, period: Period) -> AnomaliesSummary:
         .order_by("window_start", "id")
     )  # fmt: skip
     found.sort(key=lambda a: SEVERITY_RANK.get(a.severity, len(SEVERITY_RANK)))
-    by_severity = defaultdict(int)
+    by_severity: dict[str, int] = defaultdict(int)
     for anomaly in found:
         by_severity[anomaly.severity] += 1
     return AnomaliesSummary(
