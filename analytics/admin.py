@@ -1,11 +1,15 @@
-"""Reports in the admin: recipients are written through their services; reports are shown
-read-only (the sweep builds them; `manage.py report` prints one)."""
+"""Reports and detection settings in the admin: recipients and settings are written through
+their services; reports are shown read-only (the sweep builds them; `manage.py report` prints
+one)."""
 
+from django import forms
 from django.contrib import admin
 
-from analytics.models import Report, ReportRecipient
+from analytics.models import DetectionSettings, Report, ReportRecipient
+from analytics.services import detection_settings as detection
 from analytics.services import reports as services
 from clickserver.admin import ReadOnlyAdmin
+from clickserver.errors import ApplicationError
 
 
 @admin.register(ReportRecipient)
@@ -63,3 +67,60 @@ class ReportAdmin(ReadOnlyAdmin):
         "sent_at",
         "recipient_count",
     )
+
+
+class DetectionSettingsForm(forms.ModelForm):
+    """The same validation as the API (`detection_settings_clean`): a negative threshold or a
+    malformed holiday is a form error, not a saved row."""
+
+    class Meta:
+        model = DetectionSettings
+        fields = (
+            "shop",
+            "hourly_threshold",
+            "daily_threshold",
+            "min_history",
+            "order_threshold",
+            "high_value_order",
+            "holidays",
+            "exclude_bots",
+        )
+
+    def clean(self):
+        data = super().clean()
+        values = {k: v for k, v in data.items() if k in detection.SETTINGS_FIELDS}
+        if values.get("high_value_order") is not None:
+            values["high_value_order"] = str(values["high_value_order"])
+        try:
+            detection.detection_settings_clean(values)
+        except ApplicationError as error:
+            for name, messages in (error.fields or {}).items():
+                self.add_error(name if name in self.fields else None, messages)
+        return data
+
+
+@admin.register(DetectionSettings)
+class DetectionSettingsAdmin(admin.ModelAdmin):
+    form = DetectionSettingsForm
+    list_display = (
+        "shop",
+        "hourly_threshold",
+        "daily_threshold",
+        "high_value_order",
+        "exclude_bots",
+        "updated_at",
+    )
+    list_filter = ("exclude_bots",)
+    search_fields = ("shop__domain",)
+
+    def get_readonly_fields(self, request, obj=None):
+        return ("shop",) if obj is not None else ()
+
+    def save_model(self, request, obj, form, change):
+        data = {k: v for k, v in form.cleaned_data.items() if k in detection.SETTINGS_FIELDS}
+        if data.get("high_value_order") is not None:
+            data["high_value_order"] = str(data["high_value_order"])
+        shop = obj.shop if change else form.cleaned_data["shop"]
+        row = detection.detection_settings_update(shop=shop, data=data)
+        obj.pk = row.pk
+        obj.refresh_from_db()

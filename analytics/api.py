@@ -42,7 +42,7 @@ from analytics.selectors.anomalies import (
 )
 from analytics.selectors.carts import abandoned_carts_get
 from analytics.selectors.counts import session_count_get, user_count_get, visit_conversion_get
-from analytics.selectors.detection import METRICS, SERIES_METRICS
+from analytics.selectors.detection import METRICS, SERIES_METRICS, detection_settings_row
 from analytics.selectors.funnels import funnel_compute
 from analytics.selectors.geography import geography_get
 from analytics.selectors.insights import insights_get
@@ -63,6 +63,7 @@ from analytics.selectors.retention import retention_get
 from analytics.selectors.trends import trends_get
 from analytics.services.alerts import alert_rule_create, alert_rule_delete, alert_rule_update
 from analytics.services.anomalies import anomaly_acknowledge, anomaly_resolve
+from analytics.services.detection_settings import detection_settings_update
 from clickserver.api import Pagination
 from clickserver.schema import (
     END,
@@ -520,6 +521,57 @@ class AlertRuleDetailApi(APIView):
         rule = alert_rule_get_for_shops(rule_id=rule_id, shops=shops_for_user(user=request.user))
         alert_rule_delete(rule=rule)
         return Response(status=204)
+
+
+DETECTION_SETTINGS_BODY = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        **{
+            name: {"type": "number", "minimum": 1, "maximum": 100, "description": "Robust z."}
+            for name in ("hourly_threshold", "daily_threshold", "order_threshold")
+        },
+        "min_history": {"type": "integer", "minimum": 1, "maximum": 52},
+        "high_value_order": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": 999999999999,
+            "nullable": True,
+            "description": "In the shop currency; null turns the high-value alert off.",
+        },
+        "holidays": {
+            "type": "array",
+            "items": {"type": "string", "format": "date"},
+            "maxItems": 366,
+            "description": "Shop-local days on which nothing is flagged.",
+        },
+        "exclude_bots": {
+            "type": "boolean",
+            "description": "Leave tagged bots out of the analytics (their days are recomputed).",
+        },
+    },
+}
+
+
+class DetectionSettingsApi(APIView):
+    @extend_schema(
+        parameters=[SHOP], responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)}
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        return Response(detection_settings_row(shop=shop))
+
+    @extend_schema(
+        parameters=[SHOP],
+        request={"application/json": DETECTION_SETTINGS_BODY},
+        responses={200: RULE_SCHEMA, **error_responses(*MEMBER_ERRORS)},
+        description="Change some settings; an unknown field, a wrong type or a value out of "
+        "range (a negative threshold) answers 400 naming each field and saves nothing.",
+    )
+    def patch(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        detection_settings_update(shop=shop, data=request.data)
+        return Response(detection_settings_row(shop=shop))
 
 
 class AlertDeliveryListApi(APIView):

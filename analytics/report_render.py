@@ -71,6 +71,16 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
         )
     else:
         candidates.append(f"No orders were placed; {count(head['sessions'], 'session')} recorded.")
+    # Reports stored before anomalies were part of them have no such key.
+    anomalies = data.get("anomalies") or {"critical": 0, "rows": []}
+    critical = [a for a in anomalies["rows"] if a["severity"] == "critical"]
+    if anomalies["critical"] and critical:
+        more = anomalies["critical"] - 1
+        others = f" ({count(more, 'other critical anomaly')} in the period)" if more else ""
+        candidates.append(
+            f"Critical anomaly at {anomaly_window(critical[0])}: "
+            f"{critical[0]['explanation'].rstrip('.')}{others}."
+        )
     gross, refunds = Decimal(head["gross"]), Decimal(head["refunds"])
     if refunds > 0 and (gross == 0 or refunds >= gross / 10):
         share = f" ({percent(float(refunds / gross))} of sales)" if gross else ""
@@ -127,6 +137,34 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
         f"{count(customers['guest_orders'], 'guest order')} came without an account."
     )
     return candidates[:3]
+
+
+def anomaly_window(row: dict[str, Any]) -> str:
+    """`2026-03-04 14:00–15:00` (local): the window from its stored ISO form."""
+    start, end = row["window_start"], row["window_end"]
+    if start[:10] == end[:10] or (end[11:16] == "00:00" and start[11:16] != "00:00"):
+        return f"{start[:10]} {start[11:16]}–{end[11:16]}"
+    if start[11:16] == end[11:16] == "00:00":
+        return start[:10]
+    return f"{start[:10]} {start[11:16]} to {end[:10]} {end[11:16]}"
+
+
+def _anomaly_lines(data: dict[str, Any]) -> list[str]:
+    anomalies = data.get("anomalies")
+    if not anomalies or not anomalies["count"]:
+        return ["  None detected."]
+    lines = [
+        f"  {count(anomalies['count'], 'anomaly')}: {anomalies['critical']:,} critical, "
+        f"{anomalies['warning']:,} warning, {anomalies['info']:,} info"
+    ]
+    for row in anomalies["rows"]:
+        lines.append(
+            f"  [{row['severity']}] {anomaly_window(row)} {row['metric']} ({row['status']}): "
+            f"{row['explanation']}"
+        )
+    if anomalies["count"] > len(anomalies["rows"]):
+        lines.append(f"  … and {anomalies['count'] - len(anomalies['rows']):,} more")
+    return lines
 
 
 def _table(rows: list[list[str]], header: list[str]) -> list[str]:
@@ -254,6 +292,9 @@ def report_text_render(data: dict[str, Any], findings: list[str]) -> str:
             ],
             ["", "Customers", "Sales"],
         ),
+        "",
+        "Anomalies (shop-local windows starting in the period)",
+        *_anomaly_lines(data),
     ]
     return "\n".join(lines) + "\n"
 
@@ -327,5 +368,9 @@ def report_html_render(data: dict[str, Any], findings: list[str], charts: dict[s
             "title": f"{KIND_TITLES[data['kind']]}: {period_label(data)}",
             "findings": findings,
             "charts": charts,
+            "anomaly_rows": [
+                {**row, "window": anomaly_window(row)}
+                for row in (data.get("anomalies") or {}).get("rows", [])
+            ],
         },
     )

@@ -37,6 +37,11 @@ urlpatterns += [
         api.AnomalyResolveApi.as_view(),
         name="analytics-anomaly-resolve",
     ),
+    path(
+        "detection_settings/",
+        api.DetectionSettingsApi.as_view(),
+        name="analytics-detection-settings",
+    ),
     path("alert_rules/", api.AlertRuleListApi.as_view(), name="analytics-alert-rules"),
     path(
         "alert_rules/<int:rule_id>/",

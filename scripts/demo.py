@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PORT = os.environ.get("DEMO_PORT", "8000")
 BASE = f"http://127.0.0.1:{PORT}"
 DOMAIN = "demo-shop.example.com"
+OWNER_EMAIL = os.environ.get("DEMO_OWNER_EMAIL", "owner@demo-shop.example.com")
 BIN = Path(sys.executable).parent
 # The demo's running experiment (demo_experiments) and the true effect its live visits carry.
 RUNNING_EXPERIMENT = "one-click-checkout"
@@ -111,7 +112,7 @@ def main() -> None:
         "from django.contrib.auth import get_user_model; U = get_user_model(); "
         "u, _ = U.objects.get_or_create(username='admin', defaults={'is_staff': True, "
         "'is_superuser': True}); u.is_staff = u.is_superuser = True; "
-        f"u.set_password({password!r}); u.save()",
+        f"u.email = {OWNER_EMAIL!r}; u.set_password({password!r}); u.save()",
     )  # fmt: skip
     fresh = "does not exist" in manage(
         "shell", "-v0", "-c",
@@ -123,6 +124,14 @@ def main() -> None:
         # follow the shop's timezone.
         manage("create_shop", "--domain", DOMAIN, "--owner", "admin", "--name", "Demo Tea Shop",
                "--timezone", "America/New_York")  # fmt: skip
+    # "Generate anomalies" ends in an alert: warnings and worse are emailed to the owner, and
+    # without EMAIL_URL the console backend prints the email in this terminal (the worker's).
+    manage(
+        "shell", "-v0", "-c",
+        "from events.models import Shop; from analytics.services.alerts import "
+        f"alert_rule_demo_ensure; alert_rule_demo_ensure(shop=Shop.objects.get(domain={DOMAIN!r}), "
+        f"email={OWNER_EMAIL!r})",
+    )  # fmt: skip
 
     env = {**os.environ, "GUNICORN_BIND": f"127.0.0.1:{PORT}", "GUNICORN_WORKERS": "2",
            "GUNICORN_ACCESS_LOG": os.devnull}  # fmt: skip
@@ -149,6 +158,8 @@ def main() -> None:
             f"  admin:     {BASE}/admin/\n"
             f"  API docs:  {BASE}/api/docs/\n"
             f"  health:    {BASE}/health/ready/\n"
+            f"  alerts:    emailed to {OWNER_EMAIL} (printed here: the console email backend);\n"
+            f"             the dashboard's Generate anomalies button sends one within a minute\n"
             f"Ctrl-C stops web, worker and beat.\n",
             flush=True,
         )

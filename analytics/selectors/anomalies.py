@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from django.db.models import Count, Q, Sum
+from django.db.models import Count, Q
 
 from analytics.detectors.seasonal import HOUR, series_baseline
 from analytics.models import (
@@ -14,16 +14,17 @@ from analytics.models import (
     AlertRule,
     Anomaly,
     AnomalyStatus,
-    BotTag,
     DeliveryStatus,
     DetectionState,
 )
 from analytics.periods import hour_floor, local_date
+from analytics.selectors.bots import bots_excluded_summary
 from analytics.selectors.detection import (
     FREQUENCY_SUFFIX,
     HISTORY,
     SERIES,
     daily_series_get,
+    detection_settings_get,
     hourly_series_get,
     orders_reference_get,
     series_config,
@@ -97,6 +98,10 @@ def anomalies_list(
         "shop": shop.domain,
         "count": total,
         "open": anomalies_open_counts(shop_id=shop.pk),
+        # Tagged bots and whether the rollups leave them out: the count of what was excluded.
+        "bots": bots_excluded_summary(
+            shop_id=shop.pk, exclude_bots=detection_settings_get(shop=shop).exclude_bots
+        ),
         "rows": [anomaly_row(anomaly) for anomaly in page],
     }
 
@@ -243,21 +248,6 @@ def alert_deliveries_list(*, shop: Shop, limit: int) -> dict[str, Any]:
             }
             for delivery in rows
         ],
-    }
-
-
-def bots_summary(*, shop: Shop) -> dict[str, Any]:
-    """What the bot detector tagged: people, their sessions and events."""
-    totals = BotTag.objects.filter(shop=shop).aggregate(
-        people=Count("id"), events=Sum("event_count")
-    )
-    sessions = sum(
-        len(ids) for ids in BotTag.objects.filter(shop=shop).values_list("session_ids", flat=True)
-    )
-    return {
-        "people": totals["people"] or 0,
-        "sessions": sessions,
-        "events": totals["events"] or 0,
     }
 
 

@@ -8,6 +8,7 @@ the raw log, so judging a shop costs a few thousand rows whatever its event coun
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -87,6 +88,22 @@ def currency_symbol(code: str) -> str:
 def detection_settings_get(*, shop: Shop) -> DetectionSettings:
     """The shop's settings row, or an unsaved one holding the defaults."""
     return DetectionSettings.objects.filter(shop=shop).first() or DetectionSettings(shop=shop)
+
+
+def detection_settings_row(*, shop: Shop) -> dict[str, Any]:
+    """The shop's settings as the API shows them (the defaults when it has no row)."""
+    row = detection_settings_get(shop=shop)
+    return {
+        "shop": shop.domain,
+        "hourly_threshold": row.hourly_threshold,
+        "daily_threshold": row.daily_threshold,
+        "min_history": row.min_history,
+        "high_value_order": None if row.high_value_order is None else float(row.high_value_order),
+        "order_threshold": row.order_threshold,
+        "holidays": sorted(row.holidays),
+        "exclude_bots": row.exclude_bots,
+        "updated_at": row.updated_at.isoformat() if row.pk and row.updated_at else None,
+    }
 
 
 def shop_detection_get(*, shop: Shop) -> ShopDetection:
@@ -317,6 +334,35 @@ def rejections_hourly_get(
         rejected[pd.Timestamp(hour).tz_convert(UTC)] = count
     accepted = hourly["events"].tz_convert(UTC).reindex(rejected.index).fillna(0.0)
     return accepted, rejected
+
+
+def shopify_orders_tracking_get(
+    *, shop_id: int, start: datetime, end: datetime
+) -> tuple[list[str], list[str]]:
+    """(the ids of the Shopify orders placed in [start, end), those of them with a tracked
+    `purchase` event): two indexed reads, the events' by time around the window (a purchase
+    is tracked within minutes of its order; a day either side is generous)."""
+    shopify = list(
+        Order.objects.filter(
+            shop_id=shop_id,
+            source=Order.Source.SHOPIFY,
+            placed_at__gte=start,
+            placed_at__lt=end,
+        ).values_list("order_id", flat=True)
+    )
+    if not shopify:
+        return [], []
+    tracked = set(
+        Event.objects.filter(
+            shop_id=shop_id,
+            type="purchase",
+            occurred_at__gte=start - timedelta(days=1),
+            occurred_at__lt=end + timedelta(days=1),
+        )
+        .exclude(order_id="")
+        .values_list("order_id", flat=True)
+    )
+    return shopify, sorted(tracked.intersection(shopify))
 
 
 def series_config(

@@ -20,7 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.db.models import F, QuerySet, Sum
 from django.utils.module_loading import import_string
 
-from analytics.models import HourlyRevenue, Report, ReportRecipient
+from analytics.models import Anomaly, HourlyRevenue, Report, ReportRecipient
 from analytics.periods import Period, local_date
 from analytics.report_render import findings_compose, report_charts_render
 from analytics.selectors.kpis import Kpis, kpis_get
@@ -42,6 +42,10 @@ SEGMENTS = (
     ("value_low", "Low"),
 )
 UNCATEGORISED = "Uncategorised"
+# A report lists at most this many of the period's anomalies (the most severe first); the count
+# beside them is of all of them.
+ANOMALIES = 20
+SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 # A day's report waits this long after the shop's midnight, so late events and the pipeline's
 # rollups have landed before it is built.
 SETTLE = timedelta(hours=1)
@@ -133,6 +137,30 @@ class SegmentLine:
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyLine:
+    """One of the period's anomalies; its window in the shop's local time."""
+
+    kind: str
+    metric: str
+    severity: str
+    status: str
+    window_start: datetime
+    window_end: datetime
+    observed: float
+    expected: float | None
+    explanation: str
+
+
+@dataclass(frozen=True, slots=True)
+class AnomaliesSummary:
+    count: int
+    critical: int
+    warning: int
+    info: int
+    rows: list[AnomalyLine]
+
+
+@dataclass(frozen=True, slots=True)
 class ReportFigures:
     shop: str
     shop_name: str
@@ -157,6 +185,7 @@ class ReportFigures:
     customers: Customers
     segments: list[SegmentLine]
     comparisons: list[Comparison]
+    anomalies: AnomaliesSummary
 
 
 def report_period_get(*, shop: Shop, kind: str, day: date, today: date) -> Period:
@@ -379,6 +408,44 @@ def _segments(query: Query) -> list[SegmentLine]:
     ]
 
 
+def report_anomalies_get(*, shop: Shop, period: Period) -> AnomaliesSummary:
+    """The anomalies whose window starts inside the period (the shop's local days, whatever
+    their status now), the most severe first, then by window."""
+    found = list(
+        Anomaly.objects.using(analytics_db())
+        .filter(shop_id=shop.pk, window_start__gte=period.start, window_start__lt=period.end)
+        .only(
+            "kind", "metric", "severity", "status", "window_start", "window_end", "observed",
+            "expected", "explanation",
+        )
+        .order_by("window_start", "id")
+    )  # fmt: skip
+    found.sort(key=lambda a: SEVERITY_RANK.get(a.severity, len(SEVERITY_RANK)))
+    by_severity: dict[str, int] = defaultdict(int)
+    for anomaly in found:
+        by_severity[anomaly.severity] += 1
+    return AnomaliesSummary(
+        count=len(found),
+        critical=by_severity["critical"],
+        warning=by_severity["warning"],
+        info=by_severity["info"],
+        rows=[
+            AnomalyLine(
+                kind=a.kind,
+                metric=a.metric,
+                severity=a.severity,
+                status=a.status,
+                window_start=a.window_start.astimezone(period.tz),
+                window_end=a.window_end.astimezone(period.tz),
+                observed=a.observed,
+                expected=a.expected,
+                explanation=a.explanation,
+            )
+            for a in found[:ANOMALIES]
+        ],
+    )
+
+
 def report_figures_get(*, shop: Shop, kind: str, period: Period) -> ReportFigures:
     query = Query(shop=shop, period=period)
     kpis = kpis_get(query=query)
@@ -434,6 +501,7 @@ def report_figures_get(*, shop: Shop, kind: str, period: Period) -> ReportFigure
         ),
         segments=_segments(query),
         comparisons=comparisons,
+        anomalies=report_anomalies_get(shop=shop, period=period),
     )
 
 

@@ -178,6 +178,28 @@ def alert_rule_create(*, shop: Shop, data: Any) -> AlertRule:
     return AlertRule.objects.create(shop=shop, secret=secret, **clean)
 
 
+# The demo's rule (scripts/demo.py): every warning or critical anomaly to the owner's address,
+# with a short cooldown so that pressing "Generate anomalies" again a few minutes later tells
+# again.
+DEMO_RULE_NAME = "Demo: warnings and worse by email"
+DEMO_RULE_COOLDOWN_MINUTES = 5
+
+
+def alert_rule_demo_ensure(*, shop: Shop, email: str) -> AlertRule:
+    """The demo shop's email rule to `email`, created once (reruns of the demo keep one)."""
+    rule = AlertRule.objects.filter(shop=shop, name=DEMO_RULE_NAME).first()
+    data = {
+        "name": DEMO_RULE_NAME,
+        "channel": AlertChannel.EMAIL,
+        "emails": [email],
+        "min_severity": Severity.WARNING,
+        "cooldown_minutes": DEMO_RULE_COOLDOWN_MINUTES,
+    }
+    if rule is None:
+        return alert_rule_create(shop=shop, data=data)
+    return alert_rule_update(rule=rule, data=data)
+
+
 def alert_rule_update(*, rule: AlertRule, data: Any) -> AlertRule:
     clean = alert_rule_clean(data, rule=rule)
     for name, value in clean.items():

@@ -27,11 +27,16 @@ EVENT_COUNT_FIELDS = {
 Buckets = dict[tuple, dict[str, int | Decimal]]
 
 
-def hourly_rollups_recompute(*, shop_id: int, start: datetime, end: datetime) -> None:
-    """Replace the hourly rows of `[start, end)`: per dimension, and one total row per hour."""
+def hourly_rollups_recompute(
+    *, shop_id: int, start: datetime, end: datetime, excluded: frozenset[int] = frozenset()
+) -> None:
+    """Replace the hourly rows of `[start, end)`: per dimension, and one total row per hour.
+
+    `excluded`: person ids whose sessions and events are left out (tagged bots).
+    """
     buckets: Buckets = defaultdict(lambda: defaultdict(int))
-    _session_counts(buckets, shop_id=shop_id, start=start, end=end)
-    _event_counts(buckets, shop_id=shop_id, start=start, end=end)
+    _session_counts(buckets, shop_id=shop_id, start=start, end=end, excluded=excluded)
+    _event_counts(buckets, shop_id=shop_id, start=start, end=end, excluded=excluded)
     totals: dict[datetime, dict[str, int | Decimal]] = defaultdict(lambda: defaultdict(int))
     for (hour, *_), values in buckets.items():
         for name, value in values.items():
@@ -57,13 +62,18 @@ def hourly_rollups_recompute(*, shop_id: int, start: datetime, end: datetime) ->
     )
 
 
-def _session_counts(buckets: Buckets, *, shop_id: int, start: datetime, end: datetime) -> None:
+def _session_counts(
+    buckets: Buckets, *, shop_id: int, start: datetime, end: datetime, excluded: frozenset[int]
+) -> None:
     """Add the sessions started in `[start, end)` to the buckets of their start hour."""
     sessions = {
-        row[0]: row[1:]
+        row[0]: row[1:6]
         for row in Session.objects.filter(
             shop_id=shop_id, started_at__gte=start, started_at__lt=end
-        ).values_list("id", "started_at", "utm_source", "device", "country", "is_bounce")
+        ).values_list(
+            "id", "started_at", "utm_source", "device", "country", "is_bounce", "person_id"
+        )
+        if row[6] not in excluded
     }
     purchased: set[int] = set()
     carts: dict[int, Decimal] = defaultdict(Decimal)
@@ -89,16 +99,20 @@ def _session_counts(buckets: Buckets, *, shop_id: int, start: datetime, end: dat
                 bucket["abandoned_value"] += carts[session_id]
 
 
-def _event_counts(buckets: Buckets, *, shop_id: int, start: datetime, end: datetime) -> None:
+def _event_counts(
+    buckets: Buckets, *, shop_id: int, start: datetime, end: datetime, excluded: frozenset[int]
+) -> None:
     """Add the events of `[start, end)` to the buckets of their hour and session's dimensions."""
+    events = Event.objects.filter(
+        shop_id=shop_id,
+        occurred_at__gte=start,
+        occurred_at__lt=end,
+        type__in=list(EVENT_COUNT_FIELDS),
+    )
+    if excluded:
+        events = events.exclude(person_id__in=sorted(excluded))
     counts = (
-        Event.objects.filter(
-            shop_id=shop_id,
-            occurred_at__gte=start,
-            occurred_at__lt=end,
-            type__in=list(EVENT_COUNT_FIELDS),
-        )
-        .annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
+        events.annotate(hour=TruncHour("occurred_at", tzinfo=UTC))
         .values("hour", "type", "session__utm_source", "session__device", "session__country")
         .annotate(n=Count("id"))
     )

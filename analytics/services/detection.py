@@ -11,6 +11,7 @@ anomaly once the metric's newest complete bucket is back inside its band.
 import logging
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,9 @@ from redis.exceptions import RedisError
 from analytics.detectors.bots import events_detect_bots
 from analytics.detectors.findings import Band, Direction, Finding, window_phrase
 from analytics.detectors.health import (
+    UNTRACKED_ORDERS,
     days_without_events,
+    orders_untracked_check,
     pipeline_lag_check,
     rejections_check,
 )
@@ -31,6 +34,7 @@ from analytics.detectors.seasonal import DAY, HOUR, SeasonalConfig, finding_buil
 from analytics.models import AlertRule, AnomalyKind, BotTag, DetectionState
 from analytics.periods import HOUR as ONE_HOUR
 from analytics.periods import hour_floor, local_date
+from analytics.selectors.bots import bot_days_get
 from analytics.selectors.detection import (
     BOT_METRIC,
     FREQUENCY_SUFFIX,
@@ -50,6 +54,7 @@ from analytics.selectors.detection import (
     rollups_updated_at,
     series_config,
     shop_detection_get,
+    shopify_orders_tracking_get,
 )
 from analytics.services.anomalies import (
     AnomalyIn,
@@ -68,6 +73,9 @@ DAYS_REJUDGED = 3
 # Orders placed longer ago than this are never alerted on, even when first seen now (an import).
 ORDERS_RECENT = timedelta(days=7)
 THRESHOLD_DETECTOR = "threshold"
+# Orders placed this recently are not judged yet: the storefront's purchase event can reach us a
+# little after Shopify's order webhook.
+UNTRACKED_SETTLE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +242,49 @@ def _series_detect(setup: ShopDetection, *, now: datetime, usual_order: float) -
             judged.returned.extend(one.returned)
             judged.latest.update(one.latest)
     judged.found.extend(_health_series(setup, hourly=hourly, daily=daily, now=now))
+    untracked = _untracked_orders_detect(setup, now=now)
+    judged.found.extend(untracked)
+    if not untracked:
+        # Neither yesterday nor today fires: the orders are tracked again.
+        judged.returned.append((UNTRACKED_ORDERS, now))
     return judged
+
+
+def _untracked_orders_detect(setup: ShopDetection, *, now: datetime) -> list[AnomalyIn]:
+    """Shopify orders without a tracked purchase, per shop-local day: yesterday whole and
+    today up to `UNTRACKED_SETTLE` ago (the snippet's purchase may follow the webhook by a
+    moment). Today's row keeps its window start, so later runs update it."""
+    today = local_date(now, setup.tz)
+    found = []
+    for day in (today - timedelta(days=1), today):
+        start = local_midnight(day, setup.tz)
+        end = min(local_midnight(day + timedelta(days=1), setup.tz), now - UNTRACKED_SETTLE)
+        if end <= start:
+            continue
+        orders, tracked = shopify_orders_tracking_get(shop_id=setup.shop.pk, start=start, end=end)
+        finding = orders_untracked_check(
+            shopify_order_ids=orders,
+            tracked_order_ids=tracked,
+            window_start=pd.Timestamp(start).tz_convert(setup.tz),
+            window_end=pd.Timestamp(end).tz_convert(setup.tz),
+            config=setup.health,
+        )
+        if finding is not None:
+            untracked = sorted(set(orders) - set(tracked))
+            found.append(
+                _from_finding(
+                    finding,
+                    kind=AnomalyKind.HEALTH,
+                    setup=setup,
+                    frequency=HOUR,
+                    details={
+                        "orders": len(orders),
+                        "untracked": len(untracked),
+                        "examples": untracked[:10],
+                    },
+                )
+            )
+    return found
 
 
 def _health_series(
@@ -320,7 +370,8 @@ def _bots_detect(
     state.events_position = upto
     if events.empty:
         return [], 0
-    found, tagged = [], 0
+    found: list[AnomalyIn] = []
+    tagged_people: list[int] = []
     for finding in events_detect_bots(events, config=setup.bots):
         day = local_midnight(local_date(finding.first_at.to_pydatetime(), setup.tz), setup.tz)
         reasons = [reason.code for reason in finding.reasons]
@@ -331,7 +382,7 @@ def _bots_detect(
             ],
             "event_count": finding.event_count,
             "session_count": len(finding.session_ids),
-            "excluded_from_analytics": False,
+            "excluded_from_analytics": setup.exclude_bots,
         }
         if finding.entity == "person":
             bot_tag_upsert(
@@ -344,7 +395,7 @@ def _bots_detect(
                 last_at=finding.last_at.to_pydatetime(),
                 now=now,
             )
-            tagged += 1
+            tagged_people.append(int(finding.entity_id))
         found.append(
             AnomalyIn(
                 kind=AnomalyKind.BOT,
@@ -364,7 +415,24 @@ def _bots_detect(
                 details=details,
             )
         )
-    return found, tagged
+    if tagged_people and setup.exclude_bots:
+        bot_days_recompute_schedule(shop=setup.shop, person_ids=tagged_people)
+    return found, len(tagged_people)
+
+
+def bot_days_recompute_schedule(*, shop: Shop, person_ids: list[int]) -> list[str]:
+    """Once the transaction commits, recompute the rollup days these (newly tagged or
+    untagged) people's sessions touch, through the erasure's path (`rollups_days_recompute`):
+    the rollups then leave them out, or take them back. Returns the ISO days."""
+    from analytics.tasks import rollups_days_recompute_task
+
+    days = [
+        day.isoformat()
+        for day in bot_days_get(shop_id=shop.pk, person_ids=person_ids, tz=ZoneInfo(shop.timezone))
+    ]
+    if days:
+        transaction.on_commit(lambda: rollups_days_recompute_task.delay(shop.pk, days))
+    return days
 
 
 def bot_tag_upsert(

@@ -19,10 +19,25 @@ Sessions = dict[int, tuple[datetime, int | None, str, str, str]]
 SessionEvents = dict[int, list[tuple[int, int, str]]]
 
 
-def paths_recompute(*, shop_id: int, start: datetime, end: datetime, period: Period) -> None:
+def paths_recompute(
+    *,
+    shop_id: int,
+    start: datetime,
+    end: datetime,
+    period: Period,
+    excluded: frozenset[int] = frozenset(),
+) -> None:
     """One `SessionPath` per session started in `[start, end)`: its events in funnel order; and
-    the `DailySessionPaths` of the period's days from the same events."""
+    the `DailySessionPaths` of the period's days from the same events. Sessions of the
+    `excluded` people (tagged bots) get no path: funnels and the recovery list leave them out."""
     sessions, events = _session_events(shop_id=shop_id, start=start, end=end)
+    # An excluded session's old path is deleted below with the others and not written again.
+    if excluded:
+        events = {
+            session_id: items
+            for session_id, items in events.items()
+            if sessions[session_id][1] not in excluded
+        }
     paths = [
         _path_row(shop_id, session_id, sessions[session_id], items)
         for session_id, items in events.items()

@@ -26,8 +26,11 @@ def _product_sums(row: Mapping[str, Any]) -> dict[str, Any]:
 ProductBuckets = dict[tuple[date, str], dict[str, Any]]
 
 
-def products_recompute(*, shop_id: int, period: Period) -> None:
-    """Replace the product rows of the period's days: event counts, abandoned carts and sales."""
+def products_recompute(
+    *, shop_id: int, period: Period, excluded: frozenset[int] = frozenset()
+) -> None:
+    """Replace the product rows of the period's days: event counts, abandoned carts and sales;
+    the events of the `excluded` people (tagged bots) are left out, the orders are not."""
     rows: ProductBuckets = defaultdict(lambda: defaultdict(int))
     in_period = Event.objects.filter(
         shop_id=shop_id,
@@ -35,6 +38,8 @@ def products_recompute(*, shop_id: int, period: Period) -> None:
         occurred_at__lt=period.end,
         type__in=PRODUCT_TYPES,
     ).exclude(product_id="")
+    if excluded:
+        in_period = in_period.exclude(person_id__in=sorted(excluded))
     _product_event_counts(rows, in_period=in_period, period=period)
     _abandoned_carts(rows, in_period=in_period, shop_id=shop_id, period=period)
     _product_sales(rows, shop_id=shop_id, period=period)

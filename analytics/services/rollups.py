@@ -26,6 +26,7 @@ from analytics.models import (
     SessionPath,
 )
 from analytics.periods import HOUR, MICROSECOND, Period, day_runs, hour_ceil, hour_floor, local_date
+from analytics.selectors.bots import bot_people_excluded
 from analytics.services.counts import daily_rollups_recompute, hourly_rollups_recompute
 from analytics.services.paths import paths_recompute
 from analytics.services.products import product_months_recompute, products_recompute
@@ -219,10 +220,16 @@ def rollups_days_recompute(*, shop_id: int, days: list[date] | None, now: dateti
 def _days_recompute(*, shop_id: int, period: Period) -> None:
     """Replace all rollups of these local days (and the UTC hours that overlap them)."""
     hours_start, hours_end = hour_floor(period.start), hour_ceil(period.end)
-    hourly_rollups_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
+    # Tagged bots, when the shop excludes them: one indexed read per batch of days, then each
+    # service skips their sessions and events in memory or in its one query. Orders and
+    # revenue stay: a Shopify order is money whoever browsed.
+    excluded = bot_people_excluded(shop_id=shop_id)
+    hourly_rollups_recompute(shop_id=shop_id, start=hours_start, end=hours_end, excluded=excluded)
     daily_rollups_recompute(shop_id=shop_id, start=hours_start, end=hours_end, tz=period.tz)
     revenue_recompute(shop_id=shop_id, start=hours_start, end=hours_end)
-    paths_recompute(shop_id=shop_id, start=hours_start, end=hours_end, period=period)
-    visitors_recompute(shop_id=shop_id, period=period)
-    products_recompute(shop_id=shop_id, period=period)
+    paths_recompute(
+        shop_id=shop_id, start=hours_start, end=hours_end, period=period, excluded=excluded
+    )
+    visitors_recompute(shop_id=shop_id, period=period, excluded=excluded)
+    products_recompute(shop_id=shop_id, period=period, excluded=excluded)
     product_months_recompute(shop_id=shop_id, period=period)

@@ -12,8 +12,11 @@ from analytics.sql import rows_insert
 from events.models import Event
 
 
-def visitors_recompute(*, shop_id: int, period: Period) -> None:
-    """Persons with at least one event on each local day (SPEC's visitor definition)."""
+def visitors_recompute(
+    *, shop_id: int, period: Period, excluded: frozenset[int] = frozenset()
+) -> None:
+    """Persons with at least one event on each local day (SPEC's visitor definition), less the
+    `excluded` people (tagged bots)."""
     visitors: dict[date, set[int]] = defaultdict(set)
     new: dict[date, set[int]] = defaultdict(set)
     # Distinct (UTC hour, person) in SQL keeps the rows near the session count, not the events.
@@ -26,6 +29,8 @@ def visitors_recompute(*, shop_id: int, period: Period) -> None:
         .values_list("hour", "person_id", "person__first_seen_at")
         .distinct()
     ):
+        if person_id in excluded:
+            continue
         day = day_of(hour, period)
         visitors[day].add(person_id)
         if local_date(first_seen_at, period.tz) == day:

@@ -296,3 +296,42 @@ def test_a_window_rejudged_from_drop_to_spike_is_told_again(shop, receiver):
     # Judged a spike once more: nothing new.
     third = anomalies_store(shop_id=shop.pk, found=[stored_in(direction="spike")], now=NOW)
     assert third.escalated == []
+
+
+def test_the_demo_rule_emails_the_demo_anomalies(
+    shop, process_all, celery_eager, django_capture_on_commit_callbacks, mailoutbox
+):
+    """`make demo`'s rule and its "Generate anomalies" button: the spike, the whale order and
+    the bot, through the real pipeline, each end in an email to the owner."""
+    from analytics.services.alerts import DEMO_RULE_NAME, alert_rule_demo_ensure
+    from analytics.services.rollups import rollups_refresh
+    from events.services.ingest import events_ingest
+    from events.simulator import Simulator
+
+    now = datetime(2026, 3, 4, 14, 30, tzinfo=UTC)
+    alert_rule_demo_ensure(shop=shop, email="owner@demo.example")
+    rule = alert_rule_demo_ensure(shop=shop, email="owner@demo.example")  # the demo restarted
+    assert list(shop.alert_rules.values_list("name", flat=True)) == [DEMO_RULE_NAME]
+    assert (rule.channel, rule.min_severity, rule.emails) == (
+        "email", "warning", ["owner@demo.example"],
+    )  # fmt: skip
+    rollup_history_write(shop, end=now.replace(hour=0, minute=0))
+    journeys = Simulator(shop_domain=shop.domain, seed=7, timezone="UTC").anomalies(end=now)
+    events = [event for journey in journeys for event in journey]
+    events_ingest(shop=shop, events=events, received_at=now, sent_at=now)
+    process_all(shop)
+    rollups_refresh(shop_id=shop.pk, now=now)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        anomalies_detect(shop_id=shop.pk, now=now)
+
+    sent = AlertDelivery.objects.filter(rule=rule, status=DeliveryStatus.SENT)
+    assert {"sessions_hourly", "order_value", "bot"} <= set(sent.values_list("metric", flat=True))
+    assert len(mailoutbox) == sent.count()
+    assert all(message.to == ["owner@demo.example"] for message in mailoutbox)
+    subjects = {message.subject for message in mailoutbox}
+    assert {
+        f"[critical] {shop.name}: sessions hourly",
+        f"[critical] {shop.name}: order value",
+        f"[critical] {shop.name}: bot",
+    } <= subjects

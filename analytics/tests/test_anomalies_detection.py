@@ -217,3 +217,55 @@ def stored_in(**fields):
         "explanation": "Sessions were 3.",
     }
     return AnomalyIn(**{**defaults, **fields})
+
+
+def test_shopify_orders_without_a_tracked_purchase_are_a_health_anomaly(shop):
+    from analytics.tests.factories import OrderFactory
+    from events.models import Order
+    from events.tests.factories import EventFactory
+
+    shop.timezone = "Europe/Berlin"
+    shop.save()
+    SHOPIFY = Order.Source.SHOPIFY
+
+    def purchase(order_id: str, at: datetime) -> None:
+        EventFactory(shop=shop, type="purchase", order_id=order_id, occurred_at=at)
+
+    # Yesterday (3 March in Berlin): ten Shopify orders, all tracked by the snippet.
+    for i in range(10):
+        at = datetime(2026, 3, 3, 9 + i, tzinfo=UTC)
+        OrderFactory(shop=shop, order_id=f"y{i}", placed_at=at, source=SHOPIFY)
+        purchase(f"y{i}", at + timedelta(seconds=20))
+    # Today: six Shopify orders by 13:00 UTC, two of them tracked; 23:30 UTC on the 3rd is
+    # already the 4th in Berlin. An API order and one placed 5 minutes ago are not judged.
+    for i, at in enumerate(
+        [datetime(2026, 3, 3, 23, 30, tzinfo=UTC)]
+        + [datetime(2026, 3, 4, h, tzinfo=UTC) for h in (8, 9, 10, 11, 13)]
+    ):
+        OrderFactory(shop=shop, order_id=f"t{i}", placed_at=at, source=SHOPIFY)
+    purchase("t1", datetime(2026, 3, 4, 8, 1, tzinfo=UTC))
+    purchase("t3", datetime(2026, 3, 4, 10, 0, 30, tzinfo=UTC))
+    OrderFactory(shop=shop, order_id="api-1", placed_at=NOW - HOUR, source=Order.Source.API)
+    OrderFactory(shop=shop, order_id="late", placed_at=NOW - timedelta(minutes=5), source=SHOPIFY)
+
+    anomalies_detect(shop_id=shop.pk, now=NOW)
+
+    row = Anomaly.objects.get(shop=shop, metric="untracked_orders")
+    assert (row.kind, row.severity, row.status) == ("health", "critical", "open")
+    # The Berlin day from its midnight to 10 minutes ago (15:30 local).
+    assert row.window_start == datetime(2026, 3, 3, 23, tzinfo=UTC)
+    assert row.window_end == NOW - timedelta(minutes=10)
+    assert (row.observed, row.expected) == (4.0, 0.0)
+    assert row.details["examples"] == ["t0", "t2", "t4", "t5"]
+    assert row.explanation.startswith(
+        "4 of 6 Shopify orders (67 %) from 4 Mar 00:00 to 4 Mar 15:20 have no tracked purchase "
+        "(e.g. t0, t2, t4, …)"
+    )
+
+    # The snippet is fixed and the missing purchases arrive: the next run resolves it.
+    for order_id in ("t0", "t2", "t4", "t5", "late"):
+        purchase(order_id, NOW)
+    anomalies_detect(shop_id=shop.pk, now=NOW + timedelta(minutes=1))
+    row.refresh_from_db()
+    assert row.status == AnomalyStatus.RESOLVED
+    assert row.details["resolution"] == "the metric returned inside its band"

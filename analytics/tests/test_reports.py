@@ -12,8 +12,9 @@ from aiosmtpd.controller import Controller
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from analytics.models import Report, ReportRecipient
+from analytics.models import Anomaly, Report, ReportRecipient
 from analytics.periods import Period
+from analytics.report_render import report_html_render, report_text_render
 from analytics.selectors.reports import report_data_compute, reports_due_get
 from analytics.services.reports import report_generate, report_recipient_save
 from analytics.services.rollups import rollups_rebuild
@@ -129,6 +130,61 @@ def test_categories_countries_and_cancellations_on_a_berlin_day(tea_shop):
     ]
     assert (data["products_sold"], data["distinct_products"]) == (7, 4)
     assert (data["peak_revenue_hour"], data["peak_revenue"]) == (11, "33.00")
+
+
+def anomaly(shop, metric: str, start: datetime, hours: int, severity: str, explanation: str):
+    return Anomaly.objects.create(
+        shop=shop, kind="traffic", metric=metric, window_start=start,
+        window_end=start + timedelta(hours=hours), observed=412, expected=80, band_low=50,
+        band_high=120, score=9.0, direction="spike", severity=severity, detector="seasonal_mad",
+        explanation=explanation, opened_at=start, updated_at=start,
+    )  # fmt: skip
+
+
+def test_the_periods_anomalies_are_listed_in_local_time_and_a_critical_one_is_a_finding(
+    tea_shop,
+):
+    berlin = ZoneInfo("Europe/Berlin")
+    # 23:00 UTC on the 2nd is the 3rd's first Berlin hour: in; 22:00 UTC is the 2nd's last: out.
+    anomaly(tea_shop, "sessions_hourly", datetime(2026, 12, 2, 23, tzinfo=UTC), 1, "warning",
+            "Sessions 00:00–01:00 were 30, about 3× the usual 10.")  # fmt: skip
+    anomaly(tea_shop, "sessions_hourly", datetime(2026, 12, 2, 22, tzinfo=UTC), 1, "critical",
+            "Outside the day.")  # fmt: skip
+    anomaly(tea_shop, "events_hourly", datetime(2026, 12, 3, 13, tzinfo=UTC), 1, "critical",
+            "Events 14:00–15:00 were <b>412</b>, about 5× the usual 80.")  # fmt: skip
+    period = Period(date(2026, 12, 3), date(2026, 12, 3), berlin)
+
+    data = report_data_compute(shop=tea_shop, kind="daily", period=period)
+    text = report_text_render(data, data["findings"])
+    html = report_html_render(data, data["findings"], data["charts"])
+
+    summary = data["anomalies"]
+    assert (summary["count"], summary["critical"], summary["warning"], summary["info"]) == (
+        2, 1, 1, 0,
+    )  # fmt: skip
+    assert [(a["metric"], a["severity"], a["window_start"]) for a in summary["rows"]] == [
+        ("events_hourly", "critical", "2026-12-03T14:00:00+01:00"),
+        ("sessions_hourly", "warning", "2026-12-03T00:00:00+01:00"),
+    ]
+    assert data["findings"][1] == (
+        "Critical anomaly at 2026-12-03 14:00–15:00: "
+        "Events 14:00–15:00 were <b>412</b>, about 5× the usual 80."
+    )
+    assert "  [critical] 2026-12-03 14:00–15:00 events_hourly (open): Events 14:00–15:00" in text
+    assert "  [warning] 2026-12-03 00:00–01:00 sessions_hourly (open)" in text
+    assert "Outside the day" not in text
+    assert "<b>412</b>" not in html
+    assert "&lt;b&gt;412&lt;/b&gt;" in html
+    assert "<td>2026-12-03 14:00–15:00</td>" in html
+
+    quiet = report_data_compute(
+        shop=tea_shop, kind="daily", period=Period(date(2026, 12, 1), date(2026, 12, 1), berlin)
+    )
+    assert quiet["anomalies"] == {"count": 0, "critical": 0, "warning": 0, "info": 0, "rows": []}
+    assert not any("anomaly" in finding for finding in quiet["findings"])
+    assert "Anomalies (shop-local windows starting in the period)\n  None detected.\n" in (
+        report_text_render(quiet, quiet["findings"])
+    )
 
 
 def smtp_port() -> int:

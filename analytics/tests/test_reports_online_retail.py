@@ -332,11 +332,12 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
 
 
 def comparable(data: dict) -> dict:
-    """The report's figures without what pandas does not compute (names, charts, findings)."""
+    """The report's figures without what pandas does not compute (names, charts, findings, and
+    the stored anomalies: test_reports.py checks those)."""
     keep = {
         k: v
         for k, v in data.items()
-        if k not in ("shop", "shop_name", "timezone", "currency", "findings", "charts")
+        if k not in ("shop", "shop_name", "timezone", "currency", "findings", "charts", "anomalies")
     }
     keep["top_products"] = [
         {k: v for k, v in p.items() if k != "name"} for p in data["top_products"]
