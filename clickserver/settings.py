@@ -277,6 +277,9 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("experiments", "notifications.tasks.experiments_refresh_task", "batch"),
+    # After the live scores: a worker sends the batch stages at once, so a decision may see the
+    # previous batch's scores; every live undecided session is evaluated again next batch.
+    ("campaigns", "notifications.tasks.campaign_decisions_task", "batch"),
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
 # What an erasure recomputes once the person's raw rows are gone (events/services/erasure.py), and
