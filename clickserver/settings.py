@@ -263,7 +263,10 @@ HEALTH_BACKLOG = "events.selectors.processing_backlog"
 # Functions `(*, shop) -> dict` merged into the tracking snippet's configuration
 # (events/snippet.py), named so that events imports none of the apps that add to it: here the
 # experiments the browser decides.
-SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet_config"]
+SNIPPET_CONFIG_HOOKS = [
+    "notifications.experiments.selectors.experiments_snippet_config",
+    "notifications.campaigns.selectors.campaigns_snippet_config",
+]
 # Functions `(*, shop, person_id) -> dict` merged into a customer profile
 # (segments/selectors/customers.py), named so that segments imports no app above it: the live
 # conversion score and the experiments the person saw.

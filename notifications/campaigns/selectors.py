@@ -24,6 +24,7 @@ from notifications.campaigns.rules import SessionFacts
 from notifications.experiments.rules import UnitTraits
 from notifications.models import (
     Campaign,
+    CampaignChannel,
     CampaignDecision,
     CampaignStatus,
     ConversionScore,
@@ -303,3 +304,32 @@ def sessions_decided(*, shop: Shop, session_ids: list[int]) -> set[int]:
             "session_id", flat=True
         )
     )
+
+
+# Where the toast must never sit: the checkout button and its kin, unless the page names its own
+# (window.clickserverToastAvoid, docs/campaigns.md).
+TOAST_AVOID = (
+    '[name="checkout"],[href*="/checkout"],form[action*="/checkout"] [type="submit"],'
+    ".checkout-button"
+)
+POLL_MILLISECONDS = 5000
+SNIPPET_CACHE_SECONDS = 60
+
+
+def campaigns_snippet_config(*, shop: Shop) -> dict[str, Any]:
+    """The snippet's `notifications` (SNIPPET_CONFIG_HOOKS) when the shop runs an on-site
+    campaign; nothing otherwise, so other storefronts do not carry the toast code."""
+    key = f"campaigns:snippet:{shop.pk}"
+    try:
+        has_campaigns = cache.get(key)
+    except RedisError:
+        has_campaigns = None
+    if has_campaigns is None:
+        has_campaigns = Campaign.objects.filter(
+            shop=shop, status=CampaignStatus.RUNNING, channel=CampaignChannel.ON_SITE
+        ).exists()
+        with contextlib.suppress(RedisError):
+            cache.set(key, has_campaigns, SNIPPET_CACHE_SECONDS)
+    if not has_campaigns:
+        return {}
+    return {"notifications": {"poll": POLL_MILLISECONDS, "avoid": TOAST_AVOID}}

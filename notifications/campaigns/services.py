@@ -45,8 +45,10 @@ EDITABLE_FIELDS = frozenset(
 
 
 def generation_bump(shop_id: int) -> None:
-    """Empty every cached pending answer of the shop (selectors.notification_pending)."""
+    """Empty every cached pending answer of the shop (selectors.notification_pending), and
+    whether its snippet carries the toast."""
     with contextlib.suppress(RedisError):
+        cache.delete(f"campaigns:snippet:{shop_id}")
         try:
             cache.incr(generation_key(shop_id))
         except ValueError:
@@ -253,7 +255,9 @@ def campaign_start(*, campaign: Campaign, now: datetime) -> Campaign:
                 "The campaign is already running.", fields={"status": ["running"]}
             )
         if campaign.status == CampaignStatus.DRAFT:
-            experiment_services.experiment_start(experiment=campaign.experiment, now=now)
+            campaign.experiment = experiment_services.experiment_start(
+                experiment=campaign.experiment, now=now
+            )
             campaign.started_at = now
         campaign.status = CampaignStatus.RUNNING
         campaign.save()
@@ -282,7 +286,9 @@ def campaign_stop(*, campaign: Campaign, now: datetime) -> Campaign:
     with transaction.atomic():
         campaign = _locked(campaign)
         _stopped_refuse(campaign, "stopped again")
-        experiment_services.experiment_stop(experiment=campaign.experiment, now=now)
+        campaign.experiment = experiment_services.experiment_stop(
+            experiment=campaign.experiment, now=now
+        )
         campaign.status = CampaignStatus.STOPPED
         campaign.stopped_at = now
         campaign.save()
