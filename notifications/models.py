@@ -295,7 +295,7 @@ class Campaign(models.Model):
     quiet_end_hour = models.PositiveSmallIntegerField(null=True, blank=True)
     is_consent_required = models.BooleanField(default=True)
     experiment = models.OneToOneField(
-        Experiment, on_delete=models.PROTECT, related_name="campaign", editable=False
+        Experiment, on_delete=models.CASCADE, related_name="campaign", editable=False
     )
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)

@@ -64,7 +64,7 @@ class Migration(migrations.Migration):
                     "experiment",
                     models.OneToOneField(
                         editable=False,
-                        on_delete=django.db.models.deletion.PROTECT,
+                        on_delete=django.db.models.deletion.CASCADE,
                         related_name="campaign",
                         to="notifications.experiment",
                     ),

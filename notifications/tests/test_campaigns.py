@@ -8,6 +8,8 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from events.follow_ups import follow_ups
+from events.sessionize import NON_INTERACTION_TYPES
 from events.tests.factories import EventFactory, PersonFactory
 from notifications.campaigns import decisions, rules, services
 from notifications.campaigns.rules import ContentIn
@@ -463,3 +465,49 @@ def test_api_is_shop_scoped(api_client, shop, other_shop):
 
     assert response.status_code == 404
     assert anonymous.status_code in (401, 403)
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+
+def test_campaigns_are_decided_after_every_batch_after_the_live_scores():
+    stages = [follow_up.stage for follow_up in follow_ups()]
+    by_stage = {follow_up.stage: follow_up for follow_up in follow_ups()}
+
+    assert stages.index("live scores") < stages.index("campaigns")
+    assert (by_stage["campaigns"].task_path, by_stage["campaigns"].kind) == (
+        "notifications.tasks.campaign_decisions_task",
+        "batch",
+    )
+
+
+def test_a_shown_toast_is_not_a_shopper_interaction():
+    assert "notification_shown" in NON_INTERACTION_TYPES
+    assert "notification_clicked" not in NON_INTERACTION_TYPES
+
+
+@pytest.mark.django_db
+def test_deleting_the_shop_deletes_its_campaigns_and_decisions(shop):
+    campaign_running(shop)
+    live_session(shop)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    shop.delete()
+
+    assert (Campaign.objects.count(), CampaignDecision.objects.count()) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_pending_never_answers_with_another_shops_decision(shop, other_shop):
+    now = timezone.now()
+    campaign = campaign_running(other_shop, holdout_share=0.01)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    live_session(other_shop, anonymous_id=anonymous_id, now=now)
+    decisions.campaign_decisions_run(shop_id=other_shop.pk, now=now)
+
+    mine = APIClient().get(
+        PENDING, {"anonymous_id": anonymous_id}, headers={"X-Write-Key": shop.write_key}
+    )
+
+    assert CampaignDecision.objects.count() == 1
+    assert mine.json() == {"notification": None, "exposure": None}
