@@ -65,12 +65,7 @@ def _code_claim(*, campaign: Campaign, unit_id: str, now: datetime) -> str:
 def _pending_drop_on_commit(*, shop_id: int, anonymous_id: str) -> None:
     def drop() -> None:
         with contextlib.suppress(RedisError):
-            generation = cache.get(selectors.generation_key(shop_id)) or 0
-            cache.delete(
-                selectors.pending_cache_key(
-                    shop_id=shop_id, generation=generation, anonymous_id=anonymous_id
-                )
-            )
+            cache.delete(selectors.pending_cache_key(shop_id=shop_id, anonymous_id=anonymous_id))
 
     transaction.on_commit(drop)
 

@@ -1,9 +1,9 @@
 """Reads of campaigns: the shop's list, one campaign, the default score band, and what the
 storefront should show a browser now (`notification_pending`, cached per anonymous id).
 
-The pending answer is cached under a key that holds the shop's campaign generation: a stored
-decision drops its browser's key, and every campaign state change (start, pause, stop) bumps the
-generation, so a global stop empties every browser's answer at once without listing them.
+The pending answer is cached per browser with the shop's campaign generation it was read under: a
+stored decision drops its browser's key, and every campaign state change (start, pause, stop)
+bumps the generation, so a global stop voids every browser's answer at once without listing them.
 """
 
 import contextlib
@@ -71,10 +71,10 @@ def generation_key(shop_id: int) -> str:
     return f"campaigns:generation:{shop_id}"
 
 
-def pending_cache_key(*, shop_id: int, generation: int, anonymous_id: str) -> str:
+def pending_cache_key(*, shop_id: int, anonymous_id: str) -> str:
     # Hashed: an anonymous id is client text of any length and character set.
     digest = hashlib.sha256(anonymous_id.encode("utf-8")).hexdigest()[:32]
-    return f"campaigns:pending:{shop_id}:{generation}:{digest}"
+    return f"campaigns:pending:{shop_id}:{digest}"
 
 
 def campaigns_list(*, shop: Shop) -> QuerySet[Campaign]:
@@ -137,35 +137,34 @@ def _pending_read(*, shop: Shop, anonymous_id: str, now: datetime) -> dict[str, 
     return answer
 
 
-def _generation(shop_id: int) -> int:
-    return cache.get(generation_key(shop_id)) or 0
-
-
 def notification_pending(
     *, shop: Shop, anonymous_id: str, has_consent: bool, now: datetime
 ) -> dict[str, Any]:
     """What the browser should do now: `notification` to show (null for none or holdout) and
     the `exposure` to record (the holdout's too: it was targeted, so it is in the experiment).
 
-    A campaign that requires consent answers nothing at all to a browser without it. With Redis
-    down the answer is read from the database: the storefront must not fail with the cache.
+    One cache round trip: the browser's cached answer and the shop's generation are read
+    together, and an answer cached under an older generation is a miss. A campaign that requires
+    consent answers nothing to a browser without it. With Redis down the answer is read from the
+    database: the storefront must not fail with the cache.
     """
-    answer: dict[str, Any] | None
+    key = pending_cache_key(shop_id=shop.pk, anonymous_id=anonymous_id)
+    generation_name = generation_key(shop.pk)
     try:
-        key = pending_cache_key(
-            shop_id=shop.pk, generation=_generation(shop.pk), anonymous_id=anonymous_id
-        )
-        cached = cache.get(key)
+        found = cache.get_many([key, generation_name])
     except RedisError:
-        key, cached = "", None
-    if cached is not None:
-        answer = cached or None
+        found = None
+    generation = (found or {}).get(generation_name) or 0
+    cached = (found or {}).get(key)
+    answer: dict[str, Any] | None
+    if cached is not None and cached[0] == generation:
+        answer = cached[1] or None
     else:
         answer = _pending_read(shop=shop, anonymous_id=anonymous_id, now=now)
-        if key:
+        if found is not None:
             with contextlib.suppress(RedisError):
                 # {} marks "nothing pending", which is most answers and must be cached too.
-                cache.set(key, answer or {}, PENDING_CACHE_SECONDS)
+                cache.set(key, (generation, answer or {}), PENDING_CACHE_SECONDS)
     if answer is None or (answer["consent_required"] and not has_consent):
         return {"notification": None, "exposure": None}
     return {
