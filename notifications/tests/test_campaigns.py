@@ -15,6 +15,7 @@ from notifications.campaigns import decisions, rules, services
 from notifications.campaigns.rules import ContentIn
 from notifications.campaigns.selectors import score_band_default
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
+from notifications.experiments.rules import UnitTraits
 from notifications.models import (
     Campaign,
     CampaignDecision,
@@ -134,6 +135,84 @@ def test_trigger_validate_refuses(trigger, field):
     _, errors = rules.trigger_validate(trigger)
 
     assert field in errors
+
+
+def facts(**overrides):
+    values = {
+        "traits": UnitTraits(score=0.3, segment_ids=frozenset({7}), device="mobile"),
+        "country": "FR",
+        "is_converted": False,
+        "cart_value": Decimal("40.00"),
+        "last_cart_at": None,
+        "last_checkout_at": None,
+        "max_product_views": 0,
+        "urls": ("https://s.example/products/mug",),
+        "is_first_visit": False,
+    } | overrides
+    return rules.SessionFacts(**values)
+
+
+@pytest.mark.parametrize(
+    ("trigger", "session", "reason"),
+    [
+        (
+            {"kind": "cart_abandoned", "minutes": 15},
+            {"last_cart_at": NOW - timedelta(minutes=15)},
+            "cart idle for 15 minutes",
+        ),
+        (
+            {"kind": "cart_abandoned", "minutes": 15},
+            {"last_cart_at": NOW - timedelta(minutes=14)},
+            None,
+        ),
+        (
+            {"kind": "cart_abandoned", "minutes": 15},
+            {"last_cart_at": NOW - timedelta(minutes=20), "last_checkout_at": NOW},
+            None,
+        ),
+        (
+            {"kind": "checkout_started"},
+            {"last_checkout_at": NOW},
+            "checkout started, not completed",
+        ),
+        ({"kind": "checkout_started"}, {}, None),
+        (
+            {"kind": "product_viewed", "count": 3},
+            {"max_product_views": 3},
+            "a product viewed 3 times",
+        ),
+        ({"kind": "product_viewed", "count": 3}, {"max_product_views": 2}, None),
+        ({"kind": "segment_entered", "segment": 7}, {}, "in segment 7"),
+        ({"kind": "segment_entered", "segment": 8}, {}, None),
+        ({"kind": "first_visit"}, {"is_first_visit": True}, "first visit"),
+        ({"kind": "first_visit"}, {}, None),
+        ({"kind": "score_band", "low": 0.3, "high": 0.5}, {}, "score 0.300 in [0.300, 0.500]"),
+        ({"kind": "score_band", "low": 0.31, "high": 0.5}, {}, None),
+    ],
+)
+def test_trigger_fires(trigger, session, reason):
+    assert rules.trigger_fires(trigger, facts(**session), now=NOW) == reason
+
+
+@pytest.mark.parametrize(
+    ("targeting", "admitted"),
+    [
+        ({}, True),
+        ({"country": ["FR", "DE"]}, True),
+        ({"country": ["DE"]}, False),
+        ({"cart_value_min": 40, "cart_value_max": 60}, True),
+        ({"cart_value_min": 40.01}, False),
+        ({"url_contains": "/products/mug"}, True),
+        ({"url_contains": "/products/cup"}, False),
+        ({"device": ["mobile"], "segment": 7}, True),
+        ({"device": ["desktop"]}, False),
+    ],
+)
+def test_targeting_admits(targeting, admitted):
+    cleaned, errors = rules.targeting_validate(targeting)
+
+    assert errors == {}
+    assert rules.targeting_admits(cleaned, facts()) is admitted
 
 
 # --- services ---------------------------------------------------------------------------------
