@@ -143,9 +143,15 @@ def test_the_toast_shows_the_hostile_name_as_text_once_away_from_checkout(
     dialogs = []
     page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
     cart = f"{live_server.url}/store/{shop.write_key}/cart/"
-    # The checkout button where the toast would first go: bottom right.
+    # The checkout button where the toast would first go (bottom right), styled before the
+    # snippet can show anything.
+    page.add_init_script(
+        "document.addEventListener('DOMContentLoaded', () => {"
+        " const s = document.createElement('style');"
+        " s.textContent = '#checkout{position:fixed;right:20px;bottom:20px;padding:20px}';"
+        " document.head.appendChild(s); });"
+    )
     page.goto(cart)
-    page.add_style_tag(content="#checkout{position:fixed;right:20px;bottom:20px;padding:20px}")
 
     toast = page.wait_for_selector("[role=status]", timeout=15000)
     text = toast.inner_text()
@@ -199,3 +205,47 @@ def test_a_holdout_browser_sees_nothing_but_records_its_exposure(context, live_s
     assert page.query_selector("[role=status]") is None
     assert [e.properties["variant"] for e in exposure] == ["holdout"]
     assert not Event.objects.filter(shop=shop, type="notification_shown").exists()
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_a_click_on_the_call_to_action_is_recorded_with_its_discount_link(
+    context, live_server, shop
+):
+    campaign = campaign_running(shop)
+    services.discount_codes_upload(campaign=campaign, codes=["SAVE10"])
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    decided_for(shop, anonymous_id)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_selector("[role=status]", timeout=15000)
+    href = page.eval_on_selector("[role=status] a", "a => a.getAttribute('href')")
+    page.click("[role=status] a")
+    clicked = events_of(shop, {"notification_clicked"}, 1)
+
+    assert href == "/cart?discount=SAVE10"
+    assert [e.properties["decision"] for e in clicked] == [CampaignDecision.objects.get().pk]
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_without_consent_a_consent_campaign_shows_nothing(context, live_server, shop):
+    campaign = campaign_running(shop, is_consent_required=True)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    decided_for(shop, anonymous_id)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.wait_for_timeout(1500)
+    before = page.query_selector("[role=status]")
+    page.evaluate("clickserver.consent(true)")
+    after = page.wait_for_selector("[role=status]", timeout=15000)
+
+    assert before is None
+    assert after is not None
