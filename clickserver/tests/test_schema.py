@@ -121,7 +121,7 @@ def test_bodies_the_api_rejects_when_empty_are_required(schema):
     }
 
     # Shopify's webhooks are signed: the signature, not our schema, says what a body may be.
-    # Starting and stopping an experiment take no body at all.
+    # Starting and stopping an experiment (pausing a campaign too) take no body at all.
     assert {
         f"POST {path}" for path, methods in schema["paths"].items() if "post" in methods
     } - required == {
@@ -129,4 +129,7 @@ def test_bodies_the_api_rejects_when_empty_are_required(schema):
         "POST /webhooks/shopify/",
         "POST /experiments/{experiment_id}/start/",
         "POST /experiments/{experiment_id}/stop/",
+        "POST /notifications/campaigns/{campaign_id}/start/",
+        "POST /notifications/campaigns/{campaign_id}/pause/",
+        "POST /notifications/campaigns/{campaign_id}/stop/",
     }
