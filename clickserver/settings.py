@@ -230,6 +230,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.tasks.experiments_refresh_sweep_task",
         "schedule": timedelta(minutes=5),
     },
+    # Time-based triggers (a cart idle for N minutes) fire even when the shop sends no new events.
+    "campaign-decisions-sweep": {
+        "task": "notifications.tasks.campaign_decisions_sweep_task",
+        "schedule": timedelta(minutes=1),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),

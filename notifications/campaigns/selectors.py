@@ -175,6 +175,15 @@ def notification_pending(
     }
 
 
+def shops_with_running_campaigns() -> list[int]:
+    return list(
+        Campaign.objects.filter(status=CampaignStatus.RUNNING)
+        .values_list("shop_id", flat=True)
+        .distinct()
+        .order_by("shop_id")
+    )
+
+
 def campaigns_deciding(*, shop_id: int) -> list[Campaign]:
     """The running campaigns whose experiment runs too (a stopped experiment measures nothing)."""
     return list(

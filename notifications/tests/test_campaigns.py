@@ -11,6 +11,7 @@ from rest_framework.test import APIClient
 from events.follow_ups import follow_ups
 from events.sessionize import NON_INTERACTION_TYPES
 from events.tests.factories import EventFactory, PersonFactory
+from notifications import tasks
 from notifications.campaigns import decisions, rules, services
 from notifications.campaigns.rules import ContentIn
 from notifications.campaigns.selectors import score_band_default
@@ -558,6 +559,20 @@ def test_campaigns_are_decided_after_every_batch_after_the_live_scores():
         "notifications.tasks.campaign_decisions_task",
         "batch",
     )
+
+
+@pytest.mark.django_db
+def test_the_sweep_decides_every_shop_with_a_running_campaign(
+    shop, other_shop, settings, celery_eager
+):
+    campaign_running(shop)
+    services.campaign_pause(campaign=campaign_running(other_shop), now=NOW)
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+
+    swept = tasks.campaign_decisions_sweep_task.apply().result
+
+    assert "notifications.tasks.campaign_decisions_sweep_task" in scheduled
+    assert swept == 1
 
 
 def test_a_shown_toast_is_not_a_shopper_interaction():
