@@ -293,7 +293,9 @@ class Campaign(models.Model):
     # Local hours [start, end) of the shop's timezone without decisions; both null: none.
     quiet_start_hour = models.PositiveSmallIntegerField(null=True, blank=True)
     quiet_end_hour = models.PositiveSmallIntegerField(null=True, blank=True)
-    is_consent_required = models.BooleanField(default=True)
+    # Served only to a browser holding the shopper's consent; always so when the shop's consent
+    # mode requires consent, whatever this flag says.
+    is_consent_required = models.BooleanField(default=False)
     experiment = models.OneToOneField(
         Experiment, on_delete=models.CASCADE, related_name="campaign", editable=False
     )

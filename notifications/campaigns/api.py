@@ -123,8 +123,14 @@ class CampaignOutSerializer(serializers.ModelSerializer):
         return {"id": experiment.pk, "key": experiment.key, "status": experiment.status}
 
     def get_discount_codes(self, campaign: Campaign) -> dict:
-        codes = campaign.codes.all()
-        return {"total": codes.count(), "free": codes.filter(claimed_unit_id__isnull=True).count()}
+        # Annotated by the list selector; a campaign fresh from a service is counted here.
+        if not hasattr(campaign, "codes_total"):
+            codes = campaign.codes.all()
+            return {
+                "total": codes.count(),
+                "free": codes.filter(claimed_unit_id__isnull=True).count(),
+            }
+        return {"total": campaign.codes_total, "free": campaign.codes_free}
 
 
 def _validated(request, *, partial: bool = False) -> dict:

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import cache
-from django.db.models import Min, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from redis.exceptions import RedisError
 
 from clickserver.errors import ApplicationError
-from events.models import Event, Person, Session, Shop
+from events.models import ConsentMode, Event, Person, Session, Shop
 from notifications.campaigns.rules import SessionFacts
 from notifications.experiments.rules import UnitTraits
 from notifications.models import (
@@ -78,7 +78,15 @@ def pending_cache_key(*, shop_id: int, anonymous_id: str) -> str:
 
 
 def campaigns_list(*, shop: Shop) -> QuerySet[Campaign]:
-    return Campaign.objects.filter(shop=shop).select_related("experiment")
+    """The shop's campaigns with their experiment and the size of their code pools."""
+    return (
+        Campaign.objects.filter(shop=shop)
+        .select_related("experiment")
+        .annotate(
+            codes_total=Count("codes"),
+            codes_free=Count("codes", filter=Q(codes__claimed_unit_id__isnull=True)),
+        )
+    )
 
 
 def campaign_get(*, shop: Shop, campaign_id: int) -> Campaign:
@@ -124,7 +132,8 @@ def _pending_read(*, shop: Shop, anonymous_id: str, now: datetime) -> dict[str, 
         "decision": decision.pk,
         "campaign": decision.campaign.key,
         "exposure": exposure,
-        "consent_required": decision.campaign.is_consent_required,
+        "consent_required": decision.campaign.is_consent_required
+        or shop.consent_mode == ConsentMode.REQUIRED,
         "notification": None,
     }
     if not decision.is_holdout:

@@ -157,7 +157,7 @@ def campaign_create(
     max_per_person_week: int = 3,
     quiet_start_hour: int | None = None,
     quiet_end_hour: int | None = None,
-    is_consent_required: bool = True,
+    is_consent_required: bool = False,
 ) -> Campaign:
     """A draft campaign and its draft experiment (unit person, primary metric conversion)."""
     data = {

@@ -55,7 +55,7 @@ class Migration(migrations.Migration):
                 ("max_per_person_week", models.PositiveIntegerField(default=3)),
                 ("quiet_start_hour", models.PositiveSmallIntegerField(blank=True, null=True)),
                 ("quiet_end_hour", models.PositiveSmallIntegerField(blank=True, null=True)),
-                ("is_consent_required", models.BooleanField(default=True)),
+                ("is_consent_required", models.BooleanField(default=False)),
                 ("started_at", models.DateTimeField(blank=True, null=True)),
                 ("stopped_at", models.DateTimeField(blank=True, null=True)),
                 ("created_at", models.DateTimeField(auto_now_add=True)),

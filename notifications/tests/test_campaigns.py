@@ -9,6 +9,7 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from events.follow_ups import follow_ups
+from events.models import ConsentMode
 from events.sessionize import NON_INTERACTION_TYPES
 from events.tests.factories import EventFactory, PersonFactory
 from notifications import tasks
@@ -432,6 +433,44 @@ def test_pending_needs_consent_when_the_campaign_requires_it(shop):
 
     assert without == {"notification": None, "exposure": None}
     assert given.json()["notification"]["title"] == "Hi Ada"
+
+
+@pytest.mark.django_db
+def test_pending_needs_consent_when_the_shop_requires_it(shop):
+    now = timezone.now()
+    shop.consent_mode = ConsentMode.REQUIRED
+    shop.save()
+    campaign = campaign_running(shop, holdout_share=0.01, is_consent_required=False)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    live_session(shop, anonymous_id=anonymous_id, now=now)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=now)
+    headers = {"X-Write-Key": shop.write_key}
+
+    without = APIClient().get(PENDING, {"anonymous_id": anonymous_id}, headers=headers).json()
+
+    assert without == {"notification": None, "exposure": None}
+
+
+@pytest.mark.django_db
+def test_campaign_list_counts_the_code_pools_in_a_fixed_number_of_queries(
+    api_client, shop, django_assert_num_queries
+):
+    for key in ("one", "two", "three"):
+        campaign = services.campaign_create(
+            shop=shop,
+            key=key,
+            name=key,
+            trigger={"kind": "first_visit"},
+            variants=[CONTENT],
+            now=T0,
+        )
+        services.discount_codes_upload(campaign=campaign, codes=[f"{key}-1", f"{key}-2"])
+
+    # The shop (membership checked in the same query) and the annotated campaigns.
+    with django_assert_num_queries(2):
+        response = api_client.get(f"/notifications/campaigns/?shop={shop.domain}")
+
+    assert [c["discount_codes"] for c in response.json()] == [{"total": 2, "free": 2}] * 3
 
 
 @pytest.mark.django_db
