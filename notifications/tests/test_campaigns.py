@@ -9,13 +9,14 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from events.follow_ups import follow_ups
-from events.models import ConsentMode
+from events.models import ConsentMode, Session
 from events.sessionize import NON_INTERACTION_TYPES
 from events.tests.factories import EventFactory, PersonFactory
 from notifications import tasks
 from notifications.campaigns import decisions, rules, services
 from notifications.campaigns.rules import ContentIn
 from notifications.campaigns.selectors import score_band_default
+from notifications.experiments import exposures
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
 from notifications.experiments.rules import UnitTraits
 from notifications.models import (
@@ -24,6 +25,7 @@ from notifications.models import (
     CampaignStatus,
     DiscountCode,
     Experiment,
+    ExperimentExposure,
     ExperimentStatus,
 )
 from notifications.tests.factories import ConversionScoreFactory, SessionFactory
@@ -644,3 +646,43 @@ def test_pending_never_answers_with_another_shops_decision(shop, other_shop):
 
     assert CampaignDecision.objects.count() == 1
     assert mine.json() == {"notification": None, "exposure": None}
+
+
+@pytest.mark.django_db
+def test_the_snippets_events_become_the_experiments_exposures(shop, ingest_client, process_all):
+    campaign = campaign_running(shop, holdout_share=0.5)
+    at = T0 + timedelta(hours=1)
+
+    def sent(visitor, kind, n=0, **properties):
+        return {
+            "event_id": f"{visitor}-{kind}-{n}",
+            "type": kind,
+            "anonymous_id": visitor,
+            "timestamp": (at + timedelta(seconds=n)).isoformat(),
+            "properties": properties,
+        }
+
+    exposure = {"experiment": campaign.experiment.key, "phase": 1}
+    batch = [
+        sent("v-held", "page_view"),
+        sent("v-held", "experiment_exposure", 1, variant="holdout", **exposure),
+        sent("v-shown", "page_view"),
+        sent("v-shown", "experiment_exposure", 1, variant="nudge", **exposure),
+        sent("v-shown", "notification_shown", 2, campaign="nudge", decision=1, variant="nudge"),
+    ]
+    response = ingest_client.post("/events/", {"batch": batch})
+    process_all(shop)
+
+    exposures.exposures_extract(shop_id=shop.pk, now=at + timedelta(hours=1))
+
+    assert response.json()["rejected"] == []
+    assert sorted(
+        ExperimentExposure.objects.filter(experiment=campaign.experiment).values_list(
+            "unit_id", "variant", "is_outside_targeting"
+        )
+    ) == [("anon:v-held", "holdout", False), ("anon:v-shown", "nudge", False)]
+    # A page view, an exposure and a shown toast: still a bounce (no shopper interaction).
+    assert list(Session.objects.filter(shop=shop).values_list("is_bounce", flat=True)) == [
+        True,
+        True,
+    ]
