@@ -686,3 +686,35 @@ def test_the_snippets_events_become_the_experiments_exposures(shop, ingest_clien
         True,
         True,
     ]
+
+
+@pytest.mark.django_db
+def test_admin_lists_campaigns_and_decisions_and_acts_through_the_services(admin_client, shop):
+    campaign = services.campaign_create(
+        shop=shop,
+        key="nudge",
+        name="Nudge",
+        trigger={"kind": "first_visit"},
+        variants=[CONTENT],
+        now=T0,
+    )
+    changelist = "/admin/notifications/campaign/"
+
+    listed = admin_client.get(changelist)
+    decisions_page = admin_client.get("/admin/notifications/campaigndecision/")
+    started = admin_client.post(changelist, {"action": "start", "_selected_action": [campaign.pk]})
+    status_after_start = Campaign.objects.get().status
+    again = admin_client.post(
+        changelist, {"action": "start", "_selected_action": [campaign.pk]}, follow=True
+    )
+    admin_client.post(changelist, {"action": "stop", "_selected_action": [campaign.pk]})
+    add = admin_client.get(f"{changelist}add/")
+
+    assert (listed.status_code, decisions_page.status_code, started.status_code) == (200, 200, 302)
+    assert status_after_start == "running"
+    assert "nudge: The campaign is already running." in [str(m) for m in again.context["messages"]]
+    assert (Campaign.objects.get().status, Campaign.objects.get().experiment.status) == (
+        "stopped",
+        "stopped",
+    )
+    assert add.status_code == 403
