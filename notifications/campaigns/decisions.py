@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from redis.exceptions import RedisError
 
-from events.models import Shop
+from events.models import Session, Shop
 from notifications import selectors as score_selectors
 from notifications.campaigns import rules, selectors
 from notifications.campaigns.rules import HOLDOUT_ARM
@@ -80,9 +80,13 @@ def _decision_store(
     unit_id: str,
     arm: str,
     reason: str,
+    has_codes: bool,
     now: datetime,
 ) -> bool:
-    """Store one decision with its claimed code; False when another run stored it first."""
+    """Store one decision with its claimed code; False when another run stored it first.
+
+    A savepoint inside the campaign's transaction: a lost race rolls back this row (and its
+    claim) only."""
     content = next((v for v in campaign.variants if v["key"] == arm), None)
     values = {
         "first_name": ids.first_name,
@@ -93,7 +97,7 @@ def _decision_store(
         with transaction.atomic():
             code = (
                 _code_claim(campaign=campaign, unit_id=unit_id, now=now)
-                if content is not None
+                if content is not None and has_codes
                 else ""
             )
             CampaignDecision.objects.create(
@@ -155,47 +159,80 @@ def campaign_decisions_run(*, shop_id: int, now: datetime) -> DecideResult:
         counts = selectors.decisions_counts(
             campaign=campaign, person_ids={s.person_id for s in sessions}, now=now
         )
-        for session in sessions:
-            if session.pk in decided:
-                continue
-            session_facts, ids = facts[session.pk]
-            if session_facts.is_converted:
-                continue
-            day, week = counts.get(session.person_id, (0, 0))
-            if day >= campaign.max_per_person_day or week >= campaign.max_per_person_week:
-                continue
-            if not rules.targeting_admits(campaign.targeting, session_facts):
-                continue
-            reason = rules.trigger_fires(campaign.trigger, session_facts, now=now)
-            unit_id = unit_id_build(
-                unit=experiment.unit, anonymous_id=ids.anonymous_id, user_id=ids.user_id
-            )
-            if reason is None or unit_id is None:
-                continue
-            arm = variant_assign(
-                key=experiment.key,
-                phase=experiment.phase,
-                unit_id=unit_id,
-                arms=arms,
-                holdout_share=0.0,
-            )
-            if arm is None:  # never: the experiment has no holdout share, its holdout is an arm
-                continue
-            if _decision_store(
+        has_codes = selectors.codes_free_exist(campaign=campaign)
+        # One commit per campaign, not per decision (a commit is a disk flush on MariaDB).
+        with transaction.atomic():
+            stored_now, holdout_now = _campaign_decide(
                 campaign=campaign,
-                session_id=session.pk,
-                person_id=session.person_id,
-                facts=session_facts,
-                ids=ids,
-                unit_id=unit_id,
-                arm=arm,
-                reason=reason,
+                sessions=sessions,
+                facts=facts,
+                decided=decided,
+                counts=counts,
+                arms=arms,
+                has_codes=has_codes,
                 now=now,
-            ):
-                stored += 1
-                holdout += arm == HOLDOUT_ARM
-                decided.add(session.pk)
-                counts[session.person_id] = (day + 1, week + 1)
+            )
+        stored += stored_now
+        holdout += holdout_now
     return DecideResult(
         campaigns=len(campaigns), sessions=len(sessions), decisions=stored, holdout=holdout
     )
+
+
+def _campaign_decide(
+    *,
+    campaign: Campaign,
+    sessions: list[Session],
+    facts: dict[int, tuple[rules.SessionFacts, selectors.SessionIds]],
+    decided: set[int],
+    counts: dict[int, tuple[int, int]],
+    arms: tuple[Arm, ...],
+    has_codes: bool,
+    now: datetime,
+) -> tuple[int, int]:
+    """One campaign over the sessions; `decided` and `counts` are updated as it stores."""
+    experiment = campaign.experiment
+    stored = holdout = 0
+    for session in sessions:
+        if session.pk in decided:
+            continue
+        session_facts, ids = facts[session.pk]
+        if session_facts.is_converted:
+            continue
+        day, week = counts.get(session.person_id, (0, 0))
+        if day >= campaign.max_per_person_day or week >= campaign.max_per_person_week:
+            continue
+        if not rules.targeting_admits(campaign.targeting, session_facts):
+            continue
+        reason = rules.trigger_fires(campaign.trigger, session_facts, now=now)
+        unit_id = unit_id_build(
+            unit=experiment.unit, anonymous_id=ids.anonymous_id, user_id=ids.user_id
+        )
+        if reason is None or unit_id is None:
+            continue
+        arm = variant_assign(
+            key=experiment.key,
+            phase=experiment.phase,
+            unit_id=unit_id,
+            arms=arms,
+            holdout_share=0.0,
+        )
+        if arm is None:  # never: the experiment has no holdout share, its holdout is an arm
+            continue
+        if _decision_store(
+            campaign=campaign,
+            session_id=session.pk,
+            person_id=session.person_id,
+            facts=session_facts,
+            ids=ids,
+            unit_id=unit_id,
+            arm=arm,
+            reason=reason,
+            has_codes=has_codes,
+            now=now,
+        ):
+            stored += 1
+            holdout += arm == HOLDOUT_ARM
+            decided.add(session.pk)
+            counts[session.person_id] = (day + 1, week + 1)
+    return stored, holdout

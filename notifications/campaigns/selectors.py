@@ -28,6 +28,7 @@ from notifications.models import (
     CampaignDecision,
     CampaignStatus,
     ConversionScore,
+    DiscountCode,
     ExperimentStatus,
 )
 from segments.models import SegmentMembership
@@ -312,6 +313,10 @@ def decisions_counts(
         day, week = counts.get(person_id, (0, 0))
         counts[person_id] = (day + (created_at >= day_ago), week + 1)
     return counts
+
+
+def codes_free_exist(*, campaign: Campaign) -> bool:
+    return DiscountCode.objects.filter(campaign=campaign, claimed_unit_id__isnull=True).exists()
 
 
 def sessions_decided(*, shop: Shop, session_ids: list[int]) -> set[int]:
