@@ -51,7 +51,7 @@
     function poll() {
       if (box || !enabled() || d.hidden || !d.body) return;
       var q = '/notifications/pending/?anonymous_id=' + encodeURIComponent(anonymousId()) +
-        '&consent=' + (getLS(CONSENT) === '1' ? 1 : 0);
+        '&consent=' + (getLS(CONSENT) === '1' || getCookie(CONSENT) === '1' ? 1 : 0);
       fetch(new URL(q, new URL(endpoint, loc.href)).href,
         { headers: { 'X-Write-Key': writeKey }, credentials: 'omit' })
         .then(function (r) { return r.ok ? r.json() : {}; })
