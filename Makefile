@@ -55,7 +55,8 @@ typecheck:
 	DJANGO_DEBUG=1 $(VENV)/bin/mypy $(wildcard */services.py */services/*.py */*/services.py */selectors.py */selectors/*.py */*/selectors.py */tasks.py */sql.py */cache.py) \
 		notifications/experiments/exposures.py notifications/experiments/metrics.py \
 		notifications/experiments/results.py notifications/experiments/analysis.py \
-		notifications/experiments/verdict.py
+		notifications/experiments/verdict.py notifications/campaigns/decisions.py \
+	notifications/campaigns/rules.py
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi

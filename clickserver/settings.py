@@ -246,6 +246,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "analytics.tasks.reports_sweep_task",
         "schedule": crontab(minute=11),
     },
+    # Time-based triggers (a cart idle for N minutes) fire even when the shop sends no new events.
+    "campaign-decisions-sweep": {
+        "task": "notifications.tasks.campaign_decisions_sweep_task",
+        "schedule": timedelta(minutes=1),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
@@ -282,7 +287,10 @@ HEALTH_BACKLOG = "events.selectors.processing_backlog"
 # Functions `(*, shop) -> dict` merged into the tracking snippet's configuration
 # (events/snippet.py), named so that events imports none of the apps that add to it: here the
 # experiments the browser decides.
-SNIPPET_CONFIG_HOOKS = ["notifications.experiments.selectors.experiments_snippet_config"]
+SNIPPET_CONFIG_HOOKS = [
+    "notifications.experiments.selectors.experiments_snippet_config",
+    "notifications.campaigns.selectors.campaigns_snippet_config",
+]
 # Functions `(*, shop, person_id) -> dict` merged into a customer profile
 # (segments/selectors/customers.py), named so that segments imports no app above it: the live
 # conversion score and the experiments the person saw.
@@ -301,6 +309,9 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("experiments", "notifications.tasks.experiments_refresh_task", "batch"),
+    # After the live scores: a worker sends the batch stages at once, so a decision may see the
+    # previous batch's scores; every live undecided session is evaluated again next batch.
+    ("campaigns", "notifications.tasks.campaign_decisions_task", "batch"),
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
 # What an erasure recomputes once the person's raw rows are gone (events/services/erasure.py), and

@@ -20,7 +20,8 @@ PURCHASE_TYPE = "purchase"
 # Events a page sends without the shopper doing anything (an experiment's variant being shown):
 # they are part of the session but do not end a bounce, or every visit to a page under test would
 # stop being one and the bounce rate would fall the day an experiment starts.
-NON_INTERACTION_TYPES = frozenset({"experiment_exposure"})
+# A toast being shown is not the shopper doing anything (docs/campaigns.md).
+NON_INTERACTION_TYPES = frozenset({"experiment_exposure", "notification_shown"})
 TABLET_HINTS = ("ipad", "tablet", "kindle", "silk/", "playbook", "nexus 7", "nexus 9", "sm-t")
 MOBILE_OS = frozenset({"iOS", "Android", "Windows Phone", "BlackBerry OS", "KaiOS", "Firefox OS"})
 

@@ -25,13 +25,28 @@ CONFIG_PLACEHOLDER = "/*CONFIG*/{}"
 # configuration has experiments; other shops' storefronts do not pay for its SHA-256.
 EXPERIMENTS_PATH = SOURCE_PATH.with_name("clickserver-experiments.js")
 EXPERIMENTS_PLACEHOLDER = "/*EXPERIMENTS*/"
+# Likewise the toast (`notifications`), for shops running an on-site campaign.
+NOTIFICATIONS_PATH = SOURCE_PATH.with_name("clickserver-notifications.js")
+NOTIFICATIONS_PLACEHOLDER = "/*NOTIFICATIONS*/"
 SNIPPET_MAX_AGE_SECONDS = 300
+
+
+def _compact(source: str) -> str:
+    """The source as served: without indentation, blank lines and whole-line `//` comments.
+
+    The comments are for the people who read the file; a storefront downloads the snippet on
+    every first visit and it has a size budget (8 KB gzipped with experiments and the toast).
+    Only whole lines go, so no string or regular expression holding `//` is touched, and the
+    line breaks that JavaScript's semicolon insertion may rely on all stay.
+    """
+    lines = (line.strip() for line in source.splitlines())
+    return "\n".join(line for line in lines if line and not line.startswith("//")) + "\n"
 
 
 @functools.cache
 def snippet_source() -> str:
-    source = SOURCE_PATH.read_text(encoding="utf-8")
-    for placeholder in (CONFIG_PLACEHOLDER, EXPERIMENTS_PLACEHOLDER):
+    source = _compact(SOURCE_PATH.read_text(encoding="utf-8"))
+    for placeholder in (CONFIG_PLACEHOLDER, EXPERIMENTS_PLACEHOLDER, NOTIFICATIONS_PLACEHOLDER):
         if source.count(placeholder) != 1:
             raise RuntimeError(f"{SOURCE_PATH} must hold {placeholder} exactly once")
     return source
@@ -39,7 +54,12 @@ def snippet_source() -> str:
 
 @functools.cache
 def experiments_source() -> str:
-    return EXPERIMENTS_PATH.read_text(encoding="utf-8")
+    return _compact(EXPERIMENTS_PATH.read_text(encoding="utf-8"))
+
+
+@functools.cache
+def notifications_source() -> str:
+    return _compact(NOTIFICATIONS_PATH.read_text(encoding="utf-8"))
 
 
 def snippet_config(*, shop: Shop, endpoint: str) -> dict[str, Any]:
@@ -58,6 +78,8 @@ def snippet_render(*, shop: Shop, endpoint: str) -> str:
     source = snippet_source()
     if config.get("experiments"):
         source = source.replace(EXPERIMENTS_PLACEHOLDER, experiments_source())
+    if config.get("notifications"):
+        source = source.replace(NOTIFICATIONS_PLACEHOLDER, notifications_source())
     # orjson escapes nothing HTML-special, but this is served as a script, never inlined in HTML.
     return source.replace(CONFIG_PLACEHOLDER, orjson.dumps(config).decode())
 

@@ -18,10 +18,13 @@ from clickserver.admin import ReadOnlyAdmin
 from clickserver.errors import ApplicationError
 from events.selectors import shops_for_user
 from notifications import services
+from notifications.campaigns import services as campaign_services
 from notifications.experiments import rules
 from notifications.experiments import services as experiment_services
 from notifications.experiments.rules import VariantIn
 from notifications.models import (
+    Campaign,
+    CampaignDecision,
     ConversionScore,
     Experiment,
     ExperimentStatus,
@@ -317,3 +320,48 @@ class ExperimentAdmin(admin.ModelAdmin):
     @admin.action(description="Stop the selected experiments", permissions=["change"])
     def stop(self, request, queryset):
         self._each(request, queryset, experiment_services.experiment_stop, "Stopped")
+
+
+@admin.register(Campaign)
+class CampaignAdmin(ReadOnlyAdmin):
+    """Campaigns are created and edited through the API (their service validates the whole
+    definition and creates the experiment); here they are read and started, paused or stopped."""
+
+    list_display = ("key", "name", "shop", "status", "channel", "holdout_share", "started_at")
+    list_filter = ("status", "channel", "shop")
+    search_fields = ("key", "name")
+    actions = ["start", "pause", "stop"]
+
+    def _each(self, request, queryset, service, done: str) -> None:
+        count = 0
+        for campaign in queryset:
+            try:
+                service(campaign=campaign, now=timezone.now())
+            except ApplicationError as error:
+                self.message_user(request, f"{campaign.key}: {error.detail}", messages.ERROR)
+            else:
+                count += 1
+        if count:
+            self.message_user(request, f"{done} {count} campaign(s).", messages.SUCCESS)
+
+    def has_transition_permission(self, request) -> bool:
+        return request.user.has_perm("notifications.change_campaign")
+
+    @admin.action(description="Start (or resume) the selected", permissions=["transition"])
+    def start(self, request, queryset):
+        self._each(request, queryset, campaign_services.campaign_start, "Started")
+
+    @admin.action(description="Pause the selected", permissions=["transition"])
+    def pause(self, request, queryset):
+        self._each(request, queryset, campaign_services.campaign_pause, "Paused")
+
+    @admin.action(description="Stop the selected (global stop)", permissions=["transition"])
+    def stop(self, request, queryset):
+        self._each(request, queryset, campaign_services.campaign_stop, "Stopped")
+
+
+@admin.register(CampaignDecision)
+class CampaignDecisionAdmin(ReadOnlyAdmin):
+    list_display = ("campaign", "session", "arm", "is_holdout", "score", "reason", "created_at")
+    list_filter = ("is_holdout", "campaign")
+    list_select_related = ("campaign",)

@@ -248,3 +248,134 @@ class ExperimentResult(models.Model):
 
     def __str__(self) -> str:
         return f"results of {self.experiment_id} phase {self.phase} at {self.computed_at:%Y-%m-%d}"
+
+
+class CampaignStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    # The global stop: no decision is made and nothing pending is served again.
+    STOPPED = "stopped", "Stopped"
+
+
+class CampaignChannel(models.TextChoices):
+    ON_SITE = "on_site", "On-site toast"
+    # Defined so a campaign can name them; nothing delivers them yet (docs/campaigns.md).
+    EMAIL = "email", "Email (not delivered yet)"
+    WEBHOOK = "webhook", "Webhook (not delivered yet)"
+
+
+class Campaign(models.Model):
+    """A sale notification of one shop (docs/campaigns.md); written only by
+    notifications/campaigns/services.py.
+
+    `trigger`, `targeting`, `variants` (the content, one experiment arm each) and the caps are
+    validated by `notifications.campaigns.rules`. The `experiment` measures it: a control arm
+    "holdout" that is decided like the others but shown nothing, and one arm per content variant.
+    """
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="campaigns")
+    key = models.SlugField(max_length=48)
+    name = models.CharField(max_length=255)
+    status = models.CharField(
+        max_length=8, choices=CampaignStatus.choices, default=CampaignStatus.DRAFT
+    )
+    trigger = models.JSONField()
+    targeting = models.JSONField(default=dict, blank=True)
+    # [{"key", "title", "body", "cta_url", "cta_text"}]: each an arm of the experiment.
+    variants = models.JSONField()
+    channel = models.CharField(
+        max_length=8, choices=CampaignChannel.choices, default=CampaignChannel.ON_SITE
+    )
+    holdout_share = models.FloatField(default=0.1)
+    max_per_person_day = models.PositiveIntegerField(default=1)
+    max_per_person_week = models.PositiveIntegerField(default=3)
+    # Local hours [start, end) of the shop's timezone without decisions; both null: none.
+    quiet_start_hour = models.PositiveSmallIntegerField(null=True, blank=True)
+    quiet_end_hour = models.PositiveSmallIntegerField(null=True, blank=True)
+    # Served only to a browser holding the shopper's consent; always so when the shop's consent
+    # mode requires consent, whatever this flag says.
+    is_consent_required = models.BooleanField(default=False)
+    experiment = models.OneToOneField(
+        Experiment, on_delete=models.CASCADE, related_name="campaign", editable=False
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["shop", "key"], name="uniq_campaign_shop_key"),
+        ]
+        indexes = [models.Index(fields=["shop", "status"], name="campaign_shop_status")]
+
+    def __str__(self) -> str:
+        return f"{self.key} ({self.status})"
+
+
+class DiscountCode(models.Model):
+    """One code of a campaign's pool; claimed once, by one experiment unit (a person)."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="codes")
+    code = models.CharField(max_length=64)
+    claimed_unit_id = models.CharField(max_length=300, null=True, blank=True)  # noqa: DJ001
+    claimed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "code"], name="uniq_code_campaign_code"),
+            # NULLs never collide: any number of free codes, one claimed code per unit.
+            models.UniqueConstraint(
+                fields=["campaign", "claimed_unit_id"], name="uniq_code_campaign_unit"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.code} ({'claimed' if self.claimed_unit_id else 'free'})"
+
+
+class CampaignDecision(models.Model):
+    """That a campaign acted on a live session: who, which arm, why, at what score.
+
+    One row per (campaign, session), so re-evaluating a session is a no-op. A holdout decision is
+    stored like the others (the experiment's control) but nothing is shown. The rendered text is
+    kept as it was decided: the storefront shows exactly what was stored.
+    """
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="decisions")
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="campaign_decisions")
+    session = models.ForeignKey(
+        Session, on_delete=models.CASCADE, related_name="campaign_decisions"
+    )
+    person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="campaign_decisions")
+    # The browser the notification is for: pending is asked by anonymous id.
+    anonymous_id = models.CharField(max_length=255, blank=True, default="")
+    unit_id = models.CharField(max_length=300)
+    phase = models.PositiveIntegerField()
+    arm = models.CharField(max_length=64)
+    is_holdout = models.BooleanField(default=False)
+    reason = models.CharField(max_length=255)
+    score = models.FloatField(null=True, blank=True)
+    title = models.CharField(max_length=255, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    cta_url = models.CharField(max_length=2048, blank=True, default="")
+    cta_text = models.CharField(max_length=64, blank=True, default="")
+    discount_code = models.CharField(max_length=64, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "session"], name="uniq_decision_campaign_session"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["shop", "anonymous_id", "created_at"], name="decision_shop_anon"),
+            models.Index(fields=["campaign", "person", "created_at"], name="decision_person"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id} → session {self.session_id}: {self.arm}"

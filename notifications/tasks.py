@@ -7,6 +7,8 @@ from django.utils import timezone
 from events.models import Shop
 from events.selectors import active_shop_ids
 from notifications import services
+from notifications.campaigns import decisions
+from notifications.campaigns import selectors as campaign_selectors
 from notifications.experiments import exposures, results
 
 logger = logging.getLogger(__name__)
@@ -59,3 +61,19 @@ def experiments_refresh_sweep_task() -> int:
 def experiment_exposures_repair_task(shop_id: int) -> int:
     """After an erasure or a session rebuild: drop exposures of erased persons, re-link the rest."""
     return exposures.exposures_repair_run(shop_id=shop_id)
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def campaign_decisions_task(shop_id: int) -> int:
+    """After a batch (and its live scores): decide the running campaigns for the live sessions."""
+    return decisions.campaign_decisions_run(shop_id=shop_id, now=timezone.now()).decisions
+
+
+@shared_task
+def campaign_decisions_sweep_task() -> int:
+    """Beat: every shop with a running campaign, so a cart idle for N minutes is noticed when
+    no new batch of that shop triggers the follow-up."""
+    shop_ids = campaign_selectors.shops_with_running_campaigns()
+    for shop_id in shop_ids:
+        campaign_decisions_task.delay(shop_id)
+    return len(shop_ids)

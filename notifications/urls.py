@@ -1,6 +1,15 @@
 from django.urls import path
 
 from notifications.api import ConversionScoreListApi, ConversionScoreLiveApi
+from notifications.campaigns.api import (
+    CampaignDetailApi,
+    CampaignListApi,
+    CampaignPauseApi,
+    CampaignStartApi,
+    CampaignStopApi,
+    DiscountCodesUploadApi,
+    NotificationPendingApi,
+)
 from notifications.experiments.api import (
     ExperimentDecideApi,
     ExperimentDetailApi,
@@ -17,6 +26,33 @@ urlpatterns = [
         "notifications/scores/live/",
         ConversionScoreLiveApi.as_view(),
         name="conversion-scores-live",
+    ),
+    path("notifications/pending/", NotificationPendingApi.as_view(), name="notifications-pending"),
+    path("notifications/campaigns/", CampaignListApi.as_view(), name="campaigns"),
+    path(
+        "notifications/campaigns/<int:campaign_id>/",
+        CampaignDetailApi.as_view(),
+        name="campaign",
+    ),
+    path(
+        "notifications/campaigns/<int:campaign_id>/start/",
+        CampaignStartApi.as_view(),
+        name="campaign-start",
+    ),
+    path(
+        "notifications/campaigns/<int:campaign_id>/pause/",
+        CampaignPauseApi.as_view(),
+        name="campaign-pause",
+    ),
+    path(
+        "notifications/campaigns/<int:campaign_id>/stop/",
+        CampaignStopApi.as_view(),
+        name="campaign-stop",
+    ),
+    path(
+        "notifications/campaigns/<int:campaign_id>/codes/",
+        DiscountCodesUploadApi.as_view(),
+        name="campaign-codes",
     ),
     path("experiments/", ExperimentListApi.as_view(), name="experiments"),
     # The dashboard page (HTML), outside the JSON API's /experiments/ prefix (clickserver/api.py).

@@ -81,10 +81,10 @@ def test_process_events_leaves_the_analytics_current(
     summary = orjson.loads(out.getvalue())
     assert (summary["events"], list(summary["follow_ups"])) == (
         5,
-        ["rollups", "live scores", "experiments", "segments"],
+        ["rollups", "live scores", "experiments", "campaigns", "segments"],
     )
     progress = err.getvalue()
-    for stage in ("rollups", "live scores", "experiments", "segments"):
+    for stage in ("rollups", "live scores", "experiments", "campaigns", "segments"):
         assert f"{shop.domain}: {stage} up to date" in progress
     assert SegmentMembership.objects.filter(segment__shop=shop).exists()
 

@@ -121,7 +121,8 @@ def test_bodies_the_api_rejects_when_empty_are_required(schema):
     }
 
     # Shopify's webhooks are signed: the signature, not our schema, says what a body may be.
-    # Starting and stopping an experiment, acknowledging and resolving an anomaly take no body.
+    # Starting and stopping an experiment or a campaign (pausing it too), acknowledging and
+    # resolving an anomaly take no body at all.
     assert {
         f"POST {path}" for path, methods in schema["paths"].items() if "post" in methods
     } - required == {
@@ -131,4 +132,7 @@ def test_bodies_the_api_rejects_when_empty_are_required(schema):
         "POST /experiments/{experiment_id}/stop/",
         "POST /analytics/anomalies/{anomaly_id}/acknowledge/",
         "POST /analytics/anomalies/{anomaly_id}/resolve/",
+        "POST /notifications/campaigns/{campaign_id}/start/",
+        "POST /notifications/campaigns/{campaign_id}/pause/",
+        "POST /notifications/campaigns/{campaign_id}/stop/",
     }

@@ -437,6 +437,7 @@
     }
   };
 
+/*NOTIFICATIONS*/
   if (d.readyState === 'loading') d.addEventListener('DOMContentLoaded', pageView);
   else pageView();
   if (enabled()) schedule(0); // send what an earlier page left queued

@@ -1,0 +1,240 @@
+"""Campaign endpoints: the storefront's pending notification (write key) and the shop members'
+CRUD with start / pause / stop and the discount code pool (token).
+
+`GET /notifications/pending/` authenticates like `GET /experiments/decide/`
+(events/storefront_auth.py) and answers only for the anonymous id the browser gives: its own.
+"""
+
+from collections.abc import Callable
+
+from django.utils import timezone
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from clickserver.errors import ApplicationError
+from clickserver.schema import MEMBER_ERRORS, SHOP, error_responses
+from clickserver.throttles import StorefrontThrottle
+from events.selectors import shop_get_for_user
+from events.storefront_auth import shop_authenticate
+from notifications.campaigns import selectors, services
+from notifications.campaigns.rules import ContentIn
+from notifications.models import Campaign
+
+ANONYMOUS_ID_MAX = 255
+
+
+class NotificationPendingApi(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [StorefrontThrottle]
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("X-Write-Key", str, OpenApiParameter.HEADER, description="Write key."),
+            OpenApiParameter("anonymous_id", str, required=True, description="The browser's id."),
+            OpenApiParameter(
+                "consent", str, description="1 when the shopper gave marketing consent."
+            ),
+        ],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(400, 401, 429, 503)},
+        description="The notification to show now (plain text, the CTA URL with the discount "
+        "code applied) or null, and the experiment exposure to record (the holdout's too).",
+    )
+    def get(self, request):
+        shop = shop_authenticate(request=request)
+        anonymous_id = request.query_params.get("anonymous_id", "")
+        if not 0 < len(anonymous_id) <= ANONYMOUS_ID_MAX:
+            raise ApplicationError(
+                "Give the browser's anonymous_id.", fields={"anonymous_id": ["required"]}
+            )
+        answer = selectors.notification_pending(
+            shop=shop,
+            anonymous_id=anonymous_id,
+            has_consent=request.query_params.get("consent") == "1",
+            now=timezone.now(),
+        )
+        return Response(answer)
+
+
+class ContentSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=64)
+    title = serializers.CharField(max_length=255, allow_blank=True)
+    body = serializers.CharField(max_length=2000, allow_blank=True)
+    cta_url = serializers.CharField(max_length=2048)
+    cta_text = serializers.CharField(max_length=255, required=False, default="", allow_blank=True)
+
+
+class CampaignInSerializer(serializers.Serializer):
+    """Shapes only: every rule (band, segments, placeholders, caps) is the service's."""
+
+    key = serializers.CharField(max_length=64)
+    name = serializers.CharField(max_length=255, allow_blank=True)
+    trigger = serializers.JSONField(
+        help_text='{"kind": "score_band", "low", "high"} (bounds default to the shop\'s '
+        '50th-90th score percentile), {"kind": "cart_abandoned", "minutes"}, '
+        '{"kind": "checkout_started"}, {"kind": "product_viewed", "count"}, '
+        '{"kind": "segment_entered", "segment"}, {"kind": "first_visit"}.'
+    )
+    targeting = serializers.JSONField(required=False)
+    variants = ContentSerializer(many=True, required=False)
+    channel = serializers.CharField(required=False)
+    holdout_share = serializers.JSONField(required=False)
+    max_per_person_day = serializers.JSONField(required=False)
+    max_per_person_week = serializers.JSONField(required=False)
+    quiet_start_hour = serializers.JSONField(required=False)
+    quiet_end_hour = serializers.JSONField(required=False)
+    is_consent_required = serializers.JSONField(required=False)
+
+
+class CampaignOutSerializer(serializers.ModelSerializer):
+    experiment = serializers.SerializerMethodField()
+    discount_codes = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Campaign
+        fields = [
+            "id",
+            "key",
+            "name",
+            "status",
+            "trigger",
+            "targeting",
+            "variants",
+            "channel",
+            "holdout_share",
+            "max_per_person_day",
+            "max_per_person_week",
+            "quiet_start_hour",
+            "quiet_end_hour",
+            "is_consent_required",
+            "experiment",
+            "discount_codes",
+            "started_at",
+            "stopped_at",
+            "created_at",
+        ]
+
+    def get_experiment(self, campaign: Campaign) -> dict:
+        experiment = campaign.experiment
+        return {"id": experiment.pk, "key": experiment.key, "status": experiment.status}
+
+    def get_discount_codes(self, campaign: Campaign) -> dict:
+        # Annotated by the list selector; a campaign fresh from a service is counted here.
+        if not hasattr(campaign, "codes_total"):
+            codes = campaign.codes.all()
+            return {
+                "total": codes.count(),
+                "free": codes.filter(claimed_unit_id__isnull=True).count(),
+            }
+        return {"total": campaign.codes_total, "free": campaign.codes_free}
+
+
+def _validated(request, *, partial: bool = False) -> dict:
+    data = CampaignInSerializer(data=request.data, partial=partial)
+    data.is_valid(raise_exception=True)
+    values = dict(data.validated_data)
+    if "variants" in values:
+        values["variants"] = [ContentIn(**v) for v in values["variants"]]
+    return values
+
+
+class CampaignListApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        responses={200: CampaignOutSerializer(many=True), **error_responses(*MEMBER_ERRORS)},
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaigns = selectors.campaigns_list(shop=shop)
+        return Response(CampaignOutSerializer(campaigns, many=True).data)
+
+    @extend_schema(
+        parameters=[SHOP],
+        request=CampaignInSerializer,
+        responses={201: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+    )
+    def post(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        values = _validated(request)
+        values.setdefault("variants", [])
+        campaign = services.campaign_create(shop=shop, now=timezone.now(), **values)
+        return Response(CampaignOutSerializer(campaign).data, status=201)
+
+
+class CampaignDetailApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        responses={200: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+    )
+    def get(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        return Response(CampaignOutSerializer(campaign).data)
+
+    @extend_schema(
+        parameters=[SHOP],
+        request=CampaignInSerializer(partial=True),
+        responses={200: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+        description="Edit the name, trigger, targeting, channel, caps or consent flag; the key, "
+        "the content variants and the holdout are the experiment's design and fixed.",
+    )
+    def patch(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        data = _validated(request, partial=True)
+        campaign = services.campaign_update(campaign=campaign, data=data, now=timezone.now())
+        return Response(CampaignOutSerializer(campaign).data)
+
+
+class CampaignTransitionApi(APIView):
+    """POST moves the campaign through `transition` (a service); the subclasses name which."""
+
+    transition: Callable[..., Campaign]
+
+    @extend_schema(
+        parameters=[SHOP],
+        request=None,
+        responses={200: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+    )
+    def post(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        campaign = type(self).transition(campaign=campaign, now=timezone.now())
+        return Response(CampaignOutSerializer(campaign).data)
+
+
+class CampaignStartApi(CampaignTransitionApi):
+    transition = staticmethod(services.campaign_start)
+
+
+class CampaignPauseApi(CampaignTransitionApi):
+    transition = staticmethod(services.campaign_pause)
+
+
+class CampaignStopApi(CampaignTransitionApi):
+    transition = staticmethod(services.campaign_stop)
+
+
+class DiscountCodesUploadApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        codes = serializers.ListField(child=serializers.CharField(max_length=255), max_length=10000)
+
+    @extend_schema(
+        parameters=[SHOP],
+        request=InputSerializer,
+        responses={200: OpenApiTypes.OBJECT, **error_responses(*MEMBER_ERRORS)},
+        description="Add codes to the pool; each person who gets the notification claims one.",
+    )
+    def post(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        added = services.discount_codes_upload(
+            campaign=campaign, codes=data.validated_data["codes"]
+        )
+        return Response({"added": added})

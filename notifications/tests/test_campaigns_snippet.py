@@ -1,0 +1,251 @@
+"""The toast in the storefront snippet: served only to shops running an on-site campaign, within
+the 8 KB budget, and in headless Chromium shown once as text, never over the checkout button,
+dismissable by keyboard, its events sent through ingestion."""
+
+import gzip
+import time
+from datetime import timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from events.models import Event
+from events.snippet import NOTIFICATIONS_PLACEHOLDER
+from events.tests import storefront_urls
+from events.tests.factories import EventFactory, PersonFactory
+from notifications.campaigns import decisions, services
+from notifications.campaigns.rules import ContentIn
+from notifications.experiments import services as experiment_services
+from notifications.experiments.rules import VariantIn
+from notifications.models import CampaignDecision
+from notifications.tests.factories import ConversionScoreFactory, SessionFactory
+from notifications.tests.test_campaigns import anonymous_ids_in
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+CONTENT = ContentIn(
+    key="nudge",
+    title="Still deciding, {first_name}?",
+    body="{product} is in your cart",
+    cta_url="/cart",
+    cta_text="Back to cart",
+)
+
+
+def campaign_running(shop, **overrides):
+    campaign = services.campaign_create(
+        **{
+            "shop": shop,
+            "key": "nudge",
+            "name": "Nudge",
+            "trigger": {"kind": "score_band", "low": 0.2, "high": 0.6},
+            "variants": [CONTENT],
+            "holdout_share": 0.5,
+            "is_consent_required": False,
+            "now": timezone.now(),
+        }
+        | overrides
+    )
+    return services.campaign_start(campaign=campaign, now=timezone.now())
+
+
+@pytest.mark.django_db
+def test_the_toast_code_is_served_only_with_a_running_campaign(
+    client, shop, django_capture_on_commit_callbacks
+):
+    plain = client.get(f"/snippet/{shop.write_key}.js").content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        campaign_running(shop)
+
+    with_toast = client.get(f"/snippet/{shop.write_key}.js").content.decode()
+
+    assert NOTIFICATIONS_PLACEHOLDER in plain
+    assert "notification_shown" not in plain
+    assert "notification_shown" in with_toast
+
+
+@pytest.mark.django_db
+def test_the_snippet_with_experiments_and_the_toast_is_at_most_8_kb_gzipped(client, shop):
+    campaign_running(shop)
+    experiment_services.experiment_start(
+        experiment=experiment_services.experiment_create(
+            shop=shop,
+            key="buttons",
+            name="buttons",
+            unit="person",
+            primary_metric={"kind": "conversion"},
+            variants=[VariantIn("a", 1, is_control=True), VariantIn("b", 1)],
+        ),
+        now=timezone.now(),
+    )
+
+    body = client.get(f"/snippet/{shop.write_key}.js").content
+
+    assert b"function bucket" in body
+    assert b"notification_shown" in body
+    assert len(gzip.compress(body, compresslevel=9)) <= 8 * 1024
+
+
+# --- in headless Chromium --------------------------------------------------------------------
+
+
+@pytest.fixture
+def context(browser, celery_eager):
+    storefront_urls.cart_attributes.clear()
+    context = browser.new_context(viewport={"width": 800, "height": 600})
+    yield context
+    context.close()
+
+
+def decided_for(shop, anonymous_id: str) -> None:
+    """A live session of this browser in the band, decided by the pipeline's follow-up."""
+    now = timezone.now()
+    person = PersonFactory(shop=shop, traits={"first_name": "Ada"})
+    session = SessionFactory(
+        shop=shop, person=person, started_at=now - timedelta(minutes=3), ended_at=now
+    )
+    EventFactory(
+        shop=shop,
+        session=session,
+        person=person,
+        anonymous_id=anonymous_id,
+        type="add_to_cart",
+        product_id="p1",
+        product_name=HOSTILE,
+        product_price=Decimal("10.00"),
+        product_quantity=1,
+        occurred_at=now - timedelta(minutes=1),
+    )
+    ConversionScoreFactory(session=session, score=0.4, scored_at=now)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=now)
+
+
+def events_of(shop, kinds: set[str], count: int, timeout: float = 12.0) -> list[Event]:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = list(Event.objects.filter(shop=shop, type__in=kinds).order_by("id"))
+        if len(events) >= count or time.monotonic() > deadline:
+            return events
+        time.sleep(0.2)
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_the_toast_shows_the_hostile_name_as_text_once_away_from_checkout(
+    context, live_server, shop
+):
+    campaign = campaign_running(shop)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    decided_for(shop, anonymous_id)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+    dialogs = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    cart = f"{live_server.url}/store/{shop.write_key}/cart/"
+    # The checkout button where the toast would first go (bottom right), styled before the
+    # snippet can show anything.
+    page.add_init_script(
+        "document.addEventListener('DOMContentLoaded', () => {"
+        " const s = document.createElement('style');"
+        " s.textContent = '#checkout{position:fixed;right:20px;bottom:20px;padding:20px}';"
+        " document.head.appendChild(s); });"
+    )
+    page.goto(cart)
+
+    toast = page.wait_for_selector("[role=status]", timeout=15000)
+    text = toast.inner_text()
+    overlap = page.evaluate(
+        """() => {
+          const a = document.querySelector('[role=status]').getBoundingClientRect();
+          const b = document.querySelector('#checkout').getBoundingClientRect();
+          return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
+        }"""
+    )
+    images = page.eval_on_selector_all("[role=status] img", "els => els.length")
+    live = toast.get_attribute("aria-live")
+    href = page.eval_on_selector("[role=status] a", "a => a.getAttribute('href')")
+    page.focus("[role=status] button[aria-label=Dismiss]")
+    page.keyboard.press("Escape")
+    page.wait_for_selector("[role=status]", state="detached")
+    page.evaluate("clickserver.flush()")
+    sent = events_of(shop, {"notification_shown", "notification_dismissed"}, 2)
+    exposure = events_of(shop, {"experiment_exposure"}, 1)
+    page.reload()
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.wait_for_timeout(1500)
+    again = page.query_selector("[role=status]")
+
+    assert f"Still deciding, Ada?\n\n{HOSTILE} is in your cart" in text
+    assert (images, dialogs, overlap, live, href) == (0, [], False, "polite", "/cart")
+    assert [e.type for e in sent] == ["notification_shown", "notification_dismissed"]
+    assert sent[0].properties["decision"] == CampaignDecision.objects.get().pk
+    assert [(e.properties["experiment"], e.properties["variant"]) for e in exposure] == [
+        ("campaign-nudge", "nudge")
+    ]
+    assert again is None
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_a_holdout_browser_sees_nothing_but_records_its_exposure(context, live_server, shop):
+    campaign = campaign_running(shop)
+    (anonymous_id,) = anonymous_ids_in(campaign, "holdout", 1)
+    decided_for(shop, anonymous_id)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/cart/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.wait_for_timeout(1500)
+    page.evaluate("clickserver.flush()")
+    exposure = events_of(shop, {"experiment_exposure"}, 1)
+
+    assert page.query_selector("[role=status]") is None
+    assert [e.properties["variant"] for e in exposure] == ["holdout"]
+    assert not Event.objects.filter(shop=shop, type="notification_shown").exists()
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_a_click_on_the_call_to_action_is_recorded_with_its_discount_link(
+    context, live_server, shop
+):
+    campaign = campaign_running(shop)
+    services.discount_codes_upload(campaign=campaign, codes=["SAVE10"])
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    decided_for(shop, anonymous_id)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_selector("[role=status]", timeout=15000)
+    href = page.eval_on_selector("[role=status] a", "a => a.getAttribute('href')")
+    page.click("[role=status] a")
+    clicked = events_of(shop, {"notification_clicked"}, 1)
+
+    assert href == "/cart?discount=SAVE10"
+    assert [e.properties["decision"] for e in clicked] == [CampaignDecision.objects.get().pk]
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_without_consent_a_consent_campaign_shows_nothing(context, live_server, shop):
+    campaign = campaign_running(shop, is_consent_required=True)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    decided_for(shop, anonymous_id)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.wait_for_timeout(1500)
+    before = page.query_selector("[role=status]")
+    page.evaluate("clickserver.consent(true)")
+    after = page.wait_for_selector("[role=status]", timeout=15000)
+
+    assert before is None
+    assert after is not None
