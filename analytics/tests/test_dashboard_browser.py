@@ -341,7 +341,8 @@ def test_overview_continues_the_revenue_chart_with_the_forecast(
     screenshot(page, "overview-forecast-desktop")
     context.close()
 
-    assert api["reason"] == "" and len(api["days"]) == 28
+    assert api["reason"] == ""
+    assert len(api["days"]) == 28
     # The period ends today: the forecast's days after today follow the bars, the dashed line
     # starting from the last bar.
     ahead = [d for d in api["days"] if d["date"] > api["origin"]]

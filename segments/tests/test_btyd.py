@@ -16,6 +16,7 @@ from scipy import integrate, stats
 from scipy.special import hyp2f1
 
 from conftest import SHARED_DATA
+from segments.predictions import btyd
 from segments.predictions.btyd import (
     BgNbdParams,
     FitError,
@@ -31,7 +32,6 @@ from segments.predictions.btyd import (
     gamma_gamma_fit,
     gamma_gamma_log_likelihood,
 )
-from segments.predictions import btyd
 from segments.predictions.summary import orders_summarize
 
 CDNOW = SHARED_DATA / "customers" / "cdnow"
