@@ -28,10 +28,12 @@ never reaches one half (P(alive) <= 0.5) or only after NEXT_ORDER_MAX_DAYS.
 """
 
 import math
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 
 from segments.predictions.btyd import (
     BgNbdParams,
@@ -82,7 +84,11 @@ BACKTEST_MIN_SPAN_DAYS = BACKTEST_HOLDOUT_DAYS + 180 + 30
 BACKTEST_MIN_HOLDOUT_BUYERS = 20
 # The GBM's training rows are sampled down to this many (the refresh's time target at 100,000
 # customers: four origins give up to 400,000 rows, and the trees gain little past ~50,000).
-GBM_MAX_TRAINING_ROWS = 60_000
+GBM_MAX_TRAINING_ROWS = 40_000
+# The GBM's OpenMP threads: one. The nightly refresh runs beside other work on shared cores,
+# where OpenMP's spinning threads made a fit 2-8x slower than one thread (bench/customers.py:
+# 8 s single-threaded against 18-60 s with the default threads at load 5 on 2 cores).
+GBM_THREADS = 1
 # The metrics of the rule: for each, whether higher is better.
 CHOICE_METRICS = {"revenue_mae": False, "revenue_spearman": True, "revenue_gini": True}
 PREDICTION_COLUMNS = [
@@ -214,6 +220,10 @@ def churn_bands(risk: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(risk), "", bands).astype(object)
 
 
+def _gbm_threads() -> AbstractContextManager:
+    return threadpool_limits(limits=GBM_THREADS, user_api="openmp")
+
+
 def _figure(value: float) -> float | None:
     return None if value is None or not math.isfinite(value) else float(value)
 
@@ -292,9 +302,10 @@ def customers_backtest(
         )
         return result
     try:
-        gbm = rfm_model_fit(
-            frame, cutoff=start, random_state=random_state, max_rows=GBM_MAX_TRAINING_ROWS
-        )
+        with _gbm_threads():
+            gbm = rfm_model_fit(
+                frame, cutoff=start, random_state=random_state, max_rows=GBM_MAX_TRAINING_ROWS
+            )
     except ValueError as exc:
         result["reason"] = f"The GBM could not be trained: {exc}; BG/NBD + Gamma-Gamma is used."
         return result
@@ -305,9 +316,11 @@ def customers_backtest(
             "purchase_probability_30": "purchase_probability",
         }
     )
+    with _gbm_threads():
+        gbm_predicted = rfm_model_predict(gbm, rfm_features(frame, cutoff=start))
     candidates = {
         MODEL_BGNBD_GG: btyd,
-        MODEL_RFM_GBM: rfm_model_predict(gbm, rfm_features(frame, cutoff=start)),
+        MODEL_RFM_GBM: gbm_predicted,
         "baseline": baseline_predict(frame, cutoff=start),
     }
     figures = {
@@ -337,12 +350,13 @@ def customers_model_choose(
         return replace(fit, backtest=backtest)
     frame = orders_validate(orders)
     try:
-        gbm = rfm_model_fit(
-            frame[frame["ordered_at"] < cutoff],
-            cutoff=cutoff,
-            random_state=random_state,
-            max_rows=GBM_MAX_TRAINING_ROWS,
-        )
+        with _gbm_threads():
+            gbm = rfm_model_fit(
+                frame[frame["ordered_at"] < cutoff],
+                cutoff=cutoff,
+                random_state=random_state,
+                max_rows=GBM_MAX_TRAINING_ROWS,
+            )
     except ValueError as exc:
         backtest["reason"] = f"The GBM won but could not be refitted: {exc}."
         return replace(fit, backtest=backtest)
@@ -384,9 +398,9 @@ def customers_predict(
     if fit.gbm is not None:
         if orders is None:
             raise ValueError("customers_predict: the GBM needs the orders")
-        gbm = rfm_model_predict(fit.gbm, rfm_features(orders, cutoff=fit.cutoff)).reindex(
-            summary.index
-        )
+        with _gbm_threads():
+            gbm = rfm_model_predict(fit.gbm, rfm_features(orders, cutoff=fit.cutoff))
+        gbm = gbm.reindex(summary.index)
         ratio = np.divide(
             result["expected_orders_365"].to_numpy(),
             result["expected_orders_90"].to_numpy(),

@@ -16,11 +16,13 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import spearmanr
+from threadpoolctl import threadpool_limits
 
 from segments.predictions import btyd
 from segments.predictions.customers import (
     BACKTEST_HOLDOUT_DAYS,
     GBM_MAX_TRAINING_ROWS,
+    GBM_THREADS,
     MODEL_BGNBD_GG,
     MODEL_RFM_GBM,
     choice_wins,
@@ -154,8 +156,9 @@ def test_backtest_figures_equal_an_independent_computation(periodic):
     bg_orders = btyd.bgnbd_expected_purchases(bg, 90, x, t_x, big_t)
     bg_revenue = bg_orders * btyd.gamma_gamma_expected_value(gg, x, monetary)
     bg_buy = btyd.bgnbd_purchase_probability(bg, 30, x, t_x, big_t)
-    gbm = rfm_model_fit(before, cutoff=cut, max_rows=GBM_MAX_TRAINING_ROWS)
-    gbm_pred = rfm_model_predict(gbm, rfm_features(before, cutoff=cut)).reindex(customers)
+    with threadpool_limits(limits=GBM_THREADS, user_api="openmp"):  # as the refresh runs it
+        gbm = rfm_model_fit(before, cutoff=cut, max_rows=GBM_MAX_TRAINING_ROWS)
+        gbm_pred = rfm_model_predict(gbm, rfm_features(before, cutoff=cut)).reindex(customers)
     expected = {
         MODEL_BGNBD_GG: (bg_orders, bg_revenue, bg_buy),
         MODEL_RFM_GBM: tuple(
@@ -186,7 +189,9 @@ def test_backtest_figures_equal_an_independent_computation(periodic):
 def test_gbm_predictions_replace_the_90_day_figures(periodic):
     orders, summary, fit = periodic
     predicted = customers_predict(summary, fit, orders)
-    gbm = rfm_model_predict(fit.gbm, rfm_features(orders, cutoff=CUTOFF)).reindex(summary.index)
+    with threadpool_limits(limits=GBM_THREADS, user_api="openmp"):
+        gbm = rfm_model_predict(fit.gbm, rfm_features(orders, cutoff=CUTOFF))
+    gbm = gbm.reindex(summary.index)
     bgnbd_only = customers_predict(summary, customers_fit(orders, cutoff=CUTOFF)[1])
     np.testing.assert_allclose(predicted["expected_orders_90"], gbm["expected_orders"])
     np.testing.assert_allclose(predicted["expected_revenue_90"], gbm["expected_revenue"])
