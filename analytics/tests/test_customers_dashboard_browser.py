@@ -93,6 +93,9 @@ def test_customers_page_lists_draws_a_profile_and_shows_hostile_text_as_text(
         "() => document.querySelector('#customers-page').textContent.includes('Page 1')"
     )
     choice = page.inner_text("#model-choice")
+    backtest = page.eval_on_selector_all(
+        "#model-backtest tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
     bands = page.eval_on_selector_all(
         "#age-bands-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
     )
@@ -121,7 +124,16 @@ def test_customers_page_lists_draws_a_profile_and_shows_hostile_text_as_text(
     assert {"session", "order"} <= set(kinds)
     assert HOSTILE in events
     assert "page_view" in events
-    assert choice.startswith("Model choice: The model choice needs orders spanning 300 days")
+    # 300 days of orders: the shop's own backtest ran; BG/NBD won (seeded data), the table
+    # shows the three models' figures with the one used marked.
+    assert choice.startswith("Model choice: BG/NBD + Gamma-Gamma (the gradient-boosted model won")
+    assert "at least two of" in choice
+    assert [row[0] for row in backtest] == [
+        "BG/NBD + Gamma-Gamma (used)",
+        "Gradient-boosted RFM model",
+        "Baseline (last 90 days repeated)",
+    ]
+    assert all(cell != "—" for cell in backtest[0][1:4])
     assert [row[0] for row in bands] == [
         "18-25",
         "26-35",
