@@ -197,7 +197,8 @@ class IdentifiedUserSessionsApi(TableApi):
 
 SEARCH = OpenApiParameter(
     "q",
-    str,
+    # As customers_query checks it: 1-255 characters, not only spaces (they are stripped).
+    {"type": "string", "minLength": 1, "maxLength": customers.SEARCH_MAX_LENGTH, "pattern": r"\S"},
     description="Exact user id, anonymous id, Shopify customer id, email (matched by its "
     "SHA-256, as stored) or email hash; 1 to 255 characters.",
 )

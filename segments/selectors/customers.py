@@ -244,8 +244,8 @@ def customer_rows(*, page: list[tuple]) -> list[CustomerRow]:
 def customer_age_bands(*, shop: Shop) -> list[AgeBandRow]:
     """Customers, net revenue and predicted CLV per age band (as of the last refresh), every
     band listed (zeros included) and "none" last for customers whose traits give no age."""
-    totals = {
-        row["age_band"]: row
+    totals: dict[str, dict[str, Any]] = {
+        row["age_band"]: dict(row)
         for row in CustomerPrediction.objects.filter(shop=shop)
         .values("age_band")
         .annotate(customers=Count("pk"), revenue=Sum("revenue"), clv=Sum("predicted_clv"))
