@@ -174,12 +174,22 @@
     return gap === 1 ? ahead : [];
   }
 
+  /* The money axis's top with a forecast: the larger of the highest bar and the highest 80 %
+     bound, plus a margin, so a wide 95 % band on a thin history does not flatten the bars (the
+     band is clipped at the top; its values stay in the tooltip). */
+  function forecastCap(rows, ahead) {
+    if (!ahead.length) return {};
+    var top = Math.max.apply(null, rows.map(function (r) { return Number(r.revenue); })
+      .concat(ahead.map(function (d) { return d.revenue.upper_80; })));
+    return top > 0 ? { max: top * 1.15 } : {};
+  }
+
   function forecastNote(forecast, ahead) {
     if (!forecast) return "The revenue forecast could not be loaded.";
     if (!forecast.days.length) return "No revenue forecast: " + forecast.reason;
     if (!ahead.length) return "The revenue forecast (28 days from today) shows when the period ends today.";
     return "Dashed: the revenue forecast for the next " + ahead.length + " days, with 80 % (darker) and 95 % bands, " +
-      "from the last " + forecast.window_days + " days' trend and weekdays.";
+      "from the last " + forecast.window_days + " days' trend and weekdays (the axis stops just above the 80 % band).";
   }
 
   function overview() {
@@ -255,7 +265,7 @@
         options: {
           interaction: { mode: "index", intersect: false },
           scales: {
-            money: Object.assign({ position: "left", title: { display: true, text: "Revenue" } }, moneyAxis),
+            money: Object.assign({ position: "left", title: { display: true, text: "Revenue" } }, moneyAxis, forecastCap(rows, ahead)),
             count: Object.assign({ position: "right", grid: { drawOnChartArea: false },
               title: { display: true, text: "Sessions" } }, countAxis)
           },
