@@ -207,6 +207,12 @@ SORT = OpenApiParameter(
     description="Order of the list; a leading '-' is descending (default -revenue). The "
     "person id breaks ties in the same direction.",
 )
+AGE_BAND = OpenApiParameter(
+    "age_band",
+    choice_schema(*customers.AGE_BANDS, "none"),
+    description="Only customers in this age band (from the `age` or `birth_date` / `birthday` "
+    "trait as of the last refresh); `none`: customers without one.",
+)
 SESSIONS = OpenApiParameter(
     "sessions",
     integer_schema(low=0, high=customers.SESSIONS_MAX, default=customers.SESSIONS_DEFAULT),
@@ -273,6 +279,7 @@ class CustomerListApi(TableApi):
         "The shop's customers (persons with an order) with their stored predictions.",
         SEARCH,
         SORT,
+        AGE_BAND,
     )
     def get(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
@@ -280,6 +287,7 @@ class CustomerListApi(TableApi):
             shop=shop,
             search=request.query_params.get("q"),
             sort=request.query_params.get("sort"),
+            band=customers.age_band_parse(request.query_params.get("age_band")),
         )
         return self.table(request, query, customers.customer_rows)
 
@@ -298,7 +306,7 @@ class CustomerDetailApi(APIView):
 
 
 class CustomerModelSerializer(serializers.Serializer):
-    kind = serializers.ChoiceField(choices=["bgnbd_gg", "none"])
+    kind = serializers.ChoiceField(choices=["bgnbd_gg", "rfm_gbm", "none"])
     reason = serializers.CharField(help_text="Why there are no predictions; blank otherwise.")
     customer_count = serializers.IntegerField()
     repeat_customer_count = serializers.IntegerField()
@@ -306,6 +314,31 @@ class CustomerModelSerializer(serializers.Serializer):
     parameters = serializers.DictField()
     fitted_at = serializers.DateTimeField(allow_null=True)
     minimums = serializers.DictField(child=serializers.IntegerField())
+    backtest = serializers.DictField(
+        help_text="The per-shop backtest: cutoff, holdout_end, customers, holdout_buyers, "
+        "figures per model (revenue_mae, revenue_spearman, revenue_gini, orders_mae, "
+        "purchase_auc_30), wins, winner; or ran = false and the reason."
+    )
+    choice_rule = serializers.CharField()
+
+
+class AgeBandSerializer(serializers.Serializer):
+    age_band = serializers.CharField(help_text="18-25, 26-35, 36-45, 46-55, 56-65, 66+ or none.")
+    customers = serializers.IntegerField()
+    revenue = serializers.CharField(help_text="Net revenue of the band's customers.")
+    predicted_clv = serializers.CharField(allow_null=True)
+
+
+class CustomerAgeBandsApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        responses={200: AgeBandSerializer(many=True), **error_responses(*MEMBER_ERRORS)},
+        description="Customers, net revenue and predicted CLV per age band (from the `age` or "
+        "`birth_date` / `birthday` trait) as of the last nightly refresh.",
+    )
+    def get(self, request):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        return Response([asdict(row) for row in customers.customer_age_bands(shop=shop)])
 
 
 class CustomerModelApi(APIView):

@@ -61,6 +61,9 @@ class CustomerModel(models.Model):
 
     class Kind(models.TextChoices):
         BGNBD_GG = "bgnbd_gg", "BG/NBD + Gamma-Gamma"
+        # Chosen per shop when it beats BG/NBD + Gamma-Gamma in the shop's own backtest; it
+        # then gives the 90-day figures and the purchase probability (docs/customers.md).
+        RFM_GBM = "rfm_gbm", "Gradient-boosted RFM model"
         NONE = "none", "Not enough history"
 
     shop = models.OneToOneField(Shop, on_delete=models.CASCADE, related_name="customer_model")
@@ -74,6 +77,9 @@ class CustomerModel(models.Model):
     history_days = models.PositiveIntegerField(default=0)
     fitted_at = models.DateTimeField()
     seconds = models.FloatField(default=0)
+    # The per-shop backtest that chose the kind: cut-off, holdout, each model's figures, the
+    # rule's wins and the winner, or why it was not run (predictions.customers_backtest).
+    backtest = models.JSONField(default=dict, blank=True)
 
     def __str__(self) -> str:
         return f"{self.shop} {self.kind} at {self.fitted_at:%Y-%m-%d}"
@@ -111,6 +117,9 @@ class CustomerPrediction(models.Model):
     churn_band = models.CharField(max_length=8, choices=ChurnBand.choices, blank=True, default="")
     model = models.CharField(max_length=16, choices=CustomerModel.Kind.choices)
     fitted_at = models.DateTimeField()
+    # "18-25" … "66+" from the person's `age` or `birth_date` / `birthday` trait as of the
+    # refresh (predictions.traits.age_band); blank when none was sent or it is out of range.
+    age_band = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:
         # The list's sort orders, each read backwards from its index for a page (person id, the
@@ -121,6 +130,7 @@ class CustomerPrediction(models.Model):
             models.Index(fields=["shop", "predicted_clv"], name="customer_shop_clv"),
             models.Index(fields=["shop", "churn_risk"], name="customer_shop_churn"),
             models.Index(fields=["shop", "fitted_at"], name="customer_shop_fitted"),
+            models.Index(fields=["shop", "age_band", "revenue"], name="customer_shop_age_revenue"),
         ]
 
     def __str__(self) -> str:

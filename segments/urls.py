@@ -15,6 +15,7 @@ urlpatterns = [
     ),
     path("customers/", api.CustomerListApi.as_view(), name="customers"),
     path("customers/model/", api.CustomerModelApi.as_view(), name="customer-model"),
+    path("customers/age-bands/", api.CustomerAgeBandsApi.as_view(), name="customer-age-bands"),
     path("customers/<int:person_id>/", api.CustomerDetailApi.as_view(), name="customer"),
     path(
         "customers/<int:person_id>/sessions/<int:session_id>/events/",

@@ -92,6 +92,19 @@ def test_customers_page_lists_draws_a_profile_and_shows_hostile_text_as_text(
     page.wait_for_function(
         "() => document.querySelector('#customers-page').textContent.includes('Page 1')"
     )
+    choice = page.inner_text("#model-choice")
+    backtest = page.eval_on_selector_all(
+        "#model-backtest tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    bands = page.eval_on_selector_all(
+        "#age-bands-table tbody tr", "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
+    )
+    page.click("#age-bands-table tr[data-band='26-35']")
+    page.wait_for_function(
+        "() => document.querySelector('#customers-page').textContent.includes(' 1 customers')"
+    )
+    in_band = page.inner_text("#customers-table tbody tr td")
+    page.select_option("#customer-age-band", "")
     page.fill("#customer-search", "u149")
     page.click("#customer-search-form button[type=submit]")
     page.wait_for_function(
@@ -111,6 +124,27 @@ def test_customers_page_lists_draws_a_profile_and_shows_hostile_text_as_text(
     assert {"session", "order"} <= set(kinds)
     assert HOSTILE in events
     assert "page_view" in events
+    # 300 days of orders: the shop's own backtest ran; BG/NBD won (seeded data), the table
+    # shows the three models' figures with the one used marked.
+    assert choice.startswith("Model choice: BG/NBD + Gamma-Gamma (the gradient-boosted model won")
+    assert "at least two of" in choice
+    assert [row[0] for row in backtest] == [
+        "BG/NBD + Gamma-Gamma (used)",
+        "Gradient-boosted RFM model",
+        "Baseline (last 90 days repeated)",
+    ]
+    assert all(cell != "—" for cell in backtest[0][1:4])
+    assert [row[0] for row in bands] == [
+        "18-25",
+        "26-35",
+        "36-45",
+        "46-55",
+        "56-65",
+        "66+",
+        "Not sent",
+    ]
+    assert bands[1][1] == "1"  # the star, aged 31
+    assert in_band == HOSTILE
     assert found == "u149"
     assert images == 0
     assert problems == []

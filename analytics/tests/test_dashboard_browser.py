@@ -303,3 +303,61 @@ def test_a_user_without_access_cannot_see_the_shop(browser, live_server, db, set
     assert options == ["own.example.com"]
     assert response.status == 404
     assert api_status == 404
+
+
+FORECAST_STATE = """() => {
+  const chart = Chart.getChart(document.getElementById('overview-trend'));
+  const sets = chart.data.datasets;
+  const byLabel = (label) => sets.find((d) => d.label === label).data;
+  return {
+    labels: chart.data.labels.length,
+    bars: sets[0].data.filter((v) => v !== null).length,
+    dash: sets.find((d) => d.forecast).borderDash,
+    point: byLabel('Revenue forecast'),
+    low80: byLabel('80 % low'), high80: byLabel('80 % interval'),
+    low95: byLabel('95 % low'), high95: byLabel('95 % interval'),
+    fills: sets.filter((d) => d.forecastBand && d.fill === '-1').length,
+  };
+}"""
+
+
+def test_overview_continues_the_revenue_chart_with_the_forecast(
+    browser, live_server, seeded_shop, watch, settings
+):
+    settings.SESSION_COOKIE_SECURE = settings.CSRF_COOKIE_SECURE = False
+    context = browser.new_context(viewport=VIEWPORTS["desktop"])
+    context.add_init_script(CSP_WATCH)
+    page = watch(context.new_page())
+    log_in(page, live_server.url, "owner", path=f"/?shop={seeded_shop.domain}")
+    wait_for_charts(page, ["overview-trend"])
+    page.wait_for_function(
+        "() => document.getElementById('overview-forecast-note').textContent !== ''"
+    )
+    state = page.evaluate(FORECAST_STATE)
+    note = page.inner_text("#overview-forecast-note")
+    api = page.evaluate(
+        "(domain) => fetch('/segments/forecast/?shop=' + domain).then((r) => r.json())",
+        seeded_shop.domain,
+    )
+    screenshot(page, "overview-forecast-desktop")
+    context.close()
+
+    assert api["reason"] == ""
+    assert len(api["days"]) == 28
+    # The period ends today: the forecast's days after today follow the bars, the dashed line
+    # starting from the last bar.
+    ahead = [d for d in api["days"] if d["date"] > api["origin"]]
+    assert state["labels"] == state["bars"] + len(ahead)
+    assert state["dash"] == [6, 4]
+    assert state["fills"] == 2
+    tail = slice(state["bars"], None)
+    assert state["point"][tail] == [d["revenue"]["point"] for d in ahead]
+    assert state["high95"][tail] == [d["revenue"]["upper_95"] for d in ahead]
+    assert state["low80"][tail] == [d["revenue"]["lower_80"] for d in ahead]
+    assert state["point"][: state["bars"] - 1] == [None] * (state["bars"] - 1)
+    assert state["point"][state["bars"] - 1] is not None
+    for i in range(state["bars"], state["labels"]):
+        assert state["low95"][i] <= state["low80"][i] <= state["point"][i]
+        assert state["point"][i] <= state["high80"][i] <= state["high95"][i]
+    assert note.startswith(f"Dashed: the revenue forecast for the next {len(ahead)} days")
+    assert watch.problems == []

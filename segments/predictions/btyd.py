@@ -79,10 +79,27 @@ def bgnbd_log_likelihood(
     return common + logsumexp(np.stack([still_alive, dropped]), axis=0)
 
 
-def _fit(objective, start: FloatArray, *, names: str) -> FloatArray:
+def _fit(objective, start: FloatArray, *, names: str, ceiling: float | None = None) -> FloatArray:
     # Log-parametrisation keeps every parameter positive without bounds; Nelder-Mead first is
     # robust from a poor start, then BFGS polishes to the optimum the published fits report.
-    rough = minimize(objective, start, method="Nelder-Mead", options={"maxiter": 4000})
+    # `ceiling`: the search stops when a parameter passes it (a likelihood rising without end
+    # along a ridge, see gamma_gamma_fit); that point is returned as it is.
+    log_ceiling = np.inf if ceiling is None else np.log(ceiling)
+    diverged = []
+
+    def watch(xk: FloatArray) -> None:
+        if np.max(xk) > log_ceiling:
+            diverged.append(np.array(xk))
+            raise StopIteration
+
+    rough = minimize(
+        objective, start, method="Nelder-Mead", options={"maxiter": 4000}, callback=watch
+    )
+    if diverged:
+        point = diverged[-1]
+        if not np.isfinite(objective(point)):
+            raise FitError(f"{names}: the likelihood could not be maximised")
+        return np.exp(point)
     fine = minimize(objective, rough.x, method="BFGS")
     best = fine if fine.fun <= rough.fun and np.isfinite(fine.fun) else rough
     if not np.all(np.isfinite(best.x)) or not np.isfinite(best.fun):
@@ -197,6 +214,9 @@ def bgnbd_purchase_probability(params: BgNbdParams, t, frequency, recency, T) ->
     return alive * (1 - none_if_alive)
 
 
+GAMMA_GAMMA_CEILING = 1e12
+
+
 def gamma_gamma_log_likelihood(p: float, q: float, v: float, frequency, monetary) -> FloatArray:
     """Log density of the observed mean value m_x of x purchases (Fader & Hardie 2013, eq. 3).
 
@@ -235,7 +255,12 @@ def gamma_gamma_fit(frequency, monetary, *, weights=None) -> GammaGammaParams:
 
     # Start at the method-of-moments-like guess p = 1, q = 2, v = mean: E[M] = p v / (q - 1).
     start = np.log([1.0, 2.0, float(np.average(m, weights=w))])
-    p, q, v = _fit(objective, start, names="gamma_gamma")
+    # Customers whose mean values do not vary beyond what their purchase counts explain push q
+    # and v to infinity together (p v / (q - 1), the population mean, stays finite). Past
+    # GAMMA_GAMMA_CEILING the log-gamma differences of the likelihood lose their precision
+    # (cancellation), so the search stops there instead of wandering for minutes: every
+    # customer then gets the population mean, as the limit would give.
+    p, q, v = _fit(objective, start, names="gamma_gamma", ceiling=GAMMA_GAMMA_CEILING)
     ll = float(np.dot(w, gamma_gamma_log_likelihood(p, q, v, x, m)))
     return GammaGammaParams(float(p), float(q), float(v), ll, int(total))
 

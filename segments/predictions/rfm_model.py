@@ -85,10 +85,13 @@ def rfm_model_fit(
     origin_count: int = 4,
     origin_step_days: int = 30,
     random_state: int = 0,
+    max_rows: int | None = None,
 ) -> RfmModel:
     """Fit the three GBMs on origins cutoff - horizon - k * step (k < origin_count).
 
     Every label window ends on or before `cutoff`, so the fit uses only what was known then.
+    `max_rows`: a uniform sample of the training rows (seeded by `random_state`) when there
+    are more, to bound the fit's time on large shops.
     """
     frame = orders_validate(orders)
     origins = [cutoff - (horizon_days + k * origin_step_days) * DAY for k in range(origin_count)]
@@ -100,6 +103,8 @@ def rfm_model_fit(
             for origin in origins
         ]
     )
+    if max_rows is not None and len(rows) > max_rows:
+        rows = rows.sample(n=max_rows, random_state=random_state)
     if len(rows) < 50 or rows["y_bought"].nunique() < 2:
         raise ValueError("rfm_model: too little history to learn from")
     x = rows[list(FEATURES)].to_numpy()

@@ -24,7 +24,13 @@ from clickserver.params import local_midnight
 from clickserver.sql import rows_write
 from events.models import Order, Person, PipelineJob, PipelineWatermark, Shop
 from segments.models import CustomerModel, CustomerPrediction
-from segments.predictions.customers import CustomerFit, customers_fit, customers_predict
+from segments.predictions.customers import (
+    CustomerFit,
+    customers_fit,
+    customers_model_choose,
+    customers_predict,
+)
+from segments.predictions.traits import age_band
 from segments.services.segments import predicted_segments_sync
 
 logger = logging.getLogger(__name__)
@@ -51,6 +57,7 @@ COLUMNS = [
     "churn_band",
     "model",
     "fitted_at",
+    "age_band",
 ]
 MONEY_COLUMNS = ("expected_revenue_90", "expected_revenue_365", "predicted_clv")
 FLOAT_COLUMNS = (
@@ -120,6 +127,17 @@ def _instants(values: pd.Series) -> list[datetime]:
     return [value.to_pydatetime().astimezone(UTC) for value in values]
 
 
+def _age_bands(*, shop_id: int, today) -> dict[int, str]:
+    """The age band of each of the shop's persons whose traits give one (traits.age_band)."""
+    bands = {}
+    rows = Person.objects.filter(shop_id=shop_id).exclude(traits={}).values_list("id", "traits")
+    for person_id, traits in rows.iterator(chunk_size=5000):
+        band = age_band(traits, today=today)
+        if band:
+            bands[person_id] = band
+    return bands
+
+
 def _rows(
     *,
     shop_id: int,
@@ -128,9 +146,10 @@ def _rows(
     fit: CustomerFit,
     now: datetime,
     origin: datetime,
+    bands: dict[int, str],
 ) -> list[tuple]:
     """One tuple per customer in COLUMNS order; NaN becomes NULL."""
-    predicted = customers_predict(summary, fit)
+    predicted = customers_predict(summary, fit, orders.frame)
     ids = summary.index
     count = len(ids)
     next_days = predicted["next_order_days"].to_numpy(dtype=float)
@@ -151,6 +170,7 @@ def _rows(
         "churn_band": predicted["churn_band"].astype(str).tolist(),
         "model": [fit.kind] * count,
         "fitted_at": [now] * count,
+        "age_band": [bands.get(int(pid), "") for pid in ids],
     }
     for name in MONEY_COLUMNS:
         columns[name] = _money(predicted[name].to_numpy(dtype=float))
@@ -190,6 +210,8 @@ def customer_predictions_refresh(*, shop_id: int, now: datetime) -> CustomerRefr
     orders = _orders_read(shop_id=shop.pk, tz=tz, now=now)
     cutoff = pd.Timestamp(now).tz_convert(tz).tz_localize(None)
     summary, fit = customers_fit(orders.frame, cutoff=cutoff)
+    # The per-shop backtest: the GBM replaces BG/NBD's 90-day figures where it wins.
+    fit = customers_model_choose(orders.frame, fit, cutoff=cutoff)
     # Predictions count from the start of the last local day before `now` (summary.py's T).
     last_day = (cutoff - pd.Timedelta(microseconds=1)).floor("D").date()
     rows = _rows(
@@ -199,6 +221,7 @@ def customer_predictions_refresh(*, shop_id: int, now: datetime) -> CustomerRefr
         fit=fit,
         now=now,
         origin=local_midnight(last_day, tz),
+        bands=_age_bands(shop_id=shop.pk, today=cutoff.date()),
     )
     written = _rows_store(shop_id=shop.pk, rows=rows, now=now)
     seconds = time.perf_counter() - started
@@ -213,6 +236,7 @@ def customer_predictions_refresh(*, shop_id: int, now: datetime) -> CustomerRefr
             "history_days": fit.history_days,
             "fitted_at": now,
             "seconds": seconds,
+            "backtest": fit.backtest,
         },
     )
     predicted_segments_sync(shop_id=shop.pk, now=now)

@@ -16,6 +16,7 @@ from scipy import integrate, stats
 from scipy.special import hyp2f1
 
 from conftest import SHARED_DATA
+from segments.predictions import btyd
 from segments.predictions.btyd import (
     BgNbdParams,
     FitError,
@@ -318,3 +319,22 @@ def test_clv_is_purchases_times_value_and_discounting_lowers_it():
     np.testing.assert_allclose(plain, purchases * value, rtol=1e-12)
     np.testing.assert_allclose(quarterly, discounted * value, rtol=1e-12)
     assert np.all(quarterly < plain)
+
+
+def test_fit_stops_at_the_ceiling_on_a_ridge_without_end():
+    """A likelihood that rises forever along a ridge (log a - log b fixed, both growing) stops
+    where a parameter passes the ceiling instead of running every iteration."""
+    calls = []
+
+    def objective(log_params):
+        calls.append(1)
+        return -(log_params[0] + log_params[1]) + (log_params[0] - log_params[1] - 1.0) ** 2
+
+    found = btyd._fit(objective, np.zeros(2), names="ridge", ceiling=1e6)
+    assert max(found) > 1e6
+    assert len(calls) < 1000
+    # Without the ceiling Nelder-Mead walks the ridge through every one of its 4000 iterations.
+    calls.clear()
+    with pytest.raises(btyd.FitError):
+        btyd._fit(objective, np.zeros(2), names="ridge")
+    assert len(calls) > 4000

@@ -273,3 +273,78 @@ def test_refresh_of_alike_customers_withholds_predictions():
     assert set(CustomerPrediction.objects.filter(shop=shop).values_list("model", "churn_band")) == {
         ("none", "")
     }
+
+
+@pytest.mark.django_db
+def test_refresh_chooses_the_gbm_where_it_backtests_better_and_stores_age_bands():
+    """The periodic shop of test_model_choice (in the DB, UTC): the refresh stores the GBM,
+    the backtest's figures as customers_model_choose computes them on the same orders, the
+    GBM's 90-day figures, and each customer's age band from their traits."""
+    from segments.predictions.customers import (
+        MODEL_RFM_GBM,
+        customers_fit,
+        customers_model_choose,
+        customers_predict,
+    )
+    from segments.tests.test_model_choice import CUTOFF, _periodic_shop
+
+    frame = _periodic_shop()
+    shop = ShopFactory(timezone="UTC")
+    now = CUTOFF.tz_localize("UTC").to_pydatetime()
+    traits = [{"age": 30}, {"birth_date": "1950-05-01"}, {"birthday": "2015-01-01"}, {}]
+    persons = Person.objects.bulk_create(
+        [
+            Person(
+                shop=shop,
+                user_id=f"p{i}",
+                first_seen_at=now - timedelta(days=500),
+                last_seen_at=now,
+                traits=traits[i % 4],
+            )
+            for i in sorted(frame["customer_id"].unique())
+        ]
+    )
+    ids = {
+        f"p{i}": p.pk for i, p in zip(sorted(frame["customer_id"].unique()), persons, strict=True)
+    }
+    Order.objects.bulk_create(
+        Order(
+            shop=shop,
+            person_id=ids[f"p{row.customer_id}"],
+            order_id=f"o{n}",
+            placed_at=row.ordered_at.tz_localize("UTC").to_pydatetime(),
+            total=Decimal(str(round(row.value, 2))),
+        )
+        for n, row in enumerate(frame.itertuples())
+    )
+
+    result = customer_predictions_refresh(shop_id=shop.pk, now=now)
+
+    stored = CustomerModel.objects.get(shop=shop)
+    assert (result.model, stored.kind) == (MODEL_RFM_GBM, MODEL_RFM_GBM)
+    # The same orders (totals rounded to cents, as stored) through the pure core.
+    rounded = frame.assign(
+        customer_id=frame["customer_id"].map(lambda i: ids[f"p{i}"]),
+        value=frame["value"].round(2),
+    )
+    summary, fit = customers_fit(rounded, cutoff=CUTOFF)
+    chosen = customers_model_choose(rounded, fit, cutoff=CUTOFF)
+    assert stored.backtest["winner"] == MODEL_RFM_GBM
+    for name, figures in chosen.backtest["figures"].items():
+        for metric, value in figures.items():
+            assert stored.backtest["figures"][name][metric] == pytest.approx(value, rel=1e-9)
+    expected = customers_predict(summary, chosen, rounded)
+    rows = pd.DataFrame.from_records(
+        CustomerPrediction.objects.filter(shop=shop).values(), index="person_id"
+    ).loc[summary.index]
+    assert set(rows["model"]) == {MODEL_RFM_GBM}
+    assert np.allclose(rows["expected_orders_90"], expected["expected_orders_90"])
+    assert np.allclose(
+        rows["expected_revenue_90"].astype(float), expected["expected_revenue_90"], atol=0.005
+    )
+    assert np.allclose(rows["purchase_probability_30"], expected["purchase_probability_30"])
+    bands = dict(CustomerPrediction.objects.filter(shop=shop).values_list("person_id", "age_band"))
+    assert bands[persons[0].pk] == "26-35"
+    assert bands[persons[1].pk] == "66+"
+    assert bands[persons[2].pk] == ""  # 11 years old: no band
+    assert bands[persons[3].pk] == ""

@@ -156,6 +156,7 @@ def test_customer_list_rows_and_pages(api_client, shop, three, django_assert_num
             "next_order_at": "2026-04-10T12:00:00Z",
             "model": "bgnbd_gg",
             "fitted_at": "2026-03-01T12:00:00Z",
+            "age_band": "",
         }
     ]
 
@@ -168,6 +169,8 @@ def test_customer_list_rows_and_pages(api_client, shop, three, django_assert_num
         ({"sort": "-revenue; DROP TABLE x"}, "sort"),
         ({"q": "x" * 256}, "q"),
         ({"page_size": "0"}, "page_size"),
+        ({"age_band": "20-30"}, "age_band"),
+        ({"age_band": "66"}, "age_band"),
     ],
 )
 def test_customer_list_rejects_bad_input_in_the_envelope(api_client, shop, three, params, field):
@@ -424,3 +427,125 @@ def test_predicted_segment_is_usable_as_experiment_targeting(api_client, shop, t
 
     assert segments["predicted_vip"]["name"] == "Predicted VIP"
     assert segments["predicted_at_risk"]["name"] == "At risk: high value, high churn risk"
+
+
+@pytest.mark.django_db
+def test_customer_list_filters_and_breaks_down_by_age_band(api_client, shop, other_shop, three):
+    CustomerPrediction.objects.filter(person=three[0]).update(age_band="26-35")
+    CustomerPrediction.objects.filter(person=three[1]).update(age_band="66+")
+    _customer(other_shop, "zed", revenue="9.00", orders=1, churn=0.1, clv=None, last_seen=NOW)
+    CustomerPrediction.objects.filter(shop=other_shop).update(age_band="26-35")
+
+    def ids(band, sort="-revenue"):
+        params = {"shop": shop.domain, "age_band": band, "sort": sort}
+        return [
+            r["person_id"] for r in api_client.get("/segments/customers/", params).json()["results"]
+        ]
+
+    assert ids("26-35") == [three[0].pk]
+    assert ids("66+", sort="-last_seen") == [three[1].pk]
+    assert ids("none") == [three[2].pk]
+    assert ids("18-25") == []
+
+    response = api_client.get("/segments/customers/age-bands/", {"shop": shop.domain})
+    assert response.status_code == 200
+    by_band = {row["age_band"]: row for row in response.json()}
+    assert list(by_band) == ["18-25", "26-35", "36-45", "46-55", "56-65", "66+", "none"]
+    assert by_band["26-35"] == {
+        "age_band": "26-35",
+        "customers": 1,
+        "revenue": "50.00",
+        "predicted_clv": "150.00",
+    }
+    assert by_band["18-25"] == {
+        "age_band": "18-25",
+        "customers": 0,
+        "revenue": "0.00",
+        "predicted_clv": None,
+    }
+    assert by_band["none"]["customers"] == 1
+    assert (
+        APIClient().get("/segments/customers/age-bands/", {"shop": shop.domain}).status_code == 401
+    )
+    assert (
+        api_client.get("/segments/customers/age-bands/", {"shop": other_shop.domain}).status_code
+        == 404
+    )
+
+
+@pytest.mark.django_db
+def test_customer_model_shows_the_choice_and_its_figures(api_client, shop):
+    backtest = {
+        "ran": True,
+        "cutoff": "2025-11-27",
+        "holdout_end": "2026-02-25",
+        "figures": {"rfm_gbm": {"revenue_mae": 47.9}, "bgnbd_gg": {"revenue_mae": 99.9}},
+        "wins": {"revenue_mae": True, "revenue_spearman": True, "revenue_gini": False},
+        "winner": "rfm_gbm",
+    }
+    CustomerModel.objects.create(shop=shop, kind="rfm_gbm", fitted_at=NOW, backtest=backtest)
+
+    body = api_client.get("/segments/customers/model/", {"shop": shop.domain}).json()
+
+    assert (body["kind"], body["backtest"]) == ("rfm_gbm", backtest)
+    assert "at least two of" in body["choice_rule"]
+
+
+@pytest.mark.django_db
+def test_revenue_forecast_equals_the_model_run_independently(api_client, shop):
+    """The endpoint's days against forecast.series_forecast on a series built here with pandas
+    from the same orders (net of refunds, cancelled ones left out, the shop's local days)."""
+    import numpy as np
+    import pandas as pd
+
+    from segments.predictions.forecast import series_forecast
+
+    shop.timezone = "Europe/Berlin"
+    shop.save(update_fields=["timezone"])
+    rng = np.random.default_rng(4)
+    now = datetime.now(UTC)
+    tz = "Europe/Berlin"
+    today = pd.Timestamp(now).tz_convert(tz).normalize()
+    plain = []
+    for day in range(1, 100):
+        if (today - pd.Timedelta(days=day)).weekday() == 6:
+            continue  # closed on Sundays
+        for n in range(int(rng.poisson(4 + 0.05 * day))):
+            placed = (
+                today
+                - pd.Timedelta(days=day)
+                + pd.Timedelta(hours=9, minutes=int(rng.integers(0, 600)))
+            )
+            total = Decimal(int(rng.integers(1000, 9000))) / 100
+            refunded = (total / 4).quantize(Decimal("0.01")) if rng.random() < 0.1 else Decimal(0)
+            cancelled = bool(rng.random() < 0.05)
+            Order.objects.create(
+                shop=shop,
+                order_id=f"o{day}-{n}",
+                total=total,
+                refunded_amount=refunded,
+                is_cancelled=cancelled,
+                placed_at=placed.tz_convert("UTC").to_pydatetime(),
+            )
+            plain.append((placed.tz_localize(None), float(total - refunded), cancelled))
+
+    body = api_client.get("/segments/forecast/", {"shop": shop.domain}).json()
+
+    frame = pd.DataFrame(plain, columns=["at", "net", "cancelled"])
+    frame = frame[~frame["cancelled"]]
+    start = today.tz_localize(None) - pd.Timedelta(days=84)
+    window = frame[(frame["at"] >= start) & (frame["at"] < today.tz_localize(None))]
+    days = pd.date_range(start, periods=84, freq="D")
+    by_day = window.groupby(window["at"].dt.normalize())
+    revenue = by_day["net"].sum().reindex(days, fill_value=0.0)
+    orders = by_day.size().reindex(days, fill_value=0).astype(float)
+    expected_revenue = series_forecast(revenue, activity=orders, horizon_days=28)
+    expected_orders = series_forecast(orders, horizon_days=28)
+    assert len(body["days"]) == 28
+    assert body["reason"] == ""
+    for answer, day in zip(body["days"], expected_revenue.index, strict=True):
+        assert answer["date"] == day.date().isoformat()
+        for name, table in (("revenue", expected_revenue), ("orders", expected_orders)):
+            for key, value in table.loc[day].items():
+                assert answer[name][key] == pytest.approx(round(float(value), 2), abs=0.006)
+    assert any(day["revenue"]["point"] == 0 for day in body["days"])  # the Sundays

@@ -55,13 +55,16 @@
     });
   }
 
-  var state = { page: 1, sort: "-revenue", q: "", selected: null };
+  var MODEL_NAMES = { bgnbd_gg: "BG/NBD + Gamma-Gamma", rfm_gbm: "Gradient-boosted RFM model", baseline: "Baseline (last 90 days repeated)" };
+  var BAND_NAMES = { "none": "Not sent" };
+  var state = { page: 1, sort: "-revenue", q: "", band: "", selected: null };
   var params = new URLSearchParams(window.location.search);
   if (/^\d+$/.test(params.get("customer") || "")) state.selected = Number(params.get("customer"));
 
   function listParams() {
     var p = { sort: state.sort, page: String(state.page), page_size: String(PAGE_SIZE) };
     if (state.q) p.q = state.q;
+    if (state.band) p.age_band = state.band;
     return p;
   }
 
@@ -77,7 +80,7 @@
       document.getElementById("customers-prev").disabled = !body.previous;
       document.getElementById("customers-next").disabled = !body.next;
       if (!body.results.length) {
-        message(tbody, 8, state.q ? "No customer has exactly this identifier." :
+        message(tbody, 8, state.q ? "No customer has exactly this identifier." : state.band ? "No customer in this age band." :
           "No customers yet: persons with an order appear after the nightly refresh.");
         return;
       }
@@ -134,14 +137,74 @@
     });
   }
 
+  function fmtFigure(value, digits) {
+    return value === null || value === undefined ? "—" : Number(value).toFixed(digits);
+  }
+
+  function describeChoice(fit) {
+    var choice = document.getElementById("model-choice");
+    var wrap = document.getElementById("model-backtest-wrap");
+    var bt = fit.backtest || {};
+    if (fit.kind === "none") { choice.textContent = ""; wrap.hidden = true; return; }
+    if (!bt.ran) {
+      choice.textContent = "Model choice: " + (bt.reason || "not run yet.");
+      wrap.hidden = true;
+      return;
+    }
+    var wins = Object.keys(bt.wins).filter(function (k) { return bt.wins[k]; }).length;
+    choice.textContent = "Model choice: " + MODEL_NAMES[bt.winner] + " (the gradient-boosted model won " + wins +
+      " of 3 revenue metrics on the holdout " + bt.cutoff + " to " + bt.holdout_end + ", " +
+      integer.format(bt.customers) + " customers, " + integer.format(bt.holdout_buyers) + " of them buying). " + fit.choice_rule;
+    var tbody = document.querySelector("#model-backtest tbody");
+    clear(tbody);
+    ["bgnbd_gg", "rfm_gbm", "baseline"].forEach(function (name) {
+      var f = bt.figures[name];
+      if (!f) return;
+      var label = MODEL_NAMES[name] + (name === bt.winner ? " (used)" : "");
+      tbody.appendChild(el("tr", { "data-model": name, className: name === bt.winner ? "selected" : "" }, [
+        td(label, "wrap"),
+        td(fmtMoney(f.revenue_mae), "num"),
+        td(fmtFigure(f.revenue_spearman, 3), "num"),
+        td(fmtFigure(f.revenue_gini, 3), "num"),
+        td(fmtFigure(f.orders_mae, 3), "num"),
+        td(fmtFigure(f.purchase_auc_30, 3), "num")
+      ]));
+    });
+    wrap.hidden = false;
+  }
+
+  function ageBands() {
+    var tbody = document.querySelector("#age-bands-table tbody");
+    api("/segments/customers/age-bands/").then(function (rows) {
+      clear(tbody);
+      rows.forEach(function (row) {
+        var tr = el("tr", { className: "selectable", "data-band": row.age_band }, [
+          td(BAND_NAMES[row.age_band] || row.age_band),
+          td(integer.format(row.customers), "num"),
+          td(fmtMoney(row.revenue), "num"),
+          td(fmtMoney(row.predicted_clv), "num")
+        ]);
+        tr.addEventListener("click", function () {
+          state.band = row.age_band;
+          document.getElementById("customer-age-band").value = row.age_band;
+          state.page = 1;
+          list();
+        });
+        tbody.appendChild(tr);
+      });
+    }).catch(function (e) { message(tbody, 4, "Could not load the age bands (" + e.message + ")."); });
+  }
+
   function describeModel(fit) {
     var note = document.getElementById("model-note");
+    describeChoice(fit);
     if (fit.kind === "none") {
       note.textContent = "No predictions for this shop yet. " + fit.reason + " (minimums: " +
         fit.minimums.customers + " customers with an order, " + fit.minimums.repeat_customers +
         " of them with a repeat purchase, " + fit.minimums.history_days + " days of orders).";
     } else {
-      note.textContent = "BG/NBD + Gamma-Gamma fitted on " + integer.format(fit.customer_count) +
+      note.textContent = MODEL_NAMES[fit.kind] + (fit.kind === "rfm_gbm" ? " (90-day figures and purchase probability; BG/NBD + Gamma-Gamma for P(alive), churn risk and the next order)" : "") +
+        " fitted on " + integer.format(fit.customer_count) +
         " customers (" + integer.format(fit.repeat_customer_count) + " repeat) over " +
         integer.format(fit.history_days) + " days, " + fmtWhen(fit.fitted_at) +
         ". Churn risk is the chance of no order in the next 365 days: low under 40 %, high from 70 %.";
@@ -270,8 +333,14 @@
     event.preventDefault();
     state.q = document.getElementById("customer-search").value.trim();
     state.sort = document.getElementById("customer-sort").value;
+    state.band = document.getElementById("customer-age-band").value;
     state.page = 1;
     state.selected = null;
+    list();
+  });
+  document.getElementById("customer-age-band").addEventListener("change", function (event) {
+    state.band = event.target.value;
+    state.page = 1;
     list();
   });
   document.getElementById("customer-sort").addEventListener("change", function (event) {
@@ -283,6 +352,7 @@
   document.getElementById("customers-next").addEventListener("click", function () { state.page += 1; list(); });
 
   model();
+  ageBands();
   list();
   if (state.selected !== null) select(state.selected, false);
 })();

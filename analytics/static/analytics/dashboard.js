@@ -163,6 +163,35 @@
     cart_abandonment: fmtPct, clv: fmtMoney, sessions: fmtInt, visitors: fmtInt
   };
 
+  /* The forecast days that continue the trend: those after its last day, when the first of
+     them is the next day (the period ends today or yesterday); none otherwise. */
+  function forecastAhead(rows, forecast) {
+    if (!forecast || !forecast.days || !forecast.days.length || !rows.length) return [];
+    var lastDay = String(rows[rows.length - 1].bucket).slice(0, 10);
+    var ahead = forecast.days.filter(function (d) { return d.date > lastDay; });
+    if (!ahead.length) return [];
+    var gap = (Date.parse(ahead[0].date) - Date.parse(lastDay)) / 86400000;
+    return gap === 1 ? ahead : [];
+  }
+
+  /* The money axis's top with a forecast: the larger of the highest bar and the highest 80 %
+     bound, plus a margin, so a wide 95 % band on a thin history does not flatten the bars (the
+     band is clipped at the top; its values stay in the tooltip). */
+  function forecastCap(rows, ahead) {
+    if (!ahead.length) return {};
+    var top = Math.max.apply(null, rows.map(function (r) { return Number(r.revenue); })
+      .concat(ahead.map(function (d) { return d.revenue.upper_80; })));
+    return top > 0 ? { max: top * 1.15 } : {};
+  }
+
+  function forecastNote(forecast, ahead) {
+    if (!forecast) return "The revenue forecast could not be loaded.";
+    if (!forecast.days.length) return "No revenue forecast: " + forecast.reason;
+    if (!ahead.length) return "The revenue forecast (28 days from today) shows when the period ends today.";
+    return "Dashed: the revenue forecast for the next " + ahead.length + " days, with 80 % (darker) and 95 % bands, " +
+      "from the last " + forecast.window_days + " days' trend and weekdays (the axis stops just above the 80 % band).";
+  }
+
   function overview() {
     analytics("kpis", { compare: "previous" }).then(function (data) {
       document.querySelectorAll("[data-kpi]").forEach(function (node) {
@@ -195,28 +224,67 @@
       }
     }).catch(function (e) { failed("overview-visitors", e); });
 
-    analytics("trends", { interval: "day" }).then(function (data) {
-      var rows = data.rows;
+    // The revenue forecast (GET /segments/forecast/, docs/customers.md) continues the revenue
+    // bars as a dashed line with its 80 % and 95 % bands when the period reaches today; a
+    // failed forecast leaves the chart as it was.
+    var forecast = api("/segments/forecast/").catch(function () { return null; });
+    Promise.all([analytics("trends", { interval: "day" }), forecast]).then(function (answers) {
+      var rows = answers[0].rows;
+      var ahead = forecastAhead(rows, answers[1]);
+      var note = document.getElementById("overview-forecast-note");
+      if (note) note.textContent = forecastNote(answers[1], ahead);
+      var blanks = ahead.map(function () { return null; });
+      var pad = rows.map(function () { return null; });
+      var last = rows.length ? Number(rows[rows.length - 1].revenue) : null;
+      function band(key) {
+        // Starts at the last actual day so the band opens from the bar, not from nowhere.
+        return ahead.length ? pad.slice(1).concat([last], ahead.map(function (d) { return d.revenue[key]; })) : [];
+      }
+      var datasets = [
+        { type: "bar", label: "Revenue", data: rows.map(function (r) { return Number(r.revenue); }).concat(blanks),
+          backgroundColor: ACCENT_MID, borderColor: ACCENT, borderWidth: 1, yAxisID: "money", order: 2 },
+        { type: "line", label: "Sessions", data: rows.map(function (r) { return r.sessions; }).concat(blanks),
+          borderColor: CYAN, backgroundColor: CYAN, tension: 0.3, pointRadius: 2, yAxisID: "count", order: 1 }
+      ];
+      if (ahead.length) {
+        var bandLine = { type: "line", borderWidth: 0, pointRadius: 0, yAxisID: "money", order: 3, forecastBand: true };
+        datasets.push(
+          Object.assign({ label: "95 % low", data: band("lower_95"), fill: false }, bandLine),
+          Object.assign({ label: "95 % interval", data: band("upper_95"), fill: "-1", backgroundColor: "rgba(245, 158, 11, 0.12)" }, bandLine),
+          Object.assign({ label: "80 % low", data: band("lower_80"), fill: false }, bandLine),
+          Object.assign({ label: "80 % interval", data: band("upper_80"), fill: "-1", backgroundColor: "rgba(245, 158, 11, 0.28)" }, bandLine),
+          { type: "line", label: "Revenue forecast", data: band("point"), borderColor: AMBER, backgroundColor: AMBER,
+            borderDash: [6, 4], borderWidth: 2, pointRadius: 0, yAxisID: "money", order: 0, forecast: true }
+        );
+      }
       draw("overview-trend", {
         data: {
-          labels: rows.map(function (r) { return fmtDay(r.bucket); }),
-          datasets: [
-            { type: "bar", label: "Revenue", data: rows.map(function (r) { return Number(r.revenue); }),
-              backgroundColor: ACCENT_MID, borderColor: ACCENT, borderWidth: 1, yAxisID: "money", order: 2 },
-            { type: "line", label: "Sessions", data: rows.map(function (r) { return r.sessions; }),
-              borderColor: CYAN, backgroundColor: CYAN, tension: 0.3, pointRadius: 2, yAxisID: "count", order: 1 }
-          ]
+          labels: rows.map(function (r) { return fmtDay(r.bucket); }).concat(ahead.map(function (d) { return fmtDay(d.date); })),
+          datasets: datasets
         },
         options: {
           interaction: { mode: "index", intersect: false },
           scales: {
-            money: Object.assign({ position: "left", title: { display: true, text: "Revenue" } }, moneyAxis),
+            money: Object.assign({ position: "left", title: { display: true, text: "Revenue" } }, moneyAxis, forecastCap(rows, ahead)),
             count: Object.assign({ position: "right", grid: { drawOnChartArea: false },
               title: { display: true, text: "Sessions" } }, countAxis)
           },
-          plugins: { tooltip: { callbacks: { label: function (c) {
-            return c.dataset.label + ": " + (c.dataset.yAxisID === "money" ? fmtMoney(c.raw) : fmtInt(c.raw));
-          } } } }
+          plugins: {
+            legend: { labels: { filter: function (item, chart) {
+              var set = chart.datasets[item.datasetIndex];
+              return !set.forecastBand || / interval$/.test(set.label);
+            } } },
+            tooltip: {
+              filter: function (c) { return c.raw !== null && !/ low$/.test(c.dataset.label); },
+              callbacks: { label: function (c) {
+                if (c.dataset.forecastBand) {
+                  var low = c.chart.data.datasets[c.datasetIndex - 1].data[c.dataIndex];
+                  return c.dataset.label + ": " + fmtMoney(low) + " – " + fmtMoney(c.raw);
+                }
+                return c.dataset.label + ": " + (c.dataset.yAxisID === "money" ? fmtMoney(c.raw) : fmtInt(c.raw));
+              } }
+            }
+          }
         }
       }, anyPositive(rows.map(function (r) { return r.sessions + Number(r.revenue); })));
     }).catch(function (e) { failed("overview-trend", e); });
