@@ -59,6 +59,11 @@ ALERT_RULE = (
     "emails with channel email, webhook_url with channel webhook; threshold_direction and "
     "threshold_value only with threshold_metric"
 )
+CAMPAIGN_RULE = (
+    "trigger, targeting, content and caps as docs/campaigns.md: a score band within [0, 1] with "
+    "low < high, known segments and placeholders, caps >= 1, holdout_share in (0, 1), quiet "
+    "hours 0-23 given together, at least one content variant"
+)
 CROSS_PARAMETER_RULES = {
     **{
         f"GET /analytics/{name}/": PERIOD_RULE
@@ -89,6 +94,8 @@ CROSS_PARAMETER_RULES = {
     "GET /analytics/anomalies/": "since before until",
     "POST /analytics/alert_rules/": ALERT_RULE,
     "PATCH /analytics/alert_rules/{rule_id}/": ALERT_RULE,
+    "POST /notifications/campaigns/": CAMPAIGN_RULE,
+    "PATCH /notifications/campaigns/{campaign_id}/": CAMPAIGN_RULE,
 }
 
 

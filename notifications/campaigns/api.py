@@ -142,6 +142,14 @@ def _validated(request, *, partial: bool = False) -> dict:
     return values
 
 
+# The rules that bind the body's fields together, checked by the service (a 400 naming each field,
+# nothing saved); docs/campaigns.md has them in full.
+RULES = (
+    "A score band within [0, 1] with low < high; known segments and placeholders; caps >= 1; "
+    "holdout_share in (0, 1); quiet hours 0-23 given together; at least one content variant."
+)
+
+
 class CampaignListApi(APIView):
     @extend_schema(
         parameters=[SHOP],
@@ -156,6 +164,7 @@ class CampaignListApi(APIView):
         parameters=[SHOP],
         request=CampaignInSerializer,
         responses={201: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+        description=RULES,
     )
     def post(self, request):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
@@ -180,7 +189,7 @@ class CampaignDetailApi(APIView):
         request=CampaignInSerializer(partial=True),
         responses={200: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
         description="Edit the name, trigger, targeting, channel, caps or consent flag; the key, "
-        "the content variants and the holdout are the experiment's design and fixed.",
+        "the content variants and the holdout are the experiment's design and fixed. " + RULES,
     )
     def patch(self, request, campaign_id: int):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
