@@ -24,9 +24,9 @@ def money(value: str | Decimal, currency: str) -> str:
     return f"{currency} {Decimal(value):,.2f}"
 
 
-def count(n: int, word: str) -> str:
-    """`1 order`, `2 orders`: the figures read as sentences."""
-    return f"{n:,} {word}" if n == 1 else f"{n:,} {word}s"
+def count(n: int, word: str, plural: str = "") -> str:
+    """`1 order`, `2 orders`, `2 anomalies`: the figures read as sentences."""
+    return f"{n:,} {word}" if n == 1 else f"{n:,} {plural or word + 's'}"
 
 
 def percent(value: float) -> str:
@@ -76,7 +76,11 @@ def findings_compose(data: dict[str, Any]) -> list[str]:
     critical = [a for a in anomalies["rows"] if a["severity"] == "critical"]
     if anomalies["critical"] and critical:
         more = anomalies["critical"] - 1
-        others = f" ({count(more, 'other critical anomaly')} in the period)" if more else ""
+        others = (
+            f" ({count(more, 'other critical anomaly', 'other critical anomalies')} in the period)"
+            if more
+            else ""
+        )
         candidates.append(
             f"Critical anomaly at {anomaly_window(critical[0])}: "
             f"{critical[0]['explanation'].rstrip('.')}{others}."
@@ -154,7 +158,8 @@ def _anomaly_lines(data: dict[str, Any]) -> list[str]:
     if not anomalies or not anomalies["count"]:
         return ["  None detected."]
     lines = [
-        f"  {count(anomalies['count'], 'anomaly')}: {anomalies['critical']:,} critical, "
+        f"  {count(anomalies['count'], 'anomaly', 'anomalies')}: "
+        f"{anomalies['critical']:,} critical, "
         f"{anomalies['warning']:,} warning, {anomalies['info']:,} info"
     ]
     for row in anomalies["rows"]:

@@ -79,6 +79,21 @@ def seed_experiments() -> None:
         print(f"demo experiments not seeded ({reason[0]})", flush=True)
 
 
+# What beat would do at night and after the shop's day ends, done once now so that the Customers
+# and Reports pages have something to show: the customer predictions (or the reason there are
+# none yet) and yesterday's daily and last week's weekly report.
+CUSTOMERS_AND_REPORTS = (
+    "from django.utils import timezone; from events.models import Shop; "
+    "from segments.services.customers import customer_predictions_refresh; "
+    "from analytics.selectors.reports import reports_due_get; "
+    "from analytics.services.reports import report_deliver; "
+    f"shop = Shop.objects.get(domain={DOMAIN!r}); now = timezone.now(); "
+    "customer_predictions_refresh(shop_id=shop.pk, now=now); "
+    "[report_deliver(shop_id=i, kind=k, first=f, now=now) "
+    "for i, k, f in reports_due_get(shops=[shop], now=now)]"
+)
+
+
 def prepare_dashboard() -> None:
     """Sessions, rollups and a conversion model straight away, without waiting for beat."""
     print("processing events and building rollups…", flush=True)
@@ -96,12 +111,22 @@ def prepare_dashboard() -> None:
             f"`manage.py train_conversion_model --shop {DOMAIN}` succeeds with more history.",
             flush=True,
         )
+    print("customer predictions and the latest reports…", flush=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-v0", "-c", CUSTOMERS_AND_REPORTS],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["unknown error"]
+        print(f"customers and reports left to beat ({reason[0]})", flush=True)
 
 
 def main() -> None:
     os.environ.setdefault("DJANGO_DEBUG", "1")
     os.environ.setdefault("DJANGO_SECURE_COOKIES", "0")
     os.environ.setdefault("PIPELINE_SETTLE_SECONDS", "1")
+    # Links in the alert and report emails lead to this demo, on whatever port it serves.
+    os.environ.setdefault("PUBLIC_BASE_URL", BASE)
     # TensorFlow's C++ start-up chatter (no CUDA, oneDNN notes) would bury the lines printed last.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # `kill` (SIGTERM) stops the children too, as Ctrl-C does: the finally below runs.

@@ -1,6 +1,6 @@
 """Orders from purchase events: the pipeline records an Order for each purchase it processes."""
 
-from events.models import Event, Order, Shop
+from events.models import Event, Order, OrderLine, Shop
 
 
 def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
@@ -10,23 +10,33 @@ def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
     has revenue. The order id is the event's order id, or the event id when it carries none.
     An order that already exists (a Shopify webhook, an import, a repeated purchase event) is
     left as it is, apart from gaining the buyer when it had none. Runs after identity, so
-    `person_id` is set.
+    `person_id` is set. A purchase event that names a product (`product.id`, price, quantity)
+    gives its new order that line, so units and products sold count tracked orders too.
     """
     purchases = list(
         Event.objects.filter(id__in=event_ids, type="purchase")
         .order_by("id")
         .values_list(
             "event_id", "order_id", "revenue", "currency", "occurred_at", "person_id",
-            "anonymous_id", "user_id", "country",
+            "anonymous_id", "user_id", "country", "product_id", "product_name",
+            "product_price", "product_quantity",
         )
     )  # fmt: skip
     if not purchases:
         return 0
     currency = Shop.objects.filter(pk=shop_id).values_list("currency", flat=True).first() or ""
     orders: dict[str, Order] = {}
+    lines: dict[str, OrderLine] = {}
     for (event_id, order_id, revenue, event_currency, occurred_at, person_id, anonymous_id,
-         user_id, country) in purchases:  # fmt: skip
+         user_id, country, product_id, product_name, price, quantity) in purchases:  # fmt: skip
         key = order_id or f"event:{event_id}"
+        if product_id and key not in orders:
+            lines[key] = OrderLine(
+                product_id=product_id,
+                name=product_name,
+                quantity=quantity or 1,
+                unit_price=price if price is not None else (revenue or 0) / (quantity or 1),
+            )
         # The first purchase event of an order describes it; repeats change nothing.
         orders.setdefault(
             key,
@@ -51,6 +61,18 @@ def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
     Order.objects.bulk_create(
         [order for key, order in orders.items() if key not in existing], ignore_conflicts=True
     )
+    # Only the orders this call created get a line (ids read back: MariaDB's bulk insert
+    # returns none); an order that came from Shopify or an import keeps its own lines.
+    created = {key for key in orders if key not in existing}
+    if lines.keys() & created:
+        ids = dict(
+            Order.objects.filter(
+                shop_id=shop_id, order_id__in=list(lines.keys() & created), lines__isnull=True
+            ).values_list("order_id", "id")
+        )
+        for key, order_id in ids.items():
+            lines[key].order_id = order_id
+        OrderLine.objects.bulk_create([lines[key] for key in ids])
     buyers: dict[int, list[str]] = {}
     for key, person_id in existing.items():
         if person_id is None and orders[key].person_id is not None:
@@ -58,3 +80,4 @@ def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
     for person_id, keys in buyers.items():
         Order.objects.filter(shop_id=shop_id, order_id__in=keys).update(person_id=person_id)
     return len(orders) - len(existing)
+

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
-from events.models import Event, Order, Person, PersonIdentifier, Session
+from events.models import Event, Order, OrderLine, Person, PersonIdentifier, Session
 from events.services.ingest import events_ingest, events_insert
 from events.services.pipeline import events_process
 from events.services.sessions import sessions_rebuild
@@ -452,3 +452,39 @@ def test_purchase_events_become_orders_once(shop, process_all):
     assert orders["event:p3"].total == Decimal("12.50")
     assert orders["event:p3"].currency == shop.currency
     assert orders["1001"].person_id == Event.objects.get(event_id="p1").person_id
+
+
+@pytest.mark.django_db
+def test_a_purchase_naming_a_product_gives_its_order_that_line(shop, process_all):
+    at = "2026-03-01T10:00:00+00:00"
+    events_ingest(
+        shop=shop,
+        received_at=datetime(2026, 3, 1, 12, tzinfo=UTC),
+        events=[
+            {"event_id": "p1", "type": "purchase", "anonymous_id": "a", "timestamp": at,
+             "order": {"id": "2001", "revenue": "24.00"},
+             "product": {"id": "tea-1", "name": "Sencha", "price": "8.00", "quantity": 3}},
+            {"event_id": "p2", "type": "purchase", "anonymous_id": "a", "timestamp": at,
+             "order": {"id": "2001", "revenue": "24.00"},
+             "product": {"id": "tea-1", "name": "Sencha", "price": "8.00", "quantity": 3}},
+            {"event_id": "p3", "type": "purchase", "anonymous_id": "b", "timestamp": at,
+             "order": {"id": "2002", "revenue": "10.00"}, "product": {"id": "mug"}},
+            {"event_id": "p4", "type": "purchase", "anonymous_id": "c", "timestamp": at,
+             "order": {"id": "2003", "revenue": "5.00"}},
+        ],
+    )  # fmt: skip
+
+    process_all(shop)
+    process_all(shop)
+
+    lines = sorted(
+        OrderLine.objects.filter(order__shop=shop).values_list(
+            "order__order_id", "product_id", "name", "quantity", "unit_price"
+        )
+    )
+    # A repeated purchase event adds no second line; without a price the order's revenue over
+    # the quantity; an order whose event names no product has no line.
+    assert lines == [
+        ("2001", "tea-1", "Sencha", 3, Decimal("8.00")),
+        ("2002", "mug", "", 1, Decimal("10.00")),
+    ]
