@@ -80,4 +80,3 @@ def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
     for person_id, keys in buyers.items():
         Order.objects.filter(shop_id=shop_id, order_id__in=keys).update(person_id=person_id)
     return len(orders) - len(existing)
-
