@@ -108,7 +108,12 @@ def _figure(value: float | None) -> str:
 
 def email_bodies(content: AlertContent) -> tuple[str, str]:
     """(plain text, HTML): the same facts; the HTML escapes every value (shop and shopper text)."""
-    band = f"{_figure(content.band_low)} – {_figure(content.band_high)}"
+    band = (
+        f"{_figure(content.band_low)} – {_figure(content.band_high)}"
+        if content.band_low is not None or content.band_high is not None
+        # Orders, bots and health checks are judged without a series band.
+        else "–"
+    )
     lines = [
         content.explanation,
         "",
