@@ -10,10 +10,17 @@ from django.db.models import Case, F, FloatField, Q, QuerySet, Value, When
 from events.models import Event, Session, Shop
 from notifications.calibration import BINS, CalibrationReport, calibration_report
 from notifications.dataset import FRAME_COLUMNS
-from notifications.models import ConversionScore, ExperimentExposure, ModelVersion, ScoreSample
+from notifications.models import (
+    CampaignDecision,
+    ConversionScore,
+    ExperimentExposure,
+    ModelVersion,
+    ScoreSample,
+)
 
 LIVE_WINDOW = timedelta(minutes=30)
-# A customer profile lists at most this many experiment exposures, newest first.
+# A customer profile lists at most this many experiment exposures (and as many notification
+# decisions), newest first.
 PROFILE_EXPOSURES_MAX = 50
 
 
@@ -125,8 +132,9 @@ def live_calibration_get(
 
 def customer_profile_activity(*, shop: Shop, person_id: int) -> dict[str, Any]:
     """What a customer profile (segments' `customer_profile`, settings.CUSTOMER_PROFILE_HOOKS)
-    shows from this app: the latest conversion score of the person's sessions and the
-    experiments they were exposed to."""
+    shows from this app: the latest conversion score of the person's sessions, the
+    experiments they were exposed to and the notifications campaigns decided for them (a
+    holdout decision is listed too: it is why nothing was shown)."""
     score = (
         ConversionScore.objects.filter(shop=shop, person_id=person_id)
         .select_related("model_version")
@@ -146,7 +154,29 @@ def customer_profile_activity(*, shop: Shop, person_id: int) -> dict[str, Any]:
             "exposure_count",
         )[:PROFILE_EXPOSURES_MAX]
     )
+    notifications = (
+        CampaignDecision.objects.filter(shop=shop, person_id=person_id)
+        .order_by("-created_at", "-id")
+        .values(
+            "campaign_id", "campaign__name", "session_id", "arm", "is_holdout", "reason",
+            "title", "discount_code", "created_at",
+        )[:PROFILE_EXPOSURES_MAX]
+    )  # fmt: skip
     return {
+        "notifications": [
+            {
+                "campaign_id": row["campaign_id"],
+                "campaign": row["campaign__name"],
+                "session_id": row["session_id"],
+                "arm": row["arm"],
+                "is_holdout": row["is_holdout"],
+                "reason": row["reason"],
+                "title": row["title"],
+                "discount_code": row["discount_code"],
+                "decided_at": row["created_at"],
+            }
+            for row in notifications
+        ],
         "conversion_score": None
         if score is None
         else {

@@ -28,6 +28,7 @@ from notifications.models import (
     ExperimentExposure,
     ExperimentStatus,
 )
+from notifications.selectors import customer_profile_activity
 from notifications.tests.factories import ConversionScoreFactory, SessionFactory
 from segments.models import Segment
 
@@ -718,3 +719,23 @@ def test_admin_lists_campaigns_and_decisions_and_acts_through_the_services(admin
         "stopped",
     )
     assert add.status_code == 403
+
+
+@pytest.mark.django_db
+def test_a_customer_profile_lists_the_notifications_decided_for_the_person(shop):
+    campaign = campaign_running(shop, holdout_share=0.5)
+    (shown,) = anonymous_ids_in(campaign, "nudge", 1)
+    (held,) = anonymous_ids_in(campaign, "holdout", 1)
+    shown_session = live_session(shop, anonymous_id=shown)
+    held_session = live_session(shop, anonymous_id=held)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    seen = customer_profile_activity(shop=shop, person_id=shown_session.person_id)
+    kept_out = customer_profile_activity(shop=shop, person_id=held_session.person_id)
+
+    assert [
+        (n["arm"], n["is_holdout"], n["title"], n["session_id"]) for n in seen["notifications"]
+    ] == [("nudge", False, "Hi Ada", shown_session.pk)]
+    assert [(n["arm"], n["is_holdout"], n["title"]) for n in kept_out["notifications"]] == [
+        ("holdout", True, "")
+    ]

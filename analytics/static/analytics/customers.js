@@ -235,6 +235,7 @@
     }
     if (profile.conversion_score) fact(facts, "Live conversion score", fmtShare(profile.conversion_score.score));
     profile.experiments.forEach(function (x) { fact(facts, "Experiment " + x.name, x.variant + " since " + fmtDate(x.first_exposed_at)); });
+    (profile.notifications || []).forEach(function (n) { fact(facts, "Campaign " + n.campaign, (n.is_holdout ? "held out (nothing shown)" : n.title) + " · " + fmtDate(n.decided_at)); });
 
     var traits = document.getElementById("customer-traits");
     clear(traits);
