@@ -309,9 +309,13 @@ FORECAST_STATE = """() => {
   const chart = Chart.getChart(document.getElementById('overview-trend'));
   const sets = chart.data.datasets;
   const byLabel = (label) => sets.find((d) => d.label === label).data;
+  // The period's days end where the dashed line starts (its first point is the last period
+  // day); a day without revenue has a null bar, so the bars are not counted by their values.
+  const start = byLabel('Revenue forecast').findIndex((v) => v !== null);
   return {
     labels: chart.data.labels.length,
-    bars: sets[0].data.filter((v) => v !== null).length,
+    bars: start + 1,
+    barsAfter: sets[0].data.slice(start + 1).filter((v) => v !== null).length,
     dash: sets.find((d) => d.forecast).borderDash,
     point: byLabel('Revenue forecast'),
     low80: byLabel('80 % low'), high80: byLabel('80 % interval'),
@@ -344,10 +348,14 @@ def test_overview_continues_the_revenue_chart_with_the_forecast(
 
     assert api["reason"] == ""
     assert len(api["days"]) == 28
-    # The period ends today: the forecast's days after today follow the bars, the dashed line
-    # starting from the last bar.
-    ahead = [d for d in api["days"] if d["date"] > api["origin"]]
-    assert state["labels"] == state["bars"] + len(ahead)
+    # The forecast's days after the period's last bar follow the bars, the dashed line starting
+    # from that bar: after today, or from today on when today has no row yet (a run just after
+    # midnight, before the day's first event).
+    after_today = [d for d in api["days"] if d["date"] > api["origin"]]
+    assert state["labels"] > state["bars"]
+    ahead = api["days"][state["bars"] - state["labels"] :]
+    assert ahead in (after_today, api["days"])
+    assert state["barsAfter"] == 0
     assert state["dash"] == [6, 4]
     assert state["fills"] == 2
     tail = slice(state["bars"], None)
