@@ -145,6 +145,11 @@ class Experiment(models.Model):
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"
 
+    @property
+    def metrics(self) -> list[dict]:
+        """Every metric the analysis computes: the primary, then the secondary and guardrails."""
+        return [self.primary_metric, *self.secondary_metrics, *self.guardrail_metrics]
+
 
 class Variant(models.Model):
     """One arm; `weight` is its normalised share of the non-held-out units (weights sum to 1)."""

@@ -70,8 +70,8 @@ def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
                 shop_id=shop_id, order_id__in=list(lines.keys() & created), lines__isnull=True
             ).values_list("order_id", "id")
         )
-        for key, order_id in ids.items():
-            lines[key].order_id = order_id
+        for key, pk in ids.items():
+            lines[key].order_id = pk
         OrderLine.objects.bulk_create([lines[key] for key in ids])
     buyers: dict[int, list[str]] = {}
     for key, person_id in existing.items():

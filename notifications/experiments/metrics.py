@@ -20,7 +20,6 @@ import pandas as pd
 from django.db import connections
 from django.db.models import (
     Case,
-    ExpressionWrapper,
     F,
     FloatField,
     IntegerField,
@@ -83,12 +82,7 @@ def _exposures(experiment: Experiment, phase: int) -> QuerySet:
 
 
 def _uses_bounce(experiment: Experiment) -> bool:
-    metrics = (
-        experiment.primary_metric,
-        *experiment.secondary_metrics,
-        *experiment.guardrail_metrics,
-    )
-    return any(metric["kind"] == "bounce" for metric in metrics)
+    return any(metric["kind"] == "bounce" for metric in experiment.metrics)
 
 
 # Why an exposure row is not a unit of the analysis (the `left_out` column of the read).
@@ -198,7 +192,7 @@ def _orders(experiment: Experiment, since: datetime, until: datetime) -> pd.Data
     order counts neither as an order nor as revenue. Orders of persons outside the experiment
     are read too and fall out in the merge: filtering them in SQL (a join or a semijoin on a
     million exposure rows) is what made MariaDB's plans slow."""
-    net = ExpressionWrapper(F("total") - F("refunded_amount"), output_field=FloatField())
+    net = Cast(F("total") - F("refunded_amount"), FloatField())
     frame = _frame(
         Order.objects.filter(
             shop_id=experiment.shop_id,
@@ -206,7 +200,7 @@ def _orders(experiment: Experiment, since: datetime, until: datetime) -> pd.Data
             placed_at__lt=until,
             is_cancelled=False,
             person__isnull=False,
-        ).annotate(at_us=EpochMicroseconds("placed_at"), net=Cast(net, FloatField())),
+        ).annotate(at_us=EpochMicroseconds("placed_at"), net=net),
         ["person_id", "at_us", "net"],
         ["person_id", "at_us", "revenue"],
     )

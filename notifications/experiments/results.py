@@ -53,12 +53,7 @@ def _config(experiment: Experiment, phase: ExperimentPhase) -> AnalysisConfig:
 
 
 def _custom_events(experiment: Experiment) -> list[str]:
-    metrics = [
-        experiment.primary_metric,
-        *experiment.secondary_metrics,
-        *experiment.guardrail_metrics,
-    ]
-    return sorted({m["event"] for m in metrics if m["kind"] == "custom_event_count"})
+    return sorted({m["event"] for m in experiment.metrics if m["kind"] == "custom_event_count"})
 
 
 def results_document(
