@@ -107,8 +107,10 @@ def test_customers_page_lists_draws_a_profile_and_shows_hostile_text_as_text(
     page.select_option("#customer-age-band", "")
     page.fill("#customer-search", "u149")
     page.click("#customer-search-form button[type=submit]")
+    # The age band's list also has one row: wait for the search's answer, not just one row.
     page.wait_for_function(
-        "() => document.querySelectorAll('#customers-table tbody tr[data-id]').length === 1"
+        "() => { const rows = document.querySelectorAll('#customers-table tbody tr[data-id]');"
+        " return rows.length === 1 && rows[0].cells[0].textContent === 'u149'; }"
     )
     found = page.inner_text("#customers-table tbody tr td")
     images = page.evaluate("() => document.querySelectorAll('main img, main b').length")
