@@ -365,7 +365,11 @@ class Refund(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["shop", "refund_id"], name="uniq_refund_shop_rid")
         ]
-        indexes = [models.Index(fields=["shop", "refunded_at"], name="refund_shop_refunded")]
+        indexes = [
+            models.Index(fields=["shop", "refunded_at"], name="refund_shop_refunded"),
+            # A refund that came before its order is found by the order's id when it arrives.
+            models.Index(fields=["shop", "source_order_id"], name="refund_shop_source_order"),
+        ]
 
     def __str__(self) -> str:
         return f"refund {self.refund_id}"

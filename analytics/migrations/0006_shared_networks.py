@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('analytics', '0005_reports'),
-        ('events', '0011_refund_lines'),
+        ('events', '0010_pipeline_job_experiments'),
     ]
 
     operations = [

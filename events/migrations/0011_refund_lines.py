@@ -23,4 +23,8 @@ class Migration(migrations.Migration):
                 ('refund', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='lines', to='events.refund')),
             ],
         ),
+        migrations.AddIndex(
+            model_name='refund',
+            index=models.Index(fields=['shop', 'source_order_id'], name='refund_shop_source_order'),
+        ),
     ]

@@ -79,6 +79,7 @@ def orders_record_from_purchases(*, shop_id: int, event_ids: list[int]) -> int:
         for key, pk in ids.items():
             lines[key].order_id = pk
         OrderLine.objects.bulk_create([lines[key] for key in ids])
+    _refunds_link(shop_id=shop_id, order_ids=sorted(created))
     buyers: dict[int, list[str]] = {}
     for key, person_id in existing.items():
         if person_id is None and orders[key].person_id is not None:
@@ -95,7 +96,8 @@ def refunds_record_from_events(*, shop_id: int, event_ids: list[int]) -> int:
     event's `order.id`, linked when that order is recorded, whose `refunded_amount` becomes the
     sum of its refunds. The amount is the event's `order.revenue`, else the sum of its lines;
     the lines are the validated `products` (events/validation.py), else the event's `product`.
-    A refund whose order is not recorded yet keeps the order id (`source_order_id`) unlinked.
+    A refund whose order is not recorded yet keeps the order id (`source_order_id`) and is
+    linked when a purchase event records that order (`orders_record_from_purchases`).
     """
     events = list(
         Event.objects.filter(id__in=event_ids, type=REFUND_TYPE)
@@ -166,6 +168,7 @@ def refunds_record_from_events(*, shop_id: int, event_ids: list[int]) -> int:
     )
     for refund in new.values():
         refund.order_id = orders.get(refund.source_order_id)
+    linked = sorted({refund.order_id for refund in new.values() if refund.order_id is not None})
     Refund.objects.bulk_create(list(new.values()), ignore_conflicts=True)
     # Ids read back (MariaDB's bulk insert returns none): only refunds this call created get lines.
     with_lines = [key for key in new if key in lines]
@@ -179,8 +182,36 @@ def refunds_record_from_events(*, shop_id: int, event_ids: list[int]) -> int:
             for line in lines[key]:
                 line.refund_id = pk
         RefundLine.objects.bulk_create([line for key in ids for line in lines[key]])
-    for pk in sorted(set(orders.values())):
+    _refunded_amounts_refresh(order_pks=linked)
+    return len(new)
+
+
+def _refunded_amounts_refresh(*, order_pks: list[int]) -> None:
+    """Each order's `refunded_amount` = the sum of its refunds (net revenue)."""
+    for pk in order_pks:
         total = Refund.objects.filter(order_id=pk).aggregate(total=Sum("amount"))["total"]
         order = Order(pk=pk, refunded_amount=total or Decimal("0.00"))
         order.save(update_fields=["refunded_amount", "updated_at"])
-    return len(new)
+
+
+def _refunds_link(*, shop_id: int, order_ids: list[str]) -> None:
+    """Link the refunds that came before these (new) orders, by the order's id at the source."""
+    if not order_ids:
+        return
+    waiting = set(
+        Refund.objects.filter(
+            shop_id=shop_id, order__isnull=True, source_order_id__in=order_ids
+        ).values_list("source_order_id", flat=True)
+    )
+    if not waiting:
+        return
+    pks = dict(
+        Order.objects.filter(shop_id=shop_id, order_id__in=sorted(waiting)).values_list(
+            "order_id", "id"
+        )
+    )
+    for order_id, pk in pks.items():
+        Refund.objects.filter(shop_id=shop_id, order__isnull=True, source_order_id=order_id).update(
+            order_id=pk
+        )
+    _refunded_amounts_refresh(order_pks=sorted(pks.values()))

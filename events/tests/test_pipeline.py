@@ -572,3 +572,27 @@ def test_a_segment_order_refunded_carries_its_products(shop, process_all):
     assert list(refund.lines.values_list("product_id", "sku", "quantity", "amount")) == [
         ("mug", "M-1", 2, Decimal("12.00"))
     ]
+
+
+@pytest.mark.django_db
+def test_a_refund_event_before_its_purchase_is_linked_when_the_order_is_recorded(shop, process_all):
+    refund = {
+        "event_id": "r1",
+        "type": "refund",
+        "anonymous_id": "a",
+        "timestamp": "2026-03-02T09:00:00+00:00",
+        "order": {"id": "4001", "revenue": "5"},
+    }
+    purchase = {"event_id": "p1", "type": "purchase", "anonymous_id": "a",
+                "timestamp": "2026-03-01T10:00:00+00:00",
+                "order": {"id": "4001", "revenue": "20.00"}}  # fmt: skip
+    events_ingest(shop=shop, received_at=datetime(2026, 3, 2, 12, tzinfo=UTC), events=[refund])
+    process_all(shop)
+    assert Refund.objects.get(shop=shop).order is None
+
+    events_ingest(shop=shop, received_at=datetime(2026, 3, 2, 13, tzinfo=UTC), events=[purchase])
+    process_all(shop)
+
+    order = Order.objects.get(shop=shop, order_id="4001")
+    assert Refund.objects.get(shop=shop).order == order
+    assert order.refunded_amount == Decimal("5.00")
