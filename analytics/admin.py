@@ -84,6 +84,7 @@ class DetectionSettingsForm(forms.ModelForm):
             "high_value_order",
             "holidays",
             "exclude_bots",
+            "exclude_shared_networks",
         )
 
     def clean(self):
@@ -108,9 +109,10 @@ class DetectionSettingsAdmin(admin.ModelAdmin):
         "daily_threshold",
         "high_value_order",
         "exclude_bots",
+        "exclude_shared_networks",
         "updated_at",
     )
-    list_filter = ("exclude_bots",)
+    list_filter = ("exclude_bots", "exclude_shared_networks")
     search_fields = ("shop__domain",)
 
     def get_readonly_fields(self, request, obj=None):

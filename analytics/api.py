@@ -549,6 +549,12 @@ DETECTION_SETTINGS_BODY = {
             "type": "boolean",
             "description": "Leave tagged bots out of the analytics (their days are recomputed).",
         },
+        "exclude_shared_networks": {
+            "type": "boolean",
+            "description": "Leave the people seen on a shared network (many sessions from one "
+            "anonymised IP) out of the analytics too; off by default (an office or a mobile "
+            "carrier is often people).",
+        },
     },
 }
 

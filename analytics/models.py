@@ -320,6 +320,9 @@ class DetectionSettings(models.Model):
     holidays = models.JSONField(default=list, blank=True)
     # Bots are tagged either way; this says whether the shop wants them out of its analytics.
     exclude_bots = models.BooleanField(default=True)
+    # Shared networks (many sessions from one anonymised IP) are reported either way; out of
+    # the analytics only when the shop says so: an office or a mobile carrier is often people.
+    exclude_shared_networks = models.BooleanField(default=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
@@ -416,6 +419,26 @@ class BotTag(models.Model):
 
     def __str__(self) -> str:
         return f"bot person {self.person_id} of shop {self.shop_id}"
+
+
+class NetworkTag(models.Model):
+    """A network (anonymised IP) the bot detector found shared by many sessions, with the
+    people and sessions seen on it; kept whatever the shop chose, like `BotTag`."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="network_tags")
+    network = models.CharField(max_length=64)
+    person_ids = models.JSONField(default=list)
+    session_ids = models.JSONField(default=list)
+    event_count = models.PositiveIntegerField(default=0)
+    first_at = models.DateTimeField()
+    last_at = models.DateTimeField()
+    tagged_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["shop", "network"], name="uniq_network_tag")]
+
+    def __str__(self) -> str:
+        return f"shared network {self.network} of shop {self.shop_id}"
 
 
 class AlertChannel(models.TextChoices):

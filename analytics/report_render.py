@@ -195,6 +195,7 @@ def report_text_render(data: dict[str, Any], findings: list[str]) -> str:
     customers = data["customers"]
     refunds = Decimal(data["unattributed_refunds"])
     unattributed = [["Refunds not linked to an order", "", money(-refunds, cur)]] if refunds else []
+    basis = "net of refunds" if data.get("products_net") else "sales before refunds"
     lines = [
         f"{KIND_TITLES[data['kind']]} for {data['shop_name']}: {period_label(data)} "
         f"({data['timezone']})",
@@ -236,7 +237,7 @@ def report_text_render(data: dict[str, Any], findings: list[str]) -> str:
             ["", "Revenue", "Orders", "AOV", "Sessions"],
         ),
         "",
-        "Top products (sales before refunds)",
+        f"Top products ({basis})",
         *_table(
             [
                 [
@@ -250,7 +251,7 @@ def report_text_render(data: dict[str, Any], findings: list[str]) -> str:
             ["", "Units", "Orders", "Revenue"],
         ),
         "",
-        "Top categories (sales before refunds)",
+        f"Top categories ({basis})",
         *_table(
             [
                 [c["category"], f"{c['units']:,}", money(c["revenue"], cur)]

@@ -75,18 +75,19 @@ def product_rows_select(
     parts: Sequence[tuple[str, str, date, date]],
     columns: Sequence[str],
     product_ids: Sequence[str] | None = None,
-    positive: str = "",
+    nonzero: str = "",
 ) -> list[tuple]:
     """`columns` of the product rollup rows in `parts` ((table, day column, low, high) each),
-    not summed: only of `product_ids` when given, only where column `positive` is above 0 when
-    given. Read from the analytics database."""
+    not summed: only of `product_ids` when given, only where column `nonzero` is not 0 when
+    given (units and revenue go below 0 on a day of refunds). Read from the analytics
+    database."""
     where = ""
     params: tuple[Any, ...] = ()
     if product_ids is not None:
         where += f" AND product_id IN ({', '.join(['%s'] * len(product_ids))})"
         params = tuple(product_ids)
-    if positive:
-        where += f" AND {positive} > 0"
+    if nonzero:
+        where += f" AND {nonzero} <> 0"
     sql = " UNION ALL ".join(
         f"SELECT {', '.join(columns)} FROM {table} "
         f"WHERE shop_id = %s AND {column} >= %s AND {column} <= %s{where}"

@@ -51,6 +51,8 @@ class RefundIn:
     refund_id: str
     refunded_at: datetime
     amount: Decimal
+    # (product id, name, units, amount) taken back; order lines are (code, name, units, price).
+    lines: list[tuple[str, str, int, Decimal]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -163,7 +165,8 @@ def read_online_retail(
 ) -> Iterator[ImportItem]:
     """Second pass: orders with their lines and purchase event, refunds, skips.
 
-    `C` invoices are refunds on their own date; `A` invoices are accounting adjustments (skipped).
+    `C` invoices are refunds on their own date, each line a refund line (the StockCode's units
+    and value taken back); `A` invoices are accounting adjustments (skipped).
     """
     refunds: dict[str, RefundIn] = {}
     emitted: set[str] = set()
@@ -190,9 +193,11 @@ def read_online_retail(
             amount = -quantity * Decimal(row["UnitPrice"])
             refund = refunds.get(invoice)
             if refund is None:
-                refunds[invoice] = RefundIn(invoice, _retail_time(row["InvoiceDate"], tz), amount)
-            else:
-                refund.amount += amount
+                refund = refunds[invoice] = RefundIn(
+                    invoice, _retail_time(row["InvoiceDate"], tz), Decimal(0)
+                )
+            refund.amount += amount
+            refund.lines.append((row["StockCode"], row["Description"] or "", -quantity, amount))
             yield ImportItem()  # a refund line: counted now, stored with its invoice at the end
             continue
         if current is None or current.order_id != invoice:

@@ -365,10 +365,29 @@ class Refund(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["shop", "refund_id"], name="uniq_refund_shop_rid")
         ]
-        indexes = [models.Index(fields=["shop", "refunded_at"], name="refund_shop_refunded")]
+        indexes = [
+            models.Index(fields=["shop", "refunded_at"], name="refund_shop_refunded"),
+            # A refund that came before its order is found by the order's id when it arrives.
+            models.Index(fields=["shop", "source_order_id"], name="refund_shop_source_order"),
+        ]
 
     def __str__(self) -> str:
         return f"refund {self.refund_id}"
+
+
+class RefundLine(models.Model):
+    """What a refund took back: a product's units and the amount refunded for them (the
+    Online Retail `C` invoice's lines, Shopify's `refund_line_items`, a refund event's product)."""
+
+    refund = models.ForeignKey(Refund, on_delete=models.CASCADE, related_name="lines")
+    product_id = models.CharField(max_length=128, blank=True, default="")
+    sku = models.CharField(max_length=128, blank=True, default="")
+    name = models.CharField(max_length=512, blank=True, default="")
+    quantity = models.IntegerField(default=0)
+    amount = models.DecimalField(max_digits=14, decimal_places=2, default=0)
+
+    def __str__(self) -> str:
+        return f"refund of {self.quantity} × {self.name or self.product_id}"
 
 
 class Checkout(models.Model):

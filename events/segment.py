@@ -104,7 +104,9 @@ def segment_to_event(message: Any, *, message_type: str | None = None) -> Any:
         event["sent_at"] = message["sentAt"]
     if event_type in ("product_view", "add_to_cart", "remove_from_cart", "add_to_wishlist"):
         event["product"] = _product(properties)
-    elif event_type == "purchase":
+    elif event_type in ("purchase", "refund"):
+        # "Order Refunded": the order refunded, the amount paid back (`total`), and its
+        # `products` (the refund lines) stay in the properties.
         event["order"] = {
             "id": properties.get("order_id"),
             "revenue": properties.get("revenue", properties.get("total")),

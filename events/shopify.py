@@ -186,15 +186,52 @@ def order_parse(payload: dict[str, Any]) -> OrderIn:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundLineIn:
+    product_id: str
+    sku: str
+    name: str
+    quantity: int
+    amount: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class RefundIn:
     refund_id: str
     order_id: str
     amount: Decimal
     refunded_at: datetime
+    lines: list[RefundLineIn] = field(default_factory=list)
+
+
+def _quantity(value: Any) -> int:
+    if value is None or value == "":
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise PayloadInvalid(f"{value!r} is not a quantity.")
+    try:
+        return int(value)
+    except ValueError:
+        raise PayloadInvalid(f"{value!r} is not a quantity.") from None
+
+
+def _refund_line_parse(item: dict[str, Any]) -> RefundLineIn:
+    """One of `refund_line_items`: the units taken back and their subtotal in the shop's money
+    (`subtotal_set.shop_money`, else `subtotal`), the product from the order's `line_item`."""
+    line = _object(item, "line_item")
+    shop_money = _object(_object(item, "subtotal_set"), "shop_money")
+    return RefundLineIn(
+        product_id=id_text(line.get("product_id")),
+        sku=str(line.get("sku") or "")[:128],
+        name=str(line.get("name") or line.get("title") or "")[:512],
+        quantity=_quantity(item.get("quantity")),
+        amount=money(shop_money.get("amount", item.get("subtotal"))),
+    )
 
 
 def refund_parse(payload: dict[str, Any]) -> RefundIn:
-    """A refund's amount is what was paid back: its successful refund transactions."""
+    """A refund's amount is what was paid back: its successful refund transactions. Its lines
+    are the `refund_line_items` (what was taken back, by product), which may differ from the
+    amount (shipping, adjustments, a partial refund of money)."""
     refund_id = id_text(payload.get("id"))
     refunded_at = timestamp(payload.get("processed_at")) or timestamp(payload.get("created_at"))
     if not refund_id or refunded_at is None:
@@ -212,6 +249,11 @@ def refund_parse(payload: dict[str, Any]) -> RefundIn:
         order_id=id_text(payload.get("order_id")),
         amount=amount,
         refunded_at=refunded_at,
+        lines=[
+            _refund_line_parse(item)
+            for item in payload.get("refund_line_items") or []
+            if isinstance(item, dict)
+        ],
     )
 
 

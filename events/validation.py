@@ -40,6 +40,9 @@ UTM_FIELDS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_conte
 TEXT_TYPES = (str, int, float)
 MAX_AMOUNT = Decimal("1e12")
 CENT = Decimal("0.01")
+REFUND_TYPE = "refund"
+# A refund event names at most this many products (its refund lines).
+MAX_REFUND_PRODUCTS = 100
 
 
 class InvalidJsonEvent:
@@ -262,6 +265,8 @@ def event_validate(raw: Any, *, received_at: datetime, sent_at: datetime | None 
     )
     _product_apply(event, raw.get("product"))
     _order_apply(event, raw.get("order"))
+    if event.type == REFUND_TYPE:
+        _refund_products_apply(event, raw)
     _utm_apply(event, raw)
     _context_apply(event, raw.get("context") or {})
     return event
@@ -305,6 +310,58 @@ def _product_apply(event: EventIn, product: Any) -> None:
     event.product_category = _text(product, "category", MAX_SHORT, name="product.category")
     event.product_price = _decimal(product.get("price"), "product.price")
     event.product_quantity = _integer(product.get("quantity"), "product.quantity")
+
+
+def _refund_products_apply(event: EventIn, raw: dict) -> None:
+    """A refund's lines: `products` (top level, or in `properties` as Segment's "Order
+    Refunded" carries them), each {id, sku, name, quantity, price or amount}; stored cleaned in
+    `properties["products"]`, where the pipeline reads them (events/services/orders.py).
+
+    A line needs an id, a sku or a name; quantity defaults to 1 and is 1 to one million; its
+    amount is `amount`, else price × quantity, 0 or more.
+    """
+    products = raw.get("products", event.properties.get("products"))
+    if products is None:
+        return
+    if not isinstance(products, list):
+        raise EventInvalid("invalid_type", "products must be a list of objects.")
+    if len(products) > MAX_REFUND_PRODUCTS:
+        raise EventInvalid(
+            "too_long", f"products holds more than {MAX_REFUND_PRODUCTS} refund lines."
+        )
+    lines = []
+    for i, product in enumerate(products):
+        name = f"products[{i}]"
+        if not isinstance(product, dict):
+            raise EventInvalid("invalid_type", f"{name} must be an object.")
+        line_id = _text(product, "id", MAX_PRODUCT_ID, name=f"{name}.id") or _text(
+            product, "product_id", MAX_PRODUCT_ID, name=f"{name}.product_id"
+        )
+        sku = _text(product, "sku", MAX_PRODUCT_ID, name=f"{name}.sku")
+        title = _text(product, "name", MAX_SHORT, name=f"{name}.name")
+        if not (line_id or sku or title):
+            raise EventInvalid("missing_field", f"{name} needs an id, a sku or a name.")
+        quantity = _integer(product.get("quantity"), f"{name}.quantity")
+        if quantity is None:
+            quantity = 1
+        if quantity < 1:
+            raise EventInvalid("invalid_number", f"{name}.quantity must be at least 1.")
+        amount = _decimal(product.get("amount"), f"{name}.amount")
+        if amount is None:
+            price = _decimal(product.get("price"), f"{name}.price")
+            amount = None if price is None else (price * quantity).quantize(CENT)
+        if amount is not None and amount < 0:
+            raise EventInvalid("invalid_number", f"{name} refunds a negative amount.")
+        lines.append(
+            {
+                "id": line_id,
+                "sku": sku,
+                "name": title,
+                "quantity": quantity,
+                "amount": str(amount if amount is not None else Decimal("0.00")),
+            }
+        )
+    event.properties = {**event.properties, "products": lines}
 
 
 def _order_apply(event: EventIn, order: Any) -> None:

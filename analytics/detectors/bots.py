@@ -13,9 +13,11 @@ who trips a rule gets one finding listing every reason:
   views is under `min_read_seconds`, faster than a person reads a page.
 
 A network (anonymised IP) with at least `max_sessions_per_network` sessions gets its own finding
-(`shared_network`): an office or a mobile carrier can do that too, so it names the network and
-leaves its people untagged. Defaults come from the Taobao slice and the demo simulator
-(docs/anomalies.md): humans there stay far below every limit, the simulator's bot does not.
+(`shared_network`) naming the network and the people seen on it: an office or a mobile carrier
+can do that too, so its people are not tagged as bots (the shop may still choose to leave the
+network's people out of its analytics: `DetectionSettings.exclude_shared_networks`). Defaults
+come from the Taobao slice and the demo simulator (docs/anomalies.md): humans there stay far
+below every limit, the simulator's bot does not.
 """
 
 from dataclasses import dataclass
@@ -66,6 +68,8 @@ class BotFinding:
     last_at: pd.Timestamp
     severity: Severity
     explanation: str
+    # The people seen: the person, or everyone with a session from the network.
+    person_ids: tuple[str, ...] = ()
 
 
 @lru_cache(maxsize=65536)
@@ -240,4 +244,5 @@ def _finding_build(entity: str, rows: pd.DataFrame, reasons: tuple[BotReason, ..
         explanation=f"{name} {entity_id} ({len(rows)} events): "
         + "; ".join(reason.detail for reason in reasons)
         + ".",
+        person_ids=tuple(sorted(rows["person_id"].unique())),
     )

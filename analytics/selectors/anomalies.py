@@ -18,7 +18,7 @@ from analytics.models import (
     DetectionState,
 )
 from analytics.periods import hour_floor, local_date
-from analytics.selectors.bots import bots_excluded_summary
+from analytics.selectors.bots import bots_excluded_summary, shared_networks_summary
 from analytics.selectors.detection import (
     FREQUENCY_SUFFIX,
     HISTORY,
@@ -94,13 +94,16 @@ def anomalies_list(
         rows = rows.filter(window_start__lt=filters.until)
     total = rows.count()
     page = rows.order_by("-window_start", "-id")[offset : offset + limit]
+    settings = detection_settings_get(shop=shop)
     return {
         "shop": shop.domain,
         "count": total,
         "open": anomalies_open_counts(shop_id=shop.pk),
         # Tagged bots and whether the rollups leave them out: the count of what was excluded.
-        "bots": bots_excluded_summary(
-            shop_id=shop.pk, exclude_bots=detection_settings_get(shop=shop).exclude_bots
+        "bots": bots_excluded_summary(shop_id=shop.pk, exclude_bots=settings.exclude_bots),
+        # Networks shared by many sessions: reported; excluded only when the shop chose so.
+        "shared_networks": shared_networks_summary(
+            shop_id=shop.pk, exclude=settings.exclude_shared_networks
         ),
         "rows": [anomaly_row(anomaly) for anomaly in page],
     }

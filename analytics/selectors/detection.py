@@ -79,6 +79,7 @@ class ShopDetection:
     bots: BotConfig
     health: HealthConfig
     exclude_bots: bool
+    exclude_shared_networks: bool
 
 
 def currency_symbol(code: str) -> str:
@@ -102,6 +103,7 @@ def detection_settings_row(*, shop: Shop) -> dict[str, Any]:
         "order_threshold": row.order_threshold,
         "holidays": sorted(row.holidays),
         "exclude_bots": row.exclude_bots,
+        "exclude_shared_networks": row.exclude_shared_networks,
         "updated_at": row.updated_at.isoformat() if row.pk and row.updated_at else None,
     }
 
@@ -132,6 +134,7 @@ def shop_detection_get(*, shop: Shop) -> ShopDetection:
         bots=BotConfig(),
         health=HealthConfig(holidays=holidays),
         exclude_bots=row.exclude_bots,
+        exclude_shared_networks=row.exclude_shared_networks,
     )
 
 

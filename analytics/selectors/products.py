@@ -85,18 +85,23 @@ def product_totals(query: Query, *, product_ids: list[str] | None = None) -> dic
 
 
 def top_products_by(query: Query, *, order_by: str, limit: int) -> list[ProductRow]:
-    """The `limit` products with the highest non-zero `order_by`: ranked on that one column,
-    then read whole for the winners only (the abandoned-cart list and the insights want a few)."""
+    """The `limit` products with the highest positive `order_by`: ranked on that one column,
+    then read whole for the winners only (the abandoned-cart list and the insights want a few).
+    Units and revenue are net of refunds, so a day's row can be negative: the rows are summed
+    before the ranking, and a product refunded down to nothing is no winner."""
     column = PRODUCT_ORDER_COLUMNS[order_by]
     sums: dict[str, Any] = defaultdict(int)
     for product_id, value in product_rows_select(
         shop_id=query.shop.pk,
         parts=_product_parts(query),
         columns=("product_id", column),
-        positive=column,
+        nonzero=column,
     ):
         sums[product_id] += value
-    winners = heapq.nsmallest(limit, sums, key=lambda product_id: (-sums[product_id], product_id))
+    positive = [product_id for product_id, value in sums.items() if value > 0]
+    winners = heapq.nsmallest(
+        limit, positive, key=lambda product_id: (-sums[product_id], product_id)
+    )
     return top_products(product_totals(query, product_ids=winners), order_by=order_by, limit=limit)
 
 

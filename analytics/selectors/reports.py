@@ -1,9 +1,10 @@
 """A shop's daily and weekly report: its figures by SPEC.md's definitions, its period, the archive.
 
 Money follows the KPIs: revenue is the orders placed in the period net of the refunds and
-cancellations booked in it, orders count orders (never lines), AOV = revenue / orders. Product,
-category, country, customer and segment figures split the orders of the period; refunds carry an
-amount and not lines, so product and category figures are before refunds, and a refund counts
+cancellations booked in it, orders count orders (never lines), AOV = revenue / orders. Product
+and category units and revenue are the order lines of the period's orders less the refund lines
+of the refunds booked in it (the product rollups, as the money headline nets refunds by their
+own date). Country, customer and segment figures split the orders of the period; a refund counts
 against its order's country (or as unattributed when the source did not link it to an order).
 """
 
@@ -17,10 +18,10 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db.models import F, QuerySet, Sum
+from django.db.models import QuerySet
 from django.utils.module_loading import import_string
 
-from analytics.models import Anomaly, HourlyRevenue, Report, ReportRecipient
+from analytics.models import PRODUCT_SUMS, Anomaly, HourlyRevenue, Report, ReportRecipient
 from analytics.periods import Period, local_date
 from analytics.report_render import findings_compose, report_charts_render
 from analytics.selectors.kpis import Kpis, kpis_get
@@ -31,7 +32,7 @@ from clickserver.db_routers import analytics_db
 from clickserver.errors import ApplicationError
 from clickserver.money import money_format
 from clickserver.params import invalid
-from events.models import Event, Order, OrderLine, Product, Refund, Shop
+from events.models import Event, Order, Product, Refund, Shop
 
 KINDS = tuple(Report.Kind.values)
 TOP = 5
@@ -186,6 +187,9 @@ class ReportFigures:
     segments: list[SegmentLine]
     comparisons: list[Comparison]
     anomalies: AnomaliesSummary
+    # Product and category figures net of refund lines; reports stored before refund lines had
+    # them before refunds and have no such key (the rendering labels them so).
+    products_net: bool = True
 
 
 def report_period_get(*, shop: Shop, kind: str, day: date, today: date) -> Period:
@@ -290,32 +294,28 @@ def _orders(query: Query) -> QuerySet:
     )
 
 
-def _categories(query: Query) -> list[CategoryLine]:
-    lines = (
-        OrderLine.objects.using(analytics_db())
-        .filter(
-            order__shop_id=query.shop.pk,
-            order__placed_at__gte=query.period.start,
-            order__placed_at__lt=query.period.end,
-            order__is_cancelled=False,
-        )
-        .values_list("product_id")
-        .annotate(units=Sum("quantity"), revenue=Sum(F("quantity") * F("unit_price")))
-        .order_by()
-    )
-    per_product = {pid: (units, revenue) for pid, units, revenue in lines}
+def _categories(query: Query, totals: dict[str, list[Any]]) -> list[CategoryLine]:
+    """Units and revenue by the products' catalogue category, net of refunds (the product
+    rollups' sums, `totals` as `product_totals` gives them); categories with net revenue above
+    zero, the highest first."""
+    units_at = 1 + PRODUCT_SUMS.index("units")
+    revenue_at = 1 + PRODUCT_SUMS.index("revenue")
+    sold = {pid: sums for pid, sums in totals.items() if sums[units_at] or sums[revenue_at]}
     categories = dict(
         Product.objects.using(analytics_db())
-        .filter(shop_id=query.shop.pk, product_id__in=list(per_product))
+        .filter(shop_id=query.shop.pk, product_id__in=list(sold))
         .exclude(category="")
         .values_list("product_id", "category")
     )
     sums: dict[str, list[Any]] = defaultdict(lambda: [0, Decimal(0)])
-    for product_id, (units, revenue) in per_product.items():
+    for product_id, product in sold.items():
         row = sums[categories.get(product_id, UNCATEGORISED)]
-        row[0] += units or 0
-        row[1] += revenue or Decimal(0)
-    ranked = sorted(sums.items(), key=lambda item: (-item[1][1], item[0]))[:TOP]
+        row[0] += product[units_at]
+        row[1] += Decimal(product[revenue_at])
+    ranked = sorted(
+        ((name, row) for name, row in sums.items() if row[1] > 0),
+        key=lambda item: (-item[1][1], item[0]),
+    )[:TOP]
     return [
         CategoryLine(name, int(units), money_format(revenue)) for name, (units, revenue) in ranked
     ]
@@ -454,7 +454,7 @@ def report_figures_get(*, shop: Shop, kind: str, period: Period) -> ReportFigure
     peak_revenue_hour, peak_revenue = _peak([(r.hour, Decimal(r.revenue)) for r in hours])
     peak_sessions_hour, peak_sessions = _peak([(r.hour, r.sessions) for r in hours])
     totals = product_totals(query)
-    units = [int(sums[6]) for sums in totals.values()]
+    units = [int(sums[1 + PRODUCT_SUMS.index("units")]) for sums in totals.values()]
     top = top_products_by(query, order_by="revenue", limit=TOP)
     countries, unattributed = _countries(query)
     comparisons = [
@@ -493,7 +493,7 @@ def report_figures_get(*, shop: Shop, kind: str, period: Period) -> ReportFigure
         top_products=[
             ProductLine(p.product_id, p.product_name, p.units, p.orders, p.revenue) for p in top
         ],
-        top_categories=_categories(query),
+        top_categories=_categories(query, totals),
         countries=countries,
         unattributed_refunds=money_format(unattributed),
         customers=_customers(

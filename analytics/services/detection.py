@@ -31,7 +31,7 @@ from analytics.detectors.health import (
 )
 from analytics.detectors.orders import orders_detect
 from analytics.detectors.seasonal import DAY, HOUR, SeasonalConfig, finding_build, series_baseline
-from analytics.models import AlertRule, AnomalyKind, BotTag, DetectionState
+from analytics.models import AlertRule, AnomalyKind, BotTag, DetectionState, NetworkTag
 from analytics.periods import HOUR as ONE_HOUR
 from analytics.periods import hour_floor, local_date
 from analytics.selectors.bots import bot_days_get
@@ -372,6 +372,7 @@ def _bots_detect(
         return [], 0
     found: list[AnomalyIn] = []
     tagged_people: list[int] = []
+    network_people: list[int] = []
     for finding in events_detect_bots(events, config=setup.bots):
         day = local_midnight(local_date(finding.first_at.to_pydatetime(), setup.tz), setup.tz)
         reasons = [reason.code for reason in finding.reasons]
@@ -382,7 +383,9 @@ def _bots_detect(
             ],
             "event_count": finding.event_count,
             "session_count": len(finding.session_ids),
-            "excluded_from_analytics": setup.exclude_bots,
+            "excluded_from_analytics": setup.exclude_bots
+            if finding.entity == "person"
+            else setup.exclude_shared_networks,
         }
         if finding.entity == "person":
             bot_tag_upsert(
@@ -396,6 +399,18 @@ def _bots_detect(
                 now=now,
             )
             tagged_people.append(int(finding.entity_id))
+        else:
+            details["person_count"] = len(finding.person_ids)
+            network_people += network_tag_upsert(
+                shop_id=setup.shop.pk,
+                network=finding.entity_id,
+                person_ids=[int(p) for p in finding.person_ids if p.isdigit()],
+                session_ids=[int(s) for s in finding.session_ids if s.isdigit()],
+                event_count=finding.event_count,
+                first_at=finding.first_at.to_pydatetime(),
+                last_at=finding.last_at.to_pydatetime(),
+                now=now,
+            )
         found.append(
             AnomalyIn(
                 kind=AnomalyKind.BOT,
@@ -415,8 +430,11 @@ def _bots_detect(
                 details=details,
             )
         )
-    if tagged_people and setup.exclude_bots:
-        bot_days_recompute_schedule(shop=setup.shop, person_ids=tagged_people)
+    recompute = (tagged_people if setup.exclude_bots else []) + (
+        network_people if setup.exclude_shared_networks else []
+    )
+    if recompute:
+        bot_days_recompute_schedule(shop=setup.shop, person_ids=sorted(set(recompute)))
     return found, len(tagged_people)
 
 
@@ -466,6 +484,43 @@ def bot_tag_upsert(
     tag.tagged_at = now
     tag.save()
     return tag
+
+
+def network_tag_upsert(
+    *,
+    shop_id: int,
+    network: str,
+    person_ids: list[int],
+    session_ids: list[int],
+    event_count: int,
+    first_at: datetime,
+    last_at: datetime,
+    now: datetime,
+) -> list[int]:
+    """Record a shared network with the people and sessions seen on it, merged with an earlier
+    record; returns the people it did not hold yet (whose days change when the shop excludes
+    shared networks)."""
+    tag = NetworkTag.objects.select_for_update().filter(shop_id=shop_id, network=network).first()
+    if tag is None:
+        NetworkTag.objects.create(
+            shop_id=shop_id,
+            network=network,
+            person_ids=sorted(set(person_ids)),
+            session_ids=sorted(set(session_ids)),
+            event_count=event_count,
+            first_at=first_at,
+            last_at=last_at,
+            tagged_at=now,
+        )
+        return sorted(set(person_ids))
+    new_people = sorted(set(person_ids) - set(tag.person_ids))
+    tag.person_ids = sorted(set(tag.person_ids) | set(person_ids))
+    tag.session_ids = sorted(set(tag.session_ids) | set(session_ids))
+    tag.event_count = max(tag.event_count, event_count)
+    tag.first_at, tag.last_at = min(tag.first_at, first_at), max(tag.last_at, last_at)
+    tag.tagged_at = now
+    tag.save()
+    return new_people
 
 
 def _lag_detect(setup: ShopDetection, *, now: datetime) -> tuple[list[AnomalyIn], bool]:

@@ -1,6 +1,6 @@
 """A shop's detection settings: validated as one (every problem at once, nothing saved on a
-400), written by the API and the admin, and when `exclude_bots` flips, the days of the tagged
-people are recomputed so that the rollups follow the choice."""
+400), written by the API and the admin, and when `exclude_bots` or `exclude_shared_networks`
+flips, the days of the people concerned are recomputed so that the rollups follow the choice."""
 
 import math
 from datetime import date
@@ -10,6 +10,7 @@ from typing import Any
 from django.db import transaction
 
 from analytics.models import BotTag, DetectionSettings
+from analytics.selectors.bots import network_people_get
 from analytics.services.detection import bot_days_recompute_schedule
 from clickserver.errors import ApplicationError
 from events.models import Shop
@@ -26,7 +27,9 @@ SETTINGS_FIELDS = (
     "high_value_order",
     "holidays",
     "exclude_bots",
+    "exclude_shared_networks",
 )
+FLAGS = ("exclude_bots", "exclude_shared_networks")
 
 
 def _number(value: Any) -> float | None:
@@ -94,27 +97,32 @@ def detection_settings_clean(data: Any) -> dict[str, Any]:
             if bad:
                 errors["holidays"] = [f"Not an ISO date (YYYY-MM-DD): {', '.join(bad[:5])}."]
             clean["holidays"] = sorted(days)
-    if "exclude_bots" in data:
-        if not isinstance(data["exclude_bots"], bool):
-            errors["exclude_bots"] = ["Expected true or false."]
-        clean["exclude_bots"] = data["exclude_bots"]
+    for name in FLAGS:
+        if name in data:
+            if not isinstance(data[name], bool):
+                errors[name] = ["Expected true or false."]
+            clean[name] = data[name]
     if errors:
         raise ApplicationError("Invalid detection settings.", fields=errors)
     return clean
 
 
 def detection_settings_update(*, shop: Shop, data: Any) -> DetectionSettings:
-    """Apply a partial update (the defaults stand for a shop without a row). When the bot
-    exclusion changes, the days of every tagged person are recomputed after the commit."""
+    """Apply a partial update (the defaults stand for a shop without a row). When the bot or
+    the shared-network exclusion changes, the days of the people it concerns (every tagged
+    person, everyone seen on a shared network) are recomputed after the commit."""
     clean = detection_settings_clean(data)
     with transaction.atomic():
         row, _ = DetectionSettings.objects.select_for_update().get_or_create(shop=shop)
-        flipped = "exclude_bots" in clean and clean["exclude_bots"] != row.exclude_bots
+        flipped = {name for name in FLAGS if name in clean and clean[name] != getattr(row, name)}
         for name, value in clean.items():
             setattr(row, name, value)
         row.save()
-        if flipped:
-            people = list(BotTag.objects.filter(shop=shop).values_list("person_id", flat=True))
-            if people:
-                bot_days_recompute_schedule(shop=shop, person_ids=people)
+        people: set[int] = set()
+        if "exclude_bots" in flipped:
+            people.update(BotTag.objects.filter(shop=shop).values_list("person_id", flat=True))
+        if "exclude_shared_networks" in flipped:
+            people.update(network_people_get(shop_id=shop.pk))
+        if people:
+            bot_days_recompute_schedule(shop=shop, person_ids=sorted(people))
     return row

@@ -12,7 +12,7 @@ from django.db.models.functions import TruncHour
 from analytics.models import PRODUCT_SUMS, ProductDailyRollup, ProductMonthlyRollup
 from analytics.periods import SESSION_SPAN, Period, day_of
 from analytics.sql import rows_insert
-from events.models import Event, OrderLine
+from events.models import Event, OrderLine, RefundLine
 
 PRODUCT_TYPES = ("product_view", "add_to_cart", "purchase")
 
@@ -106,8 +106,8 @@ def _abandoned_carts(
 
 
 def _product_sales(rows: ProductBuckets, *, shop_id: int, period: Period) -> None:
-    """Orders, units and revenue per (day, product) from the order lines; the line's name
-    where the events gave none."""
+    """Orders, units and revenue per (day, product): the order lines of the day's orders less
+    the refund lines of the day's refunds; the line's name where the events gave none."""
     for line in (
         OrderLine.objects.filter(
             order__shop_id=shop_id,
@@ -130,6 +130,23 @@ def _product_sales(rows: ProductBuckets, *, shop_id: int, period: Period) -> Non
         bucket["revenue"] += line["revenue"] or Decimal(0)
         if line["name"] and not bucket.get("product_name"):
             bucket["product_name"] = line["name"][:255]
+    # Refund lines net the units and revenue on the refund's own day, as revenue is netted
+    # (docs/analytics.md); the order still counts among the product's orders.
+    for refunded in (
+        RefundLine.objects.filter(
+            refund__shop_id=shop_id,
+            refund__refunded_at__gte=period.start,
+            refund__refunded_at__lt=period.end,
+        )
+        .annotate(hour=TruncHour("refund__refunded_at", tzinfo=UTC))
+        .values("hour", "product_id")
+        .annotate(units=Sum("quantity"), amount=Sum("amount"), name=Max("name"))
+    ):
+        bucket = rows[(day_of(refunded["hour"], period), refunded["product_id"])]
+        bucket["units"] -= refunded["units"] or 0
+        bucket["revenue"] -= refunded["amount"] or Decimal(0)
+        if refunded["name"] and not bucket.get("product_name"):
+            bucket["product_name"] = refunded["name"][:255]
 
 
 def _month_starts(period: Period) -> list[date]:

@@ -7,7 +7,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from analytics.models import BotTag, DetectionSettings
+from analytics.models import BotTag, DetectionSettings, NetworkTag
 from events.models import Session
 from events.tests.factories import EventFactory, PersonFactory, ShopFactory
 
@@ -28,7 +28,7 @@ def test_the_defaults_then_a_partial_update(owner_client, shop):
     assert defaults == {
         "shop": shop.domain, "hourly_threshold": 4.0, "daily_threshold": 4.0, "min_history": 3,
         "high_value_order": 100.0, "order_threshold": 3.5, "holidays": [], "exclude_bots": True,
-        "updated_at": None,
+        "exclude_shared_networks": False, "updated_at": None,
     }  # fmt: skip
 
     response = owner_client.patch(
@@ -62,6 +62,8 @@ def test_the_defaults_then_a_partial_update(owner_client, shop):
         ({"holidays": ["2026-02-30"]}, {"holidays"}),
         ({"holidays": "2026-12-25"}, {"holidays"}),
         ({"exclude_bots": "no"}, {"exclude_bots"}),
+        ({"exclude_shared_networks": 1}, {"exclude_shared_networks"}),
+        ({"exclude_shared_networks": None, "exclude_bots": False}, {"exclude_shared_networks"}),
         ({"sensitivity": 3}, {"sensitivity"}),
         # One bad field spoils the valid one beside it: nothing is saved.
         ({"hourly_threshold": 6, "threshold": -1, "daily_threshold": -2},
@@ -112,6 +114,39 @@ def test_flipping_the_bot_exclusion_recomputes_the_tagged_days(
 
     assert (len(unchanged), len(flipped)) == (0, 1)
     assert DetectionSettings.objects.get(shop=shop).exclude_bots is False
+
+
+def test_flipping_the_shared_network_exclusion_recomputes_the_networks_people(
+    owner_client, shop, django_capture_on_commit_callbacks, monkeypatch
+):
+    person, stranger = PersonFactory(shop=shop), PersonFactory(shop=shop)
+    at = datetime(2026, 3, 4, 10, tzinfo=UTC)
+    for someone in (person, stranger):
+        Session.objects.create(shop=shop, person=someone, started_at=at, ended_at=at)
+    NetworkTag.objects.create(
+        shop=shop, network="203.0.113.0", person_ids=[person.pk], first_at=at, last_at=at,
+        tagged_at=at,
+    )  # fmt: skip
+    scheduled = []
+    monkeypatch.setattr(
+        "analytics.tasks.rollups_days_recompute_task.delay",
+        lambda shop_id, days: scheduled.append((shop_id, days)),
+    )
+
+    with django_capture_on_commit_callbacks(execute=True) as unchanged:
+        owner_client.patch(
+            f"{URL}?shop={shop.domain}", {"exclude_shared_networks": False}, format="json"
+        )
+    with django_capture_on_commit_callbacks(execute=True) as flipped:
+        response = owner_client.patch(
+            f"{URL}?shop={shop.domain}", {"exclude_shared_networks": True}, format="json"
+        )
+
+    assert (len(unchanged), len(flipped)) == (0, 1)
+    assert scheduled == [(shop.pk, ["2026-03-04"])]
+    assert response.json()["exclude_shared_networks"] is True
+    row = DetectionSettings.objects.get(shop=shop)
+    assert (row.exclude_shared_networks, row.exclude_bots) == (True, True)
 
 
 def test_the_admin_saves_valid_settings_and_refuses_a_negative_threshold(admin_client, shop):

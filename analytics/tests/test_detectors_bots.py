@@ -138,6 +138,7 @@ def test_many_sessions_from_one_network_name_the_network_not_its_people():
     assert [(r.code, r.observed) for r in finding.reasons] == [(SHARED_NETWORK, 60.0)]
     assert finding.severity == Severity.INFO
     assert len(finding.session_ids) == 60
+    assert finding.person_ids == tuple(sorted(f"p{number}" for number in range(60)))
 
 
 def test_events_without_the_required_columns_are_refused():

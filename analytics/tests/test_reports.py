@@ -20,7 +20,7 @@ from analytics.services.reports import report_generate, report_recipient_save
 from analytics.services.rollups import rollups_rebuild
 from analytics.tasks import report_deliver_task, reports_sweep_task
 from clickserver.errors import ApplicationError
-from events.models import Order, OrderLine, Product
+from events.models import Order, OrderLine, Product, Refund, RefundLine
 from events.tests.factories import EventFactory, ShopFactory, UserFactory
 
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)  # a Monday
@@ -130,6 +130,76 @@ def test_categories_countries_and_cancellations_on_a_berlin_day(tea_shop):
     ]
     assert (data["products_sold"], data["distinct_products"]) == (7, 4)
     assert (data["peak_revenue_hour"], data["peak_revenue"]) == (11, "33.00")
+
+
+def test_product_and_category_figures_net_refund_lines_on_the_refunds_day(tea_shop):
+    berlin = ZoneInfo("Europe/Berlin")
+    # Order 2's Matcha comes back on the 4th (Berlin), with half of order 1's Sencha.
+    refund = Refund.objects.create(
+        shop=tea_shop, refund_id="r1", order=Order.objects.get(order_id="2"),
+        source_order_id="2", amount=Decimal("35.00"),
+        refunded_at=datetime(2026, 12, 4, 9, 0, tzinfo=UTC),
+    )  # fmt: skip
+    RefundLine.objects.bulk_create(
+        [
+            RefundLine(refund=refund, product_id="T3", quantity=1, amount=Decimal("30.00")),
+            RefundLine(refund=refund, product_id="T1", quantity=1, amount=Decimal("5.00")),
+        ]
+    )
+    rollups_rebuild(shop_id=tea_shop.pk, now=NOW)
+
+    sale_day = report_data_compute(
+        shop=tea_shop, kind="daily", period=Period(date(2026, 12, 3), date(2026, 12, 3), berlin)
+    )
+    refund_day = report_data_compute(
+        shop=tea_shop, kind="daily", period=Period(date(2026, 12, 4), date(2026, 12, 4), berlin)
+    )
+    week = report_data_compute(
+        shop=tea_shop, kind="weekly", period=Period(date(2026, 11, 30), date(2026, 12, 6), berlin)
+    )
+
+    # The day of the sales is as it was: refunds count on their own day, as revenue does.
+    assert sale_day["top_categories"][0] == {
+        "category": "Green <tea>", "units": 3, "revenue": "40.00"
+    }  # fmt: skip
+    assert sale_day["products_sold"] == 7
+    # The refund's day: nothing sold, two units and 35.00 taken back; no positive product.
+    assert (refund_day["headline"]["revenue"], refund_day["products_sold"]) == ("-35.00", -2)
+    assert (refund_day["top_products"], refund_day["top_categories"]) == ([], [])
+    assert refund_day["distinct_products"] == 0
+    # The week: Matcha sold and refunded nets to nothing and is no top product (its +30 on
+    # one day must not rank it); Sencha keeps one unit.
+    assert [(p["product_id"], p["units"], p["revenue"]) for p in week["top_products"]] == [
+        ("T2", 1, "7.50"),
+        ("T1", 1, "5.00"),
+        ("X9", 3, "3.00"),
+    ]
+    assert week["top_categories"] == [
+        {"category": "Black", "units": 1, "revenue": "7.50"},
+        {"category": "Green <tea>", "units": 1, "revenue": "5.00"},
+        {"category": "Uncategorised", "units": 3, "revenue": "3.00"},
+    ]
+    assert (week["products_sold"], week["distinct_products"]) == (5, 3)
+    assert week["headline"]["revenue"] == "15.50"
+    text = report_text_render(week, week["findings"])
+    assert "Top products (net of refunds)" in text
+    assert "Top categories (net of refunds)" in text
+    html = report_html_render(week, week["findings"], week["charts"])
+    assert "Top products (net of refunds)" in html
+
+
+def test_a_report_stored_before_refund_lines_keeps_its_label(tea_shop):
+    period = Period(date(2026, 12, 3), date(2026, 12, 3), ZoneInfo("Europe/Berlin"))
+    data = report_data_compute(shop=tea_shop, kind="daily", period=period)
+    del data["products_net"]
+
+    text = report_text_render(data, data["findings"])
+
+    assert "Top products (sales before refunds)" in text
+    assert "Top categories (sales before refunds)" in text
+    assert "Top products (sales before refunds)" in report_html_render(
+        data, data["findings"], data["charts"]
+    )
 
 
 def anomaly(shop, metric: str, start: datetime, hours: int, severity: str, explanation: str):

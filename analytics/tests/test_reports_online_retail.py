@@ -17,6 +17,7 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from analytics.report_render import report_text_render
 from analytics.selectors.reports import report_data_compute, report_period_get
 from conftest import SHARED_DATA
 from events.tests.factories import ShopFactory, UserFactory
@@ -135,6 +136,28 @@ def sessions(invoices) -> pd.DataFrame:
     return pd.DataFrame({"at": starts})
 
 
+def net_per_product(sale_lines: pd.DataFrame, refund_lines: pd.DataFrame) -> pd.DataFrame:
+    """Units, orders and revenue by StockCode: the sale lines less the cancellation lines."""
+    sales = sale_lines.groupby("StockCode").agg(
+        units=("quantity", "sum"), orders=("InvoiceNo", "nunique"), revenue=("value", "sum")
+    )
+    taken = refund_lines.groupby("StockCode").agg(
+        units=("quantity", "sum"), revenue=("value", "sum")
+    )
+    codes = sales.index.union(taken.index)
+    return pd.DataFrame(
+        {
+            "units": [int(sales["units"].get(c, 0)) + int(taken["units"].get(c, 0)) for c in codes],
+            "orders": [int(sales["orders"].get(c, 0)) for c in codes],
+            "revenue": [
+                sales["revenue"].get(c, Decimal(0)) + taken["revenue"].get(c, Decimal(0))
+                for c in codes
+            ],
+        },
+        index=codes,
+    )
+
+
 def headline(invoices, sessions, first: date, last: date) -> dict:
     start, end = pd.Timestamp(first), pd.Timestamp(last + timedelta(days=1))
     period = invoices[(invoices["at"] >= start) & (invoices["at"] < end)]
@@ -177,16 +200,19 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
     head = headline(invoices, sessions, first, last)
     new_visitors = head.pop("_new_visitors")
 
-    sale_lines = lines[
-        (lines["at"] >= start)
-        & (lines["at"] < end)
-        & ~lines["InvoiceNo"].str.startswith("C")
-        & (lines["quantity"] > 0)
+    in_period = lines[(lines["at"] >= start) & (lines["at"] < end)]
+    sale_lines = in_period[
+        ~in_period["InvoiceNo"].str.startswith("C") & (in_period["quantity"] > 0)
     ]
-    per_product = sale_lines.groupby("StockCode").agg(
-        units=("quantity", "sum"), orders=("InvoiceNo", "nunique"), revenue=("value", "sum")
-    )
-    top = sorted(per_product.itertuples(), key=lambda r: (-r.revenue, r.Index))[:5]
+    # Cancellation lines net their StockCode on their own day (negative quantity and value).
+    refund_lines = in_period[in_period["InvoiceNo"].str.startswith("C")]
+    per_product = net_per_product(sale_lines, refund_lines)
+    top = sorted(
+        (r for r in per_product.itertuples() if r.revenue > 0),
+        key=lambda r: (-r.revenue, r.Index),
+    )[:5]
+    net_units = int(per_product["units"].sum())
+    net_revenue = sum(per_product["revenue"], Decimal(0))
 
     hourly = []
     period_sessions = sessions[(sessions["at"] >= start) & (sessions["at"] < end)]
@@ -285,8 +311,8 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
         "first": first.isoformat(),
         "last": last.isoformat(),
         "headline": head,
-        "products_sold": int(sale_lines["quantity"].sum()),
-        "distinct_products": len(per_product),
+        "products_sold": net_units,
+        "distinct_products": int((per_product["units"] > 0).sum()),
         "peak_revenue_hour": peak_revenue_hour,
         "peak_revenue": cents(Decimal(peak_revenue)),
         "peak_sessions_hour": peak_sessions_hour,
@@ -303,13 +329,9 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
             for r in top
         ],
         "top_categories": [
-            {
-                "category": "Uncategorised",
-                "units": int(sale_lines["quantity"].sum()),
-                "revenue": head["gross"],
-            }
+            {"category": "Uncategorised", "units": net_units, "revenue": cents(net_revenue)}
         ]
-        if len(sale_lines)
+        if net_revenue > 0
         else [],
         "countries": [
             {"country": r.Index, "orders": int(r.orders), "revenue": cents(r.revenue)}
@@ -328,6 +350,7 @@ def expected_report(lines, invoices, sessions, kind: str, first: date) -> dict:
         },
         "segments": segments,
         "comparisons": comparisons,
+        "products_net": True,
     }
 
 
@@ -380,6 +403,44 @@ def test_2011_12_09_counts_invoices_and_nets_the_cancellation(retail, lines, inv
         f.startswith("Refunds and cancellations took GBP 168,789.07") for f in data["findings"]
     )
     assert len(data["findings"]) == 3
+
+
+PAPER_CRAFT = "23843"  # PAPER CRAFT , LITTLE BIRDIE: 80,995 units in 581483, all of them in C581484
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("first", DAYS)
+def test_top_products_and_categories_are_net_of_cancellations(retail, lines, first):
+    day = date.fromisoformat(first)
+    period = report_period_get(shop=retail, kind="daily", day=day, today=TODAY)
+
+    data = report_data_compute(shop=retail, kind="daily", period=period)
+
+    on_day = lines[lines["at"].dt.date == day]
+    cancellations = on_day[on_day["InvoiceNo"].str.startswith("C")]
+    sales = on_day[~on_day["InvoiceNo"].str.startswith("C") & (on_day["quantity"] > 0)]
+    gross = sales.groupby("StockCode")["value"].sum()
+    net = net_per_product(sales, cancellations)
+    # The day has cancellations of products it also sold, so netting them changes the figures.
+    assert len(cancellations) > 0
+    assert data["products_sold"] == int(net["units"].sum()) < int(sales["quantity"].sum())
+    for row in data["top_products"]:
+        assert Decimal(row["revenue"]) == net.loc[row["product_id"], "revenue"] > 0
+        assert row["units"] == net.loc[row["product_id"], "units"]
+    ranked = net[net["revenue"] > 0].sort_values("revenue", ascending=False, kind="stable")
+    assert [r["product_id"] for r in data["top_products"]][:1] == list(ranked.index[:1])
+    (category,) = data["top_categories"]
+    assert Decimal(category["revenue"]) == sum(net["revenue"], Decimal(0)) < sum(gross, Decimal(0))
+    assert "Top products (net of refunds)" in report_text_render(data, data["findings"])
+    if day == date(2011, 12, 9):
+        # Before the cancellation it is the day's best seller by far; net, it sold nothing.
+        assert gross.idxmax() == PAPER_CRAFT
+        assert gross[PAPER_CRAFT] == Decimal("168469.60")
+        assert net.loc[PAPER_CRAFT, "units"] == 0
+        assert net.loc[PAPER_CRAFT, "revenue"] == 0
+        assert PAPER_CRAFT not in [r["product_id"] for r in data["top_products"]]
+        assert data["top_products"][0]["product_id"] != PAPER_CRAFT
+        assert not any("PAPER CRAFT" in finding for finding in data["findings"])
 
 
 @pytest.mark.django_db

@@ -8,7 +8,7 @@ from typing import Any
 from django.db import transaction
 
 from events.importers import ImportItem, OrderIn, RefundIn
-from events.models import Order, OrderLine, Refund, Shop
+from events.models import Order, OrderLine, Refund, RefundLine, Shop
 from events.services.ingest import events_ingest
 
 
@@ -81,13 +81,34 @@ def _refunds_store(*, shop: Shop, refunds: list[RefundIn]) -> int:
             "refund_id", flat=True
         )
     )
-    new = [r for r in refunds if r.refund_id not in existing]
+    new = list({r.refund_id: r for r in refunds if r.refund_id not in existing}.values())
     Refund.objects.bulk_create(
         [
             Refund(shop=shop, refund_id=r.refund_id, amount=r.amount, refunded_at=r.refunded_at)
             for r in new
         ],
         ignore_conflicts=True,
+    )
+    # Ids read back (MariaDB's bulk insert returns none); only refunds this call created get lines.
+    pks = dict(
+        Refund.objects.filter(
+            shop=shop, refund_id__in=[r.refund_id for r in new if r.lines], lines__isnull=True
+        ).values_list("refund_id", "pk")
+    )
+    RefundLine.objects.bulk_create(
+        [
+            RefundLine(
+                refund_id=pks[r.refund_id],
+                product_id=code[:128],
+                sku=code[:128],
+                name=name[:512],
+                quantity=quantity,
+                amount=amount,
+            )
+            for r in new
+            if r.refund_id in pks
+            for code, name, quantity, amount in r.lines
+        ]
     )
     return len(new)
 

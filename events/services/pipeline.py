@@ -20,11 +20,11 @@ from clickserver import metrics
 from clickserver.sql import db_value
 from events import sql
 from events.models import Event, EventFormat, PipelineJob, PipelineWatermark, RejectedEvent, Shop
-from events.services.orders import orders_record_from_purchases
+from events.services.orders import orders_record_from_purchases, refunds_record_from_events
 from events.services.persons import persons_resolve
 from events.services.sessions import ROW_FIELDS, AssignResult, sessions_recompute
 from events.sessionize import PURCHASE_TYPE, EventRow
-from events.validation import UTM_FIELDS
+from events.validation import REFUND_TYPE, UTM_FIELDS
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +178,9 @@ def _rows_process(*, shop_id: int, rows: list[tuple], now: datetime) -> AssignRe
             # batch (~10 % of a batch's time when it was every event id).
             purchase_ids = [row[0] for row in rows if row[2] == PURCHASE_TYPE]
             orders_record_from_purchases(shop_id=shop_id, event_ids=purchase_ids)
+            refund_ids = [row[0] for row in rows if row[2] == REFUND_TYPE]
+            if refund_ids:
+                refunds_record_from_events(shop_id=shop_id, event_ids=refund_ids)
             return assigned
     except POISON_ERRORS as error:
         if len(rows) == 1:

@@ -18,7 +18,16 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from clickserver.errors import ApplicationError
 from events import shopify
-from events.models import Checkout, Order, OrderLine, Product, Refund, Shop, WebhookDelivery
+from events.models import (
+    Checkout,
+    Order,
+    OrderLine,
+    Product,
+    Refund,
+    RefundLine,
+    Shop,
+    WebhookDelivery,
+)
 from events.services import erasure
 from events.services.ingest import IngestResult, events_ingest
 from events.services.privacy import shopify_customer_export
@@ -233,6 +242,19 @@ def shopify_refund_upsert(*, shop: Shop, refund: shopify.RefundIn) -> Refund:
             "amount": refund.amount,
             "refunded_at": refund.refunded_at,
         },
+    )
+    # A redelivered webhook carries the same lines: replaced, never added twice.
+    RefundLine.objects.filter(refund=row).delete()
+    RefundLine.objects.bulk_create(
+        RefundLine(
+            refund=row,
+            product_id=line.product_id,
+            sku=line.sku,
+            name=line.name,
+            quantity=line.quantity,
+            amount=line.amount,
+        )
+        for line in refund.lines
     )
     if order is not None:
         _order_refunded_amount_refresh(order=order)

@@ -5,7 +5,7 @@ import orjson
 import pytest
 from django.core.management import CommandError, call_command
 
-from events.models import Event, Order, OrderLine, Refund, RejectedEvent
+from events.models import Event, Order, OrderLine, Refund, RefundLine, RejectedEvent
 
 
 def run_import(path, shop, fmt, *extra) -> dict:
@@ -75,6 +75,9 @@ def test_online_retail_orders_refunds_and_adjustments(tmp_path, shop):
     }
     assert OrderLine.objects.filter(order__order_id="536365").count() == 3
     assert Refund.objects.get(shop=shop).amount == Decimal("5.10")
+    assert list(RefundLine.objects.values_list("product_id", "name", "quantity", "amount")) == [
+        ("A1", "Mug", 2, Decimal("5.10"))
+    ]
     purchase = Event.objects.get(shop=shop, order_id="536365")
     assert (purchase.type, purchase.user_id, purchase.revenue) == (
         "purchase",
@@ -82,6 +85,40 @@ def test_online_retail_orders_refunds_and_adjustments(tmp_path, shop):
         Decimal("40.30"),
     )
     assert Event.objects.get(shop=shop, order_id="536367").anonymous_id == "invoice-536367"
+
+
+@pytest.mark.django_db
+def test_online_retail_cancellation_lines_become_refund_lines(tmp_path, shop):
+    # The real rows of order 581483 and its cancellation C581484, plus a two-line cancellation.
+    data = tmp_path / "retail.csv"
+    data.write_text(
+        "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+        '581483,23843,"PAPER CRAFT , LITTLE BIRDIE",80995,2011-12-09 09:15:00,2.08,16446.0,'
+        "United Kingdom\n"
+        'C581484,23843,"PAPER CRAFT , LITTLE BIRDIE",-80995,2011-12-09 09:27:00,2.08,16446.0,'
+        "United Kingdom\n"
+        "C581490,22178,VICTORIAN GLASS HANGING T-LIGHT,-12,2011-12-09 09:57:00,1.95,14397.0,"
+        "United Kingdom\n"
+        "C581490,23144,ZINC T-LIGHT HOLDER STARS SMALL,-11,2011-12-09 09:57:00,0.83,14397.0,"
+        "United Kingdom\n"
+    )
+
+    summary = run_import(data, shop, "online_retail")
+    again = run_import(data, shop, "online_retail")
+
+    assert (summary["orders"], summary["refunds"], summary["rows"]) == (1, 2, 4)
+    assert (again["refunds"], RefundLine.objects.filter(refund__shop=shop).count()) == (0, 3)
+    cancellation = Refund.objects.get(shop=shop, refund_id="C581484")
+    assert cancellation.amount == Decimal("168469.60")
+    assert list(
+        cancellation.lines.values_list("product_id", "sku", "name", "quantity", "amount")
+    ) == [("23843", "23843", "PAPER CRAFT , LITTLE BIRDIE", 80995, Decimal("168469.60"))]
+    other = Refund.objects.get(shop=shop, refund_id="C581490")
+    assert sorted(other.lines.values_list("product_id", "quantity", "amount")) == [
+        ("22178", 12, Decimal("23.40")),
+        ("23144", 11, Decimal("9.13")),
+    ]
+    assert other.amount == sum(line.amount for line in other.lines.all()) == Decimal("32.53")
 
 
 @pytest.mark.django_db

@@ -6,7 +6,17 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 
-from events.models import Event, Order, OrderLine, Person, PersonIdentifier, Session
+from events.models import (
+    Event,
+    Order,
+    OrderLine,
+    Person,
+    PersonIdentifier,
+    Refund,
+    RefundLine,
+    Session,
+)
+from events.segment import segment_to_event
 from events.services.ingest import events_ingest, events_insert
 from events.services.pipeline import events_process
 from events.services.sessions import sessions_rebuild
@@ -488,3 +498,101 @@ def test_a_purchase_naming_a_product_gives_its_order_that_line(shop, process_all
         ("2001", "tea-1", "Sencha", 3, Decimal("8.00")),
         ("2002", "mug", "", 1, Decimal("10.00")),
     ]
+
+
+@pytest.mark.django_db
+def test_refund_events_become_refunds_with_lines_once(shop, process_all):
+    at, later = "2026-03-01T10:00:00+00:00", "2026-03-03T09:00:00+00:00"
+    result = events_ingest(
+        shop=shop,
+        received_at=datetime(2026, 3, 3, 12, tzinfo=UTC),
+        events=[
+            {"event_id": "p1", "type": "purchase", "anonymous_id": "a", "timestamp": at,
+             "order": {"id": "3001", "revenue": "40.00"},
+             "product": {"id": "tea-1", "price": "8.00", "quantity": 5}},
+            # Two of the five back, by `products`, and the money paid back as the revenue.
+            {"event_id": "r1", "type": "refund", "anonymous_id": "a", "timestamp": later,
+             "order": {"id": "3001", "revenue": "15.00"},
+             "products": [{"id": "tea-1", "name": "Sencha", "quantity": 2, "price": "8.00"}]},
+            {"event_id": "r1", "type": "refund", "anonymous_id": "a", "timestamp": later,
+             "order": {"id": "3001", "revenue": "15.00"}},  # a repeat: stored once
+            # One product like a purchase names it, no amount: the line's price × quantity.
+            {"event_id": "r2", "type": "refund", "anonymous_id": "a", "timestamp": later,
+             "order": {"id": "3001"}, "product": {"id": "tea-1", "price": "8.00"}},
+            # An order not recorded here (another system's): kept unlinked, with its id.
+            {"event_id": "r3", "type": "refund", "user_id": "u1", "timestamp": later,
+             "order": {"id": "elsewhere-9", "revenue": "3.00"}},
+        ],
+    )  # fmt: skip
+    assert (result.accepted, result.duplicates, result.rejected) == (4, 1, [])
+
+    process_all(shop)
+    process_all(shop)
+
+    refunds = {r.refund_id: r for r in Refund.objects.filter(shop=shop)}
+    assert set(refunds) == {"event:r1", "event:r2", "event:r3"}
+    assert [(r.amount, r.order.order_id if r.order else None) for r in refunds.values()] == [
+        (Decimal("15.00"), "3001"), (Decimal("8.00"), "3001"), (Decimal("3.00"), None),
+    ]  # fmt: skip
+    assert refunds["event:r3"].source_order_id == "elsewhere-9"
+    assert refunds["event:r1"].refunded_at == datetime(2026, 3, 3, 9, tzinfo=UTC)
+    lines = sorted(
+        RefundLine.objects.filter(refund__shop=shop).values_list(
+            "refund__refund_id", "product_id", "name", "quantity", "amount"
+        )
+    )
+    assert lines == [
+        ("event:r1", "tea-1", "Sencha", 2, Decimal("16.00")),
+        ("event:r2", "tea-1", "", 1, Decimal("8.00")),
+    ]
+    assert Order.objects.get(shop=shop, order_id="3001").refunded_amount == Decimal("23.00")
+
+
+@pytest.mark.django_db
+def test_a_segment_order_refunded_carries_its_products(shop, process_all):
+    message = {
+        "type": "track", "event": "Order Refunded", "messageId": "seg-r1", "userId": "u7",
+        "timestamp": "2026-03-02T08:00:00Z",
+        "properties": {"order_id": "x1", "total": 12, "currency": "EUR",
+                       "products": [{"product_id": "mug", "sku": "M-1", "quantity": 2,
+                                     "price": 6}]},
+    }  # fmt: skip
+    events_ingest(
+        shop=shop,
+        received_at=datetime(2026, 3, 2, 9, tzinfo=UTC),
+        events=[segment_to_event(message)],
+    )
+
+    process_all(shop)
+
+    refund = Refund.objects.get(shop=shop)
+    assert (refund.refund_id, refund.amount, refund.source_order_id) == (
+        "event:seg-r1", Decimal("12.00"), "x1",
+    )  # fmt: skip
+    assert list(refund.lines.values_list("product_id", "sku", "quantity", "amount")) == [
+        ("mug", "M-1", 2, Decimal("12.00"))
+    ]
+
+
+@pytest.mark.django_db
+def test_a_refund_event_before_its_purchase_is_linked_when_the_order_is_recorded(shop, process_all):
+    refund = {
+        "event_id": "r1",
+        "type": "refund",
+        "anonymous_id": "a",
+        "timestamp": "2026-03-02T09:00:00+00:00",
+        "order": {"id": "4001", "revenue": "5"},
+    }
+    purchase = {"event_id": "p1", "type": "purchase", "anonymous_id": "a",
+                "timestamp": "2026-03-01T10:00:00+00:00",
+                "order": {"id": "4001", "revenue": "20.00"}}  # fmt: skip
+    events_ingest(shop=shop, received_at=datetime(2026, 3, 2, 12, tzinfo=UTC), events=[refund])
+    process_all(shop)
+    assert Refund.objects.get(shop=shop).order is None
+
+    events_ingest(shop=shop, received_at=datetime(2026, 3, 2, 13, tzinfo=UTC), events=[purchase])
+    process_all(shop)
+
+    order = Order.objects.get(shop=shop, order_id="4001")
+    assert Refund.objects.get(shop=shop).order == order
+    assert order.refunded_amount == Decimal("5.00")

@@ -289,6 +289,68 @@ def test_refund_sets_the_orders_refunded_amount(deliver, payloads, shop):
 
 
 @pytest.mark.django_db
+def test_refund_line_items_become_refund_lines_once(deliver, payloads, shop):
+    deliver("refunds/create", load(payloads, "refunds_create"))
+    deliver("refunds/create", load(payloads, "refunds_create"))  # redelivered (a new webhook id)
+
+    refund = Refund.objects.get(shop=shop)
+    lines = list(
+        refund.lines.order_by("id").values_list("product_id", "sku", "name", "quantity", "amount")
+    )
+    assert lines == [
+        ("788032119674292900", "SKU2006-001", "Aviator sunglasses", 1, Decimal("89.99")),
+        ("", "LENS-PROTECT-2YR", "Lens Protection Plan (2 Year)", 1, Decimal("19.99")),
+        ("", "CASE-LEATHER-PREM", "Premium Leather Case", 1, Decimal("24.99")),
+        ("788032119674292900", "SKU2006-020", "Mid-century lounger", 1, Decimal("159.99")),
+        ("788032119674292900", "SKU2006-035", "Coffee table", 1, Decimal("119.99")),
+    ]
+    # The lines say what was taken back; the amount stays the money paid back.
+    assert refund.amount == Decimal("85.00")
+
+
+def test_refund_line_amount_prefers_the_shop_money_and_refuses_a_bad_quantity():
+    payload = {
+        "id": 1,
+        "order_id": 2,
+        "created_at": "2024-01-01T00:00:00Z",
+        "refund_line_items": [
+            {
+                "quantity": "3",
+                "subtotal": 30,
+                "subtotal_set": {"shop_money": {"amount": "27.50"}},
+                "line_item": {"product_id": 9, "title": "Mug"},
+            },
+            {"quantity": 1, "subtotal": "4.00", "line_item": {"product_id": 8, "sku": "T"}},
+            "not a line",
+        ],
+    }
+
+    refund = shopify.refund_parse(payload)
+
+    assert refund.lines == [
+        shopify.RefundLineIn("9", "", "Mug", 3, Decimal("27.50")),
+        shopify.RefundLineIn("8", "T", "", 1, Decimal("4.00")),
+    ]
+    for quantity in ("two", 1.5, True, [1]):
+        payload["refund_line_items"] = [{"quantity": quantity, "line_item": {}}]
+        with pytest.raises(shopify.PayloadInvalid, match="is not a quantity"):
+            shopify.refund_parse(payload)
+
+
+@pytest.mark.django_db
+def test_a_refund_with_a_bad_line_is_recorded_as_an_error_and_stores_nothing(
+    deliver, payloads, shop
+):
+    body = orjson.loads(load(payloads, "refunds_create"))
+    body["refund_line_items"][1]["quantity"] = "many"
+
+    deliver("refunds/create", orjson.dumps(body))
+
+    assert Refund.objects.filter(shop=shop).count() == 0
+    assert "is not a quantity" in WebhookDelivery.objects.get(topic="refunds/create").error
+
+
+@pytest.mark.django_db
 def test_refund_before_its_order_is_linked_when_the_order_arrives(deliver, payloads, shop):
     deliver("refunds/create", load(payloads, "refunds_create"))
     assert Refund.objects.get().order is None

@@ -117,3 +117,61 @@ def test_properties_up_to_the_limit_are_kept():
     with pytest.raises(EventInvalid) as error:
         validate(properties={"x": "y" * (32 * 1024 - 7)})
     assert error.value.code == "properties_too_large"
+
+
+def refund(**fields):
+    return event_validate(
+        {"type": "refund", "anonymous_id": "a", "order": {"id": "o1"}, **fields},
+        received_at=RECEIVED,
+    )
+
+
+def test_a_refunds_products_are_cleaned_into_its_properties():
+    event = refund(
+        products=[
+            {"id": 7, "name": "Mug", "quantity": "2", "price": "4.5"},
+            {"sku": "T-1", "amount": 3},
+        ],
+        properties={"reason": "damaged"},
+    )
+
+    assert event.properties == {
+        "reason": "damaged",
+        "products": [
+            {"id": "7", "sku": "", "name": "Mug", "quantity": 2, "amount": "9.00"},
+            {"id": "", "sku": "T-1", "name": "", "quantity": 1, "amount": "3.00"},
+        ],
+    }
+    # Segment's place for them, in the properties, is read the same way.
+    segment = refund(properties={"products": [{"product_id": "p9", "price": 2}]})
+    assert segment.properties["products"] == [
+        {"id": "p9", "sku": "", "name": "", "quantity": 1, "amount": "2.00"}
+    ]
+    # Another event type's `products` is left as it came.
+    cart = validate(type="cart_view", properties={"products": [{"id": 1}]})
+    assert cart.properties == {"products": [{"id": 1}]}
+
+
+@pytest.mark.parametrize(
+    ("products", "code", "detail"),
+    [
+        ({"id": "x"}, "invalid_type", "products must be a list"),
+        (["x"], "invalid_type", "products[0] must be an object"),
+        ([{"quantity": 1}], "missing_field", "products[0] needs an id, a sku or a name"),
+        ([{"id": "x", "quantity": 0}], "invalid_number", "products[0].quantity must be at least"),
+        ([{"id": "x", "quantity": 2_000_000}], "invalid_number", "up to one million"),
+        ([{"id": "x", "quantity": 1.5}], "invalid_number", "products[0].quantity"),
+        ([{"id": "x", "amount": -1}], "invalid_number", "refunds a negative amount"),
+        ([{"id": "x", "price": "lots"}], "invalid_number", "products[0].price"),
+        ([{"id": "x", "amount": True}], "invalid_number", "products[0].amount"),
+        ([{"id": "x" * 129}], "too_long", "products[0].id"),
+        ([{"id": ["x"]}], "invalid_type", "products[0].id must be a string"),
+        ([{"id": "x"}] * 101, "too_long", "more than 100 refund lines"),
+    ],
+)
+def test_a_refunds_bad_products_reject_the_event(products, code, detail):
+    with pytest.raises(EventInvalid) as error:
+        refund(products=products)
+
+    assert error.value.code == code
+    assert detail in error.value.detail
