@@ -19,7 +19,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from redis.exceptions import RedisError
 
-from events.models import Session, Shop
+from events.models import ConsentMode, Session, Shop
 from notifications import selectors as score_selectors
 from notifications.campaigns import deliveries, rules, selectors
 from notifications.campaigns.rules import HOLDOUT_ARM
@@ -160,6 +160,12 @@ def campaign_decisions_run(*, shop_id: int, now: datetime) -> DecideResult:
             start=campaign.quiet_start_hour,
             end=campaign.quiet_end_hour,
         ):
+            continue
+        if campaign.channel != CampaignChannel.ON_SITE and (
+            campaign.is_consent_required or shop.consent_mode == ConsentMode.REQUIRED
+        ):
+            # Consent is known only to the browser (it is applied when a toast is served): an
+            # email or webhook campaign that needs it decides nothing.
             continue
         experiment = campaign.experiment
         arms = tuple(Arm(key=v.key, weight=v.weight) for v in experiment.variants.all())

@@ -24,7 +24,7 @@ from django.db import connection
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from events.models import ShopMembership
+from events.models import ConsentMode, ShopMembership
 from events.tests.factories import EventFactory, PersonFactory, UserFactory
 from notifications import tasks
 from notifications.campaigns import decisions, deliveries, services
@@ -768,3 +768,20 @@ def test_deliveries_api_filters_pages_and_is_shop_scoped(
     assert (bad_channel.status_code, list(bad_channel.json()["fields"])) == (400, ["channel"])
     assert other.status_code == 404
     assert anonymous.status_code in (401, 403)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("where", ["campaign", "shop"])
+def test_email_and_webhook_campaigns_that_need_consent_decide_nothing(shop, receiver, where):
+    required = {"is_consent_required": where == "campaign"}
+    if where == "shop":
+        shop.consent_mode = ConsentMode.REQUIRED
+        shop.save()
+    mailing = email_campaign(shop, **required)
+    webhook_campaign(shop, receiver, **required)
+    for anonymous_id in treated(mailing, 2):
+        visit(shop, shopper(shop, anonymous_id=anonymous_id), anonymous_id=anonymous_id)
+
+    result = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    assert (result.campaigns, result.sessions, result.decisions) == (2, 2, 0)
