@@ -201,7 +201,8 @@ def _webhook_send(*, delivery: CampaignDelivery) -> tuple[int, str]:
     decision, campaign = delivery.decision, delivery.campaign
     body = orjson.dumps(webhook_payload(decision=decision, delivery_id=delivery.pk))
     timestamp = int(time.time())
-    response = requests.post(
+    # Streamed: only the excerpt kept in the log is read of whatever the receiver answers.
+    with requests.post(
         campaign.webhook_url,
         data=body,
         headers={
@@ -217,8 +218,11 @@ def _webhook_send(*, delivery: CampaignDelivery) -> tuple[int, str]:
         },
         timeout=settings.CAMPAIGN_WEBHOOK_TIMEOUT_SECONDS,
         allow_redirects=False,
-    )
-    return response.status_code, response.text[:RESPONSE_EXCERPT]
+        stream=True,
+    ) as response:
+        head = response.raw.read(RESPONSE_EXCERPT * 4, decode_content=True) or b""
+    text = head.decode(response.encoding or "utf-8", errors="replace")
+    return response.status_code, text[:RESPONSE_EXCERPT]
 
 
 def _skip_reason(delivery: CampaignDelivery) -> tuple[str, str]:
@@ -331,6 +335,9 @@ def email_unsubscribe(*, token: str, now: datetime) -> EmailUnsubscribe:
         raise ApplicationError(
             "This unsubscribe link is not valid.", fields={"token": ["invalid"]}
         ) from error
+    if not selectors.shop_exists(shop_id=shop_id):
+        # A link of a shop deleted since: nobody is emailed for it any more.
+        raise ApplicationError("This unsubscribe link is not valid.", fields={"token": ["gone"]})
     existing = EmailUnsubscribe.objects.filter(shop_id=shop_id, email_hash=hashed).first()
     if existing is not None:
         return existing

@@ -446,3 +446,7 @@ def deliveries_list(
 
 def person_exists(*, shop_id: int, person_id: int) -> bool:
     return Person.objects.filter(shop_id=shop_id, pk=person_id).exists()
+
+
+def shop_exists(*, shop_id: int) -> bool:
+    return Shop.objects.filter(pk=shop_id).exists()

@@ -785,3 +785,41 @@ def test_email_and_webhook_campaigns_that_need_consent_decide_nothing(shop, rece
     result = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
 
     assert (result.campaigns, result.sessions, result.decisions) == (2, 2, 0)
+
+
+# --- admin ------------------------------------------------------------------------------------
+
+DELIVERIES_ADMIN = "/admin/notifications/campaigndelivery/"
+
+
+@pytest.mark.django_db
+def test_the_admin_lists_deliveries_read_only(admin_client, shop, receiver):
+    campaign = webhook_campaign(shop, receiver)
+    [anonymous_id] = anonymous_ids_in(campaign, "nudge", 1)
+    visit(shop, shopper(shop, anonymous_id=anonymous_id, address=None), anonymous_id=anonymous_id)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    receiver.statuses = [500]
+    delivery = deliveries.campaign_delivery_send(
+        delivery_id=CampaignDelivery.objects.get().pk, now=NOW
+    )
+
+    listed = admin_client.get(f"{DELIVERIES_ADMIN}?status=pending")
+    add = admin_client.get(f"{DELIVERIES_ADMIN}add/")
+    delete = admin_client.post(f"{DELIVERIES_ADMIN}{delivery.pk}/delete/", {"post": "yes"})
+    campaign_page = admin_client.get(f"/admin/notifications/campaign/{campaign.pk}/change/")
+
+    assert listed.status_code == 200
+    assert b"the receiver answered 500" in listed.content
+    assert (add.status_code, delete.status_code) == (403, 403)
+    assert CampaignDelivery.objects.filter(pk=delivery.pk).exists()
+    assert campaign.webhook_secret.encode() not in campaign_page.content
+
+
+@pytest.mark.django_db
+def test_a_link_of_a_deleted_shop_is_refused(shop):
+    token = deliveries.unsubscribe_token(shop_id=shop.pk + 1000, person_id=1, address=ADDRESS)
+
+    response = APIClient().get(f"/notifications/unsubscribe/{token}/")
+
+    assert response.status_code == 400
+    assert EmailUnsubscribe.objects.count() == 0
