@@ -385,6 +385,26 @@ def test_the_task_sends_and_the_sweep_picks_up_lost_and_due_retries(
     assert len(smtp_server.messages) == 1
 
 
+@pytest.mark.django_db
+def test_a_stored_decision_is_emailed_once_committed(
+    shop, smtp_server, celery_eager, django_capture_on_commit_callbacks
+):
+    campaign = email_campaign(shop)
+    [treated_id] = treated(campaign)
+    [holdout_id] = anonymous_ids_in(campaign, "holdout", 1)
+    for anonymous_id in (treated_id, holdout_id):
+        visit(shop, shopper(shop, anonymous_id=anonymous_id), anonymous_id=anonymous_id)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    # One send for the treated decision; the holdout's row is skipped without a message.
+    assert len(callbacks) == 1
+    statuses = dict(CampaignDelivery.objects.values_list("decision__arm", "status"))
+    assert statuses == {"nudge": DeliveryStatus.SENT, "holdout": DeliveryStatus.SKIPPED}
+    assert len(smtp_server.messages) == 1
+
+
 # --- killed mid-send --------------------------------------------------------------------------
 
 
