@@ -3,17 +3,23 @@
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import orjson
 import pytest
+from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
 from rest_framework.test import APIClient
 
+from analytics.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_verify
 from clickserver.celery import app
 from clickserver.ratelimit import rate_limit_forget
 from events.selectors import write_key_cache_clear
@@ -233,3 +239,98 @@ def redis_down(settings):
     rate_limit_forget()
     yield
     rate_limit_forget()
+
+
+class Inbox:
+    """aiosmtpd handler: keeps every message the server accepts; answers each DATA with the
+    queued `refusals` first (e.g. "451 ..." or "554 ..."), as a failing server would."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], bytes]] = []
+        self.refusals: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.refusals:
+            return self.refusals.pop(0)
+        self.messages.append((list(envelope.rcpt_tos), envelope.original_content))
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A local port nobody listens on: a connection to it is refused."""
+    return free_port()
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """A real SMTP server (aiosmtpd) on a free local port, and Django's SMTP backend aimed at it."""
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    yield inbox
+    controller.stop()
+
+
+class Receiver:
+    """A webhook receiver: answers with the queued status codes (then 200), a short body naming
+    the status, and verifies each request's signature with `secret` as a real receiver would."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.statuses: list[int] = []
+        self.secret = ""
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(
+                    {
+                        "body": body,
+                        "headers": dict(self.headers),
+                        "verified": signature_verify(
+                            secret=receiver.secret,
+                            timestamp=self.headers[TIMESTAMP_HEADER],
+                            signature=self.headers[SIGNATURE_HEADER],
+                            body=body,
+                            now=time.time(),
+                        ),
+                    }
+                )
+                status = receiver.statuses.pop(0) if receiver.statuses else 200
+                answer = f"status {status}".encode()
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()

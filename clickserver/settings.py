@@ -251,6 +251,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.tasks.campaign_decisions_sweep_task",
         "schedule": timedelta(minutes=1),
     },
+    # Campaign email/webhook deliveries whose message or retry was lost, and rows a killed
+    # worker left claimed (marked uncertain, never re-sent).
+    "campaign-deliveries-sweep": {
+        "task": "notifications.tasks.campaign_deliveries_sweep_task",
+        "schedule": timedelta(minutes=1),
+    },
     "conversion-model-train-weekly": {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
@@ -341,6 +347,16 @@ PUBLIC_BASE_URL = env("PUBLIC_BASE_URL", default="http://localhost:8000")
 ALERT_WEBHOOK_TIMEOUT_SECONDS = env.float("ALERT_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 # A delivery is tried this many times (backoff 2, 4, 8 … s between tries) before it fails.
 ALERT_DELIVERY_ATTEMPTS = env.int("ALERT_DELIVERY_ATTEMPTS", default=5)
+
+# --- Campaign email and webhook deliveries (docs/campaigns.md) ------------------------------------
+
+# Tries per delivery; after a transient failure the next waits base × 2^(attempts − 1) seconds.
+CAMPAIGN_DELIVERY_ATTEMPTS = env.int("CAMPAIGN_DELIVERY_ATTEMPTS", default=5)
+CAMPAIGN_DELIVERY_BACKOFF_SECONDS = env.int("CAMPAIGN_DELIVERY_BACKOFF_SECONDS", default=30)
+# A delivery claimed longer ago than this (past the task's hard time limit) whose outcome was
+# never recorded is marked uncertain and not sent again (at most once).
+CAMPAIGN_DELIVERY_STALE_SECONDS = env.int("CAMPAIGN_DELIVERY_STALE_SECONDS", default=600)
+CAMPAIGN_WEBHOOK_TIMEOUT_SECONDS = env.float("CAMPAIGN_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 

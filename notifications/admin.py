@@ -25,7 +25,9 @@ from notifications.experiments.rules import VariantIn
 from notifications.models import (
     Campaign,
     CampaignDecision,
+    CampaignDelivery,
     ConversionScore,
+    EmailUnsubscribe,
     Experiment,
     ExperimentStatus,
     ModelVersion,
@@ -328,6 +330,8 @@ class CampaignAdmin(ReadOnlyAdmin):
     definition and creates the experiment); here they are read and started, paused or stopped."""
 
     list_display = ("key", "name", "shop", "status", "channel", "holdout_share", "started_at")
+    # The webhook secret is the API's to show (to owners); the admin lists everything else.
+    exclude = ("webhook_secret",)
     list_filter = ("status", "channel", "shop")
     search_fields = ("key", "name")
     actions = ["start", "pause", "stop"]
@@ -365,3 +369,31 @@ class CampaignDecisionAdmin(ReadOnlyAdmin):
     list_display = ("campaign", "session", "arm", "is_holdout", "score", "reason", "created_at")
     list_filter = ("is_holdout", "campaign")
     list_select_related = ("campaign",)
+
+
+@admin.register(CampaignDelivery)
+class CampaignDeliveryAdmin(ReadOnlyAdmin):
+    """The email and webhook delivery log: written only by the delivery service."""
+
+    list_display = (
+        "id",
+        "campaign",
+        "decision",
+        "channel",
+        "status",
+        "attempts",
+        "response_status",
+        "last_error",
+        "next_attempt_at",
+        "sent_at",
+        "created_at",
+    )
+    list_filter = ("status", "channel", "campaign")
+    list_select_related = ("campaign",)
+    search_fields = ("last_error", "message_id")
+
+
+@admin.register(EmailUnsubscribe)
+class EmailUnsubscribeAdmin(ReadOnlyAdmin):
+    list_display = ("shop", "person", "unsubscribed_at")
+    list_filter = ("shop",)

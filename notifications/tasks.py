@@ -1,15 +1,17 @@
 import logging
 
 from celery import shared_task
+from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
 from events.models import Shop
 from events.selectors import active_shop_ids
 from notifications import services
-from notifications.campaigns import decisions
+from notifications.campaigns import decisions, deliveries
 from notifications.campaigns import selectors as campaign_selectors
 from notifications.experiments import exposures, results
+from notifications.models import DeliveryStatus
 
 logger = logging.getLogger(__name__)
 
@@ -77,3 +79,33 @@ def campaign_decisions_sweep_task() -> int:
     for shop_id in shop_ids:
         campaign_decisions_task.delay(shop_id)
     return len(shop_ids)
+
+
+@shared_task(bind=True, autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def campaign_delivery_send_task(self, delivery_id: int) -> str:
+    """Send one campaign email or webhook at most once; a transient failure comes back at the
+    row's `next_attempt_at` (exponential backoff, counted and capped by the service)."""
+    delivery = deliveries.campaign_delivery_send(delivery_id=delivery_id, now=timezone.now())
+    if (
+        delivery.status == DeliveryStatus.PENDING
+        and delivery.next_attempt_at is not None
+        # Inline (tests, `process_events`) a retry would run at once, before it is due; the
+        # sweep sends it when it is.
+        and not self.request.is_eager
+    ):
+        wait = max((delivery.next_attempt_at - timezone.now()).total_seconds(), 0.0)
+        # The service counts and caps the attempts; this bound only keeps Celery's in step.
+        raise self.retry(countdown=wait, max_retries=settings.CAMPAIGN_DELIVERY_ATTEMPTS)
+    return delivery.status
+
+
+@shared_task
+def campaign_deliveries_sweep_task() -> int:
+    """Beat: mark rows a killed worker left claimed as uncertain; send due rows whose message
+    or retry was lost. Returns how many were sent for."""
+    result = deliveries.campaign_deliveries_sweep(now=timezone.now())
+    if result.uncertain:
+        logger.warning("%d campaign deliveries marked uncertain (worker lost)", result.uncertain)
+    for delivery_id in result.due:
+        campaign_delivery_send_task.delay(delivery_id)
+    return len(result.due)

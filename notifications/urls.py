@@ -2,6 +2,7 @@ from django.urls import path
 
 from notifications.api import ConversionScoreListApi, ConversionScoreLiveApi
 from notifications.campaigns.api import (
+    CampaignDeliveryListApi,
     CampaignDetailApi,
     CampaignListApi,
     CampaignPauseApi,
@@ -9,6 +10,7 @@ from notifications.campaigns.api import (
     CampaignStopApi,
     DiscountCodesUploadApi,
     NotificationPendingApi,
+    email_unsubscribe_view,
 )
 from notifications.experiments.api import (
     ExperimentDecideApi,
@@ -53,6 +55,16 @@ urlpatterns = [
         "notifications/campaigns/<int:campaign_id>/codes/",
         DiscountCodesUploadApi.as_view(),
         name="campaign-codes",
+    ),
+    path(
+        "notifications/campaigns/<int:campaign_id>/deliveries/",
+        CampaignDeliveryListApi.as_view(),
+        name="campaign-deliveries",
+    ),
+    path(
+        "notifications/unsubscribe/<str:token>/",
+        email_unsubscribe_view,
+        name="campaign-email-unsubscribe",
     ),
     path("experiments/", ExperimentListApi.as_view(), name="experiments"),
     # The dashboard page (HTML), outside the JSON API's /experiments/ prefix (clickserver/api.py).

@@ -1,19 +1,16 @@
 """Alert delivery against real receivers: a local SMTP server (aiosmtpd) and a local HTTP
-server in a thread that verifies the HMAC signature; dedup, cooldown, retries, the log."""
+server in a thread that verifies the HMAC signature (both fixtures in the root conftest.py);
+dedup, cooldown, retries, the log."""
 
 import email
 import json
-import socket
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email import policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from aiosmtpd.controller import Controller
 
-from analytics.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_verify
+from analytics.alerting import signature_verify
 from analytics.models import AlertDelivery, Anomaly, DeliveryStatus
 from analytics.services.alerts import (
     DeliveryRetry,
@@ -28,85 +25,6 @@ from analytics.tests.test_anomalies_api import anomaly
 NOW = datetime(2026, 3, 4, 10, 5, tzinfo=UTC)
 
 pytestmark = pytest.mark.django_db
-
-
-class Inbox:
-    """aiosmtpd handler: keeps every message the server accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], bytes]] = []
-
-    async def handle_DATA(self, server, session, envelope):
-        self.messages.append((list(envelope.rcpt_tos), envelope.original_content))
-        return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def smtp_server(settings):
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    yield inbox
-    controller.stop()
-
-
-class Receiver:
-    """A webhook receiver: answers with the queued status codes (then 200) and verifies each
-    request's signature as a real receiver would."""
-
-    def __init__(self) -> None:
-        self.requests: list[dict] = []
-        self.statuses: list[int] = []
-        self.secret = ""
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append(
-                    {
-                        "body": body,
-                        "verified": signature_verify(
-                            secret=receiver.secret,
-                            timestamp=self.headers[TIMESTAMP_HEADER],
-                            signature=self.headers[SIGNATURE_HEADER],
-                            body=body,
-                            now=time.time(),
-                        ),
-                    }
-                )
-                self.send_response(receiver.statuses.pop(0) if receiver.statuses else 200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver():
-    server = Receiver()
-    yield server
-    server.close()
 
 
 def webhook_rule(shop, receiver, **fields):
@@ -142,9 +60,9 @@ def test_email_through_a_real_smtp_server(shop, smtp_server, settings):
     assert f"https://analytics.example.com/alerts/?shop={shop.domain}" in text
 
 
-def test_an_unreachable_smtp_server_is_retried_then_failed(shop, settings):
+def test_an_unreachable_smtp_server_is_retried_then_failed(shop, settings, unused_port):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nobody listens
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", unused_port  # nobody listens
     settings.ALERT_DELIVERY_ATTEMPTS = 2
     alert_rule_create(shop=shop, data={"name": "Ops", "channel": "email", "emails": ["o@x.io"]})
     [delivery_id] = alerts_dispatch(anomaly_ids=[anomaly(shop).pk], now=NOW).pending

@@ -7,7 +7,10 @@ CRUD with start / pause / stop and the discount code pool (token).
 
 from collections.abc import Callable
 
+from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_http_methods
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -15,14 +18,15 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from clickserver.api import Pagination
 from clickserver.errors import ApplicationError
-from clickserver.schema import MEMBER_ERRORS, SHOP, error_responses
+from clickserver.schema import MEMBER_ERRORS, PAGE, PAGE_SIZE, SHOP, error_responses, paginated
 from clickserver.throttles import StorefrontThrottle
-from events.selectors import shop_get_for_user
+from events.selectors import shop_get_for_user, shops_owned_by
 from events.storefront_auth import shop_authenticate
-from notifications.campaigns import selectors, services
+from notifications.campaigns import deliveries, selectors, services
 from notifications.campaigns.rules import ContentIn
-from notifications.models import Campaign
+from notifications.models import Campaign, CampaignChannel, CampaignDelivery, DeliveryStatus
 
 ANONYMOUS_ID_MAX = 255
 
@@ -82,6 +86,11 @@ class CampaignInSerializer(serializers.Serializer):
     targeting = serializers.JSONField(required=False)
     variants = ContentSerializer(many=True, required=False)
     channel = serializers.CharField(required=False)
+    webhook_url = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        help_text="Channel webhook only (required there): the receiver's http(s) URL.",
+    )
     holdout_share = serializers.JSONField(required=False)
     max_per_person_day = serializers.JSONField(required=False)
     max_per_person_week = serializers.JSONField(required=False)
@@ -93,6 +102,10 @@ class CampaignInSerializer(serializers.Serializer):
 class CampaignOutSerializer(serializers.ModelSerializer):
     experiment = serializers.SerializerMethodField()
     discount_codes = serializers.SerializerMethodField()
+    webhook_secret = serializers.SerializerMethodField(
+        help_text="The HMAC-SHA256 key of the webhook's signature; shown to the shop's owners "
+        "only (null to others and for other channels)."
+    )
 
     class Meta:
         model = Campaign
@@ -105,6 +118,8 @@ class CampaignOutSerializer(serializers.ModelSerializer):
             "targeting",
             "variants",
             "channel",
+            "webhook_url",
+            "webhook_secret",
             "holdout_share",
             "max_per_person_day",
             "max_per_person_week",
@@ -122,6 +137,11 @@ class CampaignOutSerializer(serializers.ModelSerializer):
         experiment = campaign.experiment
         return {"id": experiment.pk, "key": experiment.key, "status": experiment.status}
 
+    def get_webhook_secret(self, campaign: Campaign) -> str | None:
+        if not campaign.webhook_secret or not self.context.get("is_owner"):
+            return None
+        return campaign.webhook_secret
+
     def get_discount_codes(self, campaign: Campaign) -> dict:
         # Annotated by the list selector; a campaign fresh from a service is counted here.
         if not hasattr(campaign, "codes_total"):
@@ -131,6 +151,11 @@ class CampaignOutSerializer(serializers.ModelSerializer):
                 "free": codes.filter(claimed_unit_id__isnull=True).count(),
             }
         return {"total": campaign.codes_total, "free": campaign.codes_free}
+
+
+def _out(campaign: Campaign, *, request, shop) -> dict:
+    is_owner = shops_owned_by(user=request.user).filter(pk=shop.pk).exists()
+    return CampaignOutSerializer(campaign, context={"is_owner": is_owner}).data
 
 
 def _validated(request, *, partial: bool = False) -> dict:
@@ -171,7 +196,7 @@ class CampaignListApi(APIView):
         values = _validated(request)
         values.setdefault("variants", [])
         campaign = services.campaign_create(shop=shop, now=timezone.now(), **values)
-        return Response(CampaignOutSerializer(campaign).data, status=201)
+        return Response(_out(campaign, request=request, shop=shop), status=201)
 
 
 class CampaignDetailApi(APIView):
@@ -182,7 +207,7 @@ class CampaignDetailApi(APIView):
     def get(self, request, campaign_id: int):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
-        return Response(CampaignOutSerializer(campaign).data)
+        return Response(_out(campaign, request=request, shop=shop))
 
     @extend_schema(
         parameters=[SHOP],
@@ -196,7 +221,7 @@ class CampaignDetailApi(APIView):
         campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
         data = _validated(request, partial=True)
         campaign = services.campaign_update(campaign=campaign, data=data, now=timezone.now())
-        return Response(CampaignOutSerializer(campaign).data)
+        return Response(_out(campaign, request=request, shop=shop))
 
 
 class CampaignTransitionApi(APIView):
@@ -213,7 +238,7 @@ class CampaignTransitionApi(APIView):
         shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
         campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
         campaign = type(self).transition(campaign=campaign, now=timezone.now())
-        return Response(CampaignOutSerializer(campaign).data)
+        return Response(_out(campaign, request=request, shop=shop))
 
 
 class CampaignStartApi(CampaignTransitionApi):
@@ -247,3 +272,81 @@ class DiscountCodesUploadApi(APIView):
             campaign=campaign, codes=data.validated_data["codes"]
         )
         return Response({"added": added})
+
+
+class DeliveryOutSerializer(serializers.ModelSerializer):
+    person = serializers.IntegerField(source="decision.person_id")
+    session = serializers.IntegerField(source="decision.session_id")
+    arm = serializers.CharField(source="decision.arm")
+    is_holdout = serializers.BooleanField(source="decision.is_holdout")
+
+    class Meta:
+        model = CampaignDelivery
+        fields = [
+            "id",
+            "decision",
+            "person",
+            "session",
+            "arm",
+            "is_holdout",
+            "channel",
+            "status",
+            "attempts",
+            "next_attempt_at",
+            "last_error",
+            "response_status",
+            "response_body",
+            "message_id",
+            "created_at",
+            "sent_at",
+        ]
+
+
+class DeliveryFilterSerializer(serializers.Serializer):
+    status = serializers.ChoiceField(choices=DeliveryStatus.choices, required=False)
+    channel = serializers.ChoiceField(
+        choices=[CampaignChannel.EMAIL, CampaignChannel.WEBHOOK], required=False
+    )
+
+
+class CampaignDeliveryListApi(APIView):
+    @extend_schema(
+        parameters=[
+            SHOP,
+            OpenApiParameter("status", str, enum=DeliveryStatus.values),
+            OpenApiParameter("channel", str, enum=[CampaignChannel.EMAIL, CampaignChannel.WEBHOOK]),
+            PAGE,
+            PAGE_SIZE,
+        ],
+        responses={
+            200: paginated("CampaignDeliveryPage", DeliveryOutSerializer(many=True)),
+            **error_responses(*MEMBER_ERRORS),
+        },
+        description="The campaign's email and webhook deliveries, newest first: each attempt's "
+        "outcome, the receiver's answer, the holdout's skipped rows.",
+    )
+    def get(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        filters = DeliveryFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        rows = selectors.deliveries_list(campaign=campaign, **filters.validated_data)
+        paginator = Pagination()
+        page = paginator.paginate_queryset(rows, request, view=self)
+        return paginator.get_paginated_response(DeliveryOutSerializer(page, many=True).data)
+
+
+@csrf_exempt  # the link of an email, and mail clients' one-click POST (RFC 8058): no session
+@require_http_methods(["GET", "POST"])
+def email_unsubscribe_view(request, token: str):
+    """No login: the signed token names the shop and the person. Shows a plain page."""
+    try:
+        unsubscribe = deliveries.email_unsubscribe(token=token, now=timezone.now())
+    except ApplicationError:
+        return render(request, "notifications/unsubscribed.html", {"ok": False}, status=400)
+    shop = unsubscribe.shop
+    return render(
+        request,
+        "notifications/unsubscribed.html",
+        {"ok": True, "shop_name": shop.name or shop.domain},
+    )

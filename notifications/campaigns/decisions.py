@@ -19,12 +19,12 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from redis.exceptions import RedisError
 
-from events.models import Session, Shop
+from events.models import ConsentMode, Session, Shop
 from notifications import selectors as score_selectors
-from notifications.campaigns import rules, selectors
+from notifications.campaigns import deliveries, rules, selectors
 from notifications.campaigns.rules import HOLDOUT_ARM
 from notifications.experiments.assignment import Arm, unit_id_build, variant_assign
-from notifications.models import Campaign, CampaignDecision, DiscountCode
+from notifications.models import Campaign, CampaignChannel, CampaignDecision, DiscountCode
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _decision_store(
                 if content is not None and has_codes
                 else ""
             )
-            CampaignDecision.objects.create(
+            decision = CampaignDecision.objects.create(
                 campaign=campaign,
                 shop_id=campaign.shop_id,
                 session_id=session_id,
@@ -119,7 +119,14 @@ def _decision_store(
                 discount_code=code,
                 created_at=now,
             )
-            _pending_drop_on_commit(shop_id=campaign.shop_id, anonymous_id=ids.anonymous_id)
+            if campaign.channel == CampaignChannel.ON_SITE:
+                _pending_drop_on_commit(shop_id=campaign.shop_id, anonymous_id=ids.anonymous_id)
+            else:
+                delivery_id = deliveries.delivery_create(
+                    decision=decision, campaign=campaign, now=now
+                )
+                if not decision.is_holdout:
+                    deliveries.deliveries_schedule_on_commit([delivery_id])
     except IntegrityError as exc:
         if "uniq_decision_campaign_session" not in str(exc):
             raise
@@ -154,12 +161,25 @@ def campaign_decisions_run(*, shop_id: int, now: datetime) -> DecideResult:
             end=campaign.quiet_end_hour,
         ):
             continue
+        if campaign.channel != CampaignChannel.ON_SITE and (
+            campaign.is_consent_required or shop.consent_mode == ConsentMode.REQUIRED
+        ):
+            # Consent is known only to the browser (it is applied when a toast is served): an
+            # email or webhook campaign that needs it decides nothing.
+            continue
         experiment = campaign.experiment
         arms = tuple(Arm(key=v.key, weight=v.weight) for v in experiment.variants.all())
         counts = selectors.decisions_counts(
             campaign=campaign, person_ids={s.person_id for s in sessions}, now=now
         )
         has_codes = selectors.codes_free_exist(campaign=campaign)
+        # An email campaign decides only for people the shop can email (holdout included, so
+        # both arms are drawn from the same people).
+        emailable = (
+            set(selectors.persons_emailable(shop=shop, person_ids={s.person_id for s in sessions}))
+            if campaign.channel == CampaignChannel.EMAIL
+            else None
+        )
         # One commit per campaign, not per decision (a commit is a disk flush on MariaDB).
         with transaction.atomic():
             stored_now, holdout_now = _campaign_decide(
@@ -170,6 +190,7 @@ def campaign_decisions_run(*, shop_id: int, now: datetime) -> DecideResult:
                 counts=counts,
                 arms=arms,
                 has_codes=has_codes,
+                emailable=emailable,
                 now=now,
             )
         stored += stored_now
@@ -188,6 +209,7 @@ def _campaign_decide(
     counts: dict[int, tuple[int, int]],
     arms: tuple[Arm, ...],
     has_codes: bool,
+    emailable: set[int] | None,
     now: datetime,
 ) -> tuple[int, int]:
     """One campaign over the sessions; `decided` and `counts` are updated as it stores."""
@@ -198,6 +220,8 @@ def _campaign_decide(
             continue
         session_facts, ids = facts[session.pk]
         if session_facts.is_converted:
+            continue
+        if emailable is not None and session.person_id not in emailable:
             continue
         day, week = counts.get(session.person_id, (0, 0))
         if day >= campaign.max_per_person_day or week >= campaign.max_per_person_week:

@@ -15,10 +15,13 @@ from typing import Any
 
 import numpy as np
 from django.core.cache import cache
+from django.core.exceptions import ValidationError
+from django.core.validators import validate_email
 from django.db.models import Count, Min, Q, QuerySet
 from redis.exceptions import RedisError
 
 from clickserver.errors import ApplicationError
+from events.identity import email_hash
 from events.models import ConsentMode, Event, Person, Session, Shop
 from notifications.campaigns.rules import SessionFacts
 from notifications.experiments.rules import UnitTraits
@@ -26,9 +29,11 @@ from notifications.models import (
     Campaign,
     CampaignChannel,
     CampaignDecision,
+    CampaignDelivery,
     CampaignStatus,
     ConversionScore,
     DiscountCode,
+    EmailUnsubscribe,
     ExperimentStatus,
 )
 from segments.models import SegmentMembership
@@ -120,6 +125,8 @@ def _pending_read(*, shop: Shop, anonymous_id: str, now: datetime) -> dict[str, 
             anonymous_id=anonymous_id,
             created_at__gte=now - PENDING_WINDOW,
             campaign__status=CampaignStatus.RUNNING,
+            # Email and webhook decisions are delivered by their own channel, never as a toast.
+            campaign__channel=CampaignChannel.ON_SITE,
         )
         .select_related("campaign__experiment")
         .order_by("-created_at", "-id")
@@ -355,3 +362,91 @@ def campaigns_snippet_config(*, shop: Shop) -> dict[str, Any]:
     if not has_campaigns:
         return {}
     return {"notifications": {"poll": POLL_MILLISECONDS, "avoid": TOAST_AVOID}}
+
+
+IDENTIFY_TYPE = "identify"
+
+
+def _address_clean(value: Any) -> str:
+    if not isinstance(value, str) or len(value) > 254:
+        return ""
+    try:
+        validate_email(value.strip())
+    except ValidationError:
+        return ""
+    return value.strip()
+
+
+def persons_emailable(*, shop: Shop, person_ids: set[int]) -> dict[int, str]:
+    """The address the shop can email each person at, for those it can (docs/campaigns.md).
+
+    The pipeline keeps only the SHA-256 of an email in the identity graph and leaves it out of
+    `Person.traits`; the address itself is stored only where the shop sent it: the `traits.email`
+    of its own `identify` events in the raw log (Shopify webhooks carry only the hash). A person
+    without one, or whose address (by its hash) unsubscribed, is not here.
+    """
+    if not person_ids:
+        return {}
+    found: dict[int, str] = {}
+    # Newest first: the latest address a person was identified with is the one to use.
+    rows = (
+        Event.objects.filter(shop=shop, person_id__in=person_ids, type=IDENTIFY_TYPE)
+        .order_by("person_id", "-id")
+        .values_list("person_id", "properties")
+    )
+    for person_id, properties in rows:
+        if person_id in found or not isinstance(properties, dict):
+            continue
+        traits = properties.get("traits")
+        address = _address_clean(traits.get("email") if isinstance(traits, dict) else None)
+        if address:
+            found[person_id] = address
+    if not found:
+        return {}
+    stopped = email_unsubscribed(shop=shop, person_ids=set(found), addresses=set(found.values()))
+    return {
+        person_id: address
+        for person_id, address in found.items()
+        if person_id not in stopped.person_ids and email_hash(address) not in stopped.email_hashes
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    person_ids: frozenset[int]
+    email_hashes: frozenset[str]
+
+
+def email_unsubscribed(*, shop: Shop, person_ids: set[int], addresses: set[str]) -> Unsubscribed:
+    """Which of these persons or addresses asked for no more campaign email."""
+    hashes = {email_hash(address) for address in addresses} - {""}
+    rows = EmailUnsubscribe.objects.filter(shop=shop).filter(
+        Q(person_id__in=person_ids) | Q(email_hash__in=hashes)
+    )
+    people, found = set(), set()
+    for person_id, hashed in rows.values_list("person_id", "email_hash"):
+        if person_id is not None:
+            people.add(person_id)
+        found.add(hashed)
+    return Unsubscribed(person_ids=frozenset(people), email_hashes=frozenset(found))
+
+
+def deliveries_list(
+    *, campaign: Campaign, status: str | None = None, channel: str | None = None
+) -> QuerySet[CampaignDelivery]:
+    """A campaign's delivery log, newest first; `status` and `channel` are allow-listed by
+    the caller (the model's choices)."""
+    rows = CampaignDelivery.objects.filter(campaign=campaign).select_related("decision")
+    if status:
+        rows = rows.filter(status=status)
+    if channel:
+        rows = rows.filter(channel=channel)
+    return rows.order_by("-created_at", "-id")
+
+
+def person_exists(*, shop_id: int, person_id: int) -> bool:
+    return Person.objects.filter(shop_id=shop_id, pk=person_id).exists()
+
+
+def shop_exists(*, shop_id: int) -> bool:
+    return Shop.objects.filter(pk=shop_id).exists()

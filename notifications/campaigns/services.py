@@ -8,9 +8,11 @@ shop's campaign generation once it commits, which empties every cached pending a
 """
 
 import contextlib
+import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
@@ -31,6 +33,7 @@ NAME_MAX = 255
 EXPERIMENT_KEY_PREFIX = "campaign-"
 CODE_MAX = 64
 CODES_PER_UPLOAD = 10000
+WEBHOOK_URL_MAX = 1024
 CAP_FIELDS = (
     "holdout_share",
     "max_per_person_day",
@@ -40,7 +43,7 @@ CAP_FIELDS = (
 )
 # What PATCH may change: not the key or the variants (they are the experiment's arms).
 EDITABLE_FIELDS = frozenset(
-    {"name", "trigger", "targeting", "channel", "is_consent_required", *CAP_FIELDS}
+    {"name", "trigger", "targeting", "channel", "webhook_url", "is_consent_required", *CAP_FIELDS}
 ) - {"holdout_share"}
 
 
@@ -108,6 +111,22 @@ def _definition_clean(
             cleaned["channel"] = data["channel"]
         else:
             errors["channel"] = [f"one of {CampaignChannel.values}"]
+    if "webhook_url" in data:
+        url = data["webhook_url"]
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if url == "":
+            cleaned["webhook_url"] = ""
+        elif isinstance(url, str) and len(url) > WEBHOOK_URL_MAX:
+            errors["webhook_url"] = [f"at most {WEBHOOK_URL_MAX} characters"]
+        elif (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(c.isspace() for c in url)
+        ):
+            errors["webhook_url"] = ["an http(s) URL"]
+        else:
+            cleaned["webhook_url"] = url
     if "is_consent_required" in data:
         if isinstance(data["is_consent_required"], bool):
             cleaned["is_consent_required"] = data["is_consent_required"]
@@ -132,6 +151,22 @@ def _definition_clean(
     return cleaned, errors
 
 
+def _channel_check(*, channel: str, webhook_url: str, errors: dict[str, list[str]]) -> None:
+    """A webhook campaign needs its receiver's URL; no other channel takes one."""
+    if "webhook_url" in errors or "channel" in errors:
+        return
+    if channel == CampaignChannel.WEBHOOK and not webhook_url:
+        errors["webhook_url"] = ["required for channel webhook: an http(s) URL"]
+    elif channel != CampaignChannel.WEBHOOK and webhook_url:
+        errors["webhook_url"] = ["only with channel webhook"]
+
+
+def _secret_ensure(campaign: Campaign) -> None:
+    """A webhook campaign signs with its own secret, generated once (docs/campaigns.md)."""
+    if campaign.channel == CampaignChannel.WEBHOOK and not campaign.webhook_secret:
+        campaign.webhook_secret = secrets.token_hex(32)
+
+
 def _arms(*, variants: Sequence[Mapping[str, Any]], holdout_share: float) -> list[VariantIn]:
     """The holdout (the control: targeted, decided, shown nothing) and one arm per content
     variant, sharing the rest equally."""
@@ -152,6 +187,7 @@ def campaign_create(
     now: datetime,
     targeting: Mapping[str, Any] | None = None,
     channel: str = CampaignChannel.ON_SITE,
+    webhook_url: str = "",
     holdout_share: float = 0.1,
     max_per_person_day: int = 1,
     max_per_person_week: int = 3,
@@ -167,6 +203,7 @@ def campaign_create(
         "targeting": targeting if targeting is not None else {},
         "variants": list(variants),
         "channel": channel,
+        "webhook_url": webhook_url,
         "holdout_share": holdout_share,
         "max_per_person_day": max_per_person_day,
         "max_per_person_week": max_per_person_week,
@@ -175,6 +212,11 @@ def campaign_create(
         "is_consent_required": is_consent_required,
     }
     cleaned, errors = _definition_clean(shop=shop, data=data, now=now)
+    _channel_check(
+        channel=cleaned.get("channel", ""),
+        webhook_url=cleaned.get("webhook_url", ""),
+        errors=errors,
+    )
     if errors:
         raise ApplicationError("Invalid campaign.", fields=errors)
     if Campaign.objects.filter(shop=shop, key=key).exists():
@@ -197,7 +239,9 @@ def campaign_create(
                     variants=cleaned["variants"], holdout_share=cleaned["holdout_share"]
                 ),
             )
-            campaign = Campaign.objects.create(shop=shop, experiment=experiment, **cleaned)
+            campaign = Campaign(shop=shop, experiment=experiment, **cleaned)
+            _secret_ensure(campaign)
+            campaign.save()
     except IntegrityError as exc:
         if "uniq_campaign_shop_key" not in str(exc):
             raise
@@ -236,10 +280,20 @@ def campaign_update(*, campaign: Campaign, data: Mapping[str, Any], now: datetim
         }
         merged = dict(data) | (quiet if set(quiet) & set(data) else {})
         cleaned, errors = _definition_clean(shop=campaign.shop, data=merged, now=now)
+        channel = cleaned.get("channel", campaign.channel)
+        # Leaving the webhook channel drops its URL unless the request names one.
+        default_url = campaign.webhook_url if channel == CampaignChannel.WEBHOOK else ""
+        _channel_check(
+            channel=channel,
+            webhook_url=cleaned.get("webhook_url", default_url),
+            errors=errors,
+        )
         if errors:
             raise ApplicationError("Invalid campaign.", fields=errors)
         for name, value in cleaned.items():
             setattr(campaign, name, value)
+        campaign.webhook_url = cleaned.get("webhook_url", default_url)
+        _secret_ensure(campaign)
         campaign.save()
         _generation_bump_on_commit(campaign.shop_id)
     return campaign
