@@ -297,6 +297,19 @@ SNIPPET_CONFIG_HOOKS = [
     "notifications.experiments.selectors.experiments_snippet_config",
     "notifications.campaigns.selectors.campaigns_snippet_config",
 ]
+# Functions `(*, survivor_id, loser_ids)` that identity stitching (events/services/persons.py)
+# calls inside its transaction before it deletes merged persons, so that the apps above events
+# move their own person rows to the survivor instead of losing them to the cascade (a campaign
+# decision lost this way would let the same session be notified twice).
+PERSON_MERGE_HOOKS = [
+    "notifications.services.persons_merged",
+    "segments.services.segments.persons_merged",
+]
+# Functions `(*, replaced: {obsolete session id: its successor})` that a session recompute
+# (events/services/sessions.py) calls before it deletes sessions that a late event or a merge
+# joined into others: the rows kept per session above events (live scores, campaign decisions,
+# experiment exposures) move to the successor.
+SESSIONS_REPLACED_HOOKS = ["notifications.services.sessions_replaced"]
 # Functions `(*, shop, person_id) -> dict` merged into a customer profile
 # (segments/selectors/customers.py), named so that segments imports no app above it: the live
 # conversion score and the experiments the person saw.

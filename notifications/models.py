@@ -355,8 +355,15 @@ class CampaignDecision(models.Model):
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="decisions")
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="campaign_decisions")
+    # Null only when a late event or a merge joined this visit into one that already had a
+    # decision of the campaign (notifications.services.sessions_replaced): kept for the results,
+    # the caps and the delivery log.
     session = models.ForeignKey(
-        Session, on_delete=models.CASCADE, related_name="campaign_decisions"
+        Session,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="campaign_decisions",
     )
     person = models.ForeignKey(Person, on_delete=models.CASCADE, related_name="campaign_decisions")
     # The browser the notification is for: pending is asked by anonymous id.

@@ -10,10 +10,19 @@ import numpy as np
 import pandas as pd
 from django.conf import settings
 from django.db import connection, transaction
+from django.db.models import Case, QuerySet, Value, When
 
+from clickserver.chunking import chunks
+from clickserver.sql import CHUNK
 from events.models import Shop
 from notifications import dataset, scoring, selectors
-from notifications.models import ConversionScore, ModelVersion, ScoreSample
+from notifications.models import (
+    CampaignDecision,
+    ConversionScore,
+    ExperimentExposure,
+    ModelVersion,
+    ScoreSample,
+)
 
 if TYPE_CHECKING:
     from notifications.model import TrainingConfig
@@ -182,3 +191,64 @@ def _samples_insert(rows: list[ScoreSample]) -> None:
         update_fields=["event_count"],
         unique_fields=_conflict_target(["session", "event_count"]),
     )
+
+
+def persons_merged(*, survivor_id: int, loser_ids: list[int]) -> None:
+    """settings.PERSON_MERGE_HOOKS: keep the merged persons' live scores and campaign decisions.
+
+    The sessions move to the survivor (events); their scores and decisions follow them rather
+    than go with the deleted persons: a lost decision would let its session be decided (and
+    notified) again and would drop it from the campaign's results and caps.
+    """
+    ConversionScore.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    CampaignDecision.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+
+
+def sessions_replaced(*, replaced: dict[int, int]) -> None:
+    """settings.SESSIONS_REPLACED_HOOKS: a joined visit keeps its decisions, score and exposures.
+
+    A decision moves to the successor session unless the successor already has one of the same
+    campaign (one per campaign and session); such a decision keeps its row, its delivery and its
+    place in the results and caps with no session (SET_NULL), so the merged visit is still
+    "already decided" by the other. A live score moves only where the successor has none (the
+    next batch scores the successor anyway); score samples, a prefix of a visit that no longer
+    exists, go with it.
+    """
+    for chunk in chunks(sorted(replaced), CHUNK):
+        moving = list(
+            CampaignDecision.objects.filter(session_id__in=chunk).values_list(
+                "pk", "campaign_id", "session_id"
+            )
+        )
+        taken = set(
+            CampaignDecision.objects.filter(
+                session_id__in={replaced[old] for _pk, _campaign, old in moving}
+            ).values_list("campaign_id", "session_id")
+        )
+        for pk, campaign_id, old in moving:
+            if (campaign_id, replaced[old]) not in taken:
+                taken.add((campaign_id, replaced[old]))
+                CampaignDecision.objects.filter(pk=pk).update(session_id=replaced[old])
+        scored = set(
+            ConversionScore.objects.filter(
+                session_id__in={replaced[old] for old in chunk}
+            ).values_list("session_id", flat=True)
+        )
+        scores_moving = {}
+        for old in chunk:
+            if replaced[old] not in scored:
+                scored.add(replaced[old])
+                scores_moving[old] = replaced[old]
+        _session_ids_replace(ConversionScore.objects.all(), scores_moving)
+        exposures_moving = {old: replaced[old] for old in chunk}
+        _session_ids_replace(ExperimentExposure.objects.all(), exposures_moving)
+
+
+def _session_ids_replace(queryset: QuerySet, replaced: dict[int, int]) -> None:
+    """One UPDATE … SET session_id = CASE … for the rows of these sessions."""
+    if replaced:
+        queryset.filter(session_id__in=replaced).update(
+            session_id=Case(
+                *(When(session_id=old, then=Value(new)) for old, new in replaced.items())
+            )
+        )

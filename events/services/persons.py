@@ -9,6 +9,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings
+from django.utils.module_loading import import_string
+
 from clickserver.chunking import chunks
 from clickserver.sql import CHUNK, rows_write
 from events import identity, sql
@@ -225,6 +228,8 @@ def _persons_merge(*, survivor_id: int, loser_ids: list[int]) -> None:
     Order.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
     Checkout.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
     PersonIdentifier.objects.filter(person_id__in=loser_ids).update(person_id=survivor_id)
+    for hook in settings.PERSON_MERGE_HOOKS:
+        import_string(hook)(survivor_id=survivor_id, loser_ids=loser_ids)
     losers = list(Person.objects.filter(id__in=loser_ids))
     survivor = Person.objects.get(pk=survivor_id)
     survivor.first_seen_at = min([survivor.first_seen_at, *(p.first_seen_at for p in losers)])

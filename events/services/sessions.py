@@ -11,7 +11,9 @@ from datetime import UTC, datetime, timedelta
 from operator import attrgetter
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 from clickserver.chunking import chunks
 from clickserver.sql import db_value, placeholders, rows_write
@@ -150,8 +152,32 @@ def sessions_recompute(
         ]
     )
     if plan.obsolete:
+        replaced = _replacements(obsolete=plan.obsolete, current=current, assigned=assigned)
+        for hook in settings.SESSIONS_REPLACED_HOOKS:
+            import_string(hook)(replaced=replaced)
         Session.objects.filter(id__in=plan.obsolete).delete()
     return len(created_ids), len(plan.obsolete)
+
+
+def _replacements(
+    *,
+    obsolete: list[int],
+    current: dict[int, tuple[int | None, int | None]],
+    assigned: list[tuple[int, int, SessionData]],
+) -> dict[int, int]:
+    """Each obsolete session → the session that now holds its first event (by event id).
+
+    A late event can join two visits into one, and a merge of two persons can join two browsers'
+    visits: the rows that apps above events keep per session follow their events there.
+    """
+    gone = set(obsolete)
+    first: dict[int, tuple[int, int]] = {}
+    for session_id, _person, data in assigned:
+        for event_id in data.event_ids:
+            old = current[event_id][0]
+            if old in gone and (old not in first or event_id < first[old][0]):
+                first[old] = (event_id, session_id)
+    return {old: session_id for old, (_event, session_id) in first.items()}
 
 
 def _sessions_plan(

@@ -232,3 +232,31 @@ def segment_update(*, segment: Segment, name: str, rules: Any, now: datetime) ->
     segment.save(update_fields=["name", "rules"])
     _memberships_sync(segment=segment, person_ids=_rule_members(segment=segment, now=now), now=now)
     return segment
+
+
+def persons_merged(*, survivor_id: int, loser_ids: list[int]) -> None:
+    """settings.PERSON_MERGE_HOOKS: the survivor keeps each segment from the earliest `since`.
+
+    A membership only the losers hold moves to the survivor (the hourly refresh then decides
+    whether the merged person still belongs); for a segment both hold, the survivor's row takes
+    the earlier entry date, and the losers' rows go with them. Customer predictions are left to
+    the nightly refresh, which recomputes the survivor from the merged orders.
+    """
+    losers = SegmentMembership.objects.filter(person_id__in=loser_ids)
+    earliest: dict[int, datetime] = {}
+    for segment_id, since in losers.values_list("segment_id", "since"):
+        earliest[segment_id] = min(since, earliest.get(segment_id, since))
+    held = dict(
+        SegmentMembership.objects.filter(
+            person_id=survivor_id, segment_id__in=earliest
+        ).values_list("segment_id", "since")
+    )
+    for segment_id, since in earliest.items():
+        if segment_id not in held:
+            SegmentMembership.objects.create(
+                segment_id=segment_id, person_id=survivor_id, since=since
+            )
+        elif since < held[segment_id]:
+            SegmentMembership.objects.filter(person_id=survivor_id, segment_id=segment_id).update(
+                since=since
+            )
