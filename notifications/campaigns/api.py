@@ -12,17 +12,20 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.errors import ApplicationError
-from clickserver.schema import MEMBER_ERRORS, SHOP, error_responses
+from clickserver.renderers import CsvRenderer
+from clickserver.schema import FORMAT, MEMBER_ERRORS, SHOP, error_responses
 from clickserver.throttles import StorefrontThrottle
 from events.selectors import shop_get_for_user
 from events.storefront_auth import shop_authenticate
-from notifications.campaigns import selectors, services
+from notifications.campaigns import results, selectors, services
 from notifications.campaigns.rules import ContentIn
-from notifications.models import Campaign
+from notifications.experiments.results import experiment_result_ensure
+from notifications.models import Campaign, ExperimentStatus
 
 ANONYMOUS_ID_MAX = 255
 
@@ -247,3 +250,27 @@ class DiscountCodesUploadApi(APIView):
             campaign=campaign, codes=data.validated_data["codes"]
         )
         return Response({"added": added})
+
+
+class CampaignResultsApi(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    csv_name = "campaign_results"
+
+    @extend_schema(
+        parameters=[SHOP, FORMAT],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(*MEMBER_ERRORS)},
+        description="Decisions per arm and trigger kind, deliveries per channel, the toast's "
+        "shown / clicked / dismissed per arm, and conversions, net revenue and uplift per arm "
+        "from the campaign's experiment (its stored results, computed now if there are none), "
+        "with the incremental revenue and its interval. `?format=csv` gives the arms table.",
+    )
+    def get(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        stored = None
+        if campaign.experiment.status != ExperimentStatus.DRAFT:
+            stored = experiment_result_ensure(experiment=campaign.experiment, now=timezone.now())
+        answer = results.campaign_results(campaign=campaign, result=stored)
+        if request.accepted_renderer.format == "csv":
+            return Response(results.results_rows(answer))
+        return Response(answer)
