@@ -15,12 +15,13 @@ from rest_framework.test import APIClient
 from scipy import stats
 
 from events.services.ingest import events_ingest
+from events.tests.factories import EventFactory
 from notifications.campaigns import decisions, results, rules, services
 from notifications.campaigns.rules import SessionFacts
 from notifications.experiments.analysis import AnalysisConfig, ArmSpec, results_analyse
 from notifications.experiments.results import experiments_refresh
 from notifications.experiments.rules import UnitTraits
-from notifications.models import CampaignDecision, ExperimentResult
+from notifications.models import Campaign, CampaignDecision, ExperimentResult
 from notifications.tests.test_campaigns import (
     CONTENT,
     NOW,
@@ -420,3 +421,30 @@ def test_no_incremental_revenue_without_a_revenue_comparison():
     found = results.incremental_revenue(analysed(frame)["arms"])
 
     assert found is None
+
+
+@pytest.mark.django_db
+def test_the_dashboard_headlines_take_a_fixed_number_of_queries(shop, django_assert_num_queries):
+    first = campaign_running(shop)
+    for key in ("second", "third"):
+        campaign_running(shop, key=key)
+    live_session(shop, anonymous_id=anonymous_ids_in(first, "nudge", 1)[0])
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    decision = CampaignDecision.objects.get()
+    EventFactory(
+        shop=shop,
+        type="notification_shown",
+        occurred_at=NOW,
+        properties={"campaign": "nudge", "decision": decision.pk, "variant": "nudge"},
+    )
+    campaigns = list(Campaign.objects.filter(shop=shop).select_related("experiment").order_by("pk"))
+
+    with django_assert_num_queries(4):
+        headlines = results.campaigns_headlines(shop=shop, campaigns=campaigns)
+
+    assert [(headlines[c.pk]["decisions"], headlines[c.pk]["shown"]) for c in campaigns] == [
+        (1, 1),
+        (0, 0),
+        (0, 0),
+    ]
+    assert [headlines[c.pk]["trigger_summary"] for c in campaigns] == ["score in [0.20, 0.60]"] * 3
