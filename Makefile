@@ -56,7 +56,8 @@ typecheck:
 		notifications/experiments/exposures.py notifications/experiments/metrics.py \
 		notifications/experiments/results.py notifications/experiments/analysis.py \
 		notifications/experiments/verdict.py notifications/campaigns/decisions.py \
-	notifications/campaigns/rules.py notifications/campaigns/deliveries.py
+	notifications/campaigns/rules.py notifications/campaigns/deliveries.py \
+	notifications/campaigns/results.py
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi

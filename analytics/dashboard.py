@@ -37,7 +37,7 @@ class Page:
     # False: no period picker (the figures do not depend on it; the nav still carries it along).
     has_period: bool = True
     # False: another app serves the page with its own view (Experiments: notifications), reusing
-    # `page_context` and base.html; analytics only lists it in the nav.
+    # `page_context` and base.html; analytics only lists it in the nav (Experiments, Campaigns).
     in_analytics: bool = True
 
 
@@ -59,6 +59,13 @@ PAGES = (
         "experiments",
         "Experiments",
         "/experiments-dashboard/",
+        has_period=False,
+        in_analytics=False,
+    ),
+    Page(
+        "campaigns",
+        "Campaigns",
+        "/campaigns-dashboard/",
         has_period=False,
         in_analytics=False,
     ),

@@ -6,12 +6,14 @@ from notifications.campaigns.api import (
     CampaignDetailApi,
     CampaignListApi,
     CampaignPauseApi,
+    CampaignResultsApi,
     CampaignStartApi,
     CampaignStopApi,
     DiscountCodesUploadApi,
     NotificationPendingApi,
     email_unsubscribe_view,
 )
+from notifications.campaigns.dashboard import campaigns_dashboard
 from notifications.experiments.api import (
     ExperimentDecideApi,
     ExperimentDetailApi,
@@ -31,6 +33,8 @@ urlpatterns = [
     ),
     path("notifications/pending/", NotificationPendingApi.as_view(), name="notifications-pending"),
     path("notifications/campaigns/", CampaignListApi.as_view(), name="campaigns"),
+    # The dashboard page (HTML), outside the JSON API's prefixes, as the Experiments page.
+    path("campaigns-dashboard/", campaigns_dashboard, name="dashboard-campaigns"),
     path(
         "notifications/campaigns/<int:campaign_id>/",
         CampaignDetailApi.as_view(),
@@ -50,6 +54,11 @@ urlpatterns = [
         "notifications/campaigns/<int:campaign_id>/stop/",
         CampaignStopApi.as_view(),
         name="campaign-stop",
+    ),
+    path(
+        "notifications/campaigns/<int:campaign_id>/results/",
+        CampaignResultsApi.as_view(),
+        name="campaign-results",
     ),
     path(
         "notifications/campaigns/<int:campaign_id>/codes/",

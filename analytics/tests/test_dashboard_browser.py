@@ -33,6 +33,7 @@ CHART_PAGES = {
     "live": ("/live/", []),
     "reports": ("/reports/", []),
     "experiments": ("/experiments-dashboard/", []),
+    "campaigns": ("/campaigns-dashboard/", []),
     "install": ("/install/", []),
 }
 # The dashboard's policy (clickserver/settings.py): nothing inline, nothing from another origin.

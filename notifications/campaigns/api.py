@@ -15,18 +15,35 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import JSONRenderer
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from clickserver.api import Pagination
 from clickserver.errors import ApplicationError
-from clickserver.schema import MEMBER_ERRORS, PAGE, PAGE_SIZE, SHOP, error_responses, paginated
+from clickserver.renderers import CsvRenderer
+from clickserver.schema import (
+    FORMAT,
+    MEMBER_ERRORS,
+    PAGE,
+    PAGE_SIZE,
+    SHOP,
+    error_responses,
+    paginated,
+)
 from clickserver.throttles import StorefrontThrottle
 from events.selectors import shop_get_for_user, shops_owned_by
 from events.storefront_auth import shop_authenticate
-from notifications.campaigns import deliveries, selectors, services
+from notifications.campaigns import deliveries, results, selectors, services
 from notifications.campaigns.rules import ContentIn
-from notifications.models import Campaign, CampaignChannel, CampaignDelivery, DeliveryStatus
+from notifications.experiments.results import experiment_result_ensure
+from notifications.models import (
+    Campaign,
+    CampaignChannel,
+    CampaignDelivery,
+    DeliveryStatus,
+    ExperimentStatus,
+)
 
 ANONYMOUS_ID_MAX = 255
 
@@ -350,3 +367,27 @@ def email_unsubscribe_view(request, token: str):
         "notifications/unsubscribed.html",
         {"ok": True, "shop_name": shop.name or shop.domain},
     )
+
+
+class CampaignResultsApi(APIView):
+    renderer_classes = [JSONRenderer, CsvRenderer]
+    csv_name = "campaign_results"
+
+    @extend_schema(
+        parameters=[SHOP, FORMAT],
+        responses={200: OpenApiTypes.OBJECT, **error_responses(*MEMBER_ERRORS)},
+        description="Decisions per arm and trigger kind, deliveries per channel, the toast's "
+        "shown / clicked / dismissed per arm, and conversions, net revenue and uplift per arm "
+        "from the campaign's experiment (its stored results, computed now if there are none), "
+        "with the incremental revenue and its interval. `?format=csv` gives the arms table.",
+    )
+    def get(self, request, campaign_id: int):
+        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
+        stored = None
+        if campaign.experiment.status != ExperimentStatus.DRAFT:
+            stored = experiment_result_ensure(experiment=campaign.experiment, now=timezone.now())
+        answer = results.campaign_results(campaign=campaign, result=stored)
+        if request.accepted_renderer.format == "csv":
+            return Response(results.results_rows(answer))
+        return Response(answer)

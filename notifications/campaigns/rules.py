@@ -291,6 +291,36 @@ def trigger_fires(trigger: Mapping[str, Any], facts: SessionFacts, *, now: datet
     raise ValueError(f"unknown trigger kind {kind!r}")
 
 
+# The start of each reason `trigger_fires` writes, by trigger kind: the results count decisions
+# per kind from the stored reason (a PATCH may change a campaign's trigger while it runs).
+REASON_PREFIXES = (
+    ("score ", SCORE_BAND),
+    ("cart idle for ", CART_ABANDONED),
+    ("checkout started", CHECKOUT_STARTED),
+    ("a product viewed ", PRODUCT_VIEWED),
+    ("in segment ", SEGMENT_ENTERED),
+    ("first visit", FIRST_VISIT),
+)
+
+
+def trigger_summary(trigger: Mapping[str, Any]) -> str:
+    """The trigger in a few words, for lists: "score in [0.20, 0.60]"."""
+    kind = trigger.get("kind")
+    if kind == SCORE_BAND:
+        return f"score in [{trigger['low']:.2f}, {trigger['high']:.2f}]"
+    if kind == CART_ABANDONED:
+        return f"cart idle for {trigger['minutes']} minutes"
+    if kind == CHECKOUT_STARTED:
+        return "checkout started, not completed"
+    if kind == PRODUCT_VIEWED:
+        return f"a product viewed {trigger['count']} times"
+    if kind == SEGMENT_ENTERED:
+        return f"in segment {trigger['segment']}"
+    if kind == FIRST_VISIT:
+        return "first visit"
+    return str(kind)
+
+
 def targeting_admits(targeting: Mapping[str, Any], facts: SessionFacts) -> bool:
     """The experiments' rule for their keys, then country, cart value and page."""
     base = {k: v for k, v in targeting.items() if k not in EXTRA_TARGETING_KEYS}

@@ -27,7 +27,7 @@ from rest_framework.test import APIClient
 from events.models import ConsentMode, ShopMembership
 from events.tests.factories import EventFactory, PersonFactory, UserFactory
 from notifications import tasks
-from notifications.campaigns import decisions, deliveries, services
+from notifications.campaigns import decisions, deliveries, results, services
 from notifications.campaigns.rules import ContentIn
 from notifications.models import (
     Campaign,
@@ -403,6 +403,16 @@ def test_a_stored_decision_is_emailed_once_committed(
     statuses = dict(CampaignDelivery.objects.values_list("decision__arm", "status"))
     assert statuses == {"nudge": DeliveryStatus.SENT, "holdout": DeliveryStatus.SKIPPED}
     assert len(smtp_server.messages) == 1
+    # The campaign's results count the log: one email sent, the holdout's row skipped.
+    campaign.refresh_from_db()
+    assert results.campaign_deliveries(campaign=campaign, shown={})[1:] == [
+        {
+            "channel": "email",
+            "delivered": {"nudge": 1},
+            "total": 1,
+            "by_status": {"sent": 1, "skipped": 1},
+        }
+    ]
 
 
 # --- killed mid-send --------------------------------------------------------------------------

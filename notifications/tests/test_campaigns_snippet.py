@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from events.models import Event
 from events.snippet import NOTIFICATIONS_PLACEHOLDER
@@ -17,6 +18,7 @@ from events.tests.factories import EventFactory, PersonFactory
 from notifications.campaigns import decisions, services
 from notifications.campaigns.rules import ContentIn
 from notifications.experiments import services as experiment_services
+from notifications.experiments.results import experiments_refresh
 from notifications.experiments.rules import VariantIn
 from notifications.models import CampaignDecision
 from notifications.tests.factories import ConversionScoreFactory, SessionFactory
@@ -249,3 +251,79 @@ def test_without_consent_a_consent_campaign_shows_nothing(context, live_server, 
 
     assert before is None
     assert after is not None
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_a_shopper_who_already_bought_sees_nothing(context, live_server, shop):
+    campaign = campaign_running(shop)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    now = timezone.now()
+    person = PersonFactory(shop=shop)
+    session = SessionFactory(
+        shop=shop, person=person, started_at=now - timedelta(minutes=3), ended_at=now
+    )
+    EventFactory(
+        shop=shop,
+        session=session,
+        person=person,
+        anonymous_id=anonymous_id,
+        type="purchase",
+        occurred_at=now - timedelta(minutes=1),
+    )
+    ConversionScoreFactory(session=session, score=0.4, scored_at=now)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=now)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.wait_for_timeout(1500)
+    page.evaluate("clickserver.flush()")
+    viewed = events_of(shop, {"page_view"}, 1)
+
+    assert page.query_selector("[role=status]") is None
+    assert len(viewed) == 1
+    assert not CampaignDecision.objects.filter(campaign=campaign).exists()
+    assert not Event.objects.filter(
+        shop=shop, type__in=["experiment_exposure", "notification_shown"]
+    ).exists()
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_the_click_and_the_purchase_after_it_are_attributed_to_the_arm(
+    context, live_server, shop, user, process_all
+):
+    campaign = campaign_running(shop)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    decided_for(shop, anonymous_id)
+    decision = CampaignDecision.objects.get()
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_selector("[role=status]", timeout=15000)
+    page.click("[role=status] a")
+    clicked = events_of(shop, {"notification_clicked"}, 1)
+    page.goto(f"{live_server.url}/store/{shop.write_key}/thanks/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.evaluate("clickserver.flush()")
+    bought = events_of(shop, {"purchase"}, 1)
+    process_all(shop)
+    experiments_refresh(shop_id=shop.pk, now=timezone.now())
+    client = APIClient()
+    client.force_authenticate(user=user)
+    answer = client.get(f"/notifications/campaigns/{campaign.pk}/results/?shop={shop.domain}")
+
+    arms = {arm["arm"]: arm for arm in answer.json()["arms"]}
+    assert [e.properties["decision"] for e in clicked] == [decision.pk]
+    assert [(e.anonymous_id, e.order_id) for e in bought] == [(anonymous_id, "5001")]
+    assert answer.status_code == 200
+    assert {
+        key: (a["decisions"], a["shown"], a["clicked"], a["units"], a["conversions"])
+        for key, a in arms.items()
+    } == {"holdout": (0, 0, 0, 0, 0), "nudge": (1, 1, 1, 1, 1)}
+    assert arms["nudge"]["net_revenue"] == pytest.approx(25.0)
