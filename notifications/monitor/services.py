@@ -7,6 +7,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -296,9 +297,7 @@ def model_health_check(*, shop_id: int, now: datetime) -> HealthCheckResult:
             _log(shop, version, row_status, problems, figures)
             to_alert = stored.opened + stored.escalated
             if to_alert:
-                transaction.on_commit(
-                    lambda ids=to_alert: alerts_dispatch_schedule(anomaly_ids=ids)
-                )
+                transaction.on_commit(partial(alerts_dispatch_schedule, anomaly_ids=to_alert))
     return HealthCheckResult(checked=checked, status=status, opened=opened, resolved=resolved)
 
 

@@ -14,7 +14,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from analytics.models import AlertDelivery, Anomaly, AnomalyStatus, DeliveryStatus
 from analytics.services.alerts import alert_rule_create
-from analytics.tests.test_alerts import receiver, smtp_server, webhook_rule  # noqa: F401
+from analytics.tests.test_alerts import webhook_rule
 from events.models import Person, Session
 from events.tests.factories import ShopFactory
 from notifications.calibration import calibration_report
@@ -125,7 +125,9 @@ def test_a_healthy_day_stores_the_figures_sklearn_computes_and_raises_nothing(sh
         psi(expected=reference.shares, actual=live_shares(scores, reference)), abs=5e-5
     )
     assert row.reference_auc == REFERENCE_AUC
-    assert row.roc_auc > REFERENCE_AUC - 0.05 and row.ece < 0.05 and row.psi < 0.25
+    assert row.roc_auc > REFERENCE_AUC - 0.05
+    assert row.ece < 0.05
+    assert row.psi < 0.25
     assert row.problems == []
     assert row.drift["source"] == "score_distribution"
     assert sum(b["count"] for b in row.bins) == SESSIONS
@@ -162,7 +164,7 @@ def test_degraded_alerts_once_per_episode_and_resolves_when_healthy_again(
     assert [first.status, second.status, third.status, fourth.status] == [
         "healthy", "degraded", "degraded", "healthy",
     ]  # fmt: skip
-    assert first.opened == [] and third.opened == [] and fourth.resolved == 3
+    assert (first.opened, third.opened, fourth.resolved) == ([], [], 3)
     assert sorted(opened) == ["model_ece", "model_roc_auc", "model_score_psi"]
     auc = opened["model_roc_auc"]
     assert (auc.kind, auc.subject, auc.direction) == ("model", "model:4", "drop")
@@ -175,7 +177,8 @@ def test_degraded_alerts_once_per_episode_and_resolves_when_healthy_again(
     # same episode updates the rows and sends nothing.
     assert sorted(body["metric"] for body in sent_after_second) == sorted(opened)
     assert all(request["verified"] for request in receiver.requests)
-    assert len(receiver.requests) == 3 and emails_after_second == len(smtp_server.messages) == 3
+    assert len(receiver.requests) == 3
+    assert emails_after_second == len(smtp_server.messages) == 3
     assert AlertDelivery.objects.filter(status=DeliveryStatus.SENT).count() == 6
     after = {a.metric: a for a in Anomaly.objects.all()}
     assert Anomaly.objects.count() == 3
