@@ -69,6 +69,7 @@ PAGES = (
         has_period=False,
         in_analytics=False,
     ),
+    Page("model", "Model", "/model/", has_period=False, in_analytics=False),
     Page("install", "Install", "/install/"),
 )
 PRESET_DAYS = (7, 30, 90)

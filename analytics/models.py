@@ -295,6 +295,7 @@ class AnomalyKind(models.TextChoices):
     BOT = "bot", "hyperactive user or bot"
     HEALTH = "health", "tracking health"
     THRESHOLD = "threshold", "a rule's metric threshold"
+    MODEL = "model", "conversion model health (AUC, calibration, drift)"
 
 
 class AnomalyStatus(models.TextChoices):

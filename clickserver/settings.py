@@ -261,6 +261,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.tasks.conversion_model_train_task",
         "schedule": crontab(day_of_week="sun", hour=4, minute=7),
     },
+    "model-health-check": {
+        "task": "notifications.tasks.model_health_check_task",
+        "schedule": crontab(hour=5, minute=17),
+    },
 }
 
 # --- Ingestion ----------------------------------------------------------------------------------

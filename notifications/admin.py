@@ -30,6 +30,8 @@ from notifications.models import (
     EmailUnsubscribe,
     Experiment,
     ExperimentStatus,
+    ModelHealth,
+    ModelMonitorSettings,
     ModelVersion,
     Variant,
 )
@@ -63,6 +65,23 @@ class ConversionScoreAdmin(ReadOnlyAdmin):
     list_filter = ("shop",)
     raw_id_fields = ("session", "person", "model_version")
     date_hierarchy = "scored_at"
+
+
+@admin.register(ModelHealth)
+class ModelHealthAdmin(ReadOnlyAdmin):
+    list_display = (
+        "day", "shop", "model_version", "status", "sample_count", "roc_auc", "ece", "psi",
+    )  # fmt: skip
+    list_filter = ("status", "shop")
+    date_hierarchy = "day"
+
+
+@admin.register(ModelMonitorSettings)
+class ModelMonitorSettingsAdmin(admin.ModelAdmin):
+    """The daily model check's thresholds per shop: plain fields whose ranges the model's
+    validators hold (the form refuses anything outside them and saves nothing)."""
+
+    list_display = ("shop", "window_days", "auc_floor", "auc_margin", "ece_max", "psi_max")
 
 
 # --- experiments ---------------------------------------------------------------------------------

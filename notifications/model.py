@@ -31,6 +31,7 @@ from notifications.dataset import (
     prefixes_expand,
     sequences_prefix,
 )
+from notifications.monitor.metrics import score_distribution
 
 PREFIX_LENGTHS = (3, 5, 10)
 # The standardised aggregates are clipped to this many standard deviations: a session unlike any
@@ -343,6 +344,18 @@ def lstm_calibrate(model: Any, validation: SequenceBatch) -> tuple[Any, dict[str
     return calibrated, {"a": round(a, 6), "b": round(b, 6)}
 
 
+def monitoring_reference(test: SequenceBatch, scores: np.ndarray) -> dict[str, Any]:
+    """The card's `monitoring` part from the test split's prefixes and their scores."""
+    weights = test.sample_weights()
+    auc = None
+    if len(np.unique(test.labels)) == 2:
+        auc = round(float(roc_auc_score(test.labels, scores, sample_weight=weights)), 4)
+    return {
+        "test_prefix_roc_auc": auc,
+        "score_distribution": score_distribution(scores, weights=weights),
+    }
+
+
 def train_and_evaluate(
     split: Split, *, config: TrainingConfig | None = None, progress: Progress | None = None
 ) -> TrainingResult:
@@ -364,8 +377,9 @@ def train_and_evaluate(
     _lstm_fit(model, split=split, train=train, validation=validation, config=config, say=say)
     say(f"trained in {time.monotonic() - started:.1f}s; evaluating LSTM and baselines")
     model, calibration = lstm_calibrate(model, validation)
+    test_scores = lstm_predict(model, test)
     test_prefixes = calibration_report(
-        labels=test.labels, scores=lstm_predict(model, test), weights=test.sample_weights()
+        labels=test.labels, scores=test_scores, weights=test.sample_weights()
     )
     # On prefixes only: a finished session's score conditions on "nothing more happened", which
     # the model is never asked live, so its calibration would measure a question nobody asks.
@@ -383,6 +397,9 @@ def train_and_evaluate(
         # Validation ROC-AUC of every model: what model choices may be based on (never test).
         "validation": validation_auc,
         "signature": SIGNATURE,
+        # What the daily check in production compares the live scores with: the test prefixes'
+        # ROC-AUC (live scores are prefixes too) and their score distribution (drift).
+        "monitoring": monitoring_reference(test, test_scores),
     }
     return TrainingResult(model=model, card=card)
 

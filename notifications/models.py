@@ -1,5 +1,6 @@
 """The conversion model registry and live conversion scores."""
 
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from events.models import Person, Session, Shop
@@ -84,6 +85,90 @@ class ScoreSample(models.Model):
 
     def __str__(self) -> str:
         return f"session {self.session_id} after {self.event_count} events: {self.score:.3f}"
+
+
+class ModelHealthStatus(models.TextChoices):
+    HEALTHY = "healthy", "Healthy"
+    DEGRADED = "degraded", "Degraded"
+    INSUFFICIENT = "insufficient", "Too few finished sessions to judge"
+
+
+class ModelMonitorSettings(models.Model):
+    """A shop's thresholds for the daily model check (docs/conversion-model.md, *Monitoring in
+    production*); a shop without a row uses the field defaults."""
+
+    shop = models.OneToOneField(Shop, on_delete=models.CASCADE, related_name="model_monitor")
+    # The live scores judged each day: those given in the last `window_days` days.
+    window_days = models.PositiveSmallIntegerField(
+        default=7, validators=[MinValueValidator(1), MaxValueValidator(90)]
+    )
+    # Judged only with at least this many samples and this many of each outcome.
+    min_samples = models.PositiveIntegerField(
+        default=200, validators=[MinValueValidator(1), MaxValueValidator(1_000_000)]
+    )
+    min_per_class = models.PositiveIntegerField(
+        default=10, validators=[MinValueValidator(1), MaxValueValidator(100_000)]
+    )
+    # The AUC is low below `auc_floor`, or below the card's test AUC on prefixes minus the margin.
+    auc_floor = models.FloatField(
+        default=0.6, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    auc_margin = models.FloatField(
+        default=0.05, validators=[MinValueValidator(0.0), MaxValueValidator(0.5)]
+    )
+    ece_max = models.FloatField(
+        default=0.05, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)]
+    )
+    psi_max = models.FloatField(
+        default=0.25, validators=[MinValueValidator(0.0), MaxValueValidator(10.0)]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"model monitoring of shop {self.shop_id}"
+
+
+class ModelHealth(models.Model):
+    """One day's check of one model version of one shop: its live scores (`ScoreSample` rows of
+    sessions that have ended) against how those sessions ended. Rewritten when the day is
+    checked again."""
+
+    shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="model_health")
+    model_version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="health")
+    day = models.DateField()  # UTC date of the check's end
+    window_start = models.DateTimeField()
+    window_end = models.DateTimeField()
+    sample_count = models.PositiveIntegerField()
+    session_count = models.PositiveIntegerField()
+    positive_count = models.PositiveIntegerField()
+    mean_score = models.FloatField(null=True, blank=True)
+    positive_rate = models.FloatField(null=True, blank=True)
+    roc_auc = models.FloatField(null=True, blank=True)
+    reference_auc = models.FloatField(null=True, blank=True)
+    brier = models.FloatField(null=True, blank=True)
+    ece = models.FloatField(null=True, blank=True)
+    psi = models.FloatField(null=True, blank=True)
+    # Reliability bins ([{low, high, count, mean_predicted, observed_rate}]) and the drift bins
+    # ({"edges", "reference", "live", "source"}).
+    bins = models.JSONField(default=list, blank=True)
+    drift = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=16, choices=ModelHealthStatus.choices)
+    # [{"metric", "observed", "threshold", "detail"}] of every failed check.
+    problems = models.JSONField(default=list, blank=True)
+    thresholds = models.JSONField(default=dict, blank=True)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["shop", "-day", "-model_version_id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["shop", "model_version", "day"], name="uniq_model_health_day"
+            )
+        ]
+        indexes = [models.Index(fields=["shop", "day"], name="model_health_shop_day")]
+
+    def __str__(self) -> str:
+        return f"model {self.model_version_id} on {self.day}: {self.status}"
 
 
 class ExperimentUnit(models.TextChoices):

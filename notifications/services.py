@@ -4,7 +4,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,7 @@ from notifications.models import (
     ModelVersion,
     ScoreSample,
 )
+from notifications.monitor.metrics import roc_auc
 
 if TYPE_CHECKING:
     from notifications.model import TrainingConfig
@@ -56,6 +57,11 @@ def model_version_register(
     )
 
 
+# A retrained model replaces the active one unless its test ROC-AUC is lower than the active
+# one's on the same test split by more than this (seed noise is about 0.006 on the Taobao head).
+PROMOTION_TOLERANCE = 0.005
+
+
 def conversion_model_train(
     *,
     shop: Shop,
@@ -64,7 +70,9 @@ def conversion_model_train(
     config: "TrainingConfig | None" = None,
     progress: Callable[[str], None] | None = None,
 ) -> ModelVersion:
-    """Train on the shop's sessions (or a Taobao CSV), export, register and activate."""
+    """Train on the shop's sessions (or a Taobao CSV), export and register; activate the new
+    version unless it scores worse than the active one on the same test split (the card's
+    `promotion` says which and why)."""
     from notifications import model as conversion_model
 
     say = progress or (lambda message: None)
@@ -79,7 +87,19 @@ def conversion_model_train(
     say(f"split: {len(split.train)} train, {len(split.validation)} val, {len(split.test)} test")
     result = conversion_model.train_and_evaluate(split, config=config, progress=say)
     version = max(selectors.model_version_next_number(name=MODEL_NAME), _next_version_on_disk())
-    result.card.update({"version": version, "shop": shop.domain, "trained_at": now.isoformat()})
+    promotion = model_promotion_decide(
+        active=selectors.model_version_active(shop=shop),
+        test=split.test,
+        new_roc_auc=result.card["metrics"]["roc_auc"],
+    )
+    result.card.update(
+        {
+            "version": version,
+            "shop": shop.domain,
+            "trained_at": now.isoformat(),
+            "promotion": promotion,
+        }
+    )
     path = conversion_model.model_export(
         result.model, path=Path(settings.MODEL_DIR) / MODEL_NAME / str(version), card=result.card
     )
@@ -88,8 +108,59 @@ def conversion_model_train(
         model_version = model_version_register(
             shop=shop, version=version, path=path, card=result.card, trained_at=now
         )
-        model_version_activate(model_version=model_version)
+        if promotion["is_activated"]:
+            model_version_activate(model_version=model_version)
+    log = logger.info if promotion["is_activated"] else logger.warning
+    log(
+        "conversion model v%s of %s %s: %s",
+        version,
+        shop.domain,
+        "activated" if promotion["is_activated"] else "registered, not activated",
+        promotion["reason"],
+    )
+    say(promotion["reason"])
     return model_version
+
+
+def model_promotion_decide(
+    *, active: ModelVersion | None, test: dataset.SequenceBatch, new_roc_auc: float | None
+) -> dict[str, Any]:
+    """Whether a new model (test ROC-AUC `new_roc_auc` on whole sessions) replaces `active`,
+    which is scored here on the same test sessions."""
+    decision = {
+        "is_activated": True,
+        "new_roc_auc": new_roc_auc,
+        "active_version": None if active is None else active.version,
+        "active_roc_auc": None,
+        "tolerance": PROMOTION_TOLERANCE,
+    }
+    if active is None:
+        return decision | {"reason": "no version was active"}
+    if not (Path(active.path) / "saved_model.pb").is_file():
+        return decision | {
+            "reason": f"the active v{active.version}'s files are missing, so it cannot be compared"
+        }
+    # The card's figure for the new model is sklearn's, rounded to 4 places: the same here.
+    measured = roc_auc(test.labels, scoring.InProcessScorer.for_path(active.path).predict(test))
+    active_roc_auc = None if measured is None else round(measured, 4)
+    decision["active_roc_auc"] = active_roc_auc
+    if new_roc_auc is None or active_roc_auc is None:
+        return decision | {"reason": "the test split has one outcome only: no AUC to compare"}
+    if new_roc_auc + PROMOTION_TOLERANCE < active_roc_auc:
+        return decision | {
+            "is_activated": False,
+            "reason": (
+                f"test ROC-AUC {new_roc_auc:.4f} is worse than the active v{active.version}'s "
+                f"{active_roc_auc:.4f} on the same test split (tolerance "
+                f"{PROMOTION_TOLERANCE}); v{active.version} stays active"
+            ),
+        }
+    return decision | {
+        "reason": (
+            f"test ROC-AUC {new_roc_auc:.4f} against the active v{active.version}'s "
+            f"{active_roc_auc:.4f} on the same test split: not worse"
+        )
+    }
 
 
 def _next_version_on_disk() -> int:

@@ -12,6 +12,7 @@ from notifications.campaigns import decisions, deliveries
 from notifications.campaigns import selectors as campaign_selectors
 from notifications.experiments import exposures, results
 from notifications.models import DeliveryStatus
+from notifications.monitor import services as monitor_services
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ def conversion_model_train_task(shop_id: int | None = None) -> int | None:
         # Too little data (an empty split) is a normal state for a new shop, not a failure to retry.
         logger.info("conversion model not trained for %s: %s", shop.domain, error)
         return None
+
+
+@shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
+def model_health_check_task(shop_id: int | None = None) -> str | None:
+    """Daily: the live scores against the outcomes; without a shop id (the beat entry) it fans
+    out to every active shop. Returns the active version's status."""
+    if shop_id is None:
+        for active_id in active_shop_ids():
+            model_health_check_task.delay(active_id)
+        return None
+    return monitor_services.model_health_check(shop_id=shop_id, now=timezone.now()).status
 
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)

@@ -23,6 +23,8 @@ from notifications.experiments.api import (
     ExperimentStopApi,
 )
 from notifications.experiments.dashboard import experiments_dashboard
+from notifications.monitor.api import ModelHealthApi
+from notifications.monitor.dashboard import model_dashboard
 
 urlpatterns = [
     path("notifications/scores/", ConversionScoreListApi.as_view(), name="conversion-scores"),
@@ -31,6 +33,9 @@ urlpatterns = [
         ConversionScoreLiveApi.as_view(),
         name="conversion-scores-live",
     ),
+    path("notifications/model/health/", ModelHealthApi.as_view(), name="model-health"),
+    # The dashboard page (HTML), outside the JSON API's /notifications/ prefix.
+    path("model/", model_dashboard, name="dashboard-model"),
     path("notifications/pending/", NotificationPendingApi.as_view(), name="notifications-pending"),
     path("notifications/campaigns/", CampaignListApi.as_view(), name="campaigns"),
     # The dashboard page (HTML), outside the JSON API's prefixes, as the Experiments page.

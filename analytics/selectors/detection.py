@@ -47,7 +47,17 @@ ORDER_METRIC = "order_value"
 BOT_METRIC = "bot"
 NETWORK_METRIC = "shared_network"
 HEALTH_METRICS = ("rejected_share", "pipeline_lag", "eventless_day")
-METRICS = (*SERIES_METRICS, ORDER_METRIC, BOT_METRIC, NETWORK_METRIC, *HEALTH_METRICS)
+# Written by notifications' daily model check (kind `model`); listed here so rules and filters
+# accept them (analytics must not import notifications).
+MODEL_METRICS = ("model_roc_auc", "model_ece", "model_score_psi")
+METRICS = (
+    *SERIES_METRICS,
+    ORDER_METRIC,
+    BOT_METRIC,
+    NETWORK_METRIC,
+    *HEALTH_METRICS,
+    *MODEL_METRICS,
+)
 # The events the rollups count by type; "events" is their sum (custom types are not rolled up).
 EVENT_COLUMNS = (
     "pageview_count",

@@ -6,7 +6,7 @@ from django.contrib.auth.models import Permission
 from django.test import Client
 
 from events.tests.factories import UserFactory
-from notifications.models import ConversionScore, ModelVersion
+from notifications.models import ConversionScore, ModelMonitorSettings, ModelVersion
 from notifications.tests.factories import ConversionScoreFactory, ModelVersionFactory
 
 VERSIONS = "/admin/notifications/modelversion/"
@@ -73,3 +73,41 @@ def test_scores_are_read_only_in_the_admin(admin_client):
     assert listed.status_code == 200
     assert (change.status_code, delete.status_code) == (403, 403)
     assert (score.score, ConversionScore.objects.count()) == (0.25, 1)
+
+
+MONITOR_SETTINGS = "/admin/notifications/modelmonitorsettings/add/"
+MONITOR_FORM = {
+    "window_days": 7, "min_samples": 200, "min_per_class": 10, "auc_floor": 0.6,
+    "auc_margin": 0.05, "ece_max": 0.05, "psi_max": 0.25,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("window_days", 0),
+        ("window_days", 91),
+        ("min_samples", 0),
+        ("min_per_class", 0),
+        ("auc_floor", 1.5),
+        ("auc_margin", -0.1),
+        ("ece_max", 2),
+        ("psi_max", -1),
+        ("psi_max", "x"),
+    ],
+)
+def test_the_admin_refuses_model_monitor_thresholds_out_of_range(admin_client, shop, field, value):
+    response = admin_client.post(MONITOR_SETTINGS, {**MONITOR_FORM, "shop": shop.pk, field: value})
+
+    assert response.status_code == 200
+    assert list(response.context["adminform"].form.errors) == [field]
+    assert not ModelMonitorSettings.objects.exists()
+
+
+def test_the_admin_saves_model_monitor_thresholds(admin_client, shop):
+    response = admin_client.post(
+        MONITOR_SETTINGS, {**MONITOR_FORM, "shop": shop.pk, "psi_max": 0.3}
+    )
+
+    assert response.status_code == 302
+    assert ModelMonitorSettings.objects.get(shop=shop).psi_max == 0.3

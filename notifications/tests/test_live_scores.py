@@ -139,6 +139,9 @@ def test_train_command_on_imported_taobao_events(shop, taobao_csv, tmp_path, set
     assert summary["calibration"] == {"ece": test["ece"], "brier": test["brier"]}
     assert 0.0 <= test["ece"] <= 1.0
     assert "epoch 1/1" in progress.getvalue()
+    assert summary["is_active"] is True
+    assert summary["promotion"] == model_version.metrics["promotion"]
+    assert summary["promotion"]["reason"] == "no version was active"
 
 
 @pytest.mark.django_db

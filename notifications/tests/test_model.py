@@ -4,6 +4,7 @@ import socket
 import numpy as np
 import pytest
 from django.test import override_settings
+from sklearn.metrics import roc_auc_score
 
 from notifications import dataset
 from notifications.dataset import prefixes_expand
@@ -80,6 +81,22 @@ def test_model_card_is_saved_next_to_the_model(trained_model_path, taobao_split)
     weights = sum(b["weight"] for b in calibration["bins"])
     assert weights == pytest.approx(test.weights.sum(), abs=0.01)
     assert card["signature"]["inputs"]["context"] == {"dtype": "float32", "shape": [-1, 6]}
+
+
+def test_the_card_keeps_what_monitoring_compares_live_scores_with(trained_model_path, taobao_split):
+    card = json.loads((trained_model_path / "model_card.json").read_text())
+    test = prefixes_expand(taobao_split.test)
+    scores = InProcessScorer.for_path(str(trained_model_path)).predict(test)
+
+    monitoring = card["monitoring"]
+
+    assert monitoring["test_prefix_roc_auc"] == pytest.approx(
+        roc_auc_score(test.labels, scores, sample_weight=test.weights), abs=5e-5
+    )
+    stored = monitoring["score_distribution"]
+    assert stored["count"] == len(test)
+    shares, _ = np.histogram(scores, bins=[-np.inf, *stored["edges"], np.inf], weights=test.weights)
+    assert stored["shares"] == pytest.approx(shares / test.weights.sum(), abs=1e-4)
 
 
 def test_the_wide_part_sees_exactly_the_baselines_columns(taobao_split):

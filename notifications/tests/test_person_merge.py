@@ -124,6 +124,6 @@ def test_a_late_event_that_joins_two_visits_keeps_both_visits_decisions(shop, pr
     process_all(shop)
 
     [visit] = Session.objects.filter(shop=shop)
-    assert dict(CampaignDecision.objects.values_list("pk", "session_id")) == {
-        pk: visit.pk for pk in kept
-    }
+    assert dict(CampaignDecision.objects.values_list("pk", "session_id")) == dict.fromkeys(
+        kept, visit.pk
+    )

@@ -39,5 +39,8 @@ class Command(BaseCommand):
             # Test-split prefixes, as live scoring sees sessions; the card has the reliability bins.
             "calibration": {k: card["calibration"]["test"][k] for k in ("ece", "brier")},
             "baselines": {name: m["roc_auc"] for name, m in card["baselines"].items()},
+            # Activated only if not worse than the version that was active (docs: Training).
+            "is_active": model_version.is_active,
+            "promotion": card["promotion"],
         }
         self.stdout.write(json.dumps(summary))
