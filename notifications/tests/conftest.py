@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from analytics.tests.test_alerts import receiver, smtp_server  # noqa: F401 (fixtures)
 from notifications import dataset
 from notifications.model import OUTPUT_NAME, TrainingConfig, model_export, train_and_evaluate
 
