@@ -90,7 +90,7 @@ def shopify_customer_export(
 ) -> PrivacyRequest:
     """customers/data_request: collect everything stored about the customer into one export."""
     scope = _privacy_scope(shop=shop, subject=subject)
-    orders = list(scope.orders.prefetch_related("lines", "refunds"))
+    orders = list(scope.orders.prefetch_related("lines", "refunds__lines"))
     export = {
         "shop": shop.domain,
         "shopify_customer_id": subject.customer_id,
@@ -150,5 +150,23 @@ def _order_export(order: Order) -> dict[str, Any]:
                 "unit_price": li.unit_price,
             }
             for li in order.lines.all()
+        ],
+        "refunds": [
+            {
+                "refund_id": refund.refund_id,
+                "amount": refund.amount,
+                "refunded_at": refund.refunded_at,
+                "lines": [
+                    {
+                        "product_id": line.product_id,
+                        "sku": line.sku,
+                        "name": line.name,
+                        "quantity": line.quantity,
+                        "amount": line.amount,
+                    }
+                    for line in refund.lines.all()
+                ],
+            }
+            for refund in order.refunds.all()
         ],
     }

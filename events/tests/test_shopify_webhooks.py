@@ -593,6 +593,18 @@ GDPR_CUSTOMER = {"id": 191167, "email": "john@example.com", "phone": "555-625-11
 @pytest.mark.django_db
 def test_customers_data_request_exports_the_customers_data(deliver, shop, two_customers):
     deliver(
+        "refunds/create",
+        {
+            "id": 41,
+            "order_id": 299938,
+            "created_at": "2026-04-02T10:00:00Z",
+            "transactions": [{"kind": "refund", "status": "success", "amount": "20.00"}],
+            "refund_line_items": [
+                {"quantity": 1, "subtotal": "20.00", "line_item": {"product_id": 1, "name": "Mug"}}
+            ],
+        },
+    )
+    deliver(
         "customers/data_request",
         {
             "shop_id": 954889,
@@ -609,6 +621,11 @@ def test_customers_data_request_exports_the_customers_data(deliver, shop, two_cu
     assert request.completed_at is not None
     assert [o["order_id"] for o in export["orders"]] == ["299938"]
     assert export["orders"][0]["lines"][0]["name"] == "Mug"
+    [refund] = export["orders"][0]["refunds"]
+    assert (refund["refund_id"], refund["amount"]) == ("41", "20.00")  # JSON: decimals as text
+    assert [(li["product_id"], li["name"], li["quantity"]) for li in refund["lines"]] == [
+        ("1", "Mug", 1)
+    ]
     assert sorted(e["event_id"] for e in export["events"]) == [
         "aid-john-1",
         "aid-john-2",
