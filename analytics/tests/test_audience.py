@@ -117,7 +117,8 @@ def _expected(shop, breakdown: str, *, country: str = "") -> list[dict]:
         persons["value"] = band.astype(object).where(band.notna(), "none")
         values = [*BANDS, "none"]
     else:
-        persons["value"] = np.where(persons["first_seen_at"] >= START, "new", "returning")
+        seen = persons["first_seen_at"]
+        persons["value"] = np.where((seen >= START) & (seen < END), "new", "returning")
         values = ["new", "returning", "none"]
 
     def value_of(person_ids: pd.Series) -> pd.Series:
