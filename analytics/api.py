@@ -40,6 +40,7 @@ from analytics.selectors.anomalies import (
     anomaly_row,
     rule_row,
 )
+from analytics.selectors.audience import AUDIENCE_BREAKDOWNS, audience_get
 from analytics.selectors.carts import abandoned_carts_get
 from analytics.selectors.counts import session_count_get, user_count_get, visit_conversion_get
 from analytics.selectors.detection import METRICS, SERIES_METRICS, detection_settings_row
@@ -264,6 +265,20 @@ class GeographyApi(AnalyticsApi):
     @analytics_schema("Sessions, conversion and revenue per country.")
     def get(self, request):
         return self.answer(request, lambda q: geography_get(query=q))
+
+
+class AudienceApi(AnalyticsApi):
+    csv_name = "audience"
+
+    @analytics_schema(
+        "Sessions, visitors, conversion, orders, revenue and AOV per value of a person trait.",
+        OpenApiParameter("breakdown", choice_schema(*AUDIENCE_BREAKDOWNS, default="age_band")),
+    )
+    def get(self, request):
+        names = tuple(AUDIENCE_BREAKDOWNS)
+        breakdown = choice_param(request.query_params, "breakdown", names, "age_band")
+        compute = lambda q: audience_get(query=q, breakdown=breakdown)  # noqa: E731
+        return self.answer(request, compute, breakdown=breakdown)
 
 
 class LiveApi(AnalyticsApi):

@@ -49,6 +49,7 @@ PAGES = (
     Page("carts", "Abandoned carts", "/carts/"),
     Page("retention", "Retention", "/retention/"),
     Page("geography", "Geography", "/geography/"),
+    Page("audience", "Audience", "/audience/"),
     Page("live", "Live", "/live/"),
     # Served here (a page shell) though its figures come from segments' /segments/customers/:
     # analytics must not import segments, and the shell needs nothing from it.

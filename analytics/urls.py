@@ -15,6 +15,7 @@ urlpatterns = [
     path("abandoned_carts/", api.AbandonedCartsApi.as_view(), name="analytics-abandoned-carts"),
     path("retention/", api.RetentionApi.as_view(), name="analytics-retention"),
     path("geography/", api.GeographyApi.as_view(), name="analytics-geography"),
+    path("audience/", api.AudienceApi.as_view(), name="analytics-audience"),
     path("live/", api.LiveApi.as_view(), name="analytics-live"),
     path("reports/", api.ReportListApi.as_view(), name="analytics-reports"),
     path("reports/preview/", api.ReportPreviewApi.as_view(), name="analytics-report-preview"),

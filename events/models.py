@@ -98,6 +98,8 @@ class Person(models.Model):
         indexes = [
             models.Index(fields=["shop", "user_id"], name="person_shop_user"),
             models.Index(fields=["shop", "last_seen_at"], name="person_shop_last_seen"),
+            # New visitors of a period (the audience breakdown): a range read of ids.
+            models.Index(fields=["shop", "first_seen_at"], name="person_shop_first_seen"),
         ]
 
     def __str__(self) -> str:
@@ -155,7 +157,13 @@ class Session(models.Model):
 
     class Meta:
         indexes = [
-            models.Index(fields=["shop", "started_at"], name="session_shop_started"),
+            # Covering for the audience breakdown (analytics/selectors/audience.py): the period's
+            # (person, converted) pairs are an index-only range scan; every read on
+            # (shop, started_at) uses its prefix.
+            models.Index(
+                fields=["shop", "started_at", "person", "is_converted"],
+                name="session_shop_started_person",
+            ),
             models.Index(fields=["shop", "ended_at"], name="session_shop_ended"),
             models.Index(fields=["person", "started_at"], name="session_person_started"),
         ]

@@ -118,7 +118,7 @@ class CustomerPrediction(models.Model):
     model = models.CharField(max_length=16, choices=CustomerModel.Kind.choices)
     fitted_at = models.DateTimeField()
     # "18-25" … "66+" from the person's `age` or `birth_date` / `birthday` trait as of the
-    # refresh (predictions.traits.age_band); blank when none was sent or it is out of range.
+    # refresh (events.traits.age_band); blank when none was sent or it is out of range.
     age_band = models.CharField(max_length=8, blank=True, default="")
 
     class Meta:

@@ -29,6 +29,7 @@ ENDPOINTS = [
     "abandoned_carts",
     "retention",
     "geography",
+    "audience",
     "live",
 ]
 FUNNEL = "steps=product_view,add_to_cart,purchase"
@@ -340,6 +341,7 @@ def latest_day() -> str:
         ("products", "limit=", "limit", "expected an integer"),
         ("products", "order_by=price", "order_by", "must be one of " + ", ".join(PRODUCT_ORDERS)),
         ("trends", "interval=", "interval", "must be one of hour, day, week, month"),
+        ("audience", "breakdown=country", "breakdown", "must be one of age_band, visitor_type"),
         ("funnel", f"{FUNNEL}&window=", "window", "expected an integer"),
     ],
 )

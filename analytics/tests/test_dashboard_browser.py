@@ -30,6 +30,7 @@ CHART_PAGES = {
     "carts": ("/carts/", ["carts-chart"]),
     "retention": ("/retention/", ["retention-chart"]),
     "geography": ("/geography/", ["geo-chart"]),
+    "audience": ("/audience/", []),
     "live": ("/live/", []),
     "reports": ("/reports/", []),
     "experiments": ("/experiments-dashboard/", []),

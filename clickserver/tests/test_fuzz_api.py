@@ -69,6 +69,7 @@ CROSS_PARAMETER_RULES = {
         f"GET /analytics/{name}/": PERIOD_RULE
         for name in (
             "abandoned_carts",
+            "audience",
             "geography",
             "insights",
             "kpis",

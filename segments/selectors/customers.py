@@ -27,11 +27,11 @@ from clickserver.money import money_format
 from clickserver.params import invalid, local_midnight
 from events import identity
 from events.models import Event, IdentifierKind, Order, Person, PersonIdentifier, Session, Shop
+from events.traits import AGE_BANDS
 from segments.models import CustomerModel, CustomerPrediction, SegmentMembership
 from segments.predictions import customers as model
 from segments.predictions.btyd import BgNbdParams, bgnbd_expected_purchases
 from segments.predictions.forecast import LEVELS, daily_series, series_forecast
-from segments.predictions.traits import AGE_BANDS
 
 # `sort` values: the API name → the column; a leading "-" sorts descending.
 SORTS = {

@@ -23,6 +23,7 @@ from django.db import transaction
 from clickserver.params import local_midnight
 from clickserver.sql import rows_write
 from events.models import Order, Person, PipelineJob, PipelineWatermark, Shop
+from events.traits import age_band
 from segments.models import CustomerModel, CustomerPrediction
 from segments.predictions.customers import (
     CustomerFit,
@@ -30,7 +31,6 @@ from segments.predictions.customers import (
     customers_model_choose,
     customers_predict,
 )
-from segments.predictions.traits import age_band
 from segments.services.segments import predicted_segments_sync
 
 logger = logging.getLogger(__name__)

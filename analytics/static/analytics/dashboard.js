@@ -574,6 +574,19 @@
     }).catch(function (e) { failed("geo-chart", e); });
   }
 
+  /* ---------------------------------------------------------------- Audience */
+
+  function audience() {
+    [["age_band", "audience-age-table"], ["visitor_type", "audience-visitor-table"]].forEach(function (pair) {
+      analytics("audience", { breakdown: pair[0] }).then(function (data) {
+        fillTable(pair[1], data.rows, function (r) {
+          return [td(r.value), num(fmtInt(r.sessions)), num(fmtInt(r.visitors)), num(fmtPct(r.conversion)),
+            num(fmtInt(r.orders)), num(fmtMoney(r.revenue)), num(fmtMoney(r.aov))];
+        });
+      }).catch(function (e) { failed(pair[1], e); });
+    });
+  }
+
   /* ---------------------------------------------------------------- Live */
 
   function describe(event) {
@@ -843,7 +856,7 @@
 
   var PAGES = {
     overview: overview, traffic: traffic, funnel: funnel, products: products, carts: carts,
-    retention: retention, geography: geography, live: live, install: install, alerts: alerts
+    retention: retention, geography: geography, audience: audience, live: live, install: install, alerts: alerts
   };
   (PAGES[config.page] || function () {})();
   if (config.isStaff) demoButtons();

@@ -4,7 +4,7 @@ from datetime import date
 
 import pytest
 
-from segments.predictions.traits import AGE_BANDS, age_band, trait_age
+from events.traits import AGE_BANDS, age_band, trait_age
 
 TODAY = date(2026, 3, 1)
 
