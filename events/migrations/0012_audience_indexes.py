@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('events', '0010_pipeline_job_experiments'),
+        ('events', '0011_refund_lines'),
     ]
 
     operations = [
