@@ -177,7 +177,11 @@ def test_backtest_figures_equal_an_independent_computation(periodic):
         assert figures["orders_mae"] == pytest.approx(
             np.abs(actual_days.to_numpy() - pred_orders).mean(), rel=1e-4
         )
-        assert figures["purchase_auc_30"] == pytest.approx(_auc(bought_30, pred_buy), abs=1e-6)
+        # Like the other rank figures, to 1e-4: the two BG/NBD fits (the refresh's and this one's)
+        # stop the optimiser at slightly different points on different CPUs (1.5e-5 on an EPYC).
+        assert figures["purchase_auc_30"] == pytest.approx(_auc(bought_30, pred_buy), abs=1e-4), (
+            name
+        )
     # The baseline: the previous 90 days' spend.
     recent = before[before["ordered_at"] >= cut - pd.Timedelta(days=90)]
     base = recent.groupby("customer_id")["value"].sum().reindex(customers, fill_value=0.0)
