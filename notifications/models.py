@@ -49,6 +49,9 @@ class ConversionScore(models.Model):
         ModelVersion, on_delete=models.SET_NULL, null=True, blank=True, related_name="scores"
     )
     scored_at = models.DateTimeField()
+    # The session's event count when it was scored: a live session is scored again only when it
+    # has new events or the active model changed (notifications.services.scores_refresh).
+    event_count = models.PositiveIntegerField(default=0)
 
     class Meta:
         indexes = [models.Index(fields=["shop", "scored_at"], name="score_shop_scored")]

@@ -5,7 +5,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from django.db.models import Case, F, FloatField, Q, QuerySet, Value, When
+from django.db.models import Case, Exists, F, FloatField, OuterRef, Q, QuerySet, Value, When
 
 from events.models import Event, Session, Shop
 from notifications.calibration import BINS, CalibrationReport, calibration_report
@@ -61,6 +61,22 @@ def events_frame(
 def sessions_live(*, shop: Shop, now: datetime) -> QuerySet[Session]:
     """Sessions with an event in the last 30 minutes (the sessions a notification can reach)."""
     return Session.objects.filter(shop=shop, ended_at__gte=now - LIVE_WINDOW, ended_at__lte=now)
+
+
+def sessions_to_score(
+    *, shop: Shop, now: datetime, model_version: ModelVersion
+) -> list[tuple[int, int, int]]:
+    """(session, person, event count) of the live sessions without a purchase whose score is
+    missing, was given before their latest events, or comes from another model version."""
+    current = ConversionScore.objects.filter(
+        session=OuterRef("pk"), model_version=model_version, event_count=OuterRef("event_count")
+    )
+    return list(
+        sessions_live(shop=shop, now=now)
+        .filter(is_converted=False)
+        .filter(~Exists(current))
+        .values_list("id", "person_id", "event_count")
+    )
 
 
 def model_version_active(*, shop: Shop, name: str = "conversion") -> ModelVersion | None:

@@ -170,7 +170,11 @@ def _next_version_on_disk() -> int:
 
 
 def scores_refresh(*, shop_id: int, now: datetime) -> int:
-    """Score every live session of the shop that has not bought yet; returns how many.
+    """Score the live sessions of the shop that have not bought yet; returns how many.
+
+    Only the sessions with events the stored score has not seen (or scored by another model than
+    the active one) are read and scored: every batch used to rescore every live session with its
+    person's whole history, so the cost grew with the live sessions, not with the batch.
 
     Idempotent: a session has one score row, overwritten with the latest score, and one sample
     per number of events seen (the first score of that prefix, kept for the live calibration
@@ -181,8 +185,9 @@ def scores_refresh(*, shop_id: int, now: datetime) -> int:
     model_version = selectors.model_version_active(shop=shop)
     if model_version is None:
         return 0
-    live = selectors.sessions_live(shop=shop, now=now).filter(is_converted=False)
-    sessions = dict(live.values_list("id", "person_id"))
+    stale = selectors.sessions_to_score(shop=shop, now=now, model_version=model_version)
+    sessions = {pk: person_id for pk, person_id, _count in stale}
+    counts = {pk: count for pk, _person_id, count in stale}
     if not sessions:
         return 0
     frame = _unbought_events(shop=shop, session_ids=list(sessions), now=now)
@@ -205,6 +210,7 @@ def scores_refresh(*, shop_id: int, now: datetime) -> int:
                 score=score,
                 model_version=model_version,
                 scored_at=now,
+                event_count=counts[int(key)],
             )
             for key, score in scored
         ]
@@ -241,7 +247,7 @@ def _conflict_target(fields: list[str]) -> list[str] | None:
 
 
 def _scores_upsert(rows: list[ConversionScore]) -> None:
-    fields = ["score", "model_version", "person", "scored_at"]
+    fields = ["score", "model_version", "person", "scored_at", "event_count"]
     ConversionScore.objects.bulk_create(
         rows,
         batch_size=1000,

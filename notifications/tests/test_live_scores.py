@@ -21,7 +21,13 @@ def session_with_events(shop, *, ended_ago: timedelta, types: list[str], person=
     now = timezone.now()
     started = now - ended_ago - timedelta(minutes=len(types) - 1)
     extra = {"person": person} if person is not None else {}
-    session = SessionFactory(shop=shop, started_at=started, ended_at=now - ended_ago, **extra)
+    session = SessionFactory(
+        shop=shop,
+        started_at=started,
+        ended_at=now - ended_ago,
+        event_count=len(types),
+        **extra,
+    )
     for i, event_type in enumerate(types):
         EventFactory(
             shop=shop,
@@ -46,8 +52,18 @@ def test_scores_appear_for_live_sessions_after_the_refresh_task(shop, trained_mo
 
     first = scores_refresh_task(shop.id)
     again = scores_refresh_task(shop.id)
+    # A new event in one live session: only that one is scored again.
+    EventFactory(
+        shop=shop,
+        type="begin_checkout",
+        occurred_at=timezone.now() - timedelta(minutes=1),
+        session=live,
+        person=live.person,
+    )
+    Session.objects.filter(pk=live.pk).update(event_count=3)
+    after_event = scores_refresh_task(shop.id)
 
-    assert (first, again) == (2, 2)
+    assert (first, again, after_event) == (2, 0, 1)
     scores = {s.session_id: s for s in ConversionScore.objects.filter(shop=shop)}
     assert set(scores) == {live.id, also_live.id}
     assert finished.id not in scores
@@ -176,6 +192,11 @@ def test_a_session_that_bought_is_not_scored_and_each_prefix_keeps_its_first_sam
     assert scores_refresh_task(shop.id) == 1
     first = ScoreSample.objects.get(session=prospect)
     ConversionScore.objects.filter(session=prospect).update(score=0.5)
+    # Nothing new in the session: not scored again. A newly activated model scores it again
+    # (the same prefix: its sample keeps the first score).
+    assert scores_refresh_task(shop.id) == 0
+    retrained = ModelVersionFactory(shop=shop, path=str(trained_model_path))
+    services.model_version_activate(model_version=retrained)
     assert scores_refresh_task(shop.id) == 1
 
     assert not ConversionScore.objects.filter(session=buyer).exists()
