@@ -56,7 +56,7 @@ typecheck:
 		notifications/experiments/exposures.py notifications/experiments/metrics.py \
 		notifications/experiments/results.py notifications/experiments/analysis.py \
 		notifications/experiments/verdict.py notifications/campaigns/decisions.py \
-	notifications/campaigns/rules.py
+	notifications/campaigns/rules.py notifications/campaigns/simulation.py notifications/fixed_model.py
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi
