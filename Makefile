@@ -57,7 +57,8 @@ typecheck:
 		notifications/experiments/results.py notifications/experiments/analysis.py \
 		notifications/experiments/verdict.py notifications/campaigns/decisions.py \
 	notifications/campaigns/rules.py notifications/campaigns/deliveries.py \
-	notifications/campaigns/results.py
+	notifications/campaigns/results.py notifications/campaigns/simulation.py \
+	notifications/fixed_model.py
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi

@@ -119,6 +119,23 @@ BENCHMARKS = [
         ],
     ),
     Benchmark(
+        "campaign_latency",
+        "campaign_latency.py",
+        ["--rate", "2000", "--seconds", "30"],
+        ["--rate", "2000", "--seconds", "90"],
+        [
+            Figure(
+                "band event → decision at /notifications/pending/ p95 at 2,000 events/s",
+                "p95_s",
+                10,
+                False,
+                "s",
+            ),
+            Figure("band event → decision p50", "p50_s", 0, False, "s"),
+            Figure("band event → decision p99", "p99_s", 0, False, "s"),
+        ],
+    ),
+    Benchmark(
         "scoring",
         "scoring.py",
         ["--sessions", "5000"],

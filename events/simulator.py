@@ -8,6 +8,7 @@ bot). Events come out in the ingestion API's format with historical timestamps; 
 them with `sent_at` so the server keeps those times.
 """
 
+import bisect
 import heapq
 import random
 import uuid
@@ -242,24 +243,44 @@ class Simulator:
         Without `visitor`, whoever `visitor_for(at)` picks. Someone who bought before is more
         likely to buy again.
         """
+        visit = self.visit_start(at, bot=bot, visitor=visitor)
+        self.visit_end(visit)
+        return visit.events
+
+    def visit_start(
+        self, at: datetime, *, bot: bool = False, visitor: Visitor | None = None
+    ) -> "Visit":
+        """The first half of `journey`: the landing page and the product views.
+
+        `visit_end` decides whether the visit buys. A caller that shows the shopper something
+        between the two (the campaign simulator: a notification) passes its effect there.
+        """
         rng = self.rng
         visitor = visitor or self.visitor_for(at)
-        loyal = visitor.purchases > 0
         source = rng.choices(SOURCES, weights=SOURCE_WEIGHTS)[0]
         context = {
             "user_agent": "python-requests/2.32 (bot)" if bot else rng.choice(USER_AGENTS),
             "country": rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS)[0],
         }
-        visit = _Visit(self, visitor, bot=bot, source=source, context=context, clock=at)
+        visit = Visit(self, visitor, bot=bot, source=source, context=context, clock=at)
         self._browse(visit)
-        buying = (0.45 if loyal else 0.3) * (1 + self._lift(visit))
-        visitor.visits += 1
-        if not (bot or not visit.viewed or rng.random() > buying):
-            self._buy(visit, loyal=loyal)
-        self._schedule_return(visitor, visit.clock)
-        return visit.events
+        return visit
 
-    def _browse(self, visit: "_Visit") -> None:
+    def visit_end(self, visit: "Visit", *, lift: float | None = None) -> None:
+        """The second half of `journey`: maybe a cart, a checkout and a purchase.
+
+        The chance to add to the cart (and so to buy: the later steps do not depend on it) is
+        multiplied by `1 + lift`, capped at 1; without `lift`, the experiment's for the visit's
+        variant (none without an experiment).
+        """
+        loyal = visit.is_loyal
+        buying = (0.45 if loyal else 0.3) * (1 + (self._lift(visit) if lift is None else lift))
+        visit.visitor.visits += 1
+        if not (visit.bot or not visit.viewed or self.rng.random() > buying):
+            self._buy(visit, loyal=loyal)
+        self._schedule_return(visit.visitor, visit.clock)
+
+    def _browse(self, visit: "Visit") -> None:
         rng = self.rng
         favourite = rng.choice(self.products)
         if not visit.bot and visit.source[0] and rng.random() < LANDING_ON_PRODUCT:
@@ -273,7 +294,7 @@ class Simulator:
         for _ in range(views):
             visit.view(favourite if rng.random() < 0.3 else rng.choice(self.products))
 
-    def _expose(self, visit: "_Visit") -> None:
+    def _expose(self, visit: "Visit") -> None:
         """The landing page shows the visit's variant, if the experiment assigns it one."""
         experiment = self.experiment
         if experiment is None or visit.bot:
@@ -292,12 +313,12 @@ class Simulator:
             landing = urlsplit(visit.events[0]["url"]).path
             visit.emit("experiment_exposure", landing, properties=properties)
 
-    def _lift(self, visit: "_Visit") -> float:
+    def _lift(self, visit: "Visit") -> float:
         if self.experiment is None or visit.variant is None:
             return 0.0
         return self.experiment.lifts.get(visit.variant, 0.0)
 
-    def _buy(self, visit: "_Visit", *, loyal: bool) -> None:
+    def _buy(self, visit: "Visit", *, loyal: bool) -> None:
         """The last product viewed into the cart, then maybe a checkout and a purchase."""
         rng = self.rng
         cart = visit.viewed[-1]
@@ -358,8 +379,11 @@ class Simulator:
         return Visitor(anonymous_id=str(uuid.UUID(int=self.rng.getrandbits(128))))
 
 
-class _Visit:
-    """One visit's events as they are emitted: its clock, source, context and products viewed."""
+class Visit:
+    """One visit's events as they are emitted: its clock, source, context and products viewed.
+
+    `emit` appends an event at the visit's clock and moves the clock on by a reading pause.
+    """
 
     def __init__(
         self,
@@ -376,6 +400,8 @@ class _Visit:
         self.events: list[dict] = []
         self.viewed: list[Product] = []
         self.variant: str | None = None
+        # Someone who bought before is more likely to buy again (as of the visit's start).
+        self.is_loyal = visitor.purchases > 0
 
     def emit(self, event_type: str, path: str, **extra: object) -> None:
         simulator, rng = self.simulator, self.simulator.rng
@@ -396,6 +422,18 @@ class _Visit:
             }
         )
         self.clock += timedelta(seconds=rng.randint(2, 8) if self.bot else rng.randint(8, 150))
+
+    def emit_at(self, at: datetime, event_type: str, path: str, **extra: object) -> None:
+        """An event at `at`, in time order among the visit's events; the clock stays where it
+        is. For what happens on a page between two of the journey's events (a notification
+        shown)."""
+        clock = self.clock
+        self.clock = at
+        self.emit(event_type, path, **extra)
+        self.clock = clock
+        event = self.events.pop()
+        times = [datetime.fromisoformat(e["timestamp"]) for e in self.events]
+        self.events.insert(bisect.bisect_right(times, at), event)
 
     def view(self, product: Product) -> None:
         self.viewed.append(product)

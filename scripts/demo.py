@@ -2,8 +2,9 @@
 
 Runs gunicorn, a Celery worker and Celery beat as child processes (SQLite, local cache, kombu's
 filesystem broker, in-process models), seeds history through the real ingestion API, runs
-shoppers through one finished and one running experiment, keeps a trickle of live traffic (through
-the running experiment), and prints the URLs and the login. Ctrl-C stops everything.
+shoppers through one finished and one running experiment, trains the conversion model, starts a
+sale-notification campaign with simulated shoppers, keeps a trickle of live traffic (through the
+running experiment), and prints the URLs and the login. Ctrl-C stops everything.
 """
 
 import os
@@ -77,6 +78,20 @@ def seed_experiments() -> None:
     if done.returncode != 0:
         reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["unknown error"]
         print(f"demo experiments not seeded ({reason[0]})", flush=True)
+
+
+def seed_campaign() -> None:
+    """One running score-band campaign with simulated shoppers (decisions, notifications,
+    purchases: notifications/management/commands/demo_campaign.py). It needs the conversion
+    model for its live scores, so it comes after the training; the demo goes on without it."""
+    print("running shoppers through a sale-notification campaign…", flush=True)
+    done = subprocess.run(
+        [sys.executable, "manage.py", "demo_campaign", "--shop", DOMAIN],
+        cwd=ROOT, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        reason = (done.stderr or done.stdout).strip().splitlines()[-1:] or ["unknown error"]
+        print(f"demo campaign not seeded ({reason[0]})", flush=True)
 
 
 # What beat would do at night and after the shop's day ends, done once now so that the Customers
@@ -177,6 +192,7 @@ def main() -> None:
             )  # fmt: skip
             seed_experiments()
             prepare_dashboard()
+            seed_campaign()
         print(
             f"\nclickserver demo is running\n"
             f"  dashboard: {BASE}/   (login: admin / {password})\n"
