@@ -30,6 +30,7 @@ def events_frame(
     session_ids: list[int] | None = None,
     person_ids: list[int] | None = None,
     until: datetime | None = None,
+    without_session_ids: list[int] | None = None,
 ) -> pd.DataFrame:
     """The shop's sessionised events as the frame `notifications.dataset` reads.
 
@@ -43,6 +44,8 @@ def events_frame(
         events = events.filter(session_id__in=session_ids)
     if person_ids is not None:
         events = events.filter(session__person_id__in=person_ids)
+    if without_session_ids:
+        events = events.exclude(session_id__in=without_session_ids)
     if until is not None:
         events = events.filter(occurred_at__lt=until)
     rows = events.order_by("session_id", "occurred_at", "id").values_list(
