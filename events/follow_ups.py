@@ -10,6 +10,7 @@ reads current analytics straight away. The tasks live in apps that depend on eve
 resolved from their dotted paths here rather than imported.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any
 
 from celery import Task
 from django.conf import settings
+from django.core.cache import caches
 from django.utils.module_loading import import_string
 
 PER_BATCH = "batch"
@@ -24,6 +26,8 @@ CATCH_UP = "catch_up"
 # What a recompute follow-up receives besides the shop id: the affected days, or nothing.
 DAYS_SCOPE = "days"
 SHOP_SCOPE = "shop"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,10 +63,48 @@ def follow_ups() -> list[FollowUp]:
 
 
 def follow_ups_enqueue(*, shop_id: int) -> None:
-    """Send the per-batch stages; `delay` runs them inline when CELERY_TASK_ALWAYS_EAGER is set."""
+    """Send the per-batch stages; `delay` runs them inline when CELERY_TASK_ALWAYS_EAGER is set.
+
+    Coalesced: a stage already waiting in the queue for this shop is not sent again. Each run
+    covers everything processed before it starts, so one waiting message per stage and shop is
+    enough; without this, a stage slower than the batches (the live scores of a shop at 2,000
+    events/s) piled up a message per batch and fell further behind with every one.
+    """
     for follow_up in follow_ups():
-        if follow_up.kind == PER_BATCH:
+        if follow_up.kind == PER_BATCH and _waiting_claim(follow_up.task_path, shop_id):
             follow_up.task.delay(shop_id)
+
+
+def follow_up_started(task_name: str, shop_id: int) -> None:
+    """Called first by every per-batch stage's task: its message has left the queue, so the
+    next batch sends a new one (which then sees this batch and any later)."""
+    try:
+        caches["default"].delete(_waiting_key(task_name, shop_id))
+    except Exception:
+        logger.warning(
+            "follow-up %s of shop %s: could not clear its waiting mark", task_name, shop_id
+        )
+
+
+def _waiting_claim(task_name: str, shop_id: int) -> bool:
+    """True when no message of this stage for this shop is waiting (and mark one as waiting).
+
+    The mark expires after FOLLOW_UP_WAITING_SECONDS, so a lost message delays the stage at
+    most that long. Redis down: send anyway (every stage is idempotent)."""
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return True
+    try:
+        return bool(
+            caches["default"].add(
+                _waiting_key(task_name, shop_id), 1, timeout=settings.FOLLOW_UP_WAITING_SECONDS
+            )
+        )
+    except Exception:
+        return True
+
+
+def _waiting_key(task_name: str, shop_id: int) -> str:
+    return f"follow-up:waiting:{task_name}:{shop_id}"
 
 
 def follow_ups_run(

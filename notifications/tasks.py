@@ -5,6 +5,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
+from events.follow_ups import follow_up_started
 from events.models import Shop
 from events.selectors import active_shop_ids
 from notifications import services
@@ -19,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def scores_refresh_task(shop_id: int) -> int:
+    follow_up_started(scores_refresh_task.name, shop_id)
     return services.scores_refresh(shop_id=shop_id, now=timezone.now())
 
 
@@ -58,6 +60,7 @@ def model_health_check_task(shop_id: int | None = None) -> str | None:
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def experiments_refresh_task(shop_id: int) -> int:
     """Fold new exposure events and recompute stale results; returns the results computed."""
+    follow_up_started(experiments_refresh_task.name, shop_id)
     return results.experiments_refresh(shop_id=shop_id, now=timezone.now()).results
 
 
@@ -80,6 +83,7 @@ def experiment_exposures_repair_task(shop_id: int) -> int:
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def campaign_decisions_task(shop_id: int) -> int:
     """After a batch (and its live scores): decide the running campaigns for the live sessions."""
+    follow_up_started(campaign_decisions_task.name, shop_id)
     return decisions.campaign_decisions_run(shop_id=shop_id, now=timezone.now()).decisions
 
 
