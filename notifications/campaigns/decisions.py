@@ -140,7 +140,15 @@ def campaign_decisions_run(*, shop_id: int, now: datetime) -> DecideResult:
     if not campaigns:
         return DecideResult(campaigns=0, sessions=0, decisions=0, holdout=0)
     shop = Shop.objects.get(pk=shop_id)
-    live = list(score_selectors.sessions_live(shop=shop, now=now).filter(is_converted=False))
+    live_sessions = score_selectors.sessions_live(shop=shop, now=now).filter(is_converted=False)
+    span = rules.score_band_span([campaign.trigger for campaign in campaigns])
+    if span is not None:
+        # Only score bands: the sessions scored outside every band cannot fire (at 2,000
+        # events/s that leaves the few in a band out of thousands of live sessions).
+        live_sessions = live_sessions.filter(
+            conversion_score__score__gte=span[0], conversion_score__score__lte=span[1]
+        )
+    live = list(live_sessions)
     decided = selectors.sessions_decided(shop=shop, session_ids=[s.pk for s in live])
     sessions = [s for s in live if s.pk not in decided]
     if not sessions:

@@ -260,6 +260,16 @@ def is_quiet(*, local_hour: int, start: int | None, end: int | None) -> bool:
     return local_hour >= start or local_hour < end
 
 
+def score_band_span(triggers: Sequence[Mapping[str, Any]]) -> tuple[float, float] | None:
+    """The smallest score range that holds every trigger's band, when every trigger is a score
+    band (None otherwise, or with no trigger): a session scored outside it fires none of them,
+    so the decision run need not read it."""
+    bands = [(t["low"], t["high"]) for t in triggers if t.get("kind") == SCORE_BAND]
+    if not bands or len(bands) != len(triggers):
+        return None
+    return min(low for low, _ in bands), max(high for _, high in bands)
+
+
 def trigger_fires(trigger: Mapping[str, Any], facts: SessionFacts, *, now: datetime) -> str | None:
     """Why the trigger fires for this session (the decision's reason), or None."""
     kind = trigger["kind"]

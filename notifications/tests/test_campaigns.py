@@ -739,3 +739,41 @@ def test_a_customer_profile_lists_the_notifications_decided_for_the_person(shop)
     assert [(n["arm"], n["is_holdout"], n["title"]) for n in kept_out["notifications"]] == [
         ("holdout", True, "")
     ]
+
+
+def test_the_score_band_span_holds_every_band_only_when_every_trigger_is_a_band():
+    bands = [
+        {"kind": "score_band", "low": 0.2, "high": 0.4},
+        {"kind": "score_band", "low": 0.3, "high": 0.7},
+    ]
+    assert rules.score_band_span(bands) == (0.2, 0.7)
+    assert rules.score_band_span([*bands, {"kind": "first_visit"}]) is None
+    assert rules.score_band_span([]) is None
+
+
+@pytest.mark.django_db
+def test_with_score_bands_only_the_sessions_scored_in_a_band_are_read(shop):
+    campaign_running(shop)  # band [0.2, 0.6]
+    live_session(shop, anonymous_id="a-in", score=0.4)
+    live_session(shop, anonymous_id="a-edge", score=0.6)
+    live_session(shop, anonymous_id="a-low", score=0.1)
+    live_session(shop, anonymous_id="a-high", score=0.9)
+
+    result = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    assert (result.sessions, result.decisions) == (2, 2)
+    assert set(CampaignDecision.objects.values_list("anonymous_id", flat=True)) == {
+        "a-in",
+        "a-edge",
+    }
+
+
+@pytest.mark.django_db
+def test_with_another_trigger_every_live_session_is_read(shop):
+    campaign_running(shop)
+    campaign_running(shop, key="first", trigger={"kind": "first_visit"})
+    live_session(shop, anonymous_id="a-low", score=0.1)
+
+    result = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    assert result.sessions == 1
