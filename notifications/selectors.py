@@ -6,7 +6,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from django.db.models import Case, Exists, F, FloatField, OuterRef, Q, QuerySet, Value, When
+from django.db.models.functions import Cast
 
+from analytics.sql import EpochMicroseconds
 from events.models import Event, Session, Shop
 from notifications.calibration import BINS, CalibrationReport, calibration_report
 from notifications.dataset import FRAME_COLUMNS
@@ -48,15 +50,22 @@ def events_frame(
         events = events.exclude(session_id__in=without_session_ids)
     if until is not None:
         events = events.filter(occurred_at__lt=until)
-    rows = events.order_by("session_id", "occurred_at", "id").values_list(
-        "session_id",
-        "occurred_at",
-        "type",
-        "product_price",
-        "product_category",
-        "session__person_id",
+    # Times as epoch microseconds and prices as floats from the database: converting a
+    # datetime and a Decimal per row in Python was half of a live-score run's read.
+    rows = (
+        events.order_by("session_id", "occurred_at", "id")
+        .annotate(at_us=EpochMicroseconds("occurred_at"), price=Cast("product_price", FloatField()))
+        .values_list(
+            "session_id",
+            "at_us",
+            "type",
+            "price",
+            "product_category",
+            "session__person_id",
+        )
     )
     frame = pd.DataFrame.from_records(list(rows.iterator(chunk_size=5000)), columns=FRAME_COLUMNS)
+    frame["occurred_at"] = pd.to_datetime(frame["occurred_at"].astype("int64"), unit="us", utc=True)
     frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
     return frame
 
