@@ -10,7 +10,12 @@ from django.utils import timezone
 from analytics.selectors.anomalies import alert_deliveries_lost, shops_detection_due
 from analytics.selectors.reports import reports_due_get
 from analytics.services.alerts import DeliveryRetry, alert_deliver, alerts_dispatch
-from analytics.services.detection import anomalies_detect, anomalies_detect_schedule
+from analytics.services.detection import (
+    anomalies_detect,
+    anomalies_detect_schedule,
+    detection_run_claim,
+    detection_run_release,
+)
 from analytics.services.reports import report_deliver
 from analytics.services.rollups import rollups_days_recompute, rollups_refresh
 from events.follow_ups import follow_up_started
@@ -68,8 +73,17 @@ def reports_sweep_task() -> int:
 
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def anomalies_detect_task(shop_id: int) -> int:
-    """Run the detectors for one shop; returns the anomalies opened."""
-    return len(anomalies_detect(shop_id=shop_id, now=timezone.now()).opened)
+    """Run the detectors for one shop; returns the anomalies opened.
+
+    While another run of the shop is going, this one asks for a run after the debounce instead
+    (so what changed meanwhile is still judged) and returns at once."""
+    if not detection_run_claim(shop_id=shop_id):
+        anomalies_detect_schedule(shop_id=shop_id)
+        return 0
+    try:
+        return len(anomalies_detect(shop_id=shop_id, now=timezone.now()).opened)
+    finally:
+        detection_run_release(shop_id=shop_id)
 
 
 @shared_task

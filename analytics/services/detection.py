@@ -647,6 +647,30 @@ def alerts_dispatch_schedule(*, anomaly_ids: list[int]) -> None:
 DETECT_DEBOUNCE_SECONDS = 10
 
 
+DETECT_RUNNING_SECONDS = 600
+
+
+def detection_run_claim(*, shop_id: int) -> bool:
+    """One detection at a time per shop: True when this run may go (and marks it running).
+
+    A busy shop's detection can take longer than the debounce (bot detection over thousands of
+    hyperactive visitors took 10-35 s on the campaign latency bench); two runs at once on a
+    two-process worker held both processes and stalled every other stage behind them. The mark
+    expires after DETECT_RUNNING_SECONDS should a worker die mid-run. Redis down: run.
+    """
+    try:
+        return bool(cache.add(f"analytics:detect-running:{shop_id}", 1, DETECT_RUNNING_SECONDS))
+    except RedisError:
+        return True
+
+
+def detection_run_release(*, shop_id: int) -> None:
+    try:
+        cache.delete(f"analytics:detect-running:{shop_id}")
+    except RedisError:
+        logger.warning("could not clear the running mark of shop %s's detection", shop_id)
+
+
 def anomalies_detect_schedule(*, shop_id: int) -> None:
     """Ask a worker to run detection soon; refreshes within the debounce share one run, which
     starts after the window so that it sees all of them."""

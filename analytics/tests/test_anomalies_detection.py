@@ -269,3 +269,32 @@ def test_shopify_orders_without_a_tracked_purchase_are_a_health_anomaly(shop):
     row.refresh_from_db()
     assert row.status == AnomalyStatus.RESOLVED
     assert row.details["resolution"] == "the metric returned inside its band"
+
+
+def test_a_detection_waits_for_the_running_one_of_its_shop(shop, other_shop, celery_eager):
+    """Two runs of one shop never overlap: the second asks for a later run and returns; another
+    shop's run is not held back; the mark goes when the run ends."""
+    from django.core.cache import cache
+
+    from analytics.models import DetectionState
+    from analytics.tasks import anomalies_detect_task
+
+    cache.delete_many(
+        [
+            f"analytics:detect-{k}:{s.pk}"
+            for k in ("running", "scheduled")
+            for s in (shop, other_shop)
+        ]
+    )
+    cache.add(f"analytics:detect-running:{shop.pk}", 1, 60)  # a run of the shop is going
+    cache.add(f"analytics:detect-scheduled:{shop.pk}", 1, 60)  # (its follow-up is asked for)
+
+    assert anomalies_detect_task.apply(args=[shop.pk]).get() == 0
+    assert not DetectionState.objects.filter(shop=shop, detected_at__isnull=False).exists()
+    anomalies_detect_task.apply(args=[other_shop.pk]).get()
+    assert DetectionState.objects.get(shop=other_shop).detected_at is not None
+
+    cache.delete(f"analytics:detect-running:{shop.pk}")
+    anomalies_detect_task.apply(args=[shop.pk]).get()
+    assert DetectionState.objects.get(shop=shop).detected_at is not None
+    assert cache.add(f"analytics:detect-running:{shop.pk}", 1, 1)  # released after the run
