@@ -173,7 +173,9 @@ def _arms(*, variants: Sequence[Mapping[str, Any]], holdout_share: float) -> lis
     share = (1 - holdout_share) / len(variants)
     return [
         VariantIn(key=HOLDOUT_ARM, weight=holdout_share, is_control=True, name="Holdout"),
-        *(VariantIn(key=v["key"], weight=share, name=v["title"][:255]) for v in variants),
+        # Named by key: the title is a template ("Free shipping on {product}"), which would read
+        # oddly in the experiment's verdict and tables.
+        *(VariantIn(key=v["key"], weight=share, name=v["key"]) for v in variants),
     ]
 
 
