@@ -5,6 +5,10 @@
 (function () {
   "use strict";
 
+  // The shared DOM helpers (analytics/static/analytics/dom.js, loaded first).
+  var dom = window.clickserverDom;
+  var el = dom.el, td = dom.td, clear = dom.clear, message = dom.message;
+
   var configNode = document.getElementById("dashboard-config");
   if (!configNode) return;
   var config = JSON.parse(configNode.textContent);
@@ -19,24 +23,6 @@
   var dateFormat = new Intl.DateTimeFormat(undefined, { day: "numeric", month: "short", year: "numeric" });
   var dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "className") node.className = attrs[key];
-      else node.setAttribute(key, attrs[key]);
-    });
-    (children || []).forEach(function (child) {
-      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
-    });
-    return node;
-  }
-  function td(text, className) { return el("td", { text: text, className: className || "" }); }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
-  function message(tbody, columns, text) {
-    clear(tbody);
-    tbody.appendChild(el("tr", {}, [el("td", { colspan: String(columns), className: "muted wrap", text: text })]));
-  }
   function fmtMoney(value) { return value === null || value === undefined ? "—" : money.format(Number(value)); }
   function fmtDate(value) { return value ? dateFormat.format(new Date(value)) : "—"; }
   function fmtWhen(value) { return value ? dateTimeFormat.format(new Date(value)) : "—"; }

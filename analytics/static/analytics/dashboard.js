@@ -2,6 +2,10 @@
 (function () {
   "use strict";
 
+  // The shared DOM helpers (analytics/static/analytics/dom.js, loaded first).
+  var dom = window.clickserverDom;
+  var el = dom.el, td = dom.td, num = dom.num;
+
   var configNode = document.getElementById("dashboard-config");
   var periodForm = document.getElementById("period-form");
   var switcher = document.getElementById("shop-switcher");
@@ -46,20 +50,6 @@
   }
   function fmtHour(hour) { return String(hour).padStart(2, "0") + ":00"; }
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "className") node.className = attrs[key];
-      // Through the CSSOM: the Content-Security-Policy (style-src 'self') blocks style attributes.
-      else if (key === "style") node.style.cssText = attrs[key];
-      else node.setAttribute(key, attrs[key]);
-    });
-    (children || []).forEach(function (child) {
-      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
-    });
-    return node;
-  }
 
   function query(extra) {
     var params = new URLSearchParams({ shop: config.shop, start: config.start, end: config.end });
@@ -129,8 +119,6 @@
     rows.forEach(function (row) { body.appendChild(el("tr", {}, render(row))); });
   }
 
-  function td(text, className) { return el("td", { text: text, className: className || "" }); }
-  function num(text) { return td(text, "num"); }
 
   function anyPositive(values) { return values.some(function (v) { return Number(v) > 0; }); }
 

@@ -5,6 +5,10 @@
 (function () {
   "use strict";
 
+  // The shared DOM helpers (analytics/static/analytics/dom.js, loaded first).
+  var dom = window.clickserverDom;
+  var el = dom.el, td = dom.td, num = dom.num, clear = dom.clear, message = dom.message;
+
   var configNode = document.getElementById("dashboard-config");
   if (!configNode) return;
   var config = JSON.parse(configNode.textContent);
@@ -34,25 +38,6 @@
   });
   var dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "className") node.className = attrs[key];
-      else node.setAttribute(key, attrs[key]);
-    });
-    (children || []).forEach(function (child) {
-      node.appendChild(typeof child === "string" ? document.createTextNode(child) : child);
-    });
-    return node;
-  }
-  function td(text, className) { return el("td", { text: text, className: className || "" }); }
-  function num(text) { return td(text, "num"); }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
-  function message(tbody, columns, text) {
-    clear(tbody);
-    tbody.appendChild(el("tr", {}, [el("td", { colspan: String(columns), className: "muted wrap", text: text })]));
-  }
   function query(extra) {
     return new URLSearchParams(Object.assign({ shop: config.shop }, extra || {})).toString();
   }

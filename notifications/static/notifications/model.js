@@ -4,6 +4,10 @@
 (function () {
   "use strict";
 
+  // The shared DOM helpers (analytics/static/analytics/dom.js, loaded first).
+  var dom = window.clickserverDom;
+  var el = dom.el, td = dom.td, clear = dom.clear;
+
   var configNode = document.getElementById("dashboard-config");
   if (!configNode) return;
   var config = JSON.parse(configNode.textContent);
@@ -16,18 +20,6 @@
   var dateTimeFormat = new Intl.DateTimeFormat(undefined, { dateStyle: "medium", timeStyle: "short" });
   var STATUS = { healthy: "Healthy", degraded: "Degraded", insufficient: "Too few finished sessions" };
 
-  function el(tag, attrs, children) {
-    var node = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (key) {
-      if (key === "text") node.textContent = attrs[key];
-      else if (key === "className") node.className = attrs[key];
-      else node.setAttribute(key, attrs[key]);
-    });
-    (children || []).forEach(function (child) { node.appendChild(child); });
-    return node;
-  }
-  function td(text, className) { return el("td", { text: text, className: className || "" }); }
-  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
   function fmt(value) { return value === null || value === undefined ? "—" : decimal.format(value); }
   function dayLabel(day) {
     var parts = day.split("-");
