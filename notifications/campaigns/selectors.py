@@ -128,6 +128,8 @@ def _pending_read(*, shop: Shop, anonymous_id: str, now: datetime) -> dict[str, 
             # Email and webhook decisions are delivered by their own channel, never as a toast.
             campaign__channel=CampaignChannel.ON_SITE,
         )
+        # A visit that bought after its decision is shown nothing (nor exposed, in both arms).
+        .exclude(session__is_converted=True)
         .select_related("campaign__experiment")
         .order_by("-created_at", "-id")
         .first()

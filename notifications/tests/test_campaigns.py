@@ -777,3 +777,21 @@ def test_with_another_trigger_every_live_session_is_read(shop):
     result = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
 
     assert result.sessions == 1
+
+
+@pytest.mark.django_db
+def test_a_decision_whose_visit_bought_since_is_not_served(shop):
+    now = timezone.now()
+    campaign_running(shop)
+    session = live_session(shop, anonymous_id="a-1", score=0.4, now=now)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=now)
+    assert CampaignDecision.objects.count() == 1
+    Session.objects.filter(pk=session.pk).update(is_converted=True)  # the pipeline saw the order
+    services.campaign_pause(campaign=Campaign.objects.get(), now=now)  # (voids cached answers)
+    services.campaign_start(campaign=Campaign.objects.get(), now=now)
+
+    answer = APIClient().get(
+        PENDING, {"anonymous_id": "a-1"}, headers={"X-Write-Key": shop.write_key}
+    )
+
+    assert answer.json() == {"notification": None, "exposure": None}

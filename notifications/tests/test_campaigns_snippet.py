@@ -294,6 +294,37 @@ def test_a_shopper_who_already_bought_sees_nothing(context, live_server, shop):
 @pytest.mark.browser
 @pytest.mark.urls("events.tests.storefront_urls")
 @pytest.mark.django_db(transaction=True)
+def test_a_browser_that_bought_after_its_decision_was_made_is_shown_nothing(
+    context, live_server, shop
+):
+    """The decision was made, then the shopper bought before the toast's next poll (the server
+    has not processed the purchase): the snippet shows nothing and records no exposure."""
+    campaign = campaign_running(shop)
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+    page.goto(f"{live_server.url}/store/{shop.write_key}/home/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.evaluate("clickserver.track('purchase'); clickserver.flush()")
+    events_of(shop, {"purchase"}, 1)
+    decided_for(shop, anonymous_id)
+    assert CampaignDecision.objects.filter(campaign=campaign, is_holdout=False).exists()
+
+    page.goto(f"{live_server.url}/store/{shop.write_key}/cart/")
+    page.wait_for_function("() => window.clickserver && clickserver.loaded")
+    page.wait_for_timeout(2500)
+    page.evaluate("clickserver.flush()")
+    page.wait_for_timeout(500)
+
+    assert page.query_selector("[role=status]") is None
+    assert not Event.objects.filter(
+        shop=shop, type__in=["experiment_exposure", "notification_shown"]
+    ).exists()
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
 def test_the_click_and_the_purchase_after_it_are_attributed_to_the_arm(
     context, live_server, shop, user, process_all
 ):

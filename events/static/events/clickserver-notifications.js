@@ -49,6 +49,9 @@
       if (covers()) { box.style.right = ''; box.style.left = '16px'; }
     }
     function poll() {
+      // Never after a purchase in this browser within the live half hour (the server may not
+      // have processed it yet); both arms alike, so the experiment stays fair.
+      if (Date.now() - Number(getLS(BOUGHT) || 0) < 18e5) return;
       if (box || !enabled() || d.hidden || !d.body) return;
       var q = '/notifications/pending/?anonymous_id=' + encodeURIComponent(anonymousId()) +
         '&consent=' + (getLS(CONSENT) === '1' || getCookie(CONSENT) === '1' ? 1 : 0);

@@ -12,6 +12,8 @@
   var MAX_QUEUE = 1000; // oldest events are dropped beyond this, so storage stays bounded
   var MAX_SEND = 50; // events a request carries: beacons and keepalive fetches cap at 64 KB
   var AID = '_cs_aid', UID = '_cs_uid', QUEUE = '_cs_queue', CONSENT = '_cs_consent';
+  // When this browser last tracked a purchase: no sale notification after it (notifications).
+  var BOUGHT = '_cs_bought';
   var ORDERS = '_cs_orders', CART = '_cs_cart', UTM = '_cs_utm';
   var ATTR = '_clickserver_anonymous_id'; // Shopify cart attribute, read by the order webhook
   var nav = navigator, loc = w.location;
@@ -100,6 +102,7 @@
 
   function track(type, properties, extra) {
     if (!enabled()) return;
+    if (type === 'purchase') setLS(BOUGHT, String(Date.now()));
     var s = w.screen || {};
     var event = {
       event_id: uuid(),
