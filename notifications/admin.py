@@ -12,12 +12,13 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from clickserver.admin import ReadOnlyAdmin
 from clickserver.errors import ApplicationError
 from events.selectors import shops_for_user
 from notifications import services
+from notifications.campaigns import results as campaign_results
 from notifications.campaigns import services as campaign_services
 from notifications.experiments import rules
 from notifications.experiments import services as experiment_services
@@ -351,6 +352,45 @@ class CampaignAdmin(ReadOnlyAdmin):
     list_display = ("key", "name", "shop", "status", "channel", "holdout_share", "started_at")
     # The webhook secret is the API's to show (to owners); the admin lists everything else.
     exclude = ("webhook_secret",)
+    readonly_fields = ("results",)
+
+    @admin.display(description="Results (the experiment's stored result, current phase)")
+    def results(self, campaign: Campaign) -> str:
+        """Per arm: decisions, toasts, units, conversions and incremental revenue, from the same
+        read as the API and the dashboard's Campaigns page (linked)."""
+        document = campaign_results.campaign_results(campaign=campaign)
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    row["arm"],
+                    row["decisions"],
+                    row["shown"],
+                    row["clicked"],
+                    row["units"] if row["units"] is not None else "–",
+                    row["conversions"] if row["conversions"] is not None else "–",
+                    _interval(
+                        row["incremental_revenue"],
+                        row["incremental_revenue_ci_low"],
+                        row["incremental_revenue_ci_high"],
+                    ),
+                )
+                for row in campaign_results.results_rows(document)
+            ),
+        )
+        link = (
+            reverse("dashboard-campaigns") + f"?shop={campaign.shop.domain}&campaign={campaign.pk}"
+        )
+        return format_html(
+            "<p>{}</p><table><tr><th>Arm</th><th>Decisions</th><th>Shown</th><th>Clicked</th>"
+            "<th>Units</th><th>Conversions</th><th>Incremental revenue (95 % interval)</th></tr>"
+            '{}</table><p><a href="{}">Open on the dashboard</a></p>',
+            document.get("verdict") or "No results computed yet.",
+            rows,
+            link,
+        )
+
     list_filter = ("status", "channel", "shop")
     search_fields = ("key", "name")
     actions = ["start", "pause", "stop"]
@@ -416,3 +456,9 @@ class CampaignDeliveryAdmin(ReadOnlyAdmin):
 class EmailUnsubscribeAdmin(ReadOnlyAdmin):
     list_display = ("shop", "person", "unsubscribed_at")
     list_filter = ("shop",)
+
+
+def _interval(estimate: Any, low: Any, high: Any) -> str:
+    if estimate is None:
+        return "–"
+    return f"{estimate:,.2f} ({low:,.2f} to {high:,.2f})"

@@ -448,3 +448,20 @@ def test_the_dashboard_headlines_take_a_fixed_number_of_queries(shop, django_ass
         (0, 0),
     ]
     assert [headlines[c.pk]["trigger_summary"] for c in campaigns] == ["score in [0.20, 0.60]"] * 3
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_admin_shows_the_results_per_arm_and_links_the_dashboard(admin_client, shop, measured):
+    campaign, stored = measured
+    campaign.name = "<img src=x onerror=alert(1)>"
+    campaign.save(update_fields=["name"])
+    nudge = next(a for a in stored.data["arms"] if a["variant"] == "nudge")
+    difference = nudge["metrics"]["revenue_per_unit"]["absolute"]
+
+    page = admin_client.get(f"/admin/notifications/campaign/{campaign.pk}/change/").content.decode()
+
+    assert "<td>nudge</td><td>6</td><td>5</td><td>2</td><td>6</td><td>3</td>" in page
+    assert f"<td>{difference['estimate'] * 6:,.2f} (" in page
+    assert "<td>holdout</td><td>6</td><td>0</td><td>0</td><td>6</td><td>1</td><td>–</td>" in page
+    assert f"/campaigns-dashboard/?shop={shop.domain}&amp;campaign={campaign.pk}" in page
+    assert "<img src=x" not in page
