@@ -334,3 +334,17 @@ def receiver():
     server = Receiver()
     yield server
     server.close()
+
+
+def live_server_requests_wait(live_server, *, timeout: float = 30.0) -> None:
+    """Wait for the requests the live server is still handling before a test's database is
+    flushed: a page's last beacon (sent as its browser context closes) runs ingestion and, with
+    eager Celery, the pipeline and its follow-ups in the request; a flush under it deadlocks.
+
+    The server thread's ThreadingMixIn keeps its request threads (`_threads`); join them, after
+    a moment for a beacon sent by the closing context to be accepted."""
+    time.sleep(0.3)
+    httpd = getattr(live_server.thread, "httpd", None)
+    deadline = time.monotonic() + timeout
+    for thread in list(getattr(httpd, "_threads", None) or []):
+        thread.join(max(0.0, deadline - time.monotonic()))

@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from conftest import live_server_requests_wait
 from events.models import ConsentMode, Event, Order, Person, Session
 from events.tests import storefront_urls
 
@@ -22,11 +23,12 @@ DNT_SCRIPT = "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () 
 
 
 @pytest.fixture
-def context(browser, celery_eager):
+def context(browser, celery_eager, live_server):
     storefront_urls.cart_attributes.clear()
     context = browser.new_context()
     yield context
     context.close()
+    live_server_requests_wait(live_server)
 
 
 @pytest.fixture

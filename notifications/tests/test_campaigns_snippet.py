@@ -11,6 +11,7 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from conftest import live_server_requests_wait
 from events.models import Event
 from events.snippet import NOTIFICATIONS_PLACEHOLDER
 from events.tests import storefront_urls
@@ -18,7 +19,7 @@ from events.tests.factories import EventFactory, PersonFactory
 from notifications.campaigns import decisions, services
 from notifications.campaigns.rules import ContentIn
 from notifications.experiments import services as experiment_services
-from notifications.experiments.results import experiments_refresh
+from notifications.experiments.results import experiment_results_compute, experiments_refresh
 from notifications.experiments.rules import VariantIn
 from notifications.models import CampaignDecision
 from notifications.tests.factories import ConversionScoreFactory, SessionFactory
@@ -92,11 +93,12 @@ def test_the_snippet_with_experiments_and_the_toast_is_at_most_8_kb_gzipped(clie
 
 
 @pytest.fixture
-def context(browser, celery_eager):
+def context(browser, celery_eager, live_server):
     storefront_urls.cart_attributes.clear()
     context = browser.new_context(viewport={"width": 800, "height": 600})
     yield context
     context.close()
+    live_server_requests_wait(live_server)
 
 
 def decided_for(shop, anonymous_id: str) -> None:
@@ -343,8 +345,15 @@ def test_the_click_and_the_purchase_after_it_are_attributed_to_the_arm(
     page.wait_for_function("() => window.clickserver && clickserver.loaded")
     page.evaluate("clickserver.flush()")
     bought = events_of(shop, {"purchase"}, 1)
+    # The purchase's request runs the pipeline inline (eager) after storing the event: let it
+    # finish before processing and computing here, or the order may not be committed yet.
+    live_server_requests_wait(live_server)
     process_all(shop)
+    # Folds the exposures; the result is computed here whatever the inline follow-ups of the
+    # click's request computed before the purchase (a running result is fresh for 5 minutes).
     experiments_refresh(shop_id=shop.pk, now=timezone.now())
+    campaign.refresh_from_db()
+    experiment_results_compute(experiment=campaign.experiment, now=timezone.now())
     client = APIClient()
     client.force_authenticate(user=user)
     answer = client.get(f"/notifications/campaigns/{campaign.pk}/results/?shop={shop.domain}")
