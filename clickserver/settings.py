@@ -433,6 +433,12 @@ SPECTACULAR_SETTINGS = {
     # Swagger UI's assets are served from our own static files, never a CDN.
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Two choice sets share the field name "channel" (alert rules: email/webhook; campaigns:
+    # on_site/email/webhook): named here (dotted paths, so clickserver imports no app).
+    "ENUM_NAME_OVERRIDES": {
+        "AlertChannelEnum": "analytics.models.AlertChannel",
+        "CampaignChannelEnum": "notifications.models.CampaignChannel",
+    },
 }
 
 # --- Request limits (clickserver/throttles.py; ingestion has its own above) ---------------------
