@@ -66,63 +66,85 @@ def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
+# Rows read, inserted and updated per statement: a detection run over thousands of bots stores
+# thousands of findings, which row at a time (a locking read and a write each) took 24 s.
+STORE_CHUNK = 500
+
+
 def anomalies_store(*, shop_id: int, found: list[AnomalyIn], now: datetime) -> StoreResult:
-    """Insert new findings, refresh the figures of active ones; resolved rows stay closed."""
+    """Insert new findings, refresh the figures of active ones; resolved rows stay closed.
+
+    In chunks: the existing rows of a chunk are read (and locked) in one statement, the new ones
+    inserted in one, the refreshed ones updated in one. A finding repeated in `found` counts
+    once, its last figures kept."""
+    latest = {(item.metric, item.subject, item.window_start): item for item in found}
     opened, escalated, updated = [], [], 0
     with transaction.atomic():
-        for item in found:
-            figures = {
-                "window_end": item.window_end,
-                "observed": float(item.observed),
-                "expected": _finite(item.expected),
-                "band_low": _finite(item.band_low),
-                "band_high": _finite(item.band_high),
-                "score": _finite(item.score),
-                "direction": item.direction,
-                "severity": item.severity,
-                "explanation": item.explanation,
-                "details": item.details,
+        keys = list(latest)
+        for chunk_start in range(0, len(keys), STORE_CHUNK):
+            chunk = keys[chunk_start : chunk_start + STORE_CHUNK]
+            rows = {
+                (row.metric, row.subject, row.window_start): row
+                for row in Anomaly.objects.select_for_update().filter(
+                    shop_id=shop_id,
+                    metric__in={key[0] for key in chunk},
+                    subject__in={key[1] for key in chunk},
+                    window_start__in={key[2] for key in chunk},
+                )
             }
-            row = (
-                Anomaly.objects.select_for_update()
-                .filter(
-                    shop_id=shop_id,
-                    metric=item.metric,
-                    subject=item.subject,
-                    window_start=item.window_start,
-                )
-                .first()
-            )
-            if row is None:
-                row = Anomaly.objects.create(
-                    shop_id=shop_id,
-                    kind=item.kind,
-                    metric=item.metric,
-                    subject=item.subject,
-                    window_start=item.window_start,
-                    detector=item.detector,
-                    status=AnomalyStatus.OPEN,
-                    opened_at=now,
-                    updated_at=now,
-                    **figures,
-                )
-                opened.append(row.pk)
-                continue
-            if row.status == AnomalyStatus.RESOLVED:
-                continue
-            # Worse than before, or the other way round (late events turned a drop into a
-            # spike): the rules hear of it again.
-            if (
-                SEVERITY_RANK[item.severity] > SEVERITY_RANK[row.severity]
-                or item.direction != row.direction
-            ):
-                escalated.append(row.pk)
-            for name, value in figures.items():
-                setattr(row, name, value)
-            row.updated_at = now
-            row.save(update_fields=[*FIGURES, "updated_at"])
-            updated += 1
+            new_rows, changed = [], []
+            for key in chunk:
+                item, row = latest[key], rows.get(key)
+                figures = _figures(item)
+                if row is None:
+                    new_rows.append(
+                        Anomaly(
+                            shop_id=shop_id,
+                            kind=item.kind,
+                            metric=item.metric,
+                            subject=item.subject,
+                            window_start=item.window_start,
+                            detector=item.detector,
+                            status=AnomalyStatus.OPEN,
+                            opened_at=now,
+                            updated_at=now,
+                            **figures,
+                        )
+                    )
+                    continue
+                if row.status == AnomalyStatus.RESOLVED:
+                    continue
+                # Worse than before, or the other way round (late events turned a drop into a
+                # spike): the rules hear of it again.
+                if (
+                    SEVERITY_RANK[item.severity] > SEVERITY_RANK[row.severity]
+                    or item.direction != row.direction
+                ):
+                    escalated.append(row.pk)
+                for name, value in figures.items():
+                    setattr(row, name, value)
+                row.updated_at = now
+                changed.append(row)
+            # The database returns the new ids (MariaDB ≥ 10.5 and SQLite: INSERT … RETURNING).
+            opened += [row.pk for row in Anomaly.objects.bulk_create(new_rows)]
+            Anomaly.objects.bulk_update(changed, fields=[*FIGURES, "updated_at"])
+            updated += len(changed)
     return StoreResult(opened=opened, escalated=escalated, updated=updated)
+
+
+def _figures(item: AnomalyIn) -> dict[str, Any]:
+    return {
+        "window_end": item.window_end,
+        "observed": float(item.observed),
+        "expected": _finite(item.expected),
+        "band_low": _finite(item.band_low),
+        "band_high": _finite(item.band_high),
+        "score": _finite(item.score),
+        "direction": item.direction,
+        "severity": item.severity,
+        "explanation": item.explanation,
+        "details": item.details,
+    }
 
 
 def anomalies_resolve_returned(

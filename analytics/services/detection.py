@@ -371,6 +371,7 @@ def _bots_detect(
     if events.empty:
         return [], 0
     found: list[AnomalyIn] = []
+    tags: list[BotTagIn] = []
     tagged_people: list[int] = []
     network_people: list[int] = []
     for finding in events_detect_bots(events, config=setup.bots):
@@ -388,15 +389,15 @@ def _bots_detect(
             else setup.exclude_shared_networks,
         }
         if finding.entity == "person":
-            bot_tag_upsert(
-                shop_id=setup.shop.pk,
-                person_id=int(finding.entity_id),
-                reasons=reasons,
-                session_ids=[int(s) for s in finding.session_ids if s.isdigit()],
-                event_count=finding.event_count,
-                first_at=finding.first_at.to_pydatetime(),
-                last_at=finding.last_at.to_pydatetime(),
-                now=now,
+            tags.append(
+                BotTagIn(
+                    person_id=int(finding.entity_id),
+                    reasons=reasons,
+                    session_ids=[int(s) for s in finding.session_ids if s.isdigit()],
+                    event_count=finding.event_count,
+                    first_at=finding.first_at.to_pydatetime(),
+                    last_at=finding.last_at.to_pydatetime(),
+                )
             )
             tagged_people.append(int(finding.entity_id))
         else:
@@ -430,6 +431,7 @@ def _bots_detect(
                 details=details,
             )
         )
+    bot_tags_upsert(shop_id=setup.shop.pk, tags=tags, now=now)
     recompute = (tagged_people if setup.exclude_bots else []) + (
         network_people if setup.exclude_shared_networks else []
     )
@@ -453,37 +455,86 @@ def bot_days_recompute_schedule(*, shop: Shop, person_ids: list[int]) -> list[st
     return days
 
 
-def bot_tag_upsert(
-    *,
-    shop_id: int,
-    person_id: int,
-    reasons: list[str],
-    session_ids: list[int],
-    event_count: int,
-    first_at: datetime,
-    last_at: datetime,
-    now: datetime,
-) -> BotTag:
-    """Tag a person as a bot, merging reasons and sessions with an earlier tag."""
-    tag = BotTag.objects.select_for_update().filter(shop_id=shop_id, person_id=person_id).first()
-    if tag is None:
-        return BotTag.objects.create(
-            shop_id=shop_id,
-            person_id=person_id,
-            reasons=sorted(set(reasons)),
-            session_ids=sorted(set(session_ids)),
-            event_count=event_count,
-            first_at=first_at,
-            last_at=last_at,
-            tagged_at=now,
+@dataclass(frozen=True, slots=True)
+class BotTagIn:
+    """A person the bot detector found in this run."""
+
+    person_id: int
+    reasons: list[str]
+    session_ids: list[int]
+    event_count: int
+    first_at: datetime
+    last_at: datetime
+
+
+# People read and written per statement (a run over a bot farm tags thousands).
+TAG_CHUNK = 500
+TAG_MERGED_FIELDS = ["reasons", "session_ids", "event_count", "first_at", "last_at", "tagged_at"]
+
+
+def bot_tags_upsert(*, shop_id: int, tags: list[BotTagIn], now: datetime) -> int:
+    """Tag people as bots, merging reasons and sessions with their earlier tags; returns how
+    many were tagged for the first time.
+
+    In chunks of people: one locking read of their earlier tags, one insert, one update (row at
+    a time, 5,000 people took 15 s of a detection run). A person twice in `tags` is merged."""
+    merged: dict[int, BotTagIn] = {}
+    for tag in tags:
+        merged[tag.person_id] = (
+            _bot_tag_merge(merged[tag.person_id], tag) if tag.person_id in merged else tag
         )
-    tag.reasons = sorted(set(tag.reasons) | set(reasons))
-    tag.session_ids = sorted(set(tag.session_ids) | set(session_ids))
-    tag.event_count = max(tag.event_count, event_count)
-    tag.first_at, tag.last_at = min(tag.first_at, first_at), max(tag.last_at, last_at)
-    tag.tagged_at = now
-    tag.save()
-    return tag
+    created = 0
+    person_ids = sorted(merged)
+    with transaction.atomic():
+        for chunk_start in range(0, len(person_ids), TAG_CHUNK):
+            chunk = person_ids[chunk_start : chunk_start + TAG_CHUNK]
+            earlier = {
+                row.person_id: row
+                for row in BotTag.objects.select_for_update().filter(
+                    shop_id=shop_id, person_id__in=chunk
+                )
+            }
+            new_rows, changed = [], []
+            for person_id in chunk:
+                tag, row = merged[person_id], earlier.get(person_id)
+                if row is None:
+                    new_rows.append(
+                        BotTag(
+                            shop_id=shop_id,
+                            person_id=person_id,
+                            reasons=sorted(set(tag.reasons)),
+                            session_ids=sorted(set(tag.session_ids)),
+                            event_count=tag.event_count,
+                            first_at=tag.first_at,
+                            last_at=tag.last_at,
+                            tagged_at=now,
+                        )
+                    )
+                    continue
+                row.reasons = sorted(set(row.reasons) | set(tag.reasons))
+                row.session_ids = sorted(set(row.session_ids) | set(tag.session_ids))
+                row.event_count = max(row.event_count, tag.event_count)
+                row.first_at, row.last_at = (
+                    min(row.first_at, tag.first_at),
+                    max(row.last_at, tag.last_at),
+                )
+                row.tagged_at = now
+                changed.append(row)
+            BotTag.objects.bulk_create(new_rows)
+            BotTag.objects.bulk_update(changed, fields=TAG_MERGED_FIELDS)
+            created += len(new_rows)
+    return created
+
+
+def _bot_tag_merge(first: BotTagIn, second: BotTagIn) -> BotTagIn:
+    return BotTagIn(
+        person_id=first.person_id,
+        reasons=sorted(set(first.reasons) | set(second.reasons)),
+        session_ids=sorted(set(first.session_ids) | set(second.session_ids)),
+        event_count=max(first.event_count, second.event_count),
+        first_at=min(first.first_at, second.first_at),
+        last_at=max(first.last_at, second.last_at),
+    )
 
 
 def network_tag_upsert(
