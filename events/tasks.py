@@ -11,7 +11,12 @@ from events import selectors
 from events.follow_ups import follow_ups_enqueue
 from events.services import erasure
 from events.services.ingest import rejected_events_prune
-from events.services.pipeline import events_process
+from events.services.pipeline import (
+    ProcessResult,
+    events_process,
+    events_process_again_request,
+    events_process_again_take,
+)
 from events.services.sessions import shop_sessions_rebuild
 from events.services.shopify import shopify_webhook_process, shopify_webhooks_sweep
 
@@ -20,15 +25,32 @@ from events.services.shopify import shopify_webhook_process, shopify_webhooks_sw
     autoretry_for=(OperationalError,), retry_backoff=True, retry_backoff_max=60, max_retries=8
 )
 def events_process_task(shop_id: int) -> int:
-    """Process one batch of a shop's new events; chain itself while a backlog remains."""
-    result = events_process(
-        shop_id=shop_id, now=timezone.now(), batch_size=settings.PIPELINE_BATCH_SIZE
-    )
+    """Process one batch of a shop's new events; chain itself while a backlog remains.
+
+    One run per shop at a time: a run that finds the batch held by another leaves it a request
+    to run again and returns, rather than hold a worker process waiting for the lock. The
+    request is made before a second try, so either that try gets the batch or the holder, which
+    takes requests only after it has released the batch, sees the request."""
+    result = _batch(shop_id)
+    if result.busy:
+        if not events_process_again_request(shop_id=shop_id):
+            # Redis down: no way to leave the request, so wait for the holder's turn as before.
+            result = _batch(shop_id, wait=True)
+        else:
+            result = _batch(shop_id)
+            if result.busy:
+                return 0
     if result.processed:
         follow_ups_enqueue(shop_id=shop_id)
-    if result.has_more:
+    if result.has_more or events_process_again_take(shop_id=shop_id):
         events_process_task.delay(shop_id)
     return result.processed
+
+
+def _batch(shop_id: int, *, wait: bool = False) -> ProcessResult:
+    return events_process(
+        shop_id=shop_id, now=timezone.now(), batch_size=settings.PIPELINE_BATCH_SIZE, wait=wait
+    )
 
 
 @shared_task

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.core.cache import cache
 from django.db import DatabaseError, DataError, transaction
+from redis.exceptions import RedisError
 
 from clickserver import metrics
 from clickserver.sql import db_value
@@ -38,6 +40,8 @@ class ProcessResult:
     position: int
     has_more: bool
     assigned: AssignResult = field(default_factory=AssignResult)
+    # Another run holds the shop's batch (only when asked not to wait): nothing was done.
+    busy: bool = False
 
 
 @contextmanager
@@ -73,14 +77,18 @@ POISON_ERRORS: tuple[type[Exception], ...] = (
 BATCH_ERRORS: tuple[type[Exception], ...] = (DatabaseError, *POISON_ERRORS)
 
 
-def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessResult:
+def events_process(
+    *, shop_id: int, now: datetime, batch_size: int, wait: bool = True
+) -> ProcessResult:
     """Process the next batch of a shop's events after its watermark, then advance it.
 
     The watermark row is locked for the whole batch, and sessions and persons are written in the
     same transaction, so workers racing on one shop take turns (nothing else writes a shop's
     persons or sessions) and a failed batch leaves no trace: the retry starts again from the
     last committed position. Events younger than PIPELINE_SETTLE_SECONDS wait: an insert still
-    committing may hold a lower id.
+    committing may hold a lower id. With `wait=False` a run that finds the watermark locked
+    returns at once with `busy` set instead of waiting its turn (the worker's task: see
+    `events_process_again_request`).
 
     An event that makes the batch fail with one of POISON_ERRORS is quarantined
     (`_rows_process`), so it never holds back the events behind it. A batch that fails anyway
@@ -93,7 +101,11 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
     PipelineWatermark.objects.get_or_create(job=PipelineJob.EVENTS, shop_id=shop_id)
     try:
         result = _batch_process(
-            shop_id=shop_id, now=now, settled_before=settled_before, batch_size=batch_size
+            shop_id=shop_id,
+            now=now,
+            settled_before=settled_before,
+            batch_size=batch_size,
+            wait=wait,
         )
     except BATCH_ERRORS as error:
         metrics.BATCHES_FAILED.inc()
@@ -105,9 +117,44 @@ def events_process(*, shop_id: int, now: datetime, batch_size: int) -> ProcessRe
         except DatabaseError:  # the database is away: readiness says so by itself
             logger.warning("shop %s: could not record the failed batch", shop_id)
         raise
+    if result.busy:
+        return result
     metrics.BATCHES_PROCESSED.inc()
     metrics.PIPELINE_EVENTS_PROCESSED.inc(result.processed)
     return result
+
+
+# How long a request for another run waits for the run holding the shop's batch; longer than any
+# batch (CELERY_TASK_TIME_LIMIT), so it is only ever lost with the worker holding the batch, and
+# then the beat sweep (PIPELINE_SWEEP_SECONDS) takes over.
+AGAIN_SECONDS = 900
+
+
+def events_process_again_request(*, shop_id: int) -> bool:
+    """Ask the run holding the shop's batch to run once more when it is done; False when the
+    request could not be recorded (Redis down).
+
+    A worker's run that finds the batch taken returns instead of waiting its turn: at 2,000
+    events/s the ingestion schedules a run every second, and runs queued behind the lock held
+    every worker process (and the live scores' message behind them) for seconds each."""
+    try:
+        cache.set(_again_key(shop_id), 1, AGAIN_SECONDS)
+    except RedisError:
+        return False
+    return True
+
+
+def events_process_again_take(*, shop_id: int) -> bool:
+    """Whether another run was asked for while this one held the batch (and clear the request).
+    Redis down: True (one more run finds nothing to do at worst)."""
+    try:
+        return bool(cache.delete(_again_key(shop_id)))
+    except RedisError:
+        return True
+
+
+def _again_key(shop_id: int) -> str:
+    return f"events:process-again:{shop_id}"
 
 
 def _error_text(error: BaseException) -> str:
@@ -115,13 +162,17 @@ def _error_text(error: BaseException) -> str:
 
 
 def _batch_process(
-    *, shop_id: int, now: datetime, settled_before: datetime, batch_size: int
+    *, shop_id: int, now: datetime, settled_before: datetime, batch_size: int, wait: bool
 ) -> ProcessResult:
     assigned = AssignResult()
     with transaction.atomic(), _gc_paused():
-        watermark = PipelineWatermark.objects.select_for_update().get(
-            job=PipelineJob.EVENTS, shop_id=shop_id
+        watermark = (
+            PipelineWatermark.objects.select_for_update(skip_locked=not wait)
+            .filter(job=PipelineJob.EVENTS, shop_id=shop_id)
+            .first()
         )
+        if watermark is None:  # created above: only a run holding it hides it
+            return ProcessResult(processed=0, position=0, has_more=False, busy=True)
         # Stragglers first: events below the watermark that no batch assigned, because their
         # insert committed after the watermark had passed their ids. The (shop_id, person_id,
         # id) index holds them as one short range, usually empty.

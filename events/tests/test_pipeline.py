@@ -1,5 +1,6 @@
 import random
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -373,6 +374,60 @@ def test_a_shop_batch_never_waits_on_another_shops_locked_events(mysql_only):
     assert result.processed == 50
     assert not Event.objects.filter(shop=shop, session__isnull=True).exists()
     assert Event.objects.filter(shop=other, session__isnull=False).count() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_run_finding_the_batch_taken_leaves_a_request_and_returns(
+    mysql_only, settings, monkeypatch
+):
+    """The worker's task does not queue behind the shop's batch lock: it asks the holder for
+    another run and returns; the holder, once done, takes the request and sends that run."""
+    from django.core.cache import cache
+
+    from events import tasks
+    from events.models import PipelineJob, PipelineWatermark
+    from events.services.pipeline import events_process_again_take
+
+    settings.PIPELINE_SETTLE_SECONDS = 0
+    shop = ShopFactory()
+    insert(shop, *[event_in(f"e{step}", minutes(step), anonymous_id="ann") for step in range(5)])
+    PipelineWatermark.objects.get_or_create(job=PipelineJob.EVENTS, shop_id=shop.pk)
+    cache.delete(f"events:process-again:{shop.pk}")
+    sent: list[int] = []
+    monkeypatch.setattr(tasks.events_process_task, "delay", sent.append)
+    locked, release = threading.Event(), threading.Event()
+
+    def holder():
+        # Holds the shop's batch, as a worker does mid-batch.
+        try:
+            with transaction.atomic():
+                PipelineWatermark.objects.select_for_update().get(
+                    job=PipelineJob.EVENTS, shop_id=shop.pk
+                )
+                locked.set()
+                release.wait(timeout=30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    locked.wait(timeout=30)
+    try:
+        started = time.monotonic()
+        processed = tasks.events_process_task.apply(args=[shop.pk], throw=True).result
+        waited = time.monotonic() - started
+    finally:
+        release.set()
+        thread.join()
+
+    assert processed == 0
+    assert waited < 5  # not innodb_lock_wait_timeout (50 s)
+    assert sent == []
+    assert not Event.objects.filter(shop=shop, session__isnull=False).exists()
+    # The holder's next step (events_process_task after its batch) finds the request.
+    assert tasks.events_process_task.apply(args=[shop.pk], throw=True).result == 5
+    assert sent == [shop.pk]
+    assert events_process_again_take(shop_id=shop.pk) is False
 
 
 @pytest.mark.django_db
