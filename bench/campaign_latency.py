@@ -118,6 +118,11 @@ def main() -> None:
     )
     parser.add_argument("--probe-every", type=float, default=1.0)
     parser.add_argument("--drain", type=float, default=60, help="seconds to wait for the last")
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        help="write each process's log here at INFO (the worker logs every task and its time)",
+    )
     args = parser.parse_args()
 
     var_dir = tempfile.mkdtemp(prefix="bench-campaign-")
@@ -148,26 +153,58 @@ def main() -> None:
         raise SystemExit(f"bench: setup failed: {done.stderr[-2000:]}")
     base = f"http://127.0.0.1:{PORT}"
     celery = [python, "-m", "celery", "-A", "clickserver"]
-    quiet = ["--loglevel", "WARNING"]
+    quiet = ["--loglevel", "INFO" if args.log_dir else "WARNING"]
+
+    def log(name: str) -> Path | None:
+        if args.log_dir is None:
+            return None
+        args.log_dir.mkdir(parents=True, exist_ok=True)
+        return args.log_dir / f"{name}.log"
+
     worker_options = ["--without-gossip", "--without-mingle", "--without-heartbeat"]
     processes = [
-        spawn([python, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "clickserver.wsgi"], env),
         spawn(
-            # --purge: a run cut short must not leave its tasks to the next run's worker.
+            [python, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "clickserver.wsgi"],
+            env,
+            log=log("web"),
+        ),
+        # As deploy/ runs them: a worker for every queue, and one for the live queue alone
+        # (settings.CELERY_LIVE_QUEUE: the pipeline, the live scores, the decisions).
+        # --purge: a run cut short must not leave its tasks to the next run's worker.
+        spawn(
             [
                 *celery,
                 "worker",
                 "--concurrency",
                 "2",
                 "--queues",
-                QUEUE,
+                f"{QUEUE},{QUEUE}.live",
+                "--hostname",
+                f"all@{QUEUE}",
                 "--purge",
                 *quiet,
                 *worker_options,
             ],
             env,
+            log=log("worker"),
         ),
-        spawn([*celery, "beat", *quiet], env),
+        spawn(
+            [
+                *celery,
+                "worker",
+                "--concurrency",
+                "2",
+                "--queues",
+                f"{QUEUE}.live",
+                "--hostname",
+                f"live@{QUEUE}",
+                *quiet,
+                *worker_options,
+            ],
+            env,
+            log=log("worker-live"),
+        ),
+        spawn([*celery, "beat", *quiet], env, log=log("beat")),
     ]
     try:
         wait_for_web(base)

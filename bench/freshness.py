@@ -63,14 +63,16 @@ def environment(var_dir: str) -> dict[str, str]:
     }
 
 
-def spawn(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    # Its own process group, so that its children stop with it.
+def spawn(command: list[str], env: dict[str, str], *, log: Path | None = None) -> subprocess.Popen:
+    """Start a process in its own process group (so that its children stop with it); its output
+    goes to `log` when given (appended), else nowhere."""
+    output = open(log, "ab") if log is not None else subprocess.DEVNULL  # noqa: SIM115
     return subprocess.Popen(
         command,
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT if log is not None else subprocess.DEVNULL,
         start_new_session=True,
     )
 

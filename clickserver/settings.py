@@ -12,6 +12,7 @@ import environ
 from celery.schedules import crontab
 from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -187,6 +188,21 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SOFT_TIME_LIMIT = env.int("CELERY_TASK_SOFT_TIME_LIMIT", default=300)
 CELERY_TASK_TIME_LIMIT = env.int("CELERY_TASK_TIME_LIMIT", default=360)
 CELERY_TASK_DEFAULT_QUEUE = env("CELERY_DEFAULT_QUEUE", default="clickserver")
+# The live path (an event processed → the session's live score → a campaign decision the
+# storefront can show) has its own queue, so that it never waits behind the long analytics tasks
+# (a detection run over thousands of bots, a rollup recompute) on a busy worker. A plain
+# `celery worker` consumes both queues; production adds a worker for the live queue alone
+# (deploy/: worker-live), which keeps the live path's latency while the other worker is busy.
+CELERY_LIVE_QUEUE = env("CELERY_LIVE_QUEUE", default=f"{CELERY_TASK_DEFAULT_QUEUE}.live")
+CELERY_TASK_QUEUES = (Queue(CELERY_TASK_DEFAULT_QUEUE), Queue(CELERY_LIVE_QUEUE))
+CELERY_TASK_ROUTES = {
+    task: {"queue": CELERY_LIVE_QUEUE}
+    for task in (
+        "events.tasks.events_process_task",
+        "notifications.tasks.scores_refresh_task",
+        "notifications.tasks.campaign_decisions_task",
+    )
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 CELERY_TIMEZONE = "UTC"
@@ -332,9 +348,10 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("rollups", "analytics.tasks.rollups_refresh_task", "batch"),
     ("live scores", "notifications.tasks.scores_refresh_task", "batch"),
     ("experiments", "notifications.tasks.experiments_refresh_task", "batch"),
-    # After the live scores: a worker sends the batch stages at once, so a decision may see the
-    # previous batch's scores; every live undecided session is evaluated again next batch.
-    ("campaigns", "notifications.tasks.campaign_decisions_task", "batch"),
+    # On a worker, the live scores' task sends the decisions once it has scored the batch (so a
+    # decision sees this batch's scores), and beat sweeps the shops with running campaigns for
+    # the time-based triggers; `process_events` runs it here, after the scores.
+    ("campaigns", "notifications.tasks.campaign_decisions_task", "catch_up"),
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
 # A per-batch stage waiting in the queue is not sent again for the same shop (events/

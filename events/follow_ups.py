@@ -71,8 +71,16 @@ def follow_ups_enqueue(*, shop_id: int) -> None:
     events/s) piled up a message per batch and fell further behind with every one.
     """
     for follow_up in follow_ups():
-        if follow_up.kind == PER_BATCH and _waiting_claim(follow_up.task_path, shop_id):
-            follow_up.task.delay(shop_id)
+        if follow_up.kind == PER_BATCH:
+            follow_up_enqueue(follow_up.task, shop_id=shop_id)
+
+
+def follow_up_enqueue(task: Task, *, shop_id: int) -> None:
+    """Send one stage for the shop unless a message of it is already waiting (see above); a
+    stage that must follow another (campaign decisions after the live scores) is sent this way
+    by the task it follows."""
+    if _waiting_claim(task.name, shop_id):
+        task.delay(shop_id)
 
 
 def follow_up_started(task_name: str, shop_id: int) -> None:

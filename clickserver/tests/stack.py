@@ -418,7 +418,7 @@ class Stack:
                 "--concurrency",
                 "2",
                 "--queues",
-                self.queue,
+                f"{self.queue},{self.queue}.live",
                 "--loglevel",
                 "WARNING",
                 "--without-gossip",

@@ -57,4 +57,18 @@ def test_every_batch_stage_clears_its_mark_when_it_starts(queued, shop):
     follow_ups.follow_ups_enqueue(shop_id=shop.pk)
 
     batch_stages = [f.task.name for f in follow_ups.follow_ups() if f.kind == follow_ups.PER_BATCH]
-    assert queued == [(name, shop.pk) for name in batch_stages] * 2
+    sent_by_batches = [entry for entry in queued if entry[0] in batch_stages]
+    assert sent_by_batches == [(name, shop.pk) for name in batch_stages] * 2
+
+
+@pytest.mark.django_db
+def test_the_live_scores_send_the_decisions_once_while_one_waits(queued, shop):
+    from notifications.tasks import campaign_decisions_task
+
+    scores_refresh_task.apply(args=[shop.pk], throw=True)
+    scores_refresh_task.apply(args=[shop.pk], throw=True)
+    assert queued.count((campaign_decisions_task.name, shop.pk)) == 1
+
+    campaign_decisions_task.apply(args=[shop.pk], throw=True)
+    scores_refresh_task.apply(args=[shop.pk], throw=True)
+    assert queued.count((campaign_decisions_task.name, shop.pk)) == 2

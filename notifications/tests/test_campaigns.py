@@ -592,15 +592,26 @@ def test_api_is_shop_scoped(api_client, shop, other_shop):
 # --- wiring -----------------------------------------------------------------------------------
 
 
-def test_campaigns_are_decided_after_every_batch_after_the_live_scores():
+def test_campaigns_are_decided_after_the_live_scores_and_on_the_live_queue(settings, monkeypatch):
+    """process_events runs the decisions after the scores; on a worker the scores' task sends
+    them once it has scored; both run on the live queue, away from the analytics stages."""
     stages = [follow_up.stage for follow_up in follow_ups()]
     by_stage = {follow_up.stage: follow_up for follow_up in follow_ups()}
+    sent = []
+    monkeypatch.setattr(tasks.services, "scores_refresh", lambda **kwargs: 0)
+    monkeypatch.setattr(tasks.campaign_decisions_task, "delay", sent.append)
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # no waiting mark: sent every time
+
+    tasks.scores_refresh_task.apply(args=[41], throw=True)
 
     assert stages.index("live scores") < stages.index("campaigns")
-    assert (by_stage["campaigns"].task_path, by_stage["campaigns"].kind) == (
-        "notifications.tasks.campaign_decisions_task",
-        "batch",
-    )
+    assert by_stage["campaigns"].task_path == "notifications.tasks.campaign_decisions_task"
+    assert sent == [41]
+    live = {"queue": settings.CELERY_LIVE_QUEUE}
+    for name in (tasks.scores_refresh_task.name, tasks.campaign_decisions_task.name):
+        assert settings.CELERY_TASK_ROUTES[name] == live
+    assert settings.CELERY_TASK_ROUTES["events.tasks.events_process_task"] == live
+    assert tasks.experiments_refresh_task.name not in settings.CELERY_TASK_ROUTES
 
 
 @pytest.mark.django_db
@@ -766,6 +777,23 @@ def test_with_score_bands_only_the_sessions_scored_in_a_band_are_read(shop):
         "a-in",
         "a-edge",
     }
+
+
+@pytest.mark.django_db
+def test_no_decision_for_a_person_tagged_as_a_bot(shop):
+    from analytics.models import BotTag
+
+    campaign_running(shop)
+    live_session(shop, anonymous_id="a-human", score=0.4)
+    bot = live_session(shop, anonymous_id="a-bot", score=0.4)
+    BotTag.objects.create(
+        shop=shop, person_id=bot.person_id, first_at=NOW, last_at=NOW, tagged_at=NOW
+    )
+
+    result = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+
+    assert (result.sessions, result.decisions) == (1, 1)
+    assert list(CampaignDecision.objects.values_list("anonymous_id", flat=True)) == ["a-human"]
 
 
 @pytest.mark.django_db
