@@ -8,6 +8,7 @@ import pandas as pd
 from django.db.models import Case, Exists, F, FloatField, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Cast
 
+from analytics.selectors.bots import bot_people_excluded
 from analytics.sql import EpochMicroseconds
 from events.models import Event, Session, Shop
 from notifications.calibration import BINS, CalibrationReport, calibration_report
@@ -79,16 +80,22 @@ def sessions_to_score(
     *, shop: Shop, now: datetime, model_version: ModelVersion
 ) -> list[tuple[int, int, int]]:
     """(session, person, event count) of the live sessions without a purchase whose score is
-    missing, was given before their latest events, or comes from another model version."""
+    missing, was given before their latest events, or comes from another model version.
+
+    Not the people the analytics leave out as bots (analytics/selectors/bots.py, the shop's
+    choice): no campaign acts on them, and a bot farm's thousands of sessions, each growing by
+    an event every few seconds, would be rescored on every run."""
     current = ConversionScore.objects.filter(
         session=OuterRef("pk"), model_version=model_version, event_count=OuterRef("event_count")
     )
-    return list(
+    stale = (
         sessions_live(shop=shop, now=now)
         .filter(is_converted=False)
         .filter(~Exists(current))
         .values_list("id", "person_id", "event_count")
     )
+    excluded = bot_people_excluded(shop_id=shop.pk)
+    return [row for row in stale if row[1] not in excluded]
 
 
 def model_version_active(*, shop: Shop, name: str = "conversion") -> ModelVersion | None:

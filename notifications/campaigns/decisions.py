@@ -19,6 +19,7 @@ from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from redis.exceptions import RedisError
 
+from analytics.selectors.bots import bot_people_excluded
 from events.models import ConsentMode, Session, Shop
 from notifications import selectors as score_selectors
 from notifications.campaigns import deliveries, rules, selectors
@@ -150,7 +151,9 @@ def campaign_decisions_run(*, shop_id: int, now: datetime) -> DecideResult:
         )
     live = list(live_sessions)
     decided = selectors.sessions_decided(shop=shop, session_ids=[s.pk for s in live])
-    sessions = [s for s in live if s.pk not in decided]
+    # Never the people the shop's analytics leave out as bots (nor scored: selectors.py).
+    bots = bot_people_excluded(shop_id=shop_id)
+    sessions = [s for s in live if s.pk not in decided and s.person_id not in bots]
     if not sessions:
         return DecideResult(campaigns=len(campaigns), sessions=0, decisions=0, holdout=0)
     segment_ids = {

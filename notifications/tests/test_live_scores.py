@@ -204,3 +204,26 @@ def test_a_session_that_bought_is_not_scored_and_each_prefix_keeps_its_first_sam
         (prospect.id, 2, first.score)
     ]
     assert ConversionScore.objects.get(session=prospect).score == pytest.approx(first.score)
+
+
+@pytest.mark.django_db
+def test_people_tagged_as_bots_are_not_scored_while_the_shop_excludes_bots(
+    shop, trained_model_path
+):
+    from analytics.models import BotTag, DetectionSettings
+
+    model_version = ModelVersionFactory(shop=shop, path=str(trained_model_path))
+    services.model_version_activate(model_version=model_version)
+    human = session_with_events(shop, ended_ago=timedelta(minutes=2), types=["product_view"])
+    bot = session_with_events(shop, ended_ago=timedelta(minutes=2), types=["product_view"] * 3)
+    now = timezone.now()
+    BotTag.objects.create(
+        shop=shop, person_id=bot.person_id, first_at=now, last_at=now, tagged_at=now
+    )
+
+    assert scores_refresh_task(shop.id) == 1
+    assert set(ConversionScore.objects.values_list("session_id", flat=True)) == {human.id}
+
+    DetectionSettings.objects.create(shop=shop, exclude_bots=False)  # the shop keeps bots
+    assert scores_refresh_task(shop.id) == 1
+    assert set(ConversionScore.objects.values_list("session_id", flat=True)) == {human.id, bot.id}
