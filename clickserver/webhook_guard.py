@@ -57,7 +57,10 @@ def _parts(url: Any) -> tuple[str, str, int]:
     """(scheme, host, port) of an acceptable URL, or WebhookRefused."""
     if not isinstance(url, str) or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise WebhookRefused(NOT_A_URL)
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as error:  # an unbalanced IPv6 bracket
+        raise WebhookRefused(NOT_A_URL) from error
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise WebhookRefused(NOT_A_URL)
     if parts.username is not None or parts.password is not None:
@@ -95,10 +98,11 @@ def address_is_public(address: IPAddress) -> bool:
     )
 
 
-def _refusal(host: str, address: IPAddress) -> WebhookRefused:
-    named = "" if str(address) == host else f"{host} resolves to "
+def _refusal(host: str, address: IPAddress | None = None) -> WebhookRefused:
+    """`address`: what the name `host` resolved to (None: `host` is the address)."""
+    named = host if address is None else f"{host} resolves to {address}"
     return WebhookRefused(
-        f"{named}{address}, a private, loopback, link-local or otherwise non-public address: "
+        f"{named}, a private, loopback, link-local or otherwise non-public address: "
         "webhooks are sent to public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
     )
 
@@ -138,7 +142,7 @@ def webhook_url_validate(url: Any) -> None:
     literal = _literal(host)
     if literal is not None:
         if not address_is_public(literal):
-            raise _refusal(host, literal)
+            raise _refusal(host)
         return
     try:
         addresses = _resolve(host, port)
@@ -224,7 +228,7 @@ def webhook_post(
     allowed = settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS
     # Before resolving: fe80::1%eth0 on a machine without eth0 is refused, not "unresolvable".
     if literal is not None and not allowed and not address_is_public(literal):
-        raise _refusal(host, literal)
+        raise _refusal(host)
     try:
         addresses = _resolve(host, port)
     except OSError as error:

@@ -1,0 +1,194 @@
+"""The webhook guard (SSRF): which URLs are stored, which addresses are sent to, and that the
+request goes to the address that was checked (no second DNS look-up to rebind)."""
+
+import socket
+
+import pytest
+import requests
+
+from clickserver.webhook_guard import WebhookRefused, webhook_post, webhook_url_validate
+
+REFUSAL = (
+    "a private, loopback, link-local or otherwise non-public address: webhooks are sent to "
+    "public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
+)
+HEADERS = {"X-Clickserver-Timestamp": "0", "X-Clickserver-Signature": "v1=00"}
+
+
+@pytest.fixture(autouse=True)
+def _guarded(settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("http://127.0.0.1/hook", "127.0.0.1"),
+        ("http://10.0.0.1/hook", "10.0.0.1"),
+        ("http://172.16.0.1/hook", "172.16.0.1"),
+        ("http://192.168.1.1/hook", "192.168.1.1"),
+        ("http://169.254.169.254/latest/meta-data/", "169.254.169.254"),
+        ("http://0.0.0.0:8000/", "0.0.0.0"),
+        ("http://100.64.0.1/", "100.64.0.1"),  # carrier-grade NAT
+        ("http://224.0.0.1/", "224.0.0.1"),  # multicast (is_global says True)
+        ("http://255.255.255.255/", "255.255.255.255"),
+        ("http://[::1]/hook", "::1"),
+        ("http://[::]/hook", "::"),
+        ("http://[fe80::1%eth0]/hook", "fe80::1%eth0"),
+        ("http://[fd00::1]/hook", "fd00::1"),
+        ("http://[ff02::1]/hook", "ff02::1"),
+        ("http://[::ffff:127.0.0.1]/hook", "::ffff:127.0.0.1"),
+        ("http://[::ffff:169.254.169.254]/hook", "::ffff:169.254.169.254"),
+        ("http://[2002:7f00:1::]/hook", "2002:7f00:1::"),  # 6to4 of 127.0.0.1
+    ],
+)
+def test_a_non_public_ip_literal_is_refused(dns, url, address):
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_url_validate(url)
+
+    assert str(refused.value) == f"{address}, {REFUSAL}"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://localhost/hook", "http://LOCALHOST.:8080/hook", "https://api.localhost/"]
+)
+def test_localhost_is_refused_by_name(dns, url):
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_url_validate(url)
+
+    assert "is this machine: webhooks are sent to public addresses only" in str(refused.value)
+
+
+def test_a_name_that_resolves_to_loopback_is_refused(dns):
+    dns.answers["hooks.example.com"] = ["127.0.0.1"]
+
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_url_validate("https://hooks.example.com/x")
+
+    assert str(refused.value) == f"hooks.example.com resolves to 127.0.0.1, {REFUSAL}"
+
+
+def test_a_numeric_host_name_that_the_resolver_reads_as_loopback_is_refused():
+    # 2130706433 is 127.0.0.1 written as one number: not an ipaddress literal, but
+    # getaddrinfo reads it without DNS (so would the connection).
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_url_validate("http://2130706433/hook")
+
+    assert str(refused.value) == f"2130706433 resolves to 127.0.0.1, {REFUSAL}"
+
+
+def test_a_public_literal_is_accepted_without_a_lookup_or_a_connection(monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("no network at save time for an IP literal")
+
+    monkeypatch.setattr(socket, "getaddrinfo", fail)
+    monkeypatch.setattr(socket, "create_connection", fail)
+
+    webhook_url_validate("https://93.184.216.34/hook")
+    webhook_url_validate("https://[2606:4700::1111]:8443/hook")
+
+
+def test_a_public_name_and_an_unresolvable_name_are_accepted(dns):
+    dns.answers["hooks.example.com"] = ["93.184.216.34"]
+
+    webhook_url_validate("https://hooks.example.com/x")
+    # Not resolvable now: stored; the send-time check decides.
+    webhook_url_validate("https://hooks.invalid/x")
+
+    assert dns.lookups == {"hooks.example.com": 1}
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("ftp://hooks.example.com/x", "an http(s) URL"),
+        ("javascript:alert(1)", "an http(s) URL"),
+        ("https://", "an http(s) URL"),
+        ("https://a b.example/", "an http(s) URL"),
+        ("https://hooks.example.com/\n", "an http(s) URL"),
+        (12, "an http(s) URL"),
+        (
+            "https://user:secret@hooks.example.com/x",
+            "no user name or password in the URL (the signature authenticates)",
+        ),
+        ("https://hooks.example.com:0/x", "a port from 1 to 65535"),
+        ("https://hooks.example.com:99999/x", "a port from 1 to 65535"),
+    ],
+)
+def test_a_malformed_url_is_refused_even_when_private_networks_are_allowed(
+    dns, settings, url, message
+):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_url_validate(url)
+
+    assert str(refused.value) == message
+
+
+def test_the_setting_allows_private_addresses(dns, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    dns.answers["relay.lan"] = ["10.1.2.3"]
+
+    for url in ("http://127.0.0.1:9000/hook", "http://localhost/hook", "https://relay.lan/slack"):
+        webhook_url_validate(url)
+
+
+# --- send time --------------------------------------------------------------------------------
+
+
+def test_send_refuses_a_private_literal_before_connecting(receiver, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_post(receiver.url, body=b"{}", headers=HEADERS, timeout=5)
+
+    assert str(refused.value) == f"127.0.0.1, {REFUSAL}"
+    assert receiver.requests == []
+
+
+def test_send_refuses_a_name_that_resolves_to_a_private_address(dns, receiver, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+    dns.answers["hooks.example.com"] = ["127.0.0.1"]
+
+    with pytest.raises(WebhookRefused) as refused:
+        webhook_post(
+            receiver.url.replace("127.0.0.1", "hooks.example.com"),
+            body=b"{}",
+            headers=HEADERS,
+            timeout=5,
+        )
+
+    assert str(refused.value) == f"hooks.example.com resolves to 127.0.0.1, {REFUSAL}"
+    assert receiver.requests == []
+
+
+def test_send_connects_to_the_checked_address_not_a_second_answer(dns, receiver):
+    """The name is looked up once; the connection goes to that answer (the receiver), not to
+    whatever a second look-up would say (a TEST-NET address that nobody answers), and the Host
+    header keeps the name."""
+    dns.answers["rebind.example.com"] = ["127.0.0.1", "192.0.2.1"]
+    url = receiver.url.replace("127.0.0.1", "rebind.example.com")
+    port = url.split(":")[2].split("/")[0]
+
+    answer = webhook_post(url, body=b"{}", headers=HEADERS, timeout=5)
+
+    assert (answer.status, answer.head) == (200, b"status 200")
+    assert dns.lookups == {"rebind.example.com": 1}
+    assert receiver.requests[0]["headers"]["Host"] == f"rebind.example.com:{port}"
+
+
+def test_a_redirect_is_answered_not_followed(receiver):
+    receiver.statuses = [302]
+
+    answer = webhook_post(receiver.url, body=b"{}", headers=HEADERS, timeout=5, read_limit=3)
+
+    assert (answer.status, answer.head) == (302, b"sta")
+    assert len(receiver.requests) == 1
+
+
+def test_a_name_that_does_not_resolve_at_send_is_a_connection_error(dns):
+    with pytest.raises(requests.ConnectionError) as error:
+        webhook_post("https://gone.invalid/hook", body=b"{}", headers=HEADERS, timeout=5)
+
+    assert str(error.value).startswith("cannot resolve gone.invalid: ")
