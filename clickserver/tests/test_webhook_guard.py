@@ -2,9 +2,13 @@
 request goes to the address that was checked (no second DNS look-up to rebind)."""
 
 import socket
+from unittest import mock
 
 import pytest
 import requests
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from clickserver.webhook_guard import WebhookRefused, webhook_post, webhook_url_validate
 
@@ -192,3 +196,50 @@ def test_a_name_that_does_not_resolve_at_send_is_a_connection_error(dns):
         webhook_post("https://gone.invalid/hook", body=b"{}", headers=HEADERS, timeout=5)
 
     assert str(error.value).startswith("cannot resolve gone.invalid: ")
+
+
+# --- fuzz -------------------------------------------------------------------------------------
+
+HOSTS = st.one_of(
+    st.text(max_size=80),
+    st.ip_addresses().map(lambda ip: f"[{ip}]" if ip.version == 6 else str(ip)),
+    st.from_regex(r"[a-z0-9.-]{1,70}(:[0-9]{0,6})?", fullmatch=True),
+)
+URLS = st.one_of(
+    st.text(max_size=200),
+    st.builds(
+        "{}://{}{}/{}".format,
+        st.sampled_from(["http", "https", "HTTP", "ftp", ""]),
+        st.one_of(st.just(""), st.text(max_size=20).map(lambda user: f"{user}@")),
+        HOSTS,
+        st.text(max_size=20),
+    ),
+)
+
+
+def _outcome(url) -> str:
+    """ "" when stored, the refusal's message otherwise; any other exception propagates."""
+    try:
+        webhook_url_validate(url)
+    except WebhookRefused as refused:
+        return str(refused) or "(an empty message)"
+    return ""
+
+
+def _unresolvable(host, port, *args, **kwargs):
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+@pytest.mark.fuzz
+@given(url=URLS)
+@hypothesis_settings(max_examples=300, deadline=None, derandomize=True)
+def test_any_text_is_stored_or_refused_with_a_message(url, fuzz_cases):
+    """Never another exception (a 500 at save): urlsplit's ValueError, IDNA's UnicodeError and a
+    bad port are refusals. A name does not reach DNS here (nothing resolves)."""
+    fuzz_cases["test_any_text_is_stored_or_refused_with_a_message"] += 1
+    with mock.patch.object(socket, "getaddrinfo", _unresolvable):
+        outcome = _outcome(url)
+
+    assert outcome != "(an empty message)"
+    if outcome == "" and isinstance(url, str):
+        assert url.lower().startswith(("http://", "https://"))
