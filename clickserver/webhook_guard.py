@@ -14,7 +14,7 @@ service), and the worker would send there from inside our network.
   the Host header, TLS SNI and certificate verification keep the hostname. A DNS answer that
   changes between the check and the connection (DNS rebinding) therefore cannot redirect the
   request. Redirects are never followed; proxies from the environment are not used (a proxy
-  would resolve the name itself) and neither is ~/.netrc.
+  would resolve the name itself) and neither is ~/.netrc (REQUESTS_CA_BUNDLE still is).
 
 "Not public" is `ipaddress`'s `is_global` being false (private, loopback, link-local, shared
 100.64/10, documentation, benchmarking and other special-purpose ranges), plus multicast,
@@ -24,6 +24,7 @@ both use it (pyproject.toml's import-linter contracts).
 """
 
 import ipaddress
+import os
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -237,6 +238,10 @@ def webhook_post(
         _addresses_check(host, addresses)
     with requests.Session() as session:
         session.trust_env = False
+        # Still the CA bundle the environment names, as requests would (trust_env also means
+        # proxies and ~/.netrc, which stay off).
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        session.verify = bundle or True
         adapter = _PinnedAdapter(addresses)
         session.mount("http://", adapter)
         session.mount("https://", adapter)

@@ -2,10 +2,18 @@
 request goes to the address that was checked (no second DNS look-up to rebind)."""
 
 import socket
+import ssl
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from unittest import mock
 
 import pytest
 import requests
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -180,6 +188,119 @@ def test_send_connects_to_the_checked_address_not_a_second_answer(dns, receiver)
     assert (answer.status, answer.head) == (200, b"status 200")
     assert dns.lookups == {"rebind.example.com": 1}
     assert receiver.requests[0]["headers"]["Host"] == f"rebind.example.com:{port}"
+
+
+class TlsReceiver:
+    """An HTTPS server on 127.0.0.1 whose certificate (from its own CA, which the client is
+    told to trust through REQUESTS_CA_BUNDLE) names `hostname`; it records the SNI names."""
+
+    def __init__(self, directory, hostname: str) -> None:
+        now = datetime.now(UTC)
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+        ca = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
+            )
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        key = ec.generate_private_key(ec.SECP256R1())
+        leaf = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)]))
+            .issuer_name(ca_name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                critical=False,
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+            )
+            .sign(ca_key, hashes.SHA256())
+        )
+        self.ca_file = directory / "ca.pem"
+        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+        chain = directory / "server.pem"
+        chain.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+            + leaf.public_bytes(serialization.Encoding.PEM)
+        )
+        self.server_names: list[str | None] = []
+        self.hosts: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.hosts.append(self.headers["Host"])
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(chain)
+        context.sni_callback = lambda sock, name, ctx: receiver.server_names.append(name)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def tls_receiver(tmp_path, monkeypatch, settings):
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True  # it listens on 127.0.0.1
+    server = TlsReceiver(tmp_path, "hooks.example.com")
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_file))
+    yield server
+    server.close()
+
+
+def test_https_to_the_pinned_address_verifies_the_hostname_and_sends_it_as_sni(dns, tls_receiver):
+    dns.answers["hooks.example.com"] = ["127.0.0.1"]
+    dns.answers["elsewhere.example.com"] = ["127.0.0.1"]
+    port = tls_receiver.port
+
+    answer = webhook_post(
+        f"https://hooks.example.com:{port}/hook", body=b"{}", headers=HEADERS, timeout=5
+    )
+    # The same address under a name the certificate does not carry: verification is on.
+    with pytest.raises(requests.exceptions.SSLError):
+        webhook_post(
+            f"https://elsewhere.example.com:{port}/hook", body=b"{}", headers=HEADERS, timeout=5
+        )
+
+    assert answer.status == 200
+    assert tls_receiver.hosts == [f"hooks.example.com:{port}"]
+    assert tls_receiver.server_names == ["hooks.example.com", "elsewhere.example.com"]
+    assert dns.lookups == {"hooks.example.com": 1, "elsewhere.example.com": 1}
 
 
 def test_a_redirect_is_answered_not_followed(receiver):
