@@ -58,7 +58,7 @@ typecheck:
 		notifications/experiments/verdict.py notifications/campaigns/decisions.py \
 	notifications/campaigns/rules.py notifications/campaigns/deliveries.py \
 	notifications/campaigns/results.py notifications/campaigns/simulation.py \
-	notifications/fixed_model.py
+	notifications/fixed_model.py clickserver/webhook_guard.py
 
 web:
 	$(VENV)/bin/gunicorn -c deploy/gunicorn.conf.py clickserver.wsgi

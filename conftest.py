@@ -1,5 +1,6 @@
 """Fixtures shared by every app's tests."""
 
+import ipaddress
 import json
 import os
 import shutil
@@ -330,10 +331,44 @@ class Receiver:
 
 
 @pytest.fixture
-def receiver():
+def receiver(settings):
+    """The receiver listens on 127.0.0.1, which webhooks may reach only with the setting that a
+    self-hosted install uses for an internal receiver (clickserver/webhook_guard.py)."""
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
     server = Receiver()
     yield server
     server.close()
+
+
+class Resolver:
+    """A stand-in for DNS: `answers[name]` is the list of addresses the name's successive
+    look-ups return (the last one repeats); a name not listed does not resolve. IP literals
+    resolve as they do. `lookups` counts the look-ups of each listed name."""
+
+    def __init__(self, real) -> None:
+        self.answers: dict[str, list[str]] = {}
+        self.lookups: dict[str, int] = {}
+        self.real = real
+
+    def getaddrinfo(self, host, port, *args, **kwargs):
+        if host in self.answers:
+            self.lookups[host] = self.lookups.get(host, 0) + 1
+            queue = self.answers[host]
+            address = queue.pop(0) if len(queue) > 1 else queue[0]
+            return self.real(address, port, *args, **kwargs)
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known") from None
+        return self.real(host, port, *args, **kwargs)
+
+
+@pytest.fixture
+def dns(monkeypatch) -> Resolver:
+    """Host names resolve only as the test says (no network: webhook_guard resolves names)."""
+    resolver = Resolver(socket.getaddrinfo)
+    monkeypatch.setattr(socket, "getaddrinfo", resolver.getaddrinfo)
+    return resolver
 
 
 def live_server_requests_wait(live_server, *, timeout: float = 30.0) -> None:

@@ -435,7 +435,12 @@ class AlertRuleInSerializer(serializers.Serializer):
     threshold_value = serializers.FloatField(min_value=0, required=False)
     channel = serializers.ChoiceField(AlertChannel.values)
     emails = serializers.ListField(child=serializers.EmailField(), required=False)
-    webhook_url = serializers.URLField(required=False)
+    webhook_url = serializers.URLField(
+        required=False,
+        help_text="Channel webhook only: an http(s) URL at a public address (not localhost, a "
+        "private, loopback or link-local address, nor a name resolving to one, unless "
+        "WEBHOOK_ALLOW_PRIVATE_NETWORKS; docs/anomalies.md).",
+    )
     cooldown_minutes = serializers.IntegerField(min_value=0, required=False, default=60)
 
 

@@ -395,6 +395,11 @@ CAMPAIGN_DELIVERY_BACKOFF_SECONDS = env.int("CAMPAIGN_DELIVERY_BACKOFF_SECONDS",
 CAMPAIGN_DELIVERY_STALE_SECONDS = env.int("CAMPAIGN_DELIVERY_STALE_SECONDS", default=600)
 CAMPAIGN_WEBHOOK_TIMEOUT_SECONDS = env.float("CAMPAIGN_WEBHOOK_TIMEOUT_SECONDS", default=10.0)
 
+# Campaign and alert webhooks go to public addresses only (clickserver/webhook_guard.py: no
+# loopback, private, link-local or metadata address, checked at save and at send). True lets a
+# self-hosted install post to an internal receiver (a Slack relay on the LAN, the tests' local one).
+WEBHOOK_ALLOW_PRIVATE_NETWORKS = env.bool("WEBHOOK_ALLOW_PRIVATE_NETWORKS", default=False)
+
 # --- HTTP, auth, API ----------------------------------------------------------------------------
 
 # Storefront endpoints only: the erasure API is for the shop's owners, not for browsers.

@@ -5,7 +5,8 @@ the anomalies its own threshold raised). Each (rule, anomaly) is delivered at mo
 more if re-judging turned a drop into a spike or back); within
 a rule's cooldown a second anomaly of the same metric is logged as `suppressed` instead of sent.
 Sending is a task per delivery, retried with backoff on transient failures (connection errors,
-timeouts, 5xx and 429 answers, SMTP errors); a 4xx answer fails it at once.
+timeouts, 5xx and 429 answers, SMTP errors); a 4xx answer fails it at once, and so does a
+webhook whose host resolves to a non-public address (clickserver/webhook_guard.py).
 """
 
 import secrets
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import orjson
 import requests
@@ -45,6 +46,7 @@ from analytics.models import (
 )
 from analytics.selectors.detection import METRICS, SERIES_METRICS
 from clickserver.errors import ApplicationError
+from clickserver.webhook_guard import WebhookRefused, webhook_post, webhook_url_validate
 from events.models import Shop
 
 RULE_FIELDS = (
@@ -152,11 +154,15 @@ def alert_rule_clean(data: Any, *, rule: AlertRule | None = None) -> dict[str, A
             clean["emails"] = sorted(set(map(str, emails)))
     elif channel == AlertChannel.WEBHOOK:
         url = merged.get("webhook_url") or ""
-        parts = urlsplit(url) if isinstance(url, str) else None
-        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        if not url:
             errors["webhook_url"] = ["Required for webhook: an http(s) URL."]
-        elif len(url) > 1024:
+        elif isinstance(url, str) and len(url) > 1024:
             errors["webhook_url"] = ["At most 1024 characters."]
+        else:
+            try:
+                webhook_url_validate(url)
+            except WebhookRefused as refusal:
+                errors["webhook_url"] = [f"{str(refusal)[:1].upper()}{str(refusal)[1:]}."]
         clean["webhook_url"] = url
     else:
         errors["channel"] = [f"Unknown channel. Expected one of: {', '.join(AlertChannel.values)}."]
@@ -314,9 +320,9 @@ def alert_content(delivery: AlertDelivery) -> AlertContent:
 def _webhook_send(rule: AlertRule, content: AlertContent) -> int:
     body = orjson.dumps(webhook_payload(content))
     timestamp = int(time.time())
-    response = requests.post(
+    answer = webhook_post(
         rule.webhook_url,
-        data=body,
+        body=body,
         headers={
             "Content-Type": "application/json",
             "User-Agent": "clickserver-alerts/1",
@@ -324,9 +330,9 @@ def _webhook_send(rule: AlertRule, content: AlertContent) -> int:
             SIGNATURE_HEADER: signature_compute(secret=rule.secret, timestamp=timestamp, body=body),
         },
         timeout=settings.ALERT_WEBHOOK_TIMEOUT_SECONDS,
-        allow_redirects=False,
+        read_limit=0,
     )
-    return response.status_code
+    return answer.status
 
 
 def _email_send(rule: AlertRule, content: AlertContent) -> None:
@@ -364,6 +370,10 @@ def alert_deliver(*, delivery_id: int, now: datetime) -> AlertDelivery:
         else:
             _email_send(delivery.rule, content)
             delivery.status, delivery.sent_at, delivery.error = DeliveryStatus.SENT, now, ""
+    except WebhookRefused as error:
+        # Permanent: the address will not become public by trying again.
+        delivery.error = f"refused: {error}"[:1024]
+        delivery.status = DeliveryStatus.FAILED
     except (requests.RequestException, OSError) as error:
         # OSError covers smtplib's SMTPException and refused connections.
         delivery.error = f"{type(error).__name__}: {error}"[:1024]

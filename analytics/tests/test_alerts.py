@@ -111,6 +111,28 @@ def test_a_4xx_answer_fails_at_once(shop, receiver):
     assert delivery.response_code == 410
 
 
+def test_a_webhook_to_a_private_address_fails_at_once_and_sends_nothing(shop, receiver, settings):
+    """Saved while the setting allowed it: the send checks again; a refusal is permanent (no
+    DeliveryRetry), logged with its reason."""
+    webhook_rule(shop, receiver)
+    [delivery_id] = alerts_dispatch(anomaly_ids=[anomaly(shop).pk], now=NOW).pending
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+
+    delivery = alert_deliver(delivery_id=delivery_id, now=NOW)
+
+    assert (delivery.status, delivery.attempts, delivery.response_code) == (
+        DeliveryStatus.FAILED,
+        1,
+        None,
+    )
+    assert delivery.error == (
+        "refused: 127.0.0.1, a private, loopback, link-local or otherwise non-public address: "
+        "webhooks are sent to public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
+    )
+    assert AlertDelivery.objects.get().status == DeliveryStatus.FAILED
+    assert receiver.requests == []
+
+
 def test_dedup_cooldown_and_matching(shop, receiver):
     webhook_rule(shop, receiver, cooldown_minutes=30, kinds=["traffic"])
     first = anomaly(shop)

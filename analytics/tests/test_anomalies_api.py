@@ -177,6 +177,68 @@ def test_bad_rules_are_400_and_save_nothing(api_client, shop, body, field):
     assert not AlertRule.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8000/hook",
+        "http://localhost/hook",
+        "http://10.0.0.1/hook",
+        "http://172.16.0.1/hook",
+        "http://192.168.1.1/hook",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://[::1]/hook",
+        "http://[fe80::1%eth0]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "http://0.0.0.0/hook",
+        "https://internal.example.com/hook",  # resolves to 127.0.0.1 (the dns fixture)
+    ],
+)
+def test_a_webhook_to_a_private_address_is_400_and_saves_nothing(api_client, shop, dns, url):
+    dns.answers["internal.example.com"] = ["127.0.0.1"]
+
+    response = api_client.post(
+        f"/analytics/alert_rules/?shop={shop.domain}",
+        {**RULE, "channel": "webhook", "webhook_url": url},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    [message] = response.json()["fields"]["webhook_url"]
+    assert message.endswith(
+        "webhooks are sent to public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)."
+    )
+    assert not AlertRule.objects.exists()
+
+
+def test_a_public_webhook_is_saved_and_the_setting_allows_a_private_one(
+    api_client, shop, dns, settings
+):
+    public = api_client.post(
+        f"/analytics/alert_rules/?shop={shop.domain}",
+        {**RULE, "channel": "webhook", "webhook_url": "https://93.184.216.34/hook"},
+        format="json",
+    )
+    path = f"/analytics/alert_rules/{public.json()['id']}/"
+    refused = api_client.patch(path, {"webhook_url": "http://192.168.1.1/"}, format="json")
+    kept = AlertRule.objects.get().webhook_url
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    allowed = api_client.patch(path, {"webhook_url": "http://192.168.1.1/"}, format="json")
+
+    assert public.status_code == 201
+    assert (refused.status_code, refused.json()["fields"]) == (
+        400,
+        {
+            "webhook_url": [
+                "192.168.1.1, a private, loopback, link-local or otherwise non-public address: "
+                "webhooks are sent to public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)."
+            ]
+        },
+    )
+    assert kept == "https://93.184.216.34/hook"
+    assert (allowed.status_code, allowed.json()["webhook_url"]) == (200, "http://192.168.1.1/")
+
+
 def test_a_bad_update_changes_nothing(api_client, shop):
     rule = api_client.post(
         f"/analytics/alert_rules/?shop={shop.domain}", RULE, format="json"

@@ -56,13 +56,13 @@ EXPERIMENT_RULE = (
     "metrics and targeting as docs/experiments.md"
 )
 ALERT_RULE = (
-    "emails with channel email, webhook_url with channel webhook; threshold_direction and "
-    "threshold_value only with threshold_metric"
+    "emails with channel email, webhook_url with channel webhook (at a public address); "
+    "threshold_direction and threshold_value only with threshold_metric"
 )
 CAMPAIGN_RULE = (
     "trigger, targeting, content and caps as docs/campaigns.md: a score band within [0, 1] with "
     "low < high, known segments and placeholders, caps >= 1, holdout_share in (0, 1), quiet "
-    "hours 0-23 given together, at least one content variant"
+    "hours 0-23 given together, at least one content variant, webhook_url at a public address"
 )
 CROSS_PARAMETER_RULES = {
     **{

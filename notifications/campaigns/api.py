@@ -106,7 +106,9 @@ class CampaignInSerializer(serializers.Serializer):
     webhook_url = serializers.CharField(
         required=False,
         allow_blank=True,
-        help_text="Channel webhook only (required there): the receiver's http(s) URL.",
+        help_text="Channel webhook only (required there): the receiver's http(s) URL, at a "
+        "public address (not localhost, a private, loopback or link-local address, nor a name "
+        "resolving to one, unless WEBHOOK_ALLOW_PRIVATE_NETWORKS; docs/campaigns.md).",
     )
     holdout_share = serializers.JSONField(required=False)
     max_per_person_day = serializers.JSONField(required=False)

@@ -9,6 +9,8 @@ is never sent again: the sweep marks it `uncertain` once it is older than any se
 it stays visible in the API and the admin. A transient failure (SMTP errors, refused
 connections, timeouts, 5xx/429/408 answers) puts the row back to `pending` with
 `next_attempt_at` = now + base × 2^(attempts − 1), until the last attempt records `failed`.
+A webhook whose host resolves to a non-public address (clickserver/webhook_guard.py) is
+`failed` at once, nothing sent.
 docs/campaigns.md, "Email and webhook", has the rules.
 """
 
@@ -30,6 +32,7 @@ from django.template.loader import render_to_string
 
 from analytics.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_compute
 from clickserver.errors import ApplicationError
+from clickserver.webhook_guard import WebhookRefused, webhook_post
 from events.identity import email_hash
 from notifications.campaigns import selectors
 from notifications.models import (
@@ -201,10 +204,10 @@ def _webhook_send(*, delivery: CampaignDelivery) -> tuple[int, str]:
     decision, campaign = delivery.decision, delivery.campaign
     body = orjson.dumps(webhook_payload(decision=decision, delivery_id=delivery.pk))
     timestamp = int(time.time())
-    # Streamed: only the excerpt kept in the log is read of whatever the receiver answers.
-    with requests.post(
+    # Only the excerpt kept in the log is read of whatever the receiver answers.
+    answer = webhook_post(
         campaign.webhook_url,
-        data=body,
+        body=body,
         headers={
             "Content-Type": "application/json",
             "User-Agent": "clickserver-campaigns/1",
@@ -217,12 +220,10 @@ def _webhook_send(*, delivery: CampaignDelivery) -> tuple[int, str]:
             "Idempotency-Key": f"campaign-decision-{decision.pk}",
         },
         timeout=settings.CAMPAIGN_WEBHOOK_TIMEOUT_SECONDS,
-        allow_redirects=False,
-        stream=True,
-    ) as response:
-        head = response.raw.read(RESPONSE_EXCERPT * 4, decode_content=True) or b""
-    text = head.decode(response.encoding or "utf-8", errors="replace")
-    return response.status_code, text[:RESPONSE_EXCERPT]
+        read_limit=RESPONSE_EXCERPT * 4,
+    )
+    text = answer.head.decode(answer.encoding or "utf-8", errors="replace")
+    return answer.status, text[:RESPONSE_EXCERPT]
 
 
 def _skip_reason(delivery: CampaignDelivery) -> tuple[str, str]:
@@ -277,6 +278,9 @@ def campaign_delivery_send(*, delivery_id: int, now: datetime) -> CampaignDelive
     else:
         try:
             code, excerpt = _webhook_send(delivery=delivery)
+        except WebhookRefused as exc:
+            # Permanent: the address will not become public by trying again.
+            error = f"refused: {exc}"
         except requests.RequestException as exc:
             error, is_transient = f"{type(exc).__name__}: {exc}", True
         else:

@@ -12,13 +12,13 @@ import secrets
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 from redis.exceptions import RedisError
 
 from clickserver.errors import ApplicationError
+from clickserver.webhook_guard import WebhookRefused, webhook_url_validate
 from events.models import Shop
 from notifications.campaigns import rules
 from notifications.campaigns.rules import HOLDOUT_ARM, ContentIn
@@ -113,20 +113,17 @@ def _definition_clean(
             errors["channel"] = [f"one of {CampaignChannel.values}"]
     if "webhook_url" in data:
         url = data["webhook_url"]
-        parts = urlsplit(url) if isinstance(url, str) else None
         if url == "":
             cleaned["webhook_url"] = ""
         elif isinstance(url, str) and len(url) > WEBHOOK_URL_MAX:
             errors["webhook_url"] = [f"at most {WEBHOOK_URL_MAX} characters"]
-        elif (
-            parts is None
-            or parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or any(c.isspace() for c in url)
-        ):
-            errors["webhook_url"] = ["an http(s) URL"]
         else:
-            cleaned["webhook_url"] = url
+            try:
+                webhook_url_validate(url)
+            except WebhookRefused as refusal:
+                errors["webhook_url"] = [str(refusal)]
+            else:
+                cleaned["webhook_url"] = url
     if "is_consent_required" in data:
         if isinstance(data["is_consent_required"], bool):
             cleaned["is_consent_required"] = data["is_consent_required"]

@@ -721,6 +721,100 @@ def test_bad_channel_input_answers_400_and_saves_nothing(api_client, shop, overr
     assert (Campaign.objects.count(), Experiment.objects.count()) == (0, 0)
 
 
+PRIVATE_URLS = [
+    "http://127.0.0.1:8000/hook",
+    "http://localhost/hook",
+    "http://10.0.0.1/hook",
+    "http://172.16.0.1/hook",
+    "http://192.168.1.1/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::1]/hook",
+    "http://[fe80::1%eth0]/hook",
+    "http://[::ffff:127.0.0.1]/hook",
+    "http://0.0.0.0/hook",
+    "https://internal.example.com/hook",  # resolves to 127.0.0.1 (the dns fixture)
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_a_webhook_url_to_a_private_address_answers_400_and_saves_nothing(
+    api_client, shop, dns, url
+):
+    dns.answers["internal.example.com"] = ["127.0.0.1"]
+
+    response = api_client.post(
+        f"/notifications/campaigns/?shop={shop.domain}",
+        campaign_body(channel="webhook", webhook_url=url),
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["code"] == "invalid"
+    [message] = response.json()["fields"]["webhook_url"]
+    assert "webhooks are sent to public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)" in message
+    assert (Campaign.objects.count(), Experiment.objects.count()) == (0, 0)
+
+
+@pytest.mark.django_db
+def test_a_patch_to_a_private_address_changes_nothing_unless_the_setting_allows_it(
+    api_client, shop, dns, settings
+):
+    created = api_client.post(
+        f"/notifications/campaigns/?shop={shop.domain}",
+        campaign_body(channel="webhook", webhook_url="https://93.184.216.34/in"),
+        format="json",
+    )
+    url = f"/notifications/campaigns/{created.json()['id']}/?shop={shop.domain}"
+
+    refused = api_client.patch(url, {"webhook_url": "http://169.254.169.254/"}, format="json")
+    unchanged = Campaign.objects.get().webhook_url
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = True
+    allowed = api_client.patch(url, {"webhook_url": "http://10.0.0.1/relay"}, format="json")
+
+    assert created.status_code == 201
+    assert (refused.status_code, refused.json()["fields"]) == (
+        400,
+        {
+            "webhook_url": [
+                "169.254.169.254, a private, loopback, link-local or otherwise non-public "
+                "address: webhooks are sent to public addresses only "
+                "(WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
+            ]
+        },
+    )
+    assert unchanged == "https://93.184.216.34/in"
+    assert (allowed.status_code, allowed.json()["webhook_url"]) == (200, "http://10.0.0.1/relay")
+
+
+@pytest.mark.django_db
+def test_a_webhook_to_a_private_address_fails_at_once_and_sends_nothing(shop, receiver, settings):
+    """Stored while the setting allowed it (or a name that resolved elsewhere then): the send
+    checks again, and a refusal is a permanent failure, not retried."""
+    webhook_campaign(shop, receiver)
+    [anonymous_id] = anonymous_ids_in(Campaign.objects.get(), "nudge", 1)
+    visit(shop, shopper(shop, anonymous_id=anonymous_id, address=None), anonymous_id=anonymous_id)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    settings.WEBHOOK_ALLOW_PRIVATE_NETWORKS = False
+
+    after = deliveries.campaign_delivery_send(
+        delivery_id=CampaignDelivery.objects.get().pk, now=NOW
+    )
+
+    assert (after.status, after.attempts, after.next_attempt_at, after.response_status) == (
+        DeliveryStatus.FAILED,
+        1,
+        None,
+        None,
+    )
+    assert after.last_error == (
+        "refused: 127.0.0.1, a private, loopback, link-local or otherwise non-public address: "
+        "webhooks are sent to public addresses only (WEBHOOK_ALLOW_PRIVATE_NETWORKS)"
+    )
+    assert CampaignDelivery.objects.get().status == DeliveryStatus.FAILED
+    assert receiver.requests == []
+
+
 @pytest.mark.django_db
 def test_patch_to_webhook_needs_a_url_and_changes_nothing_without_one(api_client, shop):
     campaign = email_campaign(shop)
