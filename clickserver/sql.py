@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from django.db import connection
+from django.db.models import JSONField, Model
 
 from clickserver.chunking import chunks
 
@@ -126,6 +127,37 @@ def rows_write(
             if returning:
                 ids.extend(row[0] for row in cursor.fetchall())
     return ids
+
+
+def models_update(model: type[Model], objects: Sequence[Model], fields: Sequence[str]) -> None:
+    """Write `fields` of these existing rows back, a thousand rows per statement.
+
+    Django's `bulk_update` builds a `CASE WHEN id = … THEN …` per field and row, resolved
+    through the ORM's expression machinery: 5,000 anomalies took 20 s of Python. This is
+    `rows_write`'s upsert on the primary key with every column given (MariaDB checks the
+    inserted row's NOT NULL columns even when the key exists), updating only `fields`.
+    """
+    if not objects:
+        return
+    concrete = list(model._meta.concrete_fields)
+    is_json = [isinstance(field, JSONField) for field in concrete]
+    rows = [
+        tuple(
+            orjson.dumps(value).decode() if json and value is not None else value
+            for value, json in zip(
+                (getattr(item, field.attname) for field in concrete), is_json, strict=True
+            )
+        )
+        for item in objects
+    ]
+    rows_write(
+        model._meta.db_table,
+        [field.column for field in concrete],
+        rows,
+        on_conflict="update",
+        conflict_columns=[model._meta.pk.column],
+        update_columns=[model._meta.get_field(name).column for name in fields],
+    )
 
 
 class Literals:

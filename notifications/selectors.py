@@ -5,6 +5,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from django.db import connection
 from django.db.models import Case, Exists, F, FloatField, OuterRef, Q, QuerySet, Value, When
 from django.db.models.functions import Cast
 
@@ -65,7 +66,13 @@ def events_frame(
             "session__person_id",
         )
     )
-    frame = pd.DataFrame.from_records(list(rows.iterator(chunk_size=5000)), columns=FRAME_COLUMNS)
+    # The ORM builds the query; the driver's rows are read as they come (every column is
+    # already an int, float or str): the ORM's per-row converters cost a second per 150,000.
+    sql, params = rows.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        records = cursor.fetchall()
+    frame = pd.DataFrame.from_records(list(records), columns=FRAME_COLUMNS)
     frame["occurred_at"] = pd.to_datetime(frame["occurred_at"].astype("int64"), unit="us", utc=True)
     frame["price"] = pd.to_numeric(frame["price"], errors="coerce")
     return frame

@@ -243,11 +243,21 @@ def alerts_dispatch(*, anomaly_ids: list[int], now: datetime) -> DispatchResult:
     """Log a delivery for every (matching rule, open anomaly) not logged yet; send on commit."""
     pending, suppressed = [], 0
     with transaction.atomic():
-        anomalies = Anomaly.objects.filter(pk__in=anomaly_ids, status=AnomalyStatus.OPEN)
-        for anomaly in anomalies.order_by("pk"):
-            for rule in AlertRule.objects.select_for_update().filter(
-                shop_id=anomaly.shop_id, is_active=True
-            ):
+        anomalies = list(
+            Anomaly.objects.filter(pk__in=anomaly_ids, status=AnomalyStatus.OPEN).order_by("pk")
+        )
+        # Each shop's rules read (and locked) once: a detection run over a bot farm opens
+        # thousands of anomalies, and a query per anomaly took 12-17 s for a shop with no rule.
+        rules = {
+            shop_id: list(
+                AlertRule.objects.select_for_update()
+                .filter(shop_id=shop_id, is_active=True)
+                .order_by("pk")
+            )
+            for shop_id in sorted({anomaly.shop_id for anomaly in anomalies})
+        }
+        for anomaly in anomalies:
+            for rule in rules[anomaly.shop_id]:
                 if not rule_matches(rule, anomaly):
                     continue
                 if AlertDelivery.objects.filter(

@@ -15,6 +15,7 @@ from django.db import transaction
 
 from analytics.models import SEVERITY_RANK, Anomaly, AnomalyStatus
 from clickserver.errors import ApplicationError
+from clickserver.sql import models_update
 
 ACTIVE = (AnomalyStatus.OPEN, AnomalyStatus.ACKNOWLEDGED)
 # The figures a re-judged window refreshes.
@@ -127,7 +128,7 @@ def anomalies_store(*, shop_id: int, found: list[AnomalyIn], now: datetime) -> S
                 changed.append(row)
             # The database returns the new ids (MariaDB ≥ 10.5 and SQLite: INSERT … RETURNING).
             opened += [row.pk for row in Anomaly.objects.bulk_create(new_rows)]
-            Anomaly.objects.bulk_update(changed, fields=[*FIGURES, "updated_at"])
+            models_update(Anomaly, changed, fields=[*FIGURES, "updated_at"])
             updated += len(changed)
     return StoreResult(opened=opened, escalated=escalated, updated=updated)
 

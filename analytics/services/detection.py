@@ -62,6 +62,7 @@ from analytics.services.anomalies import (
     anomalies_store,
 )
 from clickserver.params import local_midnight
+from clickserver.sql import models_update
 from events.models import Shop
 from events.selectors import shop_backlog
 
@@ -521,7 +522,7 @@ def bot_tags_upsert(*, shop_id: int, tags: list[BotTagIn], now: datetime) -> int
                 row.tagged_at = now
                 changed.append(row)
             BotTag.objects.bulk_create(new_rows)
-            BotTag.objects.bulk_update(changed, fields=TAG_MERGED_FIELDS)
+            models_update(BotTag, changed, fields=TAG_MERGED_FIELDS)
             created += len(new_rows)
     return created
 

@@ -5,7 +5,7 @@ from datetime import UTC, date, datetime
 import pytest
 from django.db import connection
 
-from clickserver.sql import Literals, rows_write
+from clickserver.sql import Literals, models_update, rows_write
 from events.models import Person, PersonIdentifier
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -32,6 +32,26 @@ def test_rows_write_returns_new_ids_and_upserts_by_id(shop):
         (ids[0], "u-1b", {"b": 2}),
         (ids[1], "u-2", {"a": 1}),
     ]
+
+
+@pytest.mark.django_db
+def test_models_update_writes_only_the_named_fields_of_existing_rows(shop):
+    first = Person.objects.create(shop=shop, user_id="u-1", first_seen_at=T0, last_seen_at=T0)
+    second = Person.objects.create(
+        shop=shop, user_id="u-2", first_seen_at=T0, last_seen_at=T0, traits={"k": [1]}
+    )
+    later = datetime(2026, 2, 1, 8, 30, 15, 250000, tzinfo=UTC)
+    first.traits = {"tags": ["a", "b'c"], "n": None}
+    first.last_seen_at = later
+    first.user_id = "not written"
+    second.traits = {}
+
+    models_update(Person, [first, second], fields=["traits", "last_seen_at"])
+
+    assert list(
+        Person.objects.order_by("id").values_list("user_id", "traits", "last_seen_at")
+    ) == [("u-1", {"tags": ["a", "b'c"], "n": None}, later), ("u-2", {}, T0)]
+    assert Person.objects.count() == 2
 
 
 @pytest.mark.django_db
