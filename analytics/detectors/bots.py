@@ -102,12 +102,41 @@ def events_detect_bots(
         *_fast_page_reasons(frame, config=config),
     ]:
         reasons.setdefault(code, []).append(reason)
-    people = frame.groupby("person_code")
-    findings = [
-        _finding_build("person", people.get_group(code), tuple(found))
+    return _person_findings(frame, reasons) + _network_findings(frame, config=config)
+
+
+def _person_findings(frame: pd.DataFrame, reasons: dict[int, list[BotReason]]) -> list[BotFinding]:
+    """One finding per flagged person, from per-person aggregates computed once: selecting each
+    person's rows (`get_group`) took 4 of the 5 s of a run over 5,000 flagged browsers."""
+    if not reasons:
+        return []
+    flagged = frame[frame["person_code"].isin(list(reasons))]
+    people = flagged.groupby("person_code").agg(
+        person_id=("person_id", "first"),
+        events=("key", "size"),
+        first_at=("occurred_at", "min"),
+        last_at=("occurred_at", "max"),
+    )
+    sessions = (
+        flagged[["person_code", "session_id"]]
+        .drop_duplicates()
+        .sort_values(["person_code", "session_id"])
+        .groupby("person_code")["session_id"]
+        .agg(tuple)
+    )
+    return [
+        _finding(
+            entity="person",
+            entity_id=str(people.at[code, "person_id"]),
+            reasons=tuple(found),
+            event_count=int(people.at[code, "events"]),
+            session_ids=sessions[code],
+            first_at=people.at[code, "first_at"],
+            last_at=people.at[code, "last_at"],
+            person_ids=(str(people.at[code, "person_id"]),),
+        )
         for code, found in sorted(reasons.items())
     ]
-    return findings + _network_findings(frame, config=config)
 
 
 def _frame_prepare(events: pd.DataFrame) -> pd.DataFrame:
@@ -218,12 +247,34 @@ def _network_findings(frame: pd.DataFrame, *, config: BotConfig) -> list[BotFind
                 f"{config.max_sessions_per_network}; an office or carrier can do this too)"
             ),
         )
-        findings.append(_finding_build("network", known[known["network"] == network], (reason,)))
+        findings.append(_network_finding(known[known["network"] == network], (reason,)))
     return findings
 
 
-def _finding_build(entity: str, rows: pd.DataFrame, reasons: tuple[BotReason, ...]) -> BotFinding:
-    entity_id = str(rows["person_id"].iloc[0] if entity == "person" else rows["network"].iloc[0])
+def _network_finding(rows: pd.DataFrame, reasons: tuple[BotReason, ...]) -> BotFinding:
+    return _finding(
+        entity="network",
+        entity_id=str(rows["network"].iloc[0]),
+        reasons=reasons,
+        event_count=len(rows),
+        session_ids=tuple(sorted(rows["session_id"].unique())),
+        first_at=rows["occurred_at"].min(),
+        last_at=rows["occurred_at"].max(),
+        person_ids=tuple(sorted(rows["person_id"].unique())),
+    )
+
+
+def _finding(
+    *,
+    entity: str,
+    entity_id: str,
+    reasons: tuple[BotReason, ...],
+    event_count: int,
+    session_ids: tuple[str, ...],
+    first_at: pd.Timestamp,
+    last_at: pd.Timestamp,
+    person_ids: tuple[str, ...],
+) -> BotFinding:
     if entity == "network":
         # Many sessions behind one address is as often people as a bot: worth a look, no more.
         severity = (
@@ -236,13 +287,13 @@ def _finding_build(entity: str, rows: pd.DataFrame, reasons: tuple[BotReason, ..
         entity=entity,
         entity_id=entity_id,
         reasons=reasons,
-        event_count=len(rows),
-        session_ids=tuple(sorted(rows["session_id"].unique())),
-        first_at=rows["occurred_at"].min(),
-        last_at=rows["occurred_at"].max(),
+        event_count=event_count,
+        session_ids=session_ids,
+        first_at=first_at,
+        last_at=last_at,
         severity=severity,
-        explanation=f"{name} {entity_id} ({len(rows)} events): "
+        explanation=f"{name} {entity_id} ({event_count} events): "
         + "; ".join(reason.detail for reason in reasons)
         + ".",
-        person_ids=tuple(sorted(rows["person_id"].unique())),
+        person_ids=person_ids,
     )
