@@ -233,8 +233,8 @@ def spike_to_alert(shop: Shop, *, timeout: float) -> dict[str, float | None]:
     receiver.secret = rule.secret
     worker = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "clickserver", "worker", "--concurrency", "2",
-         "--queues", QUEUE, "--loglevel", "WARNING", "--without-gossip", "--without-mingle",
-         "--without-heartbeat"],
+         "--queues", f"{QUEUE},{QUEUE}.live", "--loglevel", "WARNING", "--without-gossip",
+         "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env={**os.environ, **ENV}, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip

@@ -205,7 +205,7 @@ def main() -> None:
                 "--concurrency",
                 "2",
                 "--queues",
-                "bench-freshness",
+                "bench-freshness,bench-freshness.live",  # settings.CELERY_LIVE_QUEUE
                 *quiet,
                 *worker_options,
             ],

@@ -184,7 +184,7 @@ def lag_at_steady_rate(*, rate: int, seconds: float, persons: int, seed: int) ->
             "--concurrency",
             "2",
             "--queues",
-            settings.CELERY_TASK_DEFAULT_QUEUE,
+            f"{settings.CELERY_TASK_DEFAULT_QUEUE},{settings.CELERY_LIVE_QUEUE}",
             "--loglevel",
             "WARNING",
             "--without-gossip",

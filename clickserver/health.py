@@ -163,34 +163,43 @@ class BacklogCollector:
 
 
 class QueueCollector:
-    """Messages waiting in the Celery queue, asked of the broker at scrape time (a passive
-    declare: AMQP answers the count without touching the queue). Left out of the scrape when
-    the broker does not answer, and with the embedded filesystem transport, which keeps no
-    count (docs/operations.md)."""
+    """Messages waiting in each Celery queue (the default one and the live one), asked of the
+    broker at scrape time (a passive declare: AMQP answers the count without touching the
+    queue). A queue the broker does not answer for is left out of the scrape, and all are with
+    the embedded filesystem transport, which keeps no count (docs/operations.md)."""
 
     def collect(self) -> Iterator[Metric]:
-        queue = settings.CELERY_TASK_DEFAULT_QUEUE
         if not settings.CELERY_BROKER_URL.startswith(("amqp", "pyamqp")):
-            return
-        try:
-            with app.connection_for_read() as conn:
-                conn.ensure_connection(max_retries=1, timeout=2)
-                _, messages, consumers = conn.default_channel.queue_declare(
-                    queue=queue, passive=True
-                )
-        except (BrokerError, OSError, AMQPError) as error:  # AMQPError: not declared yet
-            logger.warning("metrics: queue depth of %s unavailable: %s", queue, error)
             return
         depth = GaugeMetricFamily(
             "clickserver_celery_queue_messages", "Messages waiting in the queue.", labels=["queue"]
         )
-        depth.add_metric([queue], messages)
-        yield depth
         workers = GaugeMetricFamily(
             "clickserver_celery_queue_consumers", "Consumers of the queue.", labels=["queue"]
         )
-        workers.add_metric([queue], consumers)
-        yield workers
+        answered = False
+        try:
+            with app.connection_for_read() as conn:
+                conn.ensure_connection(max_retries=1, timeout=2)
+                for queue in (settings.CELERY_TASK_DEFAULT_QUEUE, settings.CELERY_LIVE_QUEUE):
+                    # A channel per queue: a passive declare of a missing queue closes its channel.
+                    try:
+                        with conn.channel() as channel:
+                            _, messages, consumers = channel.queue_declare(
+                                queue=queue, passive=True
+                            )
+                    except AMQPError as error:  # not declared yet
+                        logger.warning("metrics: queue depth of %s unavailable: %s", queue, error)
+                        continue
+                    depth.add_metric([queue], messages)
+                    workers.add_metric([queue], consumers)
+                    answered = True
+        except (BrokerError, OSError, AMQPError) as error:
+            logger.warning("metrics: queue depths unavailable: %s", error)
+            return
+        if answered:
+            yield depth
+            yield workers
 
 
 def _metrics_allowed(request: HttpRequest) -> bool:

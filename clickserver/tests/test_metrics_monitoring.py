@@ -161,18 +161,28 @@ def test_the_scrape_reports_the_rabbitmq_queue_depth(client, settings):
     settings.METRICS_TOKEN = TOKEN
     name = f"metrics-test-{uuid.uuid4().hex[:8]}"
     settings.CELERY_TASK_DEFAULT_QUEUE = name
-    queue = Queue(name, Exchange(name), routing_key=name)
+    settings.CELERY_LIVE_QUEUE = f"{name}.live"
+    queues = [Queue(n, Exchange(n), routing_key=n) for n in (name, f"{name}.live")]
     with Connection(settings.CELERY_BROKER_URL) as conn:
         producer = conn.Producer()
-        for i in range(3):
-            producer.publish({"n": i}, exchange=queue.exchange, routing_key=name, declare=[queue])
+        for queue, count in zip(queues, (3, 1), strict=True):
+            for i in range(count):
+                producer.publish(
+                    {"n": i}, exchange=queue.exchange, routing_key=queue.name, declare=[queue]
+                )
         try:
             text = client.get("/metrics", headers=AUTH).content.decode()
+            queues[1](conn.default_channel).delete()
+            without_live = client.get("/metrics", headers=AUTH).content.decode()
         finally:
-            queue(conn.default_channel).delete()
+            queues[0](conn.default_channel).delete()
 
     assert f'clickserver_celery_queue_messages{{queue="{name}"}} 3.0' in text
     assert f'clickserver_celery_queue_consumers{{queue="{name}"}} 0.0' in text
+    assert f'clickserver_celery_queue_messages{{queue="{name}.live"}} 1.0' in text
+    # A queue the broker does not know (yet) is left out; the other is still reported.
+    assert f'clickserver_celery_queue_messages{{queue="{name}"}} 3.0' in without_live
+    assert f'queue="{name}.live"' not in without_live
 
 
 @pytest.mark.django_db

@@ -48,9 +48,10 @@ def test_models_update_writes_only_the_named_fields_of_existing_rows(shop):
 
     models_update(Person, [first, second], fields=["traits", "last_seen_at"])
 
-    assert list(
-        Person.objects.order_by("id").values_list("user_id", "traits", "last_seen_at")
-    ) == [("u-1", {"tags": ["a", "b'c"], "n": None}, later), ("u-2", {}, T0)]
+    assert list(Person.objects.order_by("id").values_list("user_id", "traits", "last_seen_at")) == [
+        ("u-1", {"tags": ["a", "b'c"], "n": None}, later),
+        ("u-2", {}, T0),
+    ]
     assert Person.objects.count() == 2
 
 
