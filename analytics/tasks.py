@@ -18,7 +18,7 @@ from analytics.services.detection import (
 )
 from analytics.services.reports import report_deliver
 from analytics.services.rollups import rollups_days_recompute, rollups_refresh
-from events.follow_ups import follow_up_started
+from events.follow_ups import follow_up_run
 from events.models import Shop
 from events.selectors import active_shop_ids
 
@@ -27,8 +27,10 @@ from events.selectors import active_shop_ids
 def rollups_refresh_task(shop_id: int) -> int:
     """Fold newly processed events, orders and refunds into the shop's rollups; when a day
     changed, detection follows within seconds."""
-    follow_up_started(rollups_refresh_task.name, shop_id)
-    days = rollups_refresh(shop_id=shop_id, now=timezone.now()).days
+    with follow_up_run(rollups_refresh_task, shop_id=shop_id) as runs:
+        if not runs:
+            return 0
+        days = rollups_refresh(shop_id=shop_id, now=timezone.now()).days
     if days:
         anomalies_detect_schedule(shop_id=shop_id)
     return days

@@ -150,13 +150,14 @@ def models_update(model: type[Model], objects: Sequence[Model], fields: Sequence
         )
         for item in objects
     ]
+    column = {field.name: str(field.column) for field in concrete}
     rows_write(
         model._meta.db_table,
-        [field.column for field in concrete],
+        list(column.values()),
         rows,
         on_conflict="update",
-        conflict_columns=[model._meta.pk.column],
-        update_columns=[model._meta.get_field(name).column for name in fields],
+        conflict_columns=[column[field.name] for field in concrete if field.primary_key],
+        update_columns=[column[name] for name in fields],  # a KeyError names a wrong field
     )
 
 

@@ -12,7 +12,8 @@ resolved from their dotted paths here rather than imported.
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +93,84 @@ def follow_up_started(task_name: str, shop_id: int) -> None:
         logger.warning(
             "follow-up %s of shop %s: could not clear its waiting mark", task_name, shop_id
         )
+
+
+@contextmanager
+def follow_up_run(task: Task, *, shop_id: int) -> Iterator[bool]:
+    """Around a per-batch stage's work: its message has left the queue (`follow_up_started`),
+    and one run of the stage per shop goes at a time. Yields False when another run of it is
+    going: the task returns at once, and the run going sends the stage once more when it ends,
+    so that what this message was sent for is still covered.
+
+    Without this, a batch processed during a run sent the next message, which a free worker
+    process started beside the first: two live-score runs of a busy shop upserted the same rows
+    in another order (MariaDB deadlocks, retried) and two rollup refreshes queued on one lock,
+    each holding a process. The request is left before a second try, as in the pipeline's
+    `events_process_task`, so that it is never lost between the two runs. Redis down: every
+    run goes (every stage is idempotent)."""
+    follow_up_started(task.name, shop_id)
+    claimed = _running_claim(task.name, shop_id)
+    if not claimed:
+        _again_request(task.name, shop_id)
+        claimed = _running_claim(task.name, shop_id)
+    if not claimed:
+        yield False
+        return
+    try:
+        yield True
+    finally:
+        _running_release(task.name, shop_id)
+        if _again_take(task.name, shop_id):
+            follow_up_enqueue(task, shop_id=shop_id)
+
+
+def _running_claim(task_name: str, shop_id: int) -> bool:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return True
+    try:
+        # Expires after the longest a task may run, should its worker die mid-run.
+        return bool(
+            caches["default"].add(
+                _running_key(task_name, shop_id), 1, timeout=settings.CELERY_TASK_TIME_LIMIT + 60
+            )
+        )
+    except Exception:
+        return True
+
+
+def _running_release(task_name: str, shop_id: int) -> None:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return
+    try:
+        caches["default"].delete(_running_key(task_name, shop_id))
+    except Exception:
+        logger.warning("follow-up %s of shop %s: could not clear its run mark", task_name, shop_id)
+
+
+def _again_request(task_name: str, shop_id: int) -> None:
+    try:
+        caches["default"].set(
+            _again_key(task_name, shop_id), 1, timeout=settings.CELERY_TASK_TIME_LIMIT + 60
+        )
+    except Exception:
+        logger.warning("follow-up %s of shop %s: could not ask for a rerun", task_name, shop_id)
+
+
+def _again_take(task_name: str, shop_id: int) -> bool:
+    if settings.CELERY_TASK_ALWAYS_EAGER:
+        return False
+    try:
+        return bool(caches["default"].delete(_again_key(task_name, shop_id)))
+    except Exception:
+        return True
+
+
+def _running_key(task_name: str, shop_id: int) -> str:
+    return f"follow-up:running:{task_name}:{shop_id}"
+
+
+def _again_key(task_name: str, shop_id: int) -> str:
+    return f"follow-up:again:{task_name}:{shop_id}"
 
 
 def _waiting_claim(task_name: str, shop_id: int) -> bool:

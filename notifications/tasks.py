@@ -5,7 +5,7 @@ from django.conf import settings
 from django.db import OperationalError
 from django.utils import timezone
 
-from events.follow_ups import follow_up_enqueue, follow_up_started
+from events.follow_ups import follow_up_enqueue, follow_up_run
 from events.models import Shop
 from events.selectors import active_shop_ids
 from notifications import services
@@ -21,8 +21,10 @@ logger = logging.getLogger(__name__)
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def scores_refresh_task(shop_id: int) -> int:
     """Score the live sessions with new events, then decide the campaigns on those scores."""
-    follow_up_started(scores_refresh_task.name, shop_id)
-    scored = services.scores_refresh(shop_id=shop_id, now=timezone.now())
+    with follow_up_run(scores_refresh_task, shop_id=shop_id) as runs:
+        if not runs:
+            return 0
+        scored = services.scores_refresh(shop_id=shop_id, now=timezone.now())
     # Sent after the scores rather than beside them, so that a session whose score moved into a
     # campaign's band is decided on this run's score, not the next batch's.
     follow_up_enqueue(campaign_decisions_task, shop_id=shop_id)
@@ -65,8 +67,10 @@ def model_health_check_task(shop_id: int | None = None) -> str | None:
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def experiments_refresh_task(shop_id: int) -> int:
     """Fold new exposure events and recompute stale results; returns the results computed."""
-    follow_up_started(experiments_refresh_task.name, shop_id)
-    return results.experiments_refresh(shop_id=shop_id, now=timezone.now()).results
+    with follow_up_run(experiments_refresh_task, shop_id=shop_id) as runs:
+        if not runs:
+            return 0
+        return results.experiments_refresh(shop_id=shop_id, now=timezone.now()).results
 
 
 @shared_task
@@ -88,8 +92,10 @@ def experiment_exposures_repair_task(shop_id: int) -> int:
 @shared_task(autoretry_for=(OperationalError,), retry_backoff=True, max_retries=5)
 def campaign_decisions_task(shop_id: int) -> int:
     """After the live scores of a batch: decide the running campaigns for the live sessions."""
-    follow_up_started(campaign_decisions_task.name, shop_id)
-    return decisions.campaign_decisions_run(shop_id=shop_id, now=timezone.now()).decisions
+    with follow_up_run(campaign_decisions_task, shop_id=shop_id) as runs:
+        if not runs:
+            return 0
+        return decisions.campaign_decisions_run(shop_id=shop_id, now=timezone.now()).decisions
 
 
 @shared_task

@@ -72,3 +72,29 @@ def test_the_live_scores_send_the_decisions_once_while_one_waits(queued, shop):
     campaign_decisions_task.apply(args=[shop.pk], throw=True)
     scores_refresh_task.apply(args=[shop.pk], throw=True)
     assert queued.count((campaign_decisions_task.name, shop.pk)) == 2
+
+
+def test_one_run_of_a_stage_per_shop_at_a_time_and_the_holder_runs_again(queued):
+    """A message that finds its stage running for the shop returns at once and leaves a
+    request; the run going sends the stage once more when it ends (real Redis)."""
+    with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as first:
+        assert first is True
+        with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as second:
+            assert second is False
+        with follow_ups.follow_up_run(scores_refresh_task, shop_id=8) as other_shop:
+            assert other_shop is True
+        assert queued == []
+    assert queued == [(scores_refresh_task.name, 7)]  # shop 8's run was not asked again
+
+    queued.clear()
+    follow_ups.follow_up_started(scores_refresh_task.name, 7)  # that message left the queue
+    with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as again:
+        assert again is True
+    assert queued == []  # nobody asked meanwhile: no further run
+
+
+def test_a_failing_run_releases_its_stage(queued):
+    with pytest.raises(RuntimeError), follow_ups.follow_up_run(scores_refresh_task, shop_id=7):
+        raise RuntimeError("the database went away")
+    with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as runs:
+        assert runs is True
