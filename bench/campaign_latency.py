@@ -168,7 +168,7 @@ def main() -> None:
             env,
             log=log("web"),
         ),
-        # As deploy/ runs them: a worker for every queue, and one for the live queue alone
+        # As deploy/ runs them: a worker for the default queue, and one for the live queue
         # (settings.CELERY_LIVE_QUEUE: the pipeline, the live scores, the decisions).
         # --purge: a run cut short must not leave its tasks to the next run's worker.
         spawn(
@@ -178,9 +178,9 @@ def main() -> None:
                 "--concurrency",
                 "2",
                 "--queues",
-                f"{QUEUE},{QUEUE}.live",
+                QUEUE,
                 "--hostname",
-                f"all@{QUEUE}",
+                f"default@{QUEUE}",
                 "--purge",
                 *quiet,
                 *worker_options,

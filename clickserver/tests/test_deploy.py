@@ -173,6 +173,7 @@ def test_systemd_units_pass_systemd_analyze_verify(tmp_path):
     assert [unit.name for unit in SYSTEMD_UNITS] == [
         "clickserver-beat.service",
         "clickserver-web.service",
+        "clickserver-worker-live.service",
         "clickserver-worker.service",
     ]
     # Any warning (an unknown key, a bad value) counts: verify itself exits 0 on those.
