@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from django.conf import settings
 from django.core.cache import cache
 from django.db import connection
+from django.test import override_settings
 from rest_framework.test import APIClient
 
 from analytics.alerting import SIGNATURE_HEADER, TIMESTAMP_HEADER, signature_verify
@@ -69,6 +70,17 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA} (set CLICKSERVER_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fast_password_hashing():
+    """MD5 instead of production's PBKDF2 (1,000,000 iterations, 0.4 s a hash on the 2-core CI
+    machine) for the passwords the tests set and check: UserFactory sets one for every `user`,
+    hence every `shop`. What a test proves of a login (right or wrong password, throttling) does
+    not depend on the algorithm; production settings are unchanged (the subprocess tests, gunicorn
+    and the fault stack, hash with them)."""
+    with override_settings(PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"]):
+        yield
 
 
 @pytest.fixture(autouse=True)

@@ -72,18 +72,25 @@ def in_days(series: pd.Series, start: str, end: str) -> pd.Series:
 
 
 def levels(events: pd.DataFrame, key: str, starts: pd.Series) -> list[int]:
-    """Deepest level of product_view → add_to_cart → purchase per unit (earliest chain)."""
+    """Deepest level of product_view → add_to_cart → purchase per unit (earliest chain).
+
+    Plain Python over each unit's rows: pandas selections per unit took 20 s for the sessions."""
+    units: dict = {}
+    for unit, kind, at, may_start in zip(
+        events[key], events["type"], events["at"], starts.loc[events.index], strict=True
+    ):
+        units.setdefault(unit, []).append((kind, at, may_start))
     counts = [0, 0, 0]
-    for _, group in events.groupby(key):
-        views = group.loc[(group["type"] == "product_view") & starts.loc[group.index], "at"]
-        if views.empty:
+    for rows in units.values():
+        views = [at for kind, at, may_start in rows if kind == "product_view" and may_start]
+        if not views:
             continue
-        level, t = 1, views.min()
+        level, t = 1, min(views)
         for step in ("add_to_cart", "purchase"):
-            later = group.loc[(group["type"] == step) & (group["at"] >= t), "at"]
-            if later.empty:
+            later = [at for kind, at, _ in rows if kind == step and at >= t]
+            if not later:
                 break
-            level, t = level + 1, later.min()
+            level, t = level + 1, min(later)
         for k in range(level):
             counts[k] += 1
     return counts

@@ -2,7 +2,9 @@
 
 The production entry point: a real gunicorn process on a free port, talking to this test's
 database. The C parser (gunicorn_h1c, from requirements.txt) is gunicorn's default when it is
-installed; each case runs on it and on the pure-Python parser, so both stay correct.
+installed; each case runs on it and on the pure-Python parser, so both stay correct. One server
+per parser serves the module's tests (a start takes seconds); each test has its own shop and
+write key, and its rows are flushed after it, as the server only reads what the test created.
 """
 
 import os
@@ -40,8 +42,8 @@ def database_url() -> str:
     )
 
 
-@pytest.fixture(params=["fast", "python"])
-def server(request) -> Iterator[str]:
+@pytest.fixture(scope="module", params=["fast", "python"])
+def server(request, django_db_setup) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "-c", "deploy/gunicorn.conf.py", "clickserver.wsgi"],

@@ -1,3 +1,4 @@
+import copy
 import json
 import os
 import threading
@@ -8,7 +9,13 @@ import numpy as np
 import pytest
 
 from notifications import dataset
-from notifications.model import OUTPUT_NAME, TrainingConfig, model_export, train_and_evaluate
+from notifications.model import (
+    OUTPUT_NAME,
+    TrainingConfig,
+    TrainingResult,
+    model_export,
+    train_and_evaluate,
+)
 
 SHARED_DATA = Path(
     os.environ.get("CLICKSERVER_SHARED_DATA", Path(__file__).parents[3] / "shared" / "data")
@@ -30,13 +37,23 @@ def taobao_split(taobao_csv) -> dataset.Split:
     return dataset.split_by_time(dataset.sequences_build(dataset.taobao_sessionize(raw)))
 
 
+# The small training config of the slow tests: the trained model below, and a retraining
+# (test_model_promotion) that reuses it.
+TINY = TrainingConfig(epochs=2, batch_size=256)
+
+
 @pytest.fixture(scope="session")
-def trained_model_path(taobao_split, tmp_path_factory) -> Path:
-    """One small model trained on the first 200 Taobao users, shared by the slow tests."""
+def trained(taobao_split) -> TrainingResult:
+    """One small model trained (TINY) on the first 200 Taobao users, shared by the slow tests;
+    its card is never changed here (a user that changes a card works on a copy)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    result = train_and_evaluate(taobao_split, config=TrainingConfig(epochs=2, batch_size=256))
+    return train_and_evaluate(taobao_split, config=TINY)
+
+
+@pytest.fixture(scope="session")
+def trained_model_path(trained, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "conversion" / "1"
-    return model_export(result.model, path=path, card=result.card)
+    return model_export(trained.model, path=path, card=copy.deepcopy(trained.card))
 
 
 class FakeTFServing:

@@ -1,7 +1,11 @@
 """Retraining keeps the last good model: `conversion_model_train` scores the active version on
 the new model's test split and activates the new one only if its test ROC-AUC is not worse
-(within `PROMOTION_TOLERANCE`). Real training (a tiny config) on the first 200 Taobao users."""
+(within `PROMOTION_TOLERANCE`). Real training (a tiny config) on the first 200 Taobao users: the
+new model that is not worse is the session's trained model (conftest `trained`, the same config
+on the same 200 users), handed to the service's own code path in place of a second identical
+training; the worse one is trained here."""
 
+import copy
 import json
 import logging
 from pathlib import Path
@@ -14,13 +18,13 @@ from sklearn.metrics import roc_auc_score
 
 from events.tests.factories import ShopFactory
 from notifications import dataset, services
-from notifications.model import TrainingConfig, lstm_build, model_export
+from notifications import model as conversion_model
+from notifications.model import TrainingConfig, TrainingResult, lstm_build, model_export
 from notifications.models import ModelVersion
+from notifications.tests.conftest import TINY
 from notifications.tests.factories import T0
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db]
-
-TINY = TrainingConfig(epochs=2, batch_size=256)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +42,10 @@ def active_version(shop, path: Path, *, version: int) -> ModelVersion:
     )
 
 
+def sizes(split: dataset.Split) -> list[int]:
+    return [len(split.train), len(split.validation), len(split.test)]
+
+
 def saved_model_auc(path: Path, split: dataset.Split) -> float:
     """The active model's test ROC-AUC computed here, apart from the service's code path."""
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
@@ -47,9 +55,17 @@ def saved_model_auc(path: Path, split: dataset.Split) -> float:
 
 
 def test_a_new_model_not_worse_than_the_active_one_is_activated(
-    small_csv, taobao_split, tmp_path, settings, caplog
+    small_csv, taobao_split, trained, tmp_path, settings, caplog, monkeypatch
 ):
     settings.MODEL_DIR = str(tmp_path)
+    trainings = []
+
+    def train_and_evaluate(split, *, config=None, progress=None):
+        # What the service would train: TINY on the same 200 users, so the same split.
+        trainings.append((config, sizes(split), split.test.labels.tolist()))
+        return TrainingResult(model=trained.model, card=copy.deepcopy(trained.card))
+
+    monkeypatch.setattr(conversion_model, "train_and_evaluate", train_and_evaluate)
     shop = ShopFactory()
     # The active version says 0.5 for every session: a ranking no better than chance.
     constant = lstm_build(TrainingConfig())
@@ -65,6 +81,7 @@ def test_a_new_model_not_worse_than_the_active_one_is_activated(
 
     old.refresh_from_db()
     promotion = new.metrics["promotion"]
+    assert trainings == [(TINY, sizes(taobao_split), taobao_split.test.labels.tolist())]
     assert (new.version, new.is_active, old.is_active) == (2, True, False)
     assert promotion["active_version"] == 1
     assert promotion["active_roc_auc"] == 0.5
