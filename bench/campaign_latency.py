@@ -198,6 +198,7 @@ def main() -> None:
                 f"{QUEUE}.live",
                 "--hostname",
                 f"live@{QUEUE}",
+                "--purge",
                 *quiet,
                 *worker_options,
             ],

@@ -6,6 +6,7 @@ does. The few raw statements that avoid it share the pieces here. This module im
 the standard library only, never an app.
 """
 
+import hashlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -127,6 +128,33 @@ def rows_write(
             if returning:
                 ids.extend(row[0] for row in cursor.fetchall())
     return ids
+
+
+def named_lock_try(name: str) -> bool:
+    """Take a MariaDB named lock (`GET_LOCK`, no wait) for this connection; False when another
+    connection holds it. The server releases it when the connection ends, so a worker killed
+    mid-run leaves nothing behind (a Redis mark would block until it expired). The name is
+    hashed with the database's name: named locks are server-wide. SQLite: always True (one
+    process writes at a time anyway)."""
+    if not is_mysql():
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT GET_LOCK(%s, 0)", [_lock_name(name)])
+        (taken,) = cursor.fetchone()
+    return taken == 1
+
+
+def named_lock_release(name: str) -> None:
+    if not is_mysql():
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT RELEASE_LOCK(%s)", [_lock_name(name)])
+
+
+def _lock_name(name: str) -> str:
+    # At most 64 characters.
+    digest = hashlib.sha256(f"{connection.settings_dict['NAME']}:{name}".encode()).hexdigest()
+    return f"cs:{digest[:48]}"
 
 
 def models_update(model: type[Model], objects: Sequence[Model], fields: Sequence[str]) -> None:

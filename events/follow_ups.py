@@ -20,7 +20,10 @@ from typing import Any
 from celery import Task
 from django.conf import settings
 from django.core.cache import caches
+from django.db import DatabaseError
 from django.utils.module_loading import import_string
+
+from clickserver.sql import named_lock_release, named_lock_try
 
 PER_BATCH = "batch"
 CATCH_UP = "catch_up"
@@ -106,8 +109,10 @@ def follow_up_run(task: Task, *, shop_id: int) -> Iterator[bool]:
     process started beside the first: two live-score runs of a busy shop upserted the same rows
     in another order (MariaDB deadlocks, retried) and two rollup refreshes queued on one lock,
     each holding a process. The request is left before a second try, as in the pipeline's
-    `events_process_task`, so that it is never lost between the two runs. Redis down: every
-    run goes (every stage is idempotent)."""
+    `events_process_task`, so that it is never lost between the two runs. The run holds a
+    MariaDB named lock (`clickserver.sql.named_lock_try`), which the server drops with the
+    connection of a worker killed mid-run. Redis down: a run whose stage is going returns as
+    above, and the run going sends the stage again anyway (every stage is idempotent)."""
     follow_up_started(task.name, shop_id)
     claimed = _running_claim(task.name, shop_id)
     if not claimed:
@@ -128,23 +133,18 @@ def _running_claim(task_name: str, shop_id: int) -> bool:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return True
     try:
-        # Expires after the longest a task may run, should its worker die mid-run.
-        return bool(
-            caches["default"].add(
-                _running_key(task_name, shop_id), 1, timeout=settings.CELERY_TASK_TIME_LIMIT + 60
-            )
-        )
-    except Exception:
-        return True
+        return named_lock_try(_running_name(task_name, shop_id))
+    except DatabaseError:
+        return True  # the stage's own query reports the database
 
 
 def _running_release(task_name: str, shop_id: int) -> None:
     if settings.CELERY_TASK_ALWAYS_EAGER:
         return
     try:
-        caches["default"].delete(_running_key(task_name, shop_id))
-    except Exception:
-        logger.warning("follow-up %s of shop %s: could not clear its run mark", task_name, shop_id)
+        named_lock_release(_running_name(task_name, shop_id))
+    except DatabaseError:  # the connection is gone, and its lock with it
+        logger.warning("follow-up %s of shop %s: could not release its lock", task_name, shop_id)
 
 
 def _again_request(task_name: str, shop_id: int) -> None:
@@ -165,7 +165,7 @@ def _again_take(task_name: str, shop_id: int) -> bool:
         return True
 
 
-def _running_key(task_name: str, shop_id: int) -> str:
+def _running_name(task_name: str, shop_id: int) -> str:
     return f"follow-up:running:{task_name}:{shop_id}"
 
 

@@ -1,8 +1,11 @@
 """Per-batch follow-ups are coalesced per stage and shop: while one message waits in the queue
 the next batches send none; the task's start lets the next batch send again (real Redis)."""
 
+import threading
+
 import pytest
 from django.core.cache import caches
+from django.db import connection
 
 from events import follow_ups
 from notifications.tasks import scores_refresh_task
@@ -74,15 +77,31 @@ def test_the_live_scores_send_the_decisions_once_while_one_waits(queued, shop):
     assert queued.count((campaign_decisions_task.name, shop.pk)) == 2
 
 
-def test_one_run_of_a_stage_per_shop_at_a_time_and_the_holder_runs_again(queued):
+def _claimed_elsewhere(shop_id: int) -> bool:
+    """Whether a run in another worker process (its own database connection) gets the stage."""
+    outcome: list[bool] = []
+
+    def other_worker() -> None:
+        try:
+            with follow_ups.follow_up_run(scores_refresh_task, shop_id=shop_id) as runs:
+                outcome.append(runs)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=other_worker)
+    thread.start()
+    thread.join(timeout=30)
+    return outcome == [True]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_run_of_a_stage_per_shop_at_a_time_and_the_holder_runs_again(queued, mysql_only):
     """A message that finds its stage running for the shop returns at once and leaves a
-    request; the run going sends the stage once more when it ends (real Redis)."""
+    request; the run going sends the stage once more when it ends (MariaDB lock, real Redis)."""
     with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as first:
         assert first is True
-        with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as second:
-            assert second is False
-        with follow_ups.follow_up_run(scores_refresh_task, shop_id=8) as other_shop:
-            assert other_shop is True
+        assert _claimed_elsewhere(7) is False
+        assert _claimed_elsewhere(8) is True
         assert queued == []
     assert queued == [(scores_refresh_task.name, 7)]  # shop 8's run was not asked again
 
@@ -93,8 +112,14 @@ def test_one_run_of_a_stage_per_shop_at_a_time_and_the_holder_runs_again(queued)
     assert queued == []  # nobody asked meanwhile: no further run
 
 
-def test_a_failing_run_releases_its_stage(queued):
+@pytest.mark.django_db(transaction=True)
+def test_a_failing_or_killed_run_releases_its_stage(queued, mysql_only):
     with pytest.raises(RuntimeError), follow_ups.follow_up_run(scores_refresh_task, shop_id=7):
         raise RuntimeError("the database went away")
+    assert _claimed_elsewhere(7) is True
+
+    # A worker killed mid-run: its connection ends, and the server drops the lock with it.
     with follow_ups.follow_up_run(scores_refresh_task, shop_id=7) as runs:
         assert runs is True
+        connection.close()
+        assert _claimed_elsewhere(7) is True
