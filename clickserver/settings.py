@@ -355,8 +355,10 @@ PIPELINE_FOLLOW_UPS: list[tuple[str, str, str]] = [
     ("segments", "segments.tasks.segments_refresh_task", "catch_up"),
 ]
 # A per-batch stage waiting in the queue is not sent again for the same shop (events/
-# follow_ups.py); the mark expires after this many seconds, so a lost message is replaced.
-FOLLOW_UP_WAITING_SECONDS = env.int("FOLLOW_UP_WAITING_SECONDS", default=60)
+# follow_ups.py); the mark expires after this many seconds, so a message lost with the broker is
+# replaced by the next batch after that. Short, because a second message costs little: it finds
+# the stage running (one run per shop at a time) or runs after it.
+FOLLOW_UP_WAITING_SECONDS = env.int("FOLLOW_UP_WAITING_SECONDS", default=10)
 # What an erasure recomputes once the person's raw rows are gone (events/services/erasure.py), and
 # a session rebuild once the sessions changed (events/follow_ups.py `recompute_run`), in order:
 # (stage, task path, scope). "days": the task gets (shop_id, ISO local days or None for all);

@@ -83,8 +83,15 @@ def follow_up_enqueue(task: Task, *, shop_id: int) -> None:
     """Send one stage for the shop unless a message of it is already waiting (see above); a
     stage that must follow another (campaign decisions after the live scores) is sent this way
     by the task it follows."""
-    if _waiting_claim(task.name, shop_id):
+    if not _waiting_claim(task.name, shop_id):
+        return
+    try:
         task.delay(shop_id)
+    except Exception:
+        # The broker is away: no message waits, so the next batch must be free to send one
+        # (a mark left here held the stage back for its whole expiry after an outage).
+        follow_up_started(task.name, shop_id)
+        raise
 
 
 def follow_up_started(task_name: str, shop_id: int) -> None:

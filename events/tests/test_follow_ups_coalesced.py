@@ -50,6 +50,25 @@ def test_the_waiting_mark_expires(queued, settings):
     assert queued.count((scores_refresh_task.name, 7)) == 2
 
 
+def test_a_send_that_fails_leaves_no_mark(queued, monkeypatch):
+    """The broker away: nothing waits in the queue, so the next batch sends the stage again
+    (a mark left behind held it back for its whole expiry after a RabbitMQ restart)."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    def broker_away(shop_id):
+        raise BrokerError("connection refused")
+
+    monkeypatch.setattr(scores_refresh_task, "delay", broker_away)
+    with pytest.raises(BrokerError):
+        follow_ups.follow_up_enqueue(scores_refresh_task, shop_id=7)
+    monkeypatch.setattr(
+        scores_refresh_task, "delay", lambda shop_id: queued.append(("sent", shop_id))
+    )
+    follow_ups.follow_up_enqueue(scores_refresh_task, shop_id=7)
+
+    assert queued == [("sent", 7)]
+
+
 @pytest.mark.django_db
 def test_every_batch_stage_clears_its_mark_when_it_starts(queued, shop):
     """A stage that never cleared its mark would run at most once a minute."""
