@@ -395,3 +395,16 @@ def live_server_requests_wait(live_server, *, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     for thread in list(getattr(httpd, "_threads", None) or []):
         thread.join(max(0.0, deadline - time.monotonic()))
+
+
+@pytest.fixture(autouse=True)
+def live_server_quiet_before_flush(request):
+    """Every test that uses the live server waits for its in-flight requests before its
+    database is flushed (`live_server_requests_wait`). Set up after pytest-django's own
+    live-server fixtures (which bring the transactional database), so torn down before them."""
+    if "live_server" not in request.fixturenames:
+        yield
+        return
+    live_server = request.getfixturevalue("live_server")
+    yield
+    live_server_requests_wait(live_server)
