@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from conftest import live_server_requests_wait
 from events.models import Event
+from events.services.ingest import PROCESS_DEBOUNCE_SECONDS
 from events.snippet import NOTIFICATIONS_PLACEHOLDER
 from events.tests import storefront_urls
 from events.tests.factories import EventFactory, PersonFactory
@@ -21,6 +22,7 @@ from notifications.campaigns.rules import ContentIn
 from notifications.experiments import services as experiment_services
 from notifications.experiments.results import experiment_results_compute, experiments_refresh
 from notifications.experiments.rules import VariantIn
+from notifications.fixed_model import fixed_model_activate, fixed_score
 from notifications.models import CampaignDecision
 from notifications.tests.factories import ConversionScoreFactory, SessionFactory
 from notifications.tests.test_campaigns import anonymous_ids_in
@@ -190,6 +192,59 @@ def test_the_toast_shows_the_hostile_name_as_text_once_away_from_checkout(
     assert again is None
 
 
+# A desktop Chrome's user agent: a headless browser's own ("HeadlessChrome") is rightly tagged
+# as a bot by detection (which eager Celery runs after each batch), and bots are never scored.
+SHOPPER_AGENT = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko)"
+    " Chrome/131.0.0.0 Safari/537.36"
+)
+
+
+@pytest.mark.browser
+@pytest.mark.urls("events.tests.storefront_urls")
+@pytest.mark.django_db(transaction=True)
+def test_a_shopper_whose_own_page_views_move_the_score_into_the_band_sees_the_toast(
+    browser, celery_eager, live_server, shop, tmp_path
+):
+    """No decision made by the test: the browser's events go through ingestion and the pipeline
+    (eager Celery, in the live server's requests), the fixed model scores the visit n / (n + 6),
+    the decision stage runs after the scores, and the snippet's next poll shows the toast. Two
+    page views score 0.25, under the band; the third scores 0.33, inside it."""
+    fixed_model_activate(shop=shop, directory=tmp_path, now=timezone.now())
+    campaign = campaign_running(shop, trigger={"kind": "score_band", "low": 0.3, "high": 0.6})
+    (anonymous_id,) = anonymous_ids_in(campaign, "nudge", 1)
+    context = browser.new_context(user_agent=SHOPPER_AGENT)
+    context.add_cookies([{"name": "_cs_aid", "value": anonymous_id, "url": live_server.url}])
+    page = context.new_page()
+    store = f"{live_server.url}/store/{shop.write_key}"
+    try:
+        for number, name in enumerate(["home", "home"], start=1):
+            page.goto(f"{store}/{name}/")
+            page.wait_for_function("() => window.clickserver && clickserver.loaded")
+            page.evaluate("clickserver.flush()")
+            events_of(shop, {"page_view"}, number)
+            live_server_requests_wait(live_server)
+            # Ingestion asks for a pipeline run at most once a second per shop, delayed to take
+            # that second's events; eager Celery runs it at once, so the next page waits it out.
+            time.sleep(PROCESS_DEBOUNCE_SECONDS + 0.1)
+        before = list(CampaignDecision.objects.filter(campaign=campaign))
+        page.goto(f"{store}/cart/")
+        toast = page.wait_for_selector("[role=status]", timeout=20000)
+        text = toast.inner_text()
+        shown = events_of(shop, {"notification_shown"}, 1)
+    finally:
+        context.close()
+        live_server_requests_wait(live_server)
+
+    decision = CampaignDecision.objects.get(campaign=campaign)
+    assert before == []
+    assert (decision.anonymous_id, decision.arm) == (anonymous_id, "nudge")
+    assert not decision.is_holdout
+    assert decision.score == pytest.approx(fixed_score(3), abs=1e-4)
+    assert "Still deciding" in text
+    assert [e.properties["decision"] for e in shown] == [decision.pk]
+
+
 @pytest.mark.browser
 @pytest.mark.urls("events.tests.storefront_urls")
 @pytest.mark.django_db(transaction=True)
@@ -309,6 +364,10 @@ def test_a_browser_that_bought_after_its_decision_was_made_is_shown_nothing(
     page.wait_for_function("() => window.clickserver && clickserver.loaded")
     page.evaluate("clickserver.track('purchase'); clickserver.flush()")
     events_of(shop, {"purchase"}, 1)
+    # The purchase's request runs the pipeline (eager Celery) after ingestion has stored the
+    # event: let it finish first, or it may process the purchase into the session decided below
+    # and the decision is rightly never made.
+    live_server_requests_wait(live_server)
     decided_for(shop, anonymous_id)
     assert CampaignDecision.objects.filter(campaign=campaign, is_holdout=False).exists()
 
