@@ -79,6 +79,20 @@ def shop_get_for_user(*, user: AbstractBaseUser | AnonymousUser, domain: str | N
     )
 
 
+def shop_get_for_owner(
+    *, user: AbstractBaseUser | AnonymousUser, domain: str | None, action: str
+) -> Shop:
+    """The shop as `shop_get_for_user` finds it (404 where the user is no member), if the user
+    is one of its owners (or a superuser): 403 for its analysts, whose role reads and never acts
+    (a change that reaches shoppers, such as a campaign's, is the owners' to make)."""
+    shop = shop_get_for_user(user=user, domain=domain)
+    if not shops_owned_by(user=user).filter(pk=shop.pk).exists():
+        raise ApplicationError(
+            f"Only the shop's owners may {action}.", code="permission_denied", status=403
+        )
+    return shop
+
+
 # Counting a backlog stops here: the figure is for alerts and the admin, and counting millions of
 # index entries on every readiness probe would make the probe the slowest query in the system.
 BACKLOG_COUNT_CAP = 100_000

@@ -5,6 +5,7 @@ from notifications.campaigns.api import (
     CampaignDeliveryListApi,
     CampaignDetailApi,
     CampaignListApi,
+    CampaignPauseAllApi,
     CampaignPauseApi,
     CampaignResultsApi,
     CampaignStartApi,
@@ -38,6 +39,11 @@ urlpatterns = [
     path("model/", model_dashboard, name="dashboard-model"),
     path("notifications/pending/", NotificationPendingApi.as_view(), name="notifications-pending"),
     path("notifications/campaigns/", CampaignListApi.as_view(), name="campaigns"),
+    path(
+        "notifications/campaigns/pause-all/",
+        CampaignPauseAllApi.as_view(),
+        name="campaigns-pause-all",
+    ),
     # The dashboard page (HTML), outside the JSON API's prefixes, as the Experiments page.
     path("campaigns-dashboard/", campaigns_dashboard, name="dashboard-campaigns"),
     path(

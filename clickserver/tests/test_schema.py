@@ -121,8 +121,8 @@ def test_bodies_the_api_rejects_when_empty_are_required(schema):
     }
 
     # Shopify's webhooks are signed: the signature, not our schema, says what a body may be.
-    # Starting and stopping an experiment or a campaign (pausing it too), acknowledging and
-    # resolving an anomaly take no body at all.
+    # Starting and stopping an experiment or a campaign (pausing it too, or all of a shop's
+    # campaigns), acknowledging and resolving an anomaly take no body at all.
     assert {
         f"POST {path}" for path, methods in schema["paths"].items() if "post" in methods
     } - required == {
@@ -135,4 +135,5 @@ def test_bodies_the_api_rejects_when_empty_are_required(schema):
         "POST /notifications/campaigns/{campaign_id}/start/",
         "POST /notifications/campaigns/{campaign_id}/pause/",
         "POST /notifications/campaigns/{campaign_id}/stop/",
+        "POST /notifications/campaigns/pause-all/",
     }

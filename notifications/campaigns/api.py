@@ -32,7 +32,7 @@ from clickserver.schema import (
     paginated,
 )
 from clickserver.throttles import StorefrontThrottle
-from events.selectors import shop_get_for_user, shops_owned_by
+from events.selectors import shop_get_for_owner, shop_get_for_user, shops_owned_by
 from events.storefront_auth import shop_authenticate
 from notifications.campaigns import deliveries, results, selectors, services
 from notifications.campaigns.rules import ContentIn
@@ -46,6 +46,16 @@ from notifications.models import (
 )
 
 ANONYMOUS_ID_MAX = 255
+# Creating, editing, starting, pausing and stopping campaigns and uploading codes reach shoppers:
+# the shop's owners only (an analyst gets 403, like in the admin).
+OWNER_ACTION = "change campaigns"
+OWNER_ERRORS = (*MEMBER_ERRORS, 403)
+
+
+def _shop_for_owner(request):
+    return shop_get_for_owner(
+        user=request.user, domain=request.query_params.get("shop"), action=OWNER_ACTION
+    )
 
 
 class NotificationPendingApi(APIView):
@@ -207,11 +217,11 @@ class CampaignListApi(APIView):
     @extend_schema(
         parameters=[SHOP],
         request=CampaignInSerializer,
-        responses={201: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+        responses={201: CampaignOutSerializer, **error_responses(*OWNER_ERRORS)},
         description=RULES,
     )
     def post(self, request):
-        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        shop = _shop_for_owner(request)
         values = _validated(request)
         values.setdefault("variants", [])
         campaign = services.campaign_create(shop=shop, now=timezone.now(), **values)
@@ -231,12 +241,12 @@ class CampaignDetailApi(APIView):
     @extend_schema(
         parameters=[SHOP],
         request=CampaignInSerializer(partial=True),
-        responses={200: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+        responses={200: CampaignOutSerializer, **error_responses(*OWNER_ERRORS)},
         description="Edit the name, trigger, targeting, channel, caps or consent flag; the key, "
         "the content variants and the holdout are the experiment's design and fixed. " + RULES,
     )
     def patch(self, request, campaign_id: int):
-        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        shop = _shop_for_owner(request)
         campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
         data = _validated(request, partial=True)
         campaign = services.campaign_update(campaign=campaign, data=data, now=timezone.now())
@@ -251,10 +261,10 @@ class CampaignTransitionApi(APIView):
     @extend_schema(
         parameters=[SHOP],
         request=None,
-        responses={200: CampaignOutSerializer, **error_responses(*MEMBER_ERRORS)},
+        responses={200: CampaignOutSerializer, **error_responses(*OWNER_ERRORS)},
     )
     def post(self, request, campaign_id: int):
-        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        shop = _shop_for_owner(request)
         campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
         campaign = type(self).transition(campaign=campaign, now=timezone.now())
         return Response(_out(campaign, request=request, shop=shop))
@@ -272,6 +282,21 @@ class CampaignStopApi(CampaignTransitionApi):
     transition = staticmethod(services.campaign_stop)
 
 
+class CampaignPauseAllApi(APIView):
+    @extend_schema(
+        parameters=[SHOP],
+        request=None,
+        responses={200: CampaignOutSerializer(many=True), **error_responses(*OWNER_ERRORS)},
+        description="The shop's emergency brake: pause every running campaign at once (nothing "
+        "decided or served after it; each is started again on its own). Answers the campaigns "
+        "it paused, none when nothing was running.",
+    )
+    def post(self, request):
+        shop = _shop_for_owner(request)
+        paused = services.campaigns_pause_all(shop=shop, now=timezone.now())
+        return Response(CampaignOutSerializer(paused, many=True, context={"is_owner": True}).data)
+
+
 class DiscountCodesUploadApi(APIView):
     class InputSerializer(serializers.Serializer):
         codes = serializers.ListField(child=serializers.CharField(max_length=255), max_length=10000)
@@ -279,11 +304,11 @@ class DiscountCodesUploadApi(APIView):
     @extend_schema(
         parameters=[SHOP],
         request=InputSerializer,
-        responses={200: OpenApiTypes.OBJECT, **error_responses(*MEMBER_ERRORS)},
+        responses={200: OpenApiTypes.OBJECT, **error_responses(*OWNER_ERRORS)},
         description="Add codes to the pool; each person who gets the notification claims one.",
     )
     def post(self, request, campaign_id: int):
-        shop = shop_get_for_user(user=request.user, domain=request.query_params.get("shop"))
+        shop = _shop_for_owner(request)
         campaign = selectors.campaign_get(shop=shop, campaign_id=campaign_id)
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)

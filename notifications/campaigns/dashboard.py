@@ -1,7 +1,7 @@
 """The dashboard's Campaigns page: analytics' page shell (base.html, nav, shop switcher) with the
 shop's campaigns, read by `notifications/campaigns.js` from `GET /notifications/campaigns/` and
 `GET /notifications/campaigns/<id>/results/` with the session cookie; its Start / Pause / Stop
-buttons post to the campaign API (CSRF token from the page).
+buttons and **Pause all** post to the campaign API (CSRF token from the page).
 
 Served by notifications, as the Experiments page is: analytics must not import notifications and
 only lists the page in its nav (`PAGES`, `in_analytics=False`).
@@ -22,7 +22,7 @@ PAGE = next(page for page in PAGES if page.name == "campaigns")
 def campaigns_dashboard(request: HttpRequest) -> HttpResponse:
     """The page shell; the config adds the selected campaign (`?campaign=ID`, else the script
     picks the first), each campaign's headline figures and whether the user may start, pause and
-    stop campaigns (staff, or an owner of the shop)."""
+    stop campaigns (an owner of the shop, or a superuser)."""
     context = page_context(request, PAGE)
     if isinstance(context, HttpResponse):
         return context
@@ -34,7 +34,7 @@ def campaigns_dashboard(request: HttpRequest) -> HttpResponse:
     context["config"] |= {
         "campaign": int(selected) if selected.isdigit() else None,
         "headlines": {str(key): value for key, value in headlines.items()},
-        "canManage": request.user.is_staff
-        or shops_owned_by(user=request.user).filter(pk=shop.pk).exists(),
+        # The API's rule (an owner, or a superuser), so no button shown answers 403.
+        "canManage": shops_owned_by(user=request.user).filter(pk=shop.pk).exists(),
     }
     return render(request, "notifications/campaigns_dashboard.html", context)

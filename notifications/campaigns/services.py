@@ -349,6 +349,28 @@ def campaign_stop(*, campaign: Campaign, now: datetime) -> Campaign:
     return campaign
 
 
+def campaigns_pause_all(*, shop: Shop, now: datetime) -> list[Campaign]:
+    """The shop's emergency brake: every running campaign paused at once, in one transaction
+    (no decision after it, nothing pending served: one generation bump voids every browser's
+    cached answer). Pausing, not stopping: each campaign's experiment keeps its phase and the
+    owner starts again what should run. Returns the campaigns it paused."""
+    with transaction.atomic():
+        running = list(
+            Campaign.objects.select_for_update()
+            .select_related("experiment")
+            .filter(shop=shop, status=CampaignStatus.RUNNING)
+            .order_by("pk")
+        )
+        Campaign.objects.filter(pk__in=[c.pk for c in running]).update(
+            status=CampaignStatus.PAUSED, updated_at=now
+        )
+        for campaign in running:
+            campaign.status, campaign.updated_at = CampaignStatus.PAUSED, now
+        if running:
+            _generation_bump_on_commit(shop.pk)
+    return running
+
+
 def discount_codes_upload(*, campaign: Campaign, codes: Sequence[str]) -> int:
     """Add codes to the campaign's pool; a code already in it is skipped. Returns how many
     were added. Each person later claims one code (decisions.py)."""

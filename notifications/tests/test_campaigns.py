@@ -9,9 +9,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from events.follow_ups import follow_ups
-from events.models import ConsentMode, Session
+from events.models import ConsentMode, Session, ShopMembership
 from events.sessionize import NON_INTERACTION_TYPES
-from events.tests.factories import EventFactory, PersonFactory
+from events.tests.factories import EventFactory, PersonFactory, UserFactory
 from notifications import tasks
 from notifications.campaigns import decisions, rules, services
 from notifications.campaigns.rules import ContentIn
@@ -587,6 +587,82 @@ def test_api_is_shop_scoped(api_client, shop, other_shop):
 
     assert response.status_code == 404
     assert anonymous.status_code in (401, 403)
+
+
+@pytest.mark.django_db
+def test_an_analyst_reads_campaigns_but_every_change_answers_403_and_changes_nothing(shop):
+    campaign = campaign_running(shop)
+    analyst = UserFactory()
+    ShopMembership.objects.create(shop=shop, user=analyst, role=ShopMembership.Role.ANALYST)
+    client = APIClient()
+    client.force_authenticate(user=analyst)
+    base, query = "/notifications/campaigns/", f"?shop={shop.domain}"
+
+    reads = [
+        client.get(f"{base}{query}").status_code,
+        client.get(f"{base}{campaign.pk}/{query}").status_code,
+        client.get(f"{base}{campaign.pk}/deliveries/{query}").status_code,
+    ]
+    changes = [
+        client.post(f"{base}{query}", body(key="other"), format="json"),
+        client.patch(f"{base}{campaign.pk}/{query}", {"name": "Mine"}, format="json"),
+        client.post(f"{base}{campaign.pk}/pause/{query}"),
+        client.post(f"{base}{campaign.pk}/stop/{query}"),
+        client.post(f"{base}{campaign.pk}/codes/{query}", {"codes": ["X1"]}, format="json"),
+        client.post(f"{base}pause-all/{query}"),
+    ]
+
+    assert reads == [200, 200, 200]
+    assert {(r.status_code, r.json()["code"]) for r in changes} == {(403, "permission_denied")}
+    assert changes[0].json()["detail"] == "Only the shop's owners may change campaigns."
+    campaign.refresh_from_db()
+    assert (campaign.name, campaign.status) == ("Nudge", CampaignStatus.RUNNING)
+    assert list(Campaign.objects.values_list("key", flat=True)) == ["nudge"]
+    assert not DiscountCode.objects.exists()
+
+
+@pytest.mark.django_db
+def test_pause_all_pauses_every_running_campaign_and_voids_what_is_pending(
+    api_client, shop, other_shop, django_capture_on_commit_callbacks
+):
+    now = timezone.now()
+    first = campaign_running(shop, holdout_share=0.01)
+    (anonymous_id,) = anonymous_ids_in(first, "nudge", 1)
+    live_session(shop, anonymous_id=anonymous_id, now=now)
+    with django_capture_on_commit_callbacks(execute=True):
+        decisions.campaign_decisions_run(shop_id=shop.pk, now=now)
+    second = campaign_running(shop, key="second")
+    draft = services.campaign_create(
+        shop=shop, key="draft", name="Draft", trigger={"kind": "first_visit"},
+        variants=[CONTENT], now=T0,
+    )  # fmt: skip
+    stopped = services.campaign_stop(campaign=campaign_running(shop, key="old"), now=T0)
+    theirs = campaign_running(other_shop)
+    ask = lambda: APIClient().get(  # noqa: E731
+        PENDING, {"anonymous_id": anonymous_id}, headers={"X-Write-Key": shop.write_key}
+    )
+    before = ask().json()["notification"]
+
+    with django_capture_on_commit_callbacks(execute=True):
+        paused = api_client.post(f"/notifications/campaigns/pause-all/?shop={shop.domain}")
+    again = api_client.post(f"/notifications/campaigns/pause-all/?shop={shop.domain}")
+    later = decisions.campaign_decisions_run(shop_id=shop.pk, now=now)
+
+    assert before is not None
+    assert paused.status_code == 200
+    assert [(c["key"], c["status"]) for c in paused.json()] == [
+        ("nudge", "paused"), ("second", "paused"),
+    ]  # fmt: skip
+    assert again.json() == []
+    statuses = dict(Campaign.objects.values_list("pk", "status"))
+    assert (statuses[first.pk], statuses[second.pk]) == ("paused", "paused")
+    assert (statuses[draft.pk], statuses[stopped.pk], statuses[theirs.pk]) == (
+        "draft", "stopped", "running",
+    )  # fmt: skip
+    assert ask().json() == {"notification": None, "exposure": None}
+    assert later.campaigns == 0
+    # Paused, not stopped: the owner starts a campaign again and it decides as before.
+    assert services.campaign_start(campaign=first, now=now).status == CampaignStatus.RUNNING
 
 
 # --- wiring -----------------------------------------------------------------------------------

@@ -87,6 +87,17 @@ def test_the_page_shows_results_hostile_names_as_text_and_the_owner_pauses_and_s
     ]
     nav = page.eval_on_selector_all("nav.tabs a", "as => as.map(a => a.textContent.trim())")
     screenshot(page, "campaigns-desktop")
+    # The emergency brake, then the campaign's own buttons: start again, pause, stop.
+    page.click("#campaigns-pause-all")
+    page.wait_for_selector("#campaigns-table tbody tr.selected .tag.paused")
+    paused_all = (
+        Campaign.objects.get(pk=campaign.pk).status,
+        page.inner_text("#campaigns-message"),
+        page.is_visible("#campaigns-pause-all"),
+    )
+    page.click("#campaign-actions button[data-action=start]")
+    page.wait_for_selector("#campaigns-table tbody tr.selected .tag.running")
+    page.wait_for_selector("#campaigns-pause-all", state="visible")
     page.click("#campaign-actions button[data-action=pause]")
     page.wait_for_selector("#campaigns-table tbody tr.selected .tag.paused")
     paused = Campaign.objects.get(pk=campaign.pk).status
@@ -125,6 +136,7 @@ def test_the_page_shows_results_hostile_names_as_text_and_the_owner_pauses_and_s
     assert "over 6 treated units (95 % interval, sequential)" in incremental
     assert painted > 500
     assert buttons == [["Start", True, True], ["Pause", False, True], ["Stop", False, True]]
+    assert paused_all == (CampaignStatus.PAUSED, "1 campaign paused.", False)
     assert paused == CampaignStatus.PAUSED
     assert Campaign.objects.get(pk=campaign.pk).status == CampaignStatus.STOPPED
     assert after_stop == [True, True, True]
@@ -150,9 +162,11 @@ def test_an_analyst_sees_the_results_without_the_buttons(
         button.is_visible() for button in page.query_selector_all("#campaign-actions button")
     ]
     selected = page.inner_text("#campaigns-table tr.selected td")
+    pause_all = page.is_visible("#campaigns-pause-all")
     screenshot(page, "campaigns-mobile")
     context.close()
 
     assert visible == [False, False, False]
+    assert not pause_all
     assert selected == HOSTILE
     assert problems == []

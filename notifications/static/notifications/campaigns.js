@@ -1,6 +1,6 @@
 /* The dashboard's Campaigns page: reads GET /notifications/campaigns/ and
    GET /notifications/campaigns/<id>/results/ (same origin, session cookie), draws them, and posts
-   Start / Pause / Stop to the campaign API with the page's CSRF token. Every name, key and
+   Start / Pause / Stop and Pause all to the campaign API with the page's CSRF token. Every name, key and
    sentence from the API is set with textContent, never parsed as HTML. */
 (function () {
   "use strict";
@@ -76,6 +76,7 @@
     var tbody = document.querySelector("#campaigns-table tbody");
     return api("/notifications/campaigns/").then(function (rows) {
       campaigns = rows;
+      pauseAllShow(rows);
       if (!rows.length) {
         message(tbody, 9, "No campaigns yet. Create one through POST /notifications/campaigns/.");
         return;
@@ -100,6 +101,14 @@
       var wanted = rows.filter(function (c) { return c.id === (keepSelection ? selected : config.campaign); })[0];
       select((wanted || rows[0]).id, false);
     }).catch(function (e) { message(tbody, 9, "Could not load the campaigns (" + e.message + "). Reload to retry."); });
+  }
+
+  // The emergency brake, for those who may act: shown while something runs.
+  function pauseAllShow(rows) {
+    var button = document.getElementById("campaigns-pause-all");
+    var running = rows.filter(function (c) { return c.status === "running"; }).length;
+    button.hidden = !config.canManage || running === 0;
+    button.disabled = false;
   }
 
   function actionsShow(campaign) {
@@ -239,6 +248,19 @@
         status.textContent = "Could not " + action + " the campaign: " + e.message;
         button.disabled = false;
       });
+    });
+  });
+
+  document.getElementById("campaigns-pause-all").addEventListener("click", function () {
+    var button = this;
+    var status = document.getElementById("campaigns-message");
+    button.disabled = true;
+    api("/notifications/campaigns/pause-all/", "POST").then(function (paused) {
+      status.textContent = paused.length === 1 ? "1 campaign paused." : paused.length + " campaigns paused.";
+      return list(true);
+    }).catch(function (e) {
+      status.textContent = "Could not pause the campaigns: " + e.message;
+      button.disabled = false;
     });
   });
 
