@@ -356,8 +356,11 @@ def finding_build(
 ) -> Finding:
     when, usual_for = window_phrase(start, frequency=config.frequency)
     label = config.label or metric.replace("_", " ").capitalize()
+    # The labels are counts in the plural (Sessions, Orders) or mass nouns (Revenue, Visit
+    # conversion): "Orders were 150", "Revenue was 9,983.94".
+    verb = "were" if label.endswith("s") else "was"
     explanation = (
-        f"{label} {when} were {number_format(observed)}, "
+        f"{label} {when} {verb} {number_format(observed)}, "
         f"{comparison_phrase(observed, expected)} for {usual_for}."
     )
     step = pd.Timedelta(hours=1) if config.frequency == HOUR else pd.Timedelta(days=1)

@@ -223,6 +223,21 @@ def test_a_daily_drop_is_explained_per_weekday():
     assert finding.direction == Direction.DROP
 
 
+def test_a_mass_noun_takes_was():
+    index = pd.date_range(end="2026-03-03", periods=10 * 7, freq="D", tz="Europe/London")
+    series = pd.Series(1000.0, index=index)
+    series.iloc[-1] = 150.0
+
+    [finding] = series_detect_mad(
+        series,
+        metric="revenue_daily",
+        config=SeasonalConfig(frequency=DAY, label="Revenue"),
+        start=index[-1],
+    )
+
+    assert finding.explanation.startswith("Revenue on Tue 3 Mar 2026 was 150, ")
+
+
 def test_bad_input_is_refused():
     duplicated = pd.Series([1.0, 2.0], index=pd.DatetimeIndex(["2026-01-01", "2026-01-01"]))
 
