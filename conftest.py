@@ -256,11 +256,19 @@ def redis_down(settings):
 
 class Inbox:
     """aiosmtpd handler: keeps every message the server accepts; answers each DATA with the
-    queued `refusals` first (e.g. "451 ..." or "554 ..."), as a failing server would."""
+    queued `refusals` first (e.g. "451 ..." or "554 ..."), as a failing server would, and a
+    recipient in `unknown` with its reply at RCPT (e.g. "550 5.1.1 no such user")."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[list[str], bytes]] = []
         self.refusals: list[str] = []
+        self.unknown: dict[str, str] = {}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address.lower() in self.unknown:
+            return self.unknown[address.lower()]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.refusals:

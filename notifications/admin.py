@@ -454,8 +454,8 @@ class CampaignDeliveryAdmin(ReadOnlyAdmin):
 
 @admin.register(EmailUnsubscribe)
 class EmailUnsubscribeAdmin(ReadOnlyAdmin):
-    list_display = ("shop", "person", "unsubscribed_at")
-    list_filter = ("shop",)
+    list_display = ("shop", "person", "reason", "unsubscribed_at")
+    list_filter = ("shop", "reason")
 
 
 def _interval(estimate: Any, low: Any, high: Any) -> str:

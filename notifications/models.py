@@ -539,11 +539,20 @@ class CampaignDelivery(models.Model):
         return f"{self.channel} of decision {self.decision_id}: {self.status}"
 
 
+class SuppressionReason(models.TextChoices):
+    UNSUBSCRIBED = "unsubscribed", "Unsubscribed"
+    # The receiving server refused the address permanently (a 5xx at RCPT: no such user).
+    BOUNCED = "bounced", "Hard bounce"
+
+
 class EmailUnsubscribe(models.Model):
-    """A person of a shop who asked for no more campaign email (the signed link in each email).
+    """An address of a shop that campaign email no longer goes to: the person asked (the signed
+    link in each email), or the receiving server refused the address for good (a hard bounce).
 
     Kept by the address's SHA-256 as well as the person, so an identity merge (which deletes the
-    losing person) or a new person with the same address is still not emailed.
+    losing person) or a new person with the same address is still not emailed. An unsubscribe
+    also stops the person at any later address; a bounce stops only the address (the person may
+    give the shop a working one).
     """
 
     shop = models.ForeignKey(Shop, on_delete=models.CASCADE, related_name="email_unsubscribes")
@@ -551,6 +560,9 @@ class EmailUnsubscribe(models.Model):
         Person, on_delete=models.SET_NULL, null=True, blank=True, related_name="unsubscribes"
     )
     email_hash = models.CharField(max_length=64)
+    reason = models.CharField(
+        max_length=16, choices=SuppressionReason.choices, default=SuppressionReason.UNSUBSCRIBED
+    )
     unsubscribed_at = models.DateTimeField()
 
     class Meta:
@@ -559,4 +571,4 @@ class EmailUnsubscribe(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.shop_id}: person {self.person_id} unsubscribed"
+        return f"{self.shop_id}: person {self.person_id} {self.reason}"

@@ -6,14 +6,18 @@ at most once: a worker first *claims* the row (a conditional UPDATE pending → 
 on its own) and only then talks to the SMTP server or the receiver; the outcome is recorded on
 the claimed row. A row left in `sending` (the worker was killed between its claim and its record)
 is never sent again: the sweep marks it `uncertain` once it is older than any send can take, and
-it stays visible in the API and the admin. A transient failure (SMTP errors, refused
-connections, timeouts, 5xx/429/408 answers) puts the row back to `pending` with
+it stays visible in the API and the admin. A transient failure (4xx SMTP replies, refused
+connections, timeouts; webhook 5xx/429/408 answers) puts the row back to `pending` with
 `next_attempt_at` = now + base × 2^(attempts − 1), until the last attempt records `failed`.
+A permanent one is `failed` at once: a recipient the SMTP server refuses with a 5xx (a hard
+bounce, whose address then joins the shop's suppression list), a message refused at DATA, a
+webhook 4xx.
 A webhook whose host resolves to a non-public address (clickserver/webhook_guard.py) is
 `failed` at once, nothing sent.
 docs/campaigns.md, "Email and webhook", has the rules.
 """
 
+import contextlib
 import smtplib
 import time
 from dataclasses import dataclass
@@ -43,6 +47,7 @@ from notifications.models import (
     CampaignStatus,
     DeliveryStatus,
     EmailUnsubscribe,
+    SuppressionReason,
 )
 
 UNSUBSCRIBE_SALT = "notifications.campaigns.unsubscribe"
@@ -238,8 +243,40 @@ def _skip_reason(delivery: CampaignDelivery) -> tuple[str, str]:
         decision.person_id, ""
     )
     if not address:
-        return "no address to email (not stored, or unsubscribed)", ""
+        return "no address to email (not stored, unsubscribed or hard-bounced)", ""
     return "", address
+
+
+def smtp_is_transient(exc: Exception) -> bool:
+    """Whether trying again later may deliver (RFC 5321: a 4xx reply is transient, a 5xx one
+    permanent). Permanent: the recipient refused (a hard bounce) or the message refused at DATA
+    (its content, its size). Transient: 4xx replies, lost connections and timeouts, and a 5xx
+    for our sender or our login, which is the server's configuration, fixed by an operator
+    while the retries wait."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return any(code < 500 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPDataError):
+        return exc.smtp_code < 500
+    return True
+
+
+def _is_hard_bounce(exc: Exception) -> bool:
+    return isinstance(exc, smtplib.SMTPRecipientsRefused) and not smtp_is_transient(exc)
+
+
+def address_bounced(*, decision: CampaignDecision, address: str, now: datetime) -> None:
+    """Put a hard-bounced address on the shop's suppression list (an unsubscribe already there
+    stays as it is): no campaign emails it or decides for it again (`persons_emailable`)."""
+    with contextlib.suppress(IntegrityError), transaction.atomic():
+        EmailUnsubscribe.objects.get_or_create(
+            shop_id=decision.shop_id,
+            email_hash=email_hash(address),
+            defaults={
+                "person_id": decision.person_id,
+                "reason": SuppressionReason.BOUNCED,
+                "unsubscribed_at": now,
+            },
+        )
 
 
 def campaign_delivery_send(*, delivery_id: int, now: datetime) -> CampaignDelivery:
@@ -272,7 +309,11 @@ def campaign_delivery_send(*, delivery_id: int, now: datetime) -> CampaignDelive
             email_build(decision=delivery.decision, address=address).send()
         except (smtplib.SMTPException, OSError) as exc:
             # OSError: refused connections and timeouts (socket.timeout is one).
-            error, is_transient = f"{type(exc).__name__}: {exc}", True
+            error = f"{type(exc).__name__}: {exc}"
+            is_transient = smtp_is_transient(exc)
+            if _is_hard_bounce(exc):
+                address_bounced(decision=delivery.decision, address=address, now=now)
+                error = f"hard bounce, the address is not emailed again: {error}"
         else:
             outcome["message_id"] = message_id(delivery.decision_id)
     else:

@@ -35,6 +35,7 @@ from notifications.models import (
     DiscountCode,
     EmailUnsubscribe,
     ExperimentStatus,
+    SuppressionReason,
 )
 from segments.models import SegmentMembership
 
@@ -420,14 +421,16 @@ class Unsubscribed:
 
 
 def email_unsubscribed(*, shop: Shop, person_ids: set[int], addresses: set[str]) -> Unsubscribed:
-    """Which of these persons or addresses asked for no more campaign email."""
+    """Which of these persons asked for no more campaign email, and which of these addresses
+    campaign email no longer goes to (unsubscribed or hard-bounced)."""
     hashes = {email_hash(address) for address in addresses} - {""}
     rows = EmailUnsubscribe.objects.filter(shop=shop).filter(
         Q(person_id__in=person_ids) | Q(email_hash__in=hashes)
     )
     people, found = set(), set()
-    for person_id, hashed in rows.values_list("person_id", "email_hash"):
-        if person_id is not None:
+    for person_id, hashed, reason in rows.values_list("person_id", "email_hash", "reason"):
+        # A bounce is the address's, not the person's: a new address of theirs is emailed.
+        if person_id is not None and reason == SuppressionReason.UNSUBSCRIBED:
             people.add(person_id)
         found.add(hashed)
     return Unsubscribed(person_ids=frozenset(people), email_hashes=frozenset(found))

@@ -257,7 +257,7 @@ def test_unsubscribe_link_works_without_login_and_stops_further_email(shop, smtp
     assert (unsubscribe.shop_id, unsubscribe.person_id) == (shop.pk, person.pk)
     assert (skipped.status, skipped.last_error) == (
         DeliveryStatus.SKIPPED,
-        "no address to email (not stored, or unsubscribed)",
+        "no address to email (not stored, unsubscribed or hard-bounced)",
     )
     assert later.decisions == 0
     assert len(smtp_server.messages) == 1
@@ -309,7 +309,7 @@ def test_a_failing_smtp_server_is_retried_with_backoff_then_succeeds(shop, smtp_
     visit(shop, shopper(shop, anonymous_id=anonymous_id), anonymous_id=anonymous_id)
     decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
     delivery_id = CampaignDelivery.objects.get().pk
-    smtp_server.refusals = ["451 4.3.0 try again later", "554 5.3.0 transaction failed"]
+    smtp_server.refusals = ["451 4.3.0 try again later", "452 4.3.1 insufficient storage"]
 
     first = deliveries.campaign_delivery_send(delivery_id=delivery_id, now=NOW)
     too_early = deliveries.campaign_delivery_send(
@@ -329,9 +329,108 @@ def test_a_failing_smtp_server_is_retried_with_backoff_then_succeeds(shop, smtp_
     # Exponential: the second wait is twice the first.
     assert (second.status, second.attempts) == (DeliveryStatus.PENDING, 2)
     assert second.next_attempt_at == NOW + timedelta(seconds=3 * BACKOFF)
-    assert second.last_error.startswith("SMTPDataError: (554")
+    assert second.last_error.startswith("SMTPDataError: (452")
     assert (third.status, third.attempts, third.last_error) == (DeliveryStatus.SENT, 3, "")
     assert len(smtp_server.messages) == 1
+
+
+@pytest.mark.django_db
+def test_a_hard_bounce_fails_at_once_and_the_address_is_never_emailed_again(shop, smtp_server):
+    campaign = email_campaign(shop, max_per_person_day=5, max_per_person_week=5)
+    [first, second, third] = treated(campaign, 3)
+    gone = shopper(shop, anonymous_id=first, address="gone@example.com")
+    visit(shop, gone, anonymous_id=first)
+    visit(shop, shopper(shop, anonymous_id=second), anonymous_id=second)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    smtp_server.unknown["gone@example.com"] = "550 5.1.1 <gone@example.com>: no such user"
+
+    sent = {
+        row.decision.anonymous_id: deliveries.campaign_delivery_send(delivery_id=row.pk, now=NOW)
+        for row in CampaignDelivery.objects.select_related("decision")
+    }
+    # The same person's next visit, and another person identified with the same address.
+    visit(shop, gone, anonymous_id=first, now=NOW + timedelta(hours=2))
+    visit(
+        shop,
+        shopper(shop, anonymous_id=third, address="GONE@example.com"),
+        anonymous_id=third,
+        now=NOW + timedelta(hours=2),
+    )
+    later = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW + timedelta(hours=2))
+
+    bounced = sent[first]
+    assert (bounced.status, bounced.attempts, bounced.next_attempt_at) == (
+        DeliveryStatus.FAILED, 1, None,
+    )  # fmt: skip
+    assert bounced.last_error.startswith(
+        "hard bounce, the address is not emailed again: SMTPRecipientsRefused: "
+    )
+    assert "550" in bounced.last_error
+    assert sent[second].status == DeliveryStatus.SENT
+    assert [to for to, _ in smtp_server.messages] == [[ADDRESS]]
+    [suppressed] = EmailUnsubscribe.objects.all()
+    assert (suppressed.person_id, suppressed.reason) == (gone.pk, "bounced")
+    assert later.decisions == 0
+
+
+@pytest.mark.django_db
+def test_a_bounce_stops_the_address_not_the_person(shop, smtp_server):
+    campaign = email_campaign(shop, max_per_person_day=5, max_per_person_week=5)
+    [anonymous_id] = treated(campaign)
+    person = shopper(shop, anonymous_id=anonymous_id, address="old@example.com")
+    visit(shop, person, anonymous_id=anonymous_id)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    smtp_server.unknown["old@example.com"] = "550 5.1.1 no such user"
+    deliveries.campaign_delivery_send(delivery_id=CampaignDelivery.objects.get().pk, now=NOW)
+    # The shopper gives the shop a working address (a newer identify).
+    EventFactory(
+        shop=shop,
+        person=person,
+        anonymous_id=anonymous_id,
+        type="identify",
+        properties={"traits": {"email": ADDRESS}},
+        occurred_at=NOW,
+    )
+    visit(shop, person, anonymous_id=anonymous_id, now=NOW + timedelta(hours=2))
+
+    later = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW + timedelta(hours=2))
+    delivery = CampaignDelivery.objects.order_by("pk").last()
+    resent = deliveries.campaign_delivery_send(
+        delivery_id=delivery.pk, now=NOW + timedelta(hours=2)
+    )
+
+    assert later.decisions == 1
+    assert resent.status == DeliveryStatus.SENT
+    assert [to for to, _ in smtp_server.messages] == [[ADDRESS]]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("reply", "status", "attempts"),
+    [
+        ("451 4.2.1 mailbox busy, try later", DeliveryStatus.PENDING, 1),  # at RCPT: transient
+        ("554 5.6.0 message refused", DeliveryStatus.FAILED, 1),  # at DATA: permanent
+    ],
+)
+def test_smtp_replies_are_transient_or_permanent_by_their_class(
+    shop, smtp_server, reply, status, attempts
+):
+    campaign = email_campaign(shop)
+    [anonymous_id] = treated(campaign)
+    visit(shop, shopper(shop, anonymous_id=anonymous_id), anonymous_id=anonymous_id)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    if reply.startswith("451"):
+        smtp_server.unknown[ADDRESS] = reply
+    else:
+        smtp_server.refusals = [reply]
+
+    sent = deliveries.campaign_delivery_send(delivery_id=CampaignDelivery.objects.get().pk, now=NOW)
+
+    assert (sent.status, sent.attempts) == (status, attempts)
+    assert reply[:3] in sent.last_error
+    assert not sent.last_error.startswith("hard bounce")
+    assert not EmailUnsubscribe.objects.exists()
+    assert smtp_server.messages == []
 
 
 @pytest.mark.django_db
