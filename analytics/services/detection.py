@@ -328,8 +328,11 @@ def _orders_detect(
     if changed.empty:
         return [], 0
     state.orders_position = int(changed["updated_at_us"].max())
+    orders = changed[["order_id", "placed_at", "value"]].copy()
+    # The sentence names the order's time in the shop's timezone, as the series' hours are.
+    orders["placed_at"] = pd.to_datetime(orders["placed_at"], utc=True).dt.tz_convert(setup.tz)
     findings = orders_detect(
-        changed[["order_id", "placed_at", "value"]],
+        orders,
         config=setup.orders,
         reference=reference if len(reference) else None,
     )

@@ -140,8 +140,28 @@ def test_high_value_threshold_is_the_shops(shop):
     anomalies_detect(shop_id=shop.pk, now=NOW)
     flagged = set(Anomaly.objects.filter(shop=shop, kind="order").values_list("subject", flat=True))
     assert flagged == {"big"}
+    big = Anomaly.objects.get(shop=shop, subject="big")
+    assert big.explanation.startswith("Order big on Wed 4 Mar 2026 13:30 was ")
+    assert big.window_start == NOW - HOUR
     # The watermark: the same orders are not judged twice.
     assert anomalies_detect(shop_id=shop.pk, now=NOW + HOUR).orders_judged == 0
+
+
+def test_an_orders_time_is_told_in_the_shops_timezone(shop):
+    from analytics.tests.factories import OrderFactory
+
+    shop.timezone = "America/New_York"
+    shop.save(update_fields=["timezone"])
+    rollup_history_write(shop, end=NOW.replace(minute=0))
+    DetectionSettings.objects.create(shop=shop, high_value_order=500)
+    OrderFactory(shop=shop, order_id="big", placed_at=NOW - HOUR, total=650)
+
+    anomalies_detect(shop_id=shop.pk, now=NOW)
+
+    big = Anomaly.objects.get(shop=shop, subject="big")
+    # 13:30 UTC is 08:30 in New York (EST, UTC-5, in early March).
+    assert big.explanation.startswith("Order big on Wed 4 Mar 2026 08:30 was ")
+    assert big.window_start == NOW - HOUR
 
 
 def test_the_sweep_picks_shops_whose_rollups_moved_or_not_detected_this_hour(shop, other_shop):
