@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from events.models import Event
+from events.models import Event, Order
 from events.simulator import Simulator
 from notifications.campaigns import services
 from notifications.campaigns.rules import ContentIn
@@ -132,6 +132,7 @@ def test_the_demo_campaign_is_running_with_decisions_exposures_and_results(shop,
 
     call_command("demo_campaign", *arguments)
     call_command("demo_campaign", *arguments)  # the demo restarted: nothing sent twice
+    finished = timezone.now()
 
     campaign = shop.campaigns.get()
     assert (campaign.key, campaign.status, campaign.experiment.status) == (
@@ -147,6 +148,9 @@ def test_the_demo_campaign_is_running_with_decisions_exposures_and_results(shop,
     assert set(exposed) == set(arms)
     result = campaign.experiment.results.get()
     assert {a["variant"]: a["units"] for a in result.data["arms"]} == dict(exposed)
+    # Every simulated visit ended before now: nothing is dated in the future.
+    assert not Event.objects.filter(occurred_at__gt=finished).exists()
+    assert not Order.objects.filter(placed_at__gt=finished).exists()
 
 
 @pytest.mark.django_db

@@ -5,7 +5,8 @@ with a true effect for those shown a notification; then the campaign's experimen
     manage.py simulate_campaign --shop demo-shop.example.com --campaign still-deciding \\
         --effect 0.2 --visitors 5000
 
-The visits start over the campaign's current phase (its start to now). It writes in this process
+The visits start over the campaign's current phase (its start to 45 minutes ago, so that they
+end before now). It writes in this process
 (no web server needed) and reads the shop's active conversion model. docs/campaigns.md,
 "Simulating a campaign".
 """
@@ -22,6 +23,10 @@ from notifications.models import Campaign, ExperimentPhase
 from notifications.selectors import model_version_active
 
 MIN_WINDOW_HOURS = 1
+# The visits start this long before now at the latest: the longest simulated visit (a landing
+# page, six product views, a cart, a checkout and a purchase, 150 s a step at most, answered at
+# the next tick) ends within it, so no event or order lands in the future.
+VISIT_ROOM = timedelta(minutes=45)
 
 
 def effect_argument(value: str) -> float:
@@ -85,16 +90,20 @@ class Command(BaseCommand):
         phase = ExperimentPhase.objects.get(
             experiment=campaign.experiment, number=campaign.experiment.phase
         )
-        if (now - phase.started_at).total_seconds() < MIN_WINDOW_HOURS * 3600:
+        end = now - VISIT_ROOM
+        if (end - phase.started_at).total_seconds() < MIN_WINDOW_HOURS * 3600:
             # Visit times are drawn by the hour of the shop's day: a shorter window is hardly
             # ever hit.
-            raise CommandError(f"The campaign has run for less than {MIN_WINDOW_HOURS} h.")
+            raise CommandError(
+                f"The campaign has run for less than {MIN_WINDOW_HOURS} h "
+                f"{VISIT_ROOM.seconds // 60} min (the visits end before now)."
+            )
         outcome = campaign_simulate(
             campaign=campaign,
             visitors=options["visitors"],
             effect=options["effect"],
             start=phase.started_at,
-            end=now,
+            end=end,
             seed=options["seed"],
             tick=timedelta(seconds=options["tick"]),
             progress=self.stdout.write,
