@@ -384,9 +384,16 @@ def email_unsubscribe(*, token: str, now: datetime) -> EmailUnsubscribe:
         # A link of a shop deleted since: nobody is emailed for it any more.
         raise ApplicationError("This unsubscribe link is not valid.", fields={"token": ["gone"]})
     existing = EmailUnsubscribe.objects.filter(shop_id=shop_id, email_hash=hashed).first()
-    if existing is not None:
-        return existing
     person_exists = selectors.person_exists(shop_id=shop_id, person_id=person_id)
+    if existing is not None:
+        if existing.reason == SuppressionReason.BOUNCED:
+            # The address bounced since this email; the person's own word now stops them at any
+            # address, as an unsubscribe does.
+            existing.reason = SuppressionReason.UNSUBSCRIBED
+            existing.person_id = person_id if person_exists else existing.person_id
+            existing.unsubscribed_at = now
+            existing.save(update_fields=["reason", "person", "unsubscribed_at"])
+        return existing
     try:
         with transaction.atomic():
             return EmailUnsubscribe.objects.create(

@@ -405,6 +405,37 @@ def test_a_bounce_stops_the_address_not_the_person(shop, smtp_server):
 
 
 @pytest.mark.django_db
+def test_an_unsubscribe_after_a_bounce_stops_the_person_too(shop, smtp_server):
+    campaign = email_campaign(shop, max_per_person_day=5, max_per_person_week=5)
+    [anonymous_id] = treated(campaign)
+    person = shopper(shop, anonymous_id=anonymous_id, address="old@example.com")
+    visit(shop, person, anonymous_id=anonymous_id)
+    decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW)
+    smtp_server.unknown["old@example.com"] = "550 5.1.1 no such user"
+    deliveries.campaign_delivery_send(delivery_id=CampaignDelivery.objects.get().pk, now=NOW)
+    # The link of an earlier email to that address, clicked after it bounced.
+    token = deliveries.unsubscribe_token(
+        shop_id=shop.pk, person_id=person.pk, address="old@example.com"
+    )
+    deliveries.email_unsubscribe(token=token, now=NOW + timedelta(minutes=5))
+    EventFactory(
+        shop=shop,
+        person=person,
+        anonymous_id=anonymous_id,
+        type="identify",
+        properties={"traits": {"email": ADDRESS}},
+        occurred_at=NOW,
+    )
+    visit(shop, person, anonymous_id=anonymous_id, now=NOW + timedelta(hours=2))
+
+    later = decisions.campaign_decisions_run(shop_id=shop.pk, now=NOW + timedelta(hours=2))
+
+    [row] = EmailUnsubscribe.objects.all()
+    assert (row.person_id, row.reason) == (person.pk, "unsubscribed")
+    assert later.decisions == 0
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(
     ("reply", "status", "attempts"),
     [
