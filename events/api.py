@@ -112,7 +112,13 @@ def ingest(
         sent_at=_sent_at(sent_at),
         request=RequestContext(
             ip=_client_ip(request),
-            user_agent=request.headers.get("User-Agent", ""),
+            # A Segment-format request comes from an SDK: a server library names itself here
+            # (analytics-ruby, which the crawler list knows as an HTTP client, would tag every
+            # shopper it tracks as a bot), and a browser's or app's SDK sends the shopper's own
+            # user agent in `context.userAgent`.
+            user_agent=""
+            if format == EventFormat.SEGMENT
+            else request.headers.get("User-Agent", ""),
             country=request.headers.get("X-Country-Code", "")[:2].upper(),
         ),
         format=format,

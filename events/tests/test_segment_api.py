@@ -177,6 +177,37 @@ def test_success_is_200_with_segments_body_and_our_counts(shop, segment_client):
 
 
 @pytest.mark.django_db
+def test_a_server_sdks_user_agent_is_not_taken_for_the_shoppers(
+    shop, segment_client, ingest_client
+):
+    """analytics-ruby's requests name the library, which the crawler list knows as an HTTP
+    client: taken for the shopper's, every person it tracks was tagged a bot. A browser SDK's
+    `context.userAgent` is kept; our own format still falls back to the request's."""
+    server = {"type": "track", "event": "Order Completed", "userId": "u1", "messageId": "m1"}
+    browser = {
+        "type": "page",
+        "anonymousId": "a1",
+        "messageId": "m2",
+        "context": {"userAgent": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0"},
+    }
+    headers = {**basic_auth(shop.write_key), "User-Agent": "analytics-ruby/2.4.0"}
+
+    segment_client.post("/v1/batch", {"batch": [server, browser]}, headers=headers)
+    ingest_client.post(
+        "/events/",
+        {"type": "page_view", "anonymous_id": "a2", "event_id": "e1"},
+        headers={"User-Agent": "curl/8.5.0"},
+    )
+
+    agents = dict(Event.objects.values_list("event_id", "user_agent"))
+    assert agents == {
+        "m1": "",
+        "m2": "Mozilla/5.0 (X11; Linux x86_64) Chrome/131.0",
+        "e1": "curl/8.5.0",
+    }
+
+
+@pytest.mark.django_db
 def test_our_own_format_keeps_its_202(ingest_client):
     event = {"event_id": "e-1", "type": "page_view", "anonymous_id": "a-1"}
 
