@@ -260,10 +260,6 @@ def smtp_is_transient(exc: Exception) -> bool:
     return True
 
 
-def _is_hard_bounce(exc: Exception) -> bool:
-    return isinstance(exc, smtplib.SMTPRecipientsRefused) and not smtp_is_transient(exc)
-
-
 def address_bounced(*, decision: CampaignDecision, address: str, now: datetime) -> None:
     """Put a hard-bounced address on the shop's suppression list (an unsubscribe already there
     stays as it is): no campaign emails it or decides for it again (`persons_emailable`)."""
@@ -311,7 +307,7 @@ def campaign_delivery_send(*, delivery_id: int, now: datetime) -> CampaignDelive
             # OSError: refused connections and timeouts (socket.timeout is one).
             error = f"{type(exc).__name__}: {exc}"
             is_transient = smtp_is_transient(exc)
-            if _is_hard_bounce(exc):
+            if isinstance(exc, smtplib.SMTPRecipientsRefused) and not is_transient:
                 address_bounced(decision=delivery.decision, address=address, now=now)
                 error = f"hard bounce, the address is not emailed again: {error}"
         else:
@@ -384,15 +380,16 @@ def email_unsubscribe(*, token: str, now: datetime) -> EmailUnsubscribe:
         # A link of a shop deleted since: nobody is emailed for it any more.
         raise ApplicationError("This unsubscribe link is not valid.", fields={"token": ["gone"]})
     existing = EmailUnsubscribe.objects.filter(shop_id=shop_id, email_hash=hashed).first()
+    if existing is not None and existing.reason != SuppressionReason.BOUNCED:
+        return existing
     person_exists = selectors.person_exists(shop_id=shop_id, person_id=person_id)
     if existing is not None:
-        if existing.reason == SuppressionReason.BOUNCED:
-            # The address bounced since this email; the person's own word now stops them at any
-            # address, as an unsubscribe does.
-            existing.reason = SuppressionReason.UNSUBSCRIBED
-            existing.person_id = person_id if person_exists else existing.person_id
-            existing.unsubscribed_at = now
-            existing.save(update_fields=["reason", "person", "unsubscribed_at"])
+        # The address bounced since this email; the person's own word now stops them at any
+        # address, as an unsubscribe does.
+        existing.reason = SuppressionReason.UNSUBSCRIBED
+        existing.person_id = person_id if person_exists else existing.person_id
+        existing.unsubscribed_at = now
+        existing.save(update_fields=["reason", "person", "unsubscribed_at"])
         return existing
     try:
         with transaction.atomic():

@@ -6,9 +6,8 @@ with a true effect for those shown a notification; then the campaign's experimen
         --effect 0.2 --visitors 5000
 
 The visits start over the campaign's current phase (its start to 45 minutes ago, so that they
-end before now). It writes in this process
-(no web server needed) and reads the shop's active conversion model. docs/campaigns.md,
-"Simulating a campaign".
+end before now). It writes in this process (no web server needed) and reads the shop's active
+conversion model. docs/campaigns.md, "Simulating a campaign".
 """
 
 import argparse

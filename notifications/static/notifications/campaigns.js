@@ -1,7 +1,7 @@
 /* The dashboard's Campaigns page: reads GET /notifications/campaigns/ and
    GET /notifications/campaigns/<id>/results/ (same origin, session cookie), draws them, and posts
-   Start / Pause / Stop and Pause all to the campaign API with the page's CSRF token. Every name, key and
-   sentence from the API is set with textContent, never parsed as HTML. */
+   Start / Pause / Stop and Pause all to the campaign API with the page's CSRF token. Every name,
+   key and sentence from the API is set with textContent, never parsed as HTML. */
 (function () {
   "use strict";
 
